@@ -1,0 +1,179 @@
+//! Map keys, values and constants.
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// A service's forwarding mode (`ServiceMeta::mode`).
+pub const MODE_NAT: u8 = 0;
+pub const MODE_DSR: u8 = 1;
+pub const MODE_TUNNEL: u8 = 2;
+
+/// Which flow fields pick the backend (`ServiceMeta::hash`).
+pub const HASH_FIVE_TUPLE: u8 = 0;
+pub const HASH_SOURCE_IP: u8 = 1;
+
+/// Backend states (`Backend::state`). Existing flows keep a `READY` or
+/// `DRAIN` backend; `MAINT` and `DOWN` backends lose them to re-selection.
+pub const STATE_READY: u8 = 0;
+pub const STATE_DRAIN: u8 = 1;
+pub const STATE_MAINT: u8 = 2;
+pub const STATE_DOWN: u8 = 3;
+
+/// Ring entry of a service with no usable backend: its packets are dropped.
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// Each service owns two ring slots (`2 * id` and `2 * id + 1`): userspace
+/// writes the idle one, then flips `ServiceMeta::ring` to it.
+pub const RING_SLOTS_PER_SERVICE: u32 = 2;
+
+/// How many SNAT ports a new flow tries before it gives up (collisions).
+pub const SNAT_PORT_TRIES: u32 = 8;
+
+/// `SERVICES` key: where clients send (VIP, port, protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// `SERVICES` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceMeta {
+    /// Index into the per-service counters.
+    pub id: u32,
+    /// Active ring slot: entries `ring * M .. ring * M + M` of `RINGS`.
+    pub ring: u32,
+    pub mode: u8,
+    pub hash: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `BACKENDS` value, indexed by backend id. A backend listed in two
+/// services has two ids, so its counters stay per service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub family: u8,
+    pub state: u8,
+    /// Owning service id.
+    pub service: u32,
+}
+
+/// Connection-table key, as the packet arrives (client side for `FLOWS`,
+/// backend side for `NAT_REV`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `FLOWS` value: the backend a client flow is pinned to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub backend: u32,
+    /// Source port toward the backend (nat mode), network order.
+    pub snat_port: u16,
+    pub _pad: [u8; 2],
+}
+
+/// `NAT_REV` value: how to turn a backend's reply back into VIP -> client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatRev {
+    pub client: [u32; 4],
+    pub vip: [u32; 4],
+    pub client_port: u16,
+    pub vip_port: u16,
+    pub backend: u32,
+    pub service: u32,
+}
+
+/// `CONFIG[0]`: settings that apply to every packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Globals {
+    /// SNAT source address toward IPv4 backends (network order).
+    pub snat_v4: u32,
+    /// SNAT port range, host order, inclusive.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    pub hash_seed: u32,
+    /// Maglev ring size M (entries per ring slot).
+    pub ring_size: u32,
+}
+
+/// Per-service counters (`SERVICE_STATS`, per CPU), both directions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Per-backend counters (`BACKEND_STATS`, per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    /// New flows assigned to this backend.
+    pub flows: u64,
+}
+
+/// `GLOBAL_STATS` slots (per CPU). Slots 0..=4 count the XDP actions by
+/// their kernel value (ABORTED, DROP, PASS, TX, REDIRECT).
+pub const XDP_ACTIONS: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];
+/// Rewritten packets dropped because the next hop's MAC is not known yet.
+pub const STAT_NEIGH_MISS: u32 = 5;
+/// New flows dropped because no SNAT port was free after the tries.
+pub const STAT_SNAT_EXHAUSTED: u32 = 6;
+/// Packets to a service with no usable backend.
+pub const STAT_NO_BACKEND: u32 = 7;
+/// Rewritten packets dropped because the FIB had no usable route.
+pub const STAT_FIB_FAIL: u32 = 8;
+/// Flows whose flow-table insert failed (they still forward).
+pub const STAT_FLOW_INSERT_FAIL: u32 = 9;
+pub const GLOBAL_STATS_LEN: u32 = 16;
+
+/// Event sent to the daemon (`NEIGH_EVENTS` ring buffer) when a next hop
+/// needs resolving.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NeighEvent {
+    pub addr: [u32; 4],
+    pub ifindex: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are repr(C), integers only, with explicit padding.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceMeta {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for NatRev {}
+    unsafe impl aya::Pod for Globals {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for BackendCounter {}
+    unsafe impl aya::Pod for NeighEvent {}
+}

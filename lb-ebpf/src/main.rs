@@ -1,0 +1,125 @@
+//! xdplb's XDP program: a layer-4 load balancer in the kernel.
+//!
+//! Packet walk (one module per stage): `parse` -> service lookup -> `flow`
+//! (conntrack, `select` on a miss) -> `nat` rewrite -> `fib` forward, with
+//! `stats` counting along the way. Anything that is not for a VIP or a NAT
+//! reply leaves untouched with XDP_PASS.
+#![no_std]
+#![no_main]
+
+mod fib;
+mod flow;
+mod nat;
+mod parse;
+mod select;
+mod stats;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS},
+    macros::{map, xdp},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::XdpContext,
+};
+use lb_common::{
+    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, NatRev,
+    ServiceKey, ServiceMeta,
+};
+
+// Map sizes below are placeholders: the daemon sets them from the config at
+// load time (`EbpfLoader::set_max_entries`), except where noted.
+
+/// Settings for every packet (SNAT address and ports, hash seed, M). 1 entry.
+#[map]
+static CONFIG: Array<Globals> = Array::with_max_entries(1, 0);
+/// (VIP, port, protocol) -> service.
+#[map]
+static SERVICES: HashMap<ServiceKey, ServiceMeta> = HashMap::with_max_entries(1, 0);
+/// Maglev rings: slot `s` holds backend ids at `s * M .. s * M + M`.
+#[map]
+static RINGS: Array<u32> = Array::with_max_entries(1, 0);
+/// Backend id -> address, port, state.
+#[map]
+static BACKENDS: Array<Backend> = Array::with_max_entries(1, 0);
+/// Client-side 5-tuple -> chosen backend and SNAT port.
+#[map]
+static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(1, 0);
+/// Backend-side 5-tuple of a NAT flow (backend -> snat:port) -> client and VIP.
+#[map]
+static NAT_REV: LruHashMap<FlowKey, NatRev> = LruHashMap::with_max_entries(1, 0);
+/// Per-CPU counters by service id.
+#[map]
+static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU counters by backend id.
+#[map]
+static BACKEND_STATS: PerCpuArray<BackendCounter> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU global counters: XDP actions, then the `lb_common::STAT_*` slots. Fixed size.
+#[map]
+static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GLOBAL_STATS_LEN, 0);
+/// Next hops the daemon should make the kernel resolve. Fixed size.
+#[map]
+static NEIGH_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+#[xdp]
+pub fn xdplb(ctx: XdpContext) -> u32 {
+    let action = try_xdplb(&ctx).unwrap_or(XDP_ABORTED);
+    stats::count_action(action);
+    action
+}
+
+/// `Err` only for states that should not exist (a map the daemon fills is
+/// missing its entry): those abort, so they show up in the action counters.
+#[inline(always)]
+fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
+    let Some(mut pkt) = parse::parse(ctx) else {
+        return Ok(XDP_PASS);
+    };
+    let globals = CONFIG.get(0).ok_or(())?;
+
+    // Replies from backends arrive at the SNAT address.
+    if pkt.key.dst[0] == globals.snat_v4 {
+        return match unsafe { NAT_REV.get(&pkt.key) } {
+            Some(rev) => {
+                let rev = *rev;
+                stats::count_service(rev.service, pkt.frame_len);
+                stats::count_backend(rev.backend, pkt.frame_len, false);
+                nat::rewrite(&mut pkt, rev.vip[0], rev.client[0], rev.vip_port, rev.client_port);
+                Ok(fib::forward(ctx, &pkt))
+            }
+            None => Ok(XDP_PASS),
+        };
+    }
+
+    let skey = ServiceKey {
+        addr: pkt.key.dst,
+        port: pkt.key.dport,
+        proto: pkt.key.proto,
+        family: pkt.key.family,
+    };
+    let Some(svc) = (unsafe { SERVICES.get(&skey) }) else {
+        return Ok(XDP_PASS);
+    };
+    stats::count_service(svc.id, pkt.frame_len);
+
+    let Some(conn) = flow::lookup_or_create(&pkt.key, svc, globals) else {
+        return Ok(XDP_DROP);
+    };
+    stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
+    nat::rewrite(
+        &mut pkt,
+        globals.snat_v4,
+        conn.backend.addr[0],
+        conn.snat_port,
+        conn.backend.port,
+    );
+    Ok(fib::forward(ctx, &pkt))
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

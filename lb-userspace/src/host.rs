@@ -1,0 +1,17 @@
+//! Host settings the data plane depends on.
+
+use std::{fs, io};
+
+/// `bpf_fib_lookup` answers FWD_DISABLED unless forwarding is on for the
+/// ingress interface, so the daemon turns it on where it attaches.
+/// Returns whether it changed anything.
+pub fn enable_ipv4_forwarding(iface: &str) -> io::Result<bool> {
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
+    let current = fs::read_to_string(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading {path}: {e}")))?;
+    if current.trim() == "1" {
+        return Ok(false);
+    }
+    fs::write(&path, "1").map_err(|e| io::Error::new(e.kind(), format!("writing {path}: {e}")))?;
+    Ok(true)
+}

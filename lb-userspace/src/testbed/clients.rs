@@ -1,0 +1,132 @@
+//! Real test clients; their sockets are created inside a namespace.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::netns::run_in;
+
+/// A TCP connection opened from namespace `ns`.
+pub fn tcp_connect(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    run_in(ns, || {
+        TcpStream::connect_timeout(&addr, timeout)
+            .with_context(|| format!("connect to {addr} from {ns}"))
+    })
+}
+
+/// An HTTP response read by [`http_request`].
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Value of the `X-Backend` header (the serving test server's name).
+    pub backend: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// `GET path` on a fresh connection from `ns` (Connection: close); returns
+/// status and body as text.
+pub fn http_get(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
+    let r = http_request(ns, addr, path, timeout)?;
+    Ok((r.status, String::from_utf8_lossy(&r.body).into_owned()))
+}
+
+/// `GET path` on a fresh connection from `ns` (Connection: close), with the
+/// whole body streamed into memory; `timeout` bounds connect and each read,
+/// not the whole transfer. Suits the large `/bytes/N` download.
+pub fn http_request(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse> {
+    let stream = tcp_connect(ns, addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let ctx = || format!("GET http://{addr}{path} from {ns}");
+    (&stream)
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .with_context(ctx)?;
+    read_response(BufReader::with_capacity(1 << 16, stream)).with_context(ctx)
+}
+
+fn read_response(mut r: impl BufRead) -> Result<HttpResponse> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = match line.split_whitespace().nth(1).map(str::parse) {
+        Some(Ok(s)) if line.starts_with("HTTP/1.") => s,
+        _ => bail!("bad status line {line:?}"),
+    };
+    let (mut backend, mut len) = (None, None);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            bail!("connection closed inside headers");
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let Some((k, v)) = h.split_once(':') else {
+            continue;
+        };
+        if k.eq_ignore_ascii_case("x-backend") {
+            backend = Some(v.trim().to_owned());
+        } else if k.eq_ignore_ascii_case("content-length") {
+            len = Some(v.trim().parse::<usize>().context("bad Content-Length")?);
+        }
+    }
+    let mut body = Vec::with_capacity(len.unwrap_or(0));
+    match len {
+        Some(n) => {
+            r.take(n as u64).read_to_end(&mut body)?;
+            if body.len() != n {
+                bail!("body truncated: {} of {n} bytes", body.len());
+            }
+        }
+        None => {
+            r.read_to_end(&mut body)?;
+        }
+    }
+    Ok(HttpResponse {
+        status,
+        backend,
+        body,
+    })
+}
+
+/// Sends one datagram from a fresh socket in `ns` to `target` and returns
+/// the reply payload.
+pub fn udp_request(
+    ns: &str,
+    target: SocketAddr,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let unspecified: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
+    let sock = run_in(ns, || Ok(UdpSocket::bind(unspecified)?))?;
+    sock.set_read_timeout(Some(timeout))?;
+    sock.connect(target)?;
+    sock.send(payload)?;
+    let mut buf = vec![0u8; 65536];
+    let n = sock
+        .recv(&mut buf)
+        .with_context(|| format!("no UDP reply from {target} to {ns} within {timeout:?}"))?;
+    buf.truncate(n);
+    Ok(buf)
+}

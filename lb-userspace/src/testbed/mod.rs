@@ -1,0 +1,12 @@
+//! Test bed: the reference namespace topology (design.md section 6), real
+//! test servers and clients. Used by the integration tests and by
+//! `cargo xtask demo`. Needs root, iproute2 and ethtool.
+
+pub mod clients;
+pub mod netns;
+pub mod servers;
+pub mod topology;
+
+pub use clients::{HttpResponse, http_get, http_request, tcp_connect, udp_request};
+pub use servers::{HttpServer, UdpEchoServer, is_pattern, pattern_byte, wait_until};
+pub use topology::{Topology, backend_addr};

@@ -1,0 +1,205 @@
+//! The reference test topology (design.md section 6):
+//!
+//! ```text
+//! [client] cli0 198.18.0.2 --- lbc 198.18.0.1 [lb] lbb 198.18.1.1 --- lb [switch: br0] bei --- eth0 198.18.1.(10+i) [backend i]
+//! ```
+//!
+//! Every veth is created directly inside its namespaces, so nothing ever
+//! lives in the caller's namespace and deleting the namespaces removes it all.
+
+use std::{
+    net::Ipv4Addr,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use anyhow::{Context, Result, ensure};
+
+use super::netns::{self, find_program, ip, run};
+
+/// Client address (on `cli0`).
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// LB address on the client side (`lbc`).
+pub const LB_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// LB address on the backend side (`lbb`); also the natural snat address.
+pub const LB_BACKEND_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// VIP range, routed by the client via the LB.
+pub const VIP_NET: &str = "198.18.100.0/24";
+/// Interface names inside the namespaces.
+pub const CLIENT_IF: &str = "cli0";
+pub const LB_CLIENT_IF: &str = "lbc";
+pub const LB_BACKEND_IF: &str = "lbb";
+pub const BACKEND_IF: &str = "eth0";
+
+/// Address of backend `i` (1-based): 198.18.1.(10+i).
+pub fn backend_addr(i: usize) -> Ipv4Addr {
+    assert!((1..=200).contains(&i), "backend index {i} out of 1..=200");
+    Ipv4Addr::new(198, 18, 1, 10 + i as u8)
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The namespaces of one run; all are deleted on drop, even on panic.
+#[derive(Debug)]
+pub struct Topology {
+    prefix: String,
+    /// Namespaces created so far, in creation order (what Drop deletes).
+    created: Vec<String>,
+    n_backends: usize,
+}
+
+impl Topology {
+    /// Builds the topology with `n_backends` backends (1..=200).
+    pub fn create(n_backends: usize) -> Result<Topology> {
+        ensure!(
+            (1..=200).contains(&n_backends),
+            "n_backends must be 1..=200"
+        );
+        let ethtool = find_program("ethtool")
+            .context("the test bed needs ethtool (run `cargo xtask setup`)")?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut t = Topology {
+            prefix: format!("xdplb-{}-{n}-", std::process::id()),
+            created: Vec::new(),
+            n_backends,
+        };
+        // On any error below, dropping `t` removes what exists so far.
+        let (cli, lb, sw) = (t.client_ns(), t.lb_ns(), t.switch_ns());
+        for ns in [&cli, &lb, &sw] {
+            t.add_ns(ns)?;
+        }
+        veth(&cli, CLIENT_IF, &lb, LB_CLIENT_IF)?;
+        veth(&lb, LB_BACKEND_IF, &sw, "lb")?;
+        addr(&cli, CLIENT_IF, CLIENT_ADDR)?;
+        addr(&lb, LB_CLIENT_IF, LB_CLIENT_ADDR)?;
+        addr(&lb, LB_BACKEND_IF, LB_BACKEND_ADDR)?;
+        ip(&[
+            "-n",
+            &cli,
+            "route",
+            "add",
+            VIP_NET,
+            "via",
+            &LB_CLIENT_ADDR.to_string(),
+        ])?;
+
+        ip(&[
+            "-n",
+            &sw,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+        ])?;
+        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        ip(&["-n", &sw, "link", "set", "lb", "master", "br0", "up"])?;
+        for i in 1..=n_backends {
+            let be = t.backend_ns(i);
+            let port = format!("be{i}");
+            t.add_ns(&be)?;
+            veth(&be, BACKEND_IF, &sw, &port)?;
+            ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
+            addr(&be, BACKEND_IF, backend_addr(i))?;
+            let gw = LB_BACKEND_ADDR.to_string();
+            ip(&["-n", &be, "route", "add", "default", "via", &gw])?;
+        }
+
+        // bpf_fib_lookup answers FWD_DISABLED unless forwarding is on.
+        netns::run_in(&lb, || {
+            for key in [
+                "ipv4/ip_forward",
+                "ipv4/conf/all/forwarding",
+                "ipv4/conf/lbc/forwarding",
+                "ipv4/conf/lbb/forwarding",
+            ] {
+                let path = format!("/proc/sys/net/{key}");
+                std::fs::write(&path, "1").with_context(|| format!("write 1 to {path}"))?;
+            }
+            Ok(())
+        })?;
+        // Frames XDP-redirected into a veth are only delivered if the peer
+        // runs XDP or has GRO on.
+        for (ns, dev) in [(&cli, CLIENT_IF), (&sw, "lb")] {
+            let mut cmd = netns::command(ns, &ethtool.to_string_lossy());
+            run(cmd.args(["-K", dev, "gro", "on"]))?;
+        }
+        Ok(t)
+    }
+
+    fn add_ns(&mut self, ns: &str) -> Result<()> {
+        ip(&["netns", "add", ns])?;
+        self.created.push(ns.to_owned());
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// Common prefix of every namespace name of this run (`xdplb-PID-N-`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    pub fn client_ns(&self) -> String {
+        format!("{}cli", self.prefix)
+    }
+    pub fn lb_ns(&self) -> String {
+        format!("{}lb", self.prefix)
+    }
+    /// Holds the bridge `br0` joining `lbb` and the backends.
+    pub fn switch_ns(&self) -> String {
+        format!("{}sw", self.prefix)
+    }
+    /// Namespace of backend `i` (1-based).
+    pub fn backend_ns(&self, i: usize) -> String {
+        assert!((1..=self.n_backends).contains(&i), "no backend {i}");
+        format!("{}be{i}", self.prefix)
+    }
+    pub fn n_backends(&self) -> usize {
+        self.n_backends
+    }
+    /// Every namespace of this run.
+    pub fn namespaces(&self) -> &[String] {
+        &self.created
+    }
+    pub fn client_addr(&self) -> Ipv4Addr {
+        CLIENT_ADDR
+    }
+    pub fn lb_client_addr(&self) -> Ipv4Addr {
+        LB_CLIENT_ADDR
+    }
+    pub fn lb_backend_addr(&self) -> Ipv4Addr {
+        LB_BACKEND_ADDR
+    }
+    pub fn backend_addr(&self, i: usize) -> Ipv4Addr {
+        assert!((1..=self.n_backends).contains(&i), "no backend {i}");
+        backend_addr(i)
+    }
+    pub fn backend_addrs(&self) -> Vec<Ipv4Addr> {
+        (1..=self.n_backends).map(backend_addr).collect()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in self.created.iter().rev() {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("testbed teardown: {e:#}");
+            }
+        }
+    }
+}
+
+/// A veth pair with `a` in namespace `ns_a` and `b` in `ns_b`, both up.
+fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<()> {
+    ip(&[
+        "-n", ns_a, "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b,
+    ])?;
+    ip(&["-n", ns_a, "link", "set", a, "up"])?;
+    ip(&["-n", ns_b, "link", "set", b, "up"])?;
+    Ok(())
+}
+
+fn addr(ns: &str, dev: &str, a: Ipv4Addr) -> Result<()> {
+    ip(&["-n", ns, "addr", "add", &format!("{a}/24"), "dev", dev])?;
+    Ok(())
+}

@@ -1,0 +1,535 @@
+//! Packet tests: frames run through the real XDP program with
+//! BPF_PROG_TEST_RUN, its maps filled by the daemon's own code from a YAML
+//! config. They run inside a namespace whose routes and static neighbours
+//! let `bpf_fib_lookup` answer, so the forwarding step is real too.
+//! Every output is checked field by field, checksums recomputed.
+//!
+//! Needs root and the built XDP program.
+
+use std::{
+    cell::RefCell,
+    net::Ipv4Addr,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::{TestRun, TestRunOptions},
+};
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, Ipv4Options, NetSlice, PacketBuilder, SlicedPacket,
+    TransportSlice,
+};
+use lb_common::{NeighEvent, STAT_NEIGH_MISS};
+use xdplb::{config::Config, dataplane::Dataplane, plan, testbed::netns};
+
+const PASS: u32 = 2;
+const DROP: u32 = 1;
+const REDIRECT: u32 = 4;
+
+const LBC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const LBB_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+const WEB_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+const DNS_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 11);
+const LOST_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 12);
+
+fn backend_mac(ip: Ipv4Addr) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, ip.octets()[3]]
+}
+
+const CONFIG: &str = r#"
+interfaces: [lbc, lbb]
+snat: { ipv4: 198.18.1.1, ports: 20000-29999 }
+limits: { max_services: 8, max_backends: 16, maglev_table_size: 1021, flow_table_size: 4096 }
+services:
+  - name: web
+    vip: 198.18.100.10
+    port: 80
+    protocol: tcp
+    backends:
+      - { address: 198.18.1.11, port: 8080 }
+      - { address: 198.18.1.12, port: 8080 }
+      - { address: 198.18.1.13, port: 8080 }
+  - name: dns
+    vip: 198.18.100.11
+    port: 53
+    protocol: udp
+    backends:
+      - { address: 198.18.1.11, port: 5353 }
+      - { address: 198.18.1.12, port: 5353 }
+  - name: lost
+    vip: 198.18.100.12
+    port: 80
+    protocol: tcp
+    backends:
+      - { address: 198.18.1.14, port: 8080 }
+"#;
+
+/// A namespace with the LB's two interfaces, forwarding on, and static
+/// neighbours for the client and backends .11-.13 (not .14). Deleted on drop.
+struct Bed {
+    ns: String,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let ns = format!(
+            "xdplb-pt-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        netns::ip(&["netns", "add", &ns]).unwrap();
+        let bed = Bed { ns };
+        let mac = |m: [u8; 6]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        let n = bed.ns.as_str();
+        let script = [
+            "link set lo up".to_string(),
+            "link add lbc type veth peer name cpeer".into(),
+            "link add lbb type veth peer name bpeer".into(),
+            format!("link set lbc address {}", mac(LBC_MAC)),
+            format!("link set lbb address {}", mac(LBB_MAC)),
+            "link set lbc up".into(),
+            "link set lbb up".into(),
+            "link set cpeer up".into(),
+            "link set bpeer up".into(),
+            "addr add 198.18.0.1/24 dev lbc".into(),
+            "addr add 198.18.1.1/24 dev lbb".into(),
+            format!(
+                "neigh replace {CLIENT} lladdr {} dev lbc nud permanent",
+                mac(CLIENT_MAC)
+            ),
+        ];
+        for line in script {
+            let args: Vec<&str> = ["-n", n].into_iter().chain(line.split(' ')).collect();
+            netns::ip(&args).unwrap();
+        }
+        for last in 11..=13u8 {
+            let b = Ipv4Addr::new(198, 18, 1, last);
+            let m = mac(backend_mac(b));
+            let b = b.to_string();
+            netns::ip(&[
+                "-n", n, "neigh", "replace", &b, "lladdr", &m, "dev", "lbb", "nud", "permanent",
+            ])
+            .unwrap();
+        }
+        // Test runs enter on lo (no ctx given); the FIB wants forwarding on
+        // the ingress interface.
+        for conf in ["all", "lo", "lbc", "lbb"] {
+            netns::run(netns::command(n, "sysctl").args([
+                "-qw",
+                &format!("net.ipv4.conf.{conf}.forwarding=1"),
+            ]))
+            .unwrap();
+        }
+        bed
+    }
+
+    fn ifindex(&self, iface: &str) -> u32 {
+        let out = netns::ip(&["-n", &self.ns, "-o", "link", "show", iface]).unwrap();
+        out.split(':').next().unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = netns::ip(&["netns", "del", &self.ns]);
+    }
+}
+
+/// The program loaded and configured, inside the bed's namespace.
+struct Lb {
+    dp: Dataplane,
+    plan: plan::Plan,
+    neigh_events: RefCell<RingBuf<MapData>>,
+}
+
+impl Lb {
+    fn new() -> Lb {
+        let cfg = Config::from_yaml(CONFIG).expect("test config is valid");
+        let plan = plan::plan(&cfg);
+        let mut dp = Dataplane::load(&cfg.limits).expect("program loads (verifier)");
+        dp.apply(&plan).unwrap();
+        let neigh_events = RefCell::new(dp.take_neigh_events().unwrap());
+        Lb {
+            dp,
+            plan,
+            neigh_events,
+        }
+    }
+
+    /// Runs one frame; returns the verdict and the output frame.
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = self
+            .dp
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    fn global(&self, slot: u32) -> u64 {
+        self.dp.counters(&[], &[]).unwrap().global[slot as usize]
+    }
+}
+
+/// Runs `f` with a fresh bed and program, inside the bed's namespace.
+fn with_lb(f: impl FnOnce(&Bed, &Lb) + Send) {
+    let bed = Bed::new();
+    netns::run_in(&bed.ns.clone(), || {
+        let lb = Lb::new();
+        f(&bed, &lb);
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn tcp_syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn()
+        .write(&mut v, b"hello")
+        .unwrap();
+    v
+}
+
+fn tcp_from(src_mac: [u8; 6], src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac, LBB_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 5000, 64240)
+        .syn()
+        .ack(1001)
+        .write(&mut v, b"world")
+        .unwrap();
+    v
+}
+
+fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(sport, dport)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// Fields of an output frame, after checking every checksum in it.
+#[derive(Debug, PartialEq)]
+struct Out {
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    ttl: u8,
+    payload: Vec<u8>,
+}
+
+fn inspect(frame: &[u8]) -> Out {
+    let p = SlicedPacket::from_ethernet(frame).expect("output parses");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let iph = ip.header().to_header();
+    assert_eq!(
+        iph.header_checksum,
+        iph.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let payload = ip.payload().payload;
+    let (sport, dport) = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let h = t.to_header();
+            assert_eq!(
+                h.checksum,
+                h.calc_checksum_ipv4(&iph, t.payload()).unwrap(),
+                "TCP checksum"
+            );
+            (h.source_port, h.destination_port)
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let h = u.to_header();
+            if h.checksum != 0 {
+                assert_eq!(
+                    h.checksum,
+                    h.calc_checksum_ipv4(&iph, u.payload()).unwrap(),
+                    "UDP checksum"
+                );
+            }
+            (h.source_port, h.destination_port)
+        }
+        other => panic!("unexpected transport {other:?}"),
+    };
+    let l4_payload = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => t.payload().to_vec(),
+        Some(TransportSlice::Udp(u)) => u.payload().to_vec(),
+        _ => unreachable!(),
+    };
+    let _ = payload;
+    Out {
+        dst_mac: frame[0..6].try_into().unwrap(),
+        src_mac: frame[6..12].try_into().unwrap(),
+        src: Ipv4Addr::from(iph.source),
+        dst: Ipv4Addr::from(iph.destination),
+        sport,
+        dport,
+        ttl: iph.time_to_live,
+        payload: l4_payload,
+    }
+}
+
+fn web_backends() -> Vec<Ipv4Addr> {
+    (11..=13).map(|i| Ipv4Addr::new(198, 18, 1, i)).collect()
+}
+
+#[test]
+fn traffic_the_balancer_does_not_own_passes_untouched() {
+    with_lb(|_, lb| {
+        let mut arp = Vec::new();
+        arp.extend_from_slice(&[0xff; 6]);
+        arp.extend_from_slice(&CLIENT_MAC);
+        arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&CLIENT_MAC);
+        arp.extend_from_slice(&CLIENT.octets());
+        arp.extend_from_slice(&[0; 6]);
+        arp.extend_from_slice(&[198, 18, 0, 1]);
+
+        let mut ipv6 = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+            .ipv6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 64)
+            .tcp(40000, 80, 1, 100)
+            .write(&mut ipv6, &[])
+            .unwrap();
+        let mut icmp = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+            .ipv4(CLIENT.octets(), WEB_VIP.octets(), 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut icmp, b"ping")
+            .unwrap();
+
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("ARP request", arp),
+            ("IPv6", ipv6),
+            ("ICMP echo to a VIP", icmp),
+            ("TCP to a non-VIP address", tcp_syn(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 1), 22)),
+            ("TCP to a VIP on another port", tcp_syn(CLIENT, 40000, WEB_VIP, 81)),
+            ("UDP to a TCP service", udp(CLIENT, 40000, WEB_VIP, 80, b"x")),
+            ("TCP to the SNAT address, no NAT entry", tcp_from(backend_mac(web_backends()[0]), web_backends()[0], 8080, SNAT, 20001)),
+        ];
+        for (name, frame) in cases {
+            let (verdict, out) = lb.run(&frame);
+            assert_eq!(verdict, PASS, "{name}");
+            assert_eq!(out, frame, "{name}: must not be modified");
+        }
+    });
+}
+
+#[test]
+fn malformed_and_fragmented_packets_pass_untouched() {
+    with_lb(|_, lb| {
+        let syn = tcp_syn(CLIENT, 40000, WEB_VIP, 80);
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![
+            // (test_run refuses frames shorter than an Ethernet header.)
+            ("Ethernet header alone, type IPv4", syn[..14].to_vec()),
+            ("IPv4 header cut", syn[..14 + 12].to_vec()),
+            ("TCP header cut", syn[..14 + 20 + 10].to_vec()),
+        ];
+        let mut bad_ihl = syn.clone();
+        bad_ihl[14] = 0x44; // IHL 4 words: shorter than the fixed header
+        cases.push(("IHL below 5", bad_ihl));
+        let mut bad_version = syn.clone();
+        bad_version[14] = 0x65;
+        cases.push(("IP version 6 in an IPv4 frame", bad_version));
+        // Fragments are not ours (the L4 header is only in the first one).
+        // Checksums are left stale on purpose: the program must not care.
+        let mut first_frag = syn.clone();
+        first_frag[14 + 6] = 0x20; // MF
+        cases.push(("first fragment", first_frag));
+        let mut later_frag = syn.clone();
+        later_frag[14 + 7] = 0x10; // offset 16*8 bytes
+        cases.push(("later fragment", later_frag));
+        for (name, frame) in cases {
+            let (verdict, out) = lb.run(&frame);
+            assert_eq!(verdict, PASS, "{name}");
+            assert_eq!(out, frame, "{name}: must not be modified");
+        }
+    });
+}
+
+#[test]
+fn syn_to_vip_is_nat_ed_and_the_reply_translated_back() {
+    with_lb(|_, lb| {
+        let syn = tcp_syn(CLIENT, 40000, WEB_VIP, 80);
+        let (verdict, out) = lb.run(&syn);
+        assert_eq!(verdict, REDIRECT, "forwarded out of lbb");
+        let o = inspect(&out);
+        assert!(web_backends().contains(&o.dst), "{o:?}");
+        assert_eq!(o.dport, 8080);
+        assert_eq!(o.src, SNAT);
+        assert!((20000..=29999).contains(&o.sport), "{o:?}");
+        assert_eq!(o.dst_mac, backend_mac(o.dst));
+        assert_eq!(o.src_mac, LBB_MAC);
+        assert_eq!(o.ttl, 64);
+        assert_eq!(o.payload, b"hello");
+        // TCP fields other than ports are untouched.
+        assert_eq!(&out[14 + 20 + 4..14 + 20 + 16], &syn[14 + 20 + 4..14 + 20 + 16]);
+
+        // The same 5-tuple: the same backend and SNAT port, every time.
+        for _ in 0..20 {
+            let (v, again) = lb.run(&syn);
+            assert_eq!(v, REDIRECT);
+            assert_eq!(inspect(&again), o);
+        }
+
+        // The backend's reply goes back as VIP -> client.
+        let reply = tcp_from(backend_mac(o.dst), o.dst, 8080, SNAT, o.sport);
+        let (verdict, back) = lb.run(&reply);
+        assert_eq!(verdict, REDIRECT, "forwarded out of lbc");
+        let b = inspect(&back);
+        assert_eq!((b.src, b.sport), (WEB_VIP, 80));
+        assert_eq!((b.dst, b.dport), (CLIENT, 40000));
+        assert_eq!(b.dst_mac, CLIENT_MAC);
+        assert_eq!(b.src_mac, LBC_MAC);
+        assert_eq!(b.payload, b"world");
+
+        let web = &lb.plan.services[0];
+        let c = lb
+            .dp
+            .counters(&[web.id], &web.backends.iter().map(|b| b.id).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(c.services[&web.id].packets, 22, "21 forward + 1 reply");
+        let flows: u64 = c.backends.values().map(|b| b.flows).sum();
+        assert_eq!(flows, 1, "one new flow");
+    });
+}
+
+#[test]
+fn flows_spread_over_backends_and_stick() {
+    with_lb(|_, lb| {
+        let mut seen = std::collections::HashMap::new();
+        for sport in 30000..30300u16 {
+            let (v, out) = lb.run(&tcp_syn(CLIENT, sport, WEB_VIP, 80));
+            assert_eq!(v, REDIRECT);
+            let o = inspect(&out);
+            *seen.entry(o.dst).or_insert(0) += 1;
+            let (_, again) = lb.run(&tcp_syn(CLIENT, sport, WEB_VIP, 80));
+            assert_eq!(inspect(&again).dst, o.dst, "flow {sport} sticks");
+        }
+        assert_eq!(seen.len(), 3, "all backends used: {seen:?}");
+        for (b, n) in &seen {
+            assert!((60..=140).contains(n), "{b}: {n} of 300");
+        }
+    });
+}
+
+#[test]
+fn udp_is_nat_ed_both_ways() {
+    with_lb(|_, lb| {
+        let req = udp(CLIENT, 5555, DNS_VIP, 53, b"query");
+        let (v, out) = lb.run(&req);
+        assert_eq!(v, REDIRECT);
+        let o = inspect(&out);
+        assert!([11, 12].contains(&o.dst.octets()[3]), "{o:?}");
+        assert_eq!((o.src, o.dport), (SNAT, 5353));
+        assert_eq!(o.payload, b"query");
+        assert_ne!(u16::from_be_bytes([out[14 + 20 + 6], out[14 + 20 + 7]]), 0);
+
+        let mut reply = Vec::new();
+        PacketBuilder::ethernet2(backend_mac(o.dst), LBB_MAC)
+            .ipv4(o.dst.octets(), SNAT.octets(), 64)
+            .udp(5353, o.sport)
+            .write(&mut reply, b"answer")
+            .unwrap();
+        let (v, back) = lb.run(&reply);
+        assert_eq!(v, REDIRECT);
+        let b = inspect(&back);
+        assert_eq!((b.src, b.sport, b.dst, b.dport), (DNS_VIP, 53, CLIENT, 5555));
+        assert_eq!(b.payload, b"answer");
+
+        // A datagram sent without a checksum keeps none.
+        let mut no_sum = udp(CLIENT, 5556, DNS_VIP, 53, b"query");
+        no_sum[14 + 20 + 6] = 0;
+        no_sum[14 + 20 + 7] = 0;
+        let (v, out) = lb.run(&no_sum);
+        assert_eq!(v, REDIRECT);
+        assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
+        inspect(&out);
+    });
+}
+
+#[test]
+fn ipv4_options_and_vlan_tags_are_handled() {
+    with_lb(|_, lb| {
+        // IHL 7: 8 bytes of options (NOPs and an end marker) must survive.
+        let mut ip = Ipv4Header::new(5, 64, IpNumber::TCP, CLIENT.octets(), WEB_VIP.octets())
+            .unwrap();
+        ip.options = Ipv4Options::try_from(&[1u8, 1, 1, 1, 1, 1, 1, 0][..]).unwrap();
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+            .ip(IpHeaders::Ipv4(ip, Default::default()))
+            .tcp(41000, 80, 1, 100)
+            .syn()
+            .write(&mut frame, b"hello")
+            .unwrap();
+        assert_eq!(frame[14] & 0x0f, 7);
+        let (v, out) = lb.run(&frame);
+        assert_eq!(v, REDIRECT);
+        let o = inspect(&out);
+        assert_eq!((o.src, o.dport), (SNAT, 8080));
+        assert_eq!(&out[14 + 20..14 + 28], &frame[14 + 20..14 + 28], "options kept");
+
+        let mut tagged = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+            .single_vlan(100.try_into().unwrap())
+            .ipv4(CLIENT.octets(), WEB_VIP.octets(), 64)
+            .tcp(41001, 80, 1, 100)
+            .syn()
+            .write(&mut tagged, b"hello")
+            .unwrap();
+        let (v, out) = lb.run(&tagged);
+        assert_eq!(v, REDIRECT);
+        let p = SlicedPacket::from_ethernet(&out).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert_eq!(Ipv4Addr::from(h.source), SNAT);
+    });
+}
+
+#[test]
+fn unresolved_next_hop_drops_counts_and_asks_the_daemon() {
+    with_lb(|bed, lb| {
+        let before = lb.global(STAT_NEIGH_MISS);
+        let (v, _) = lb.run(&tcp_syn(CLIENT, 42000, LOST_VIP, 80));
+        assert_eq!(v, DROP, "never passed half-rewritten");
+        assert_eq!(lb.global(STAT_NEIGH_MISS), before + 1);
+        let c = lb.dp.counters(&[], &[]).unwrap();
+        let drops: u64 = c.actions.iter().map(|a| a[DROP as usize]).sum();
+        assert_eq!(drops, 1, "counted as a drop");
+
+        let mut events = lb.neigh_events.borrow_mut();
+        let item = events.next().expect("a neighbour event for the daemon");
+        let ev: NeighEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        assert_eq!(ev.addr[0].to_ne_bytes(), [198, 18, 1, 14]);
+        assert_eq!(ev.ifindex, bed.ifindex("lbb"));
+    });
+}

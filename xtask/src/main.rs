@@ -1,0 +1,52 @@
+//! `cargo xtask <command>`: setup, build-ebpf, test, demo.
+
+mod build_ebpf;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "xdplb developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: nightly + rust-src, LLVM 22 and test tools, bpf-linker.
+    Setup,
+    /// Build the release daemon (which embeds the XDP program); print the object path.
+    BuildEbpf,
+    /// Run every test of the workspace (as root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a filter, or `-- --nocapture`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start the demo topology with the daemon (not implemented yet).
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::BuildEbpf => build_ebpf::run(),
+        Cmd::Test { args } => test::run(&args),
+        Cmd::Demo => {
+            eprintln!("xtask demo: not implemented yet");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

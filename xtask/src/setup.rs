@@ -1,0 +1,135 @@
+//! `cargo xtask setup`: idempotent; checks first and installs only what is
+//! missing, so a ready machine does no work.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{exec, find, is_root, output};
+
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "ethtool",
+    "iproute2",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    let mut did = false;
+    did |= nightly()?;
+    did |= apt()?;
+    did |= bpf_linker()?;
+    if !did {
+        eprintln!(
+            "xtask setup: all present (nightly + rust-src, {}, bpf-linker {BPF_LINKER_VERSION})",
+            APT_PACKAGES.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn nightly() -> Result<bool> {
+    let toolchains =
+        output(Command::new("rustup").args(["toolchain", "list"])).context("rustup not found")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("xtask setup: installing the nightly toolchain with rust-src");
+        let args = [
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "-c",
+            "rust-src",
+        ];
+        exec(Command::new("rustup").args(args))?;
+        return Ok(true);
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if components
+        .lines()
+        .any(|l| l.trim() == "rust-src" || l.starts_with("rust-src-"))
+    {
+        return Ok(false);
+    }
+    eprintln!("xtask setup: adding rust-src to nightly");
+    exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    Ok(true)
+}
+
+fn installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.trim() == "install ok installed")
+}
+
+fn apt() -> Result<bool> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    eprintln!(
+        "xtask setup: installing missing packages: {}",
+        missing.join(" ")
+    );
+    let sudo = |program: &str| {
+        if is_root() {
+            Command::new(program)
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg(program);
+            c
+        }
+    };
+    exec(sudo("apt-get").arg("update"))?;
+    exec(
+        sudo("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    Ok(true)
+}
+
+fn bpf_linker() -> Result<bool> {
+    let version = find("bpf-linker").and_then(|p| output(Command::new(p).arg("--version")));
+    if version
+        .as_deref()
+        .is_some_and(|v| v.split_whitespace().any(|w| w == BPF_LINKER_VERSION))
+    {
+        return Ok(false);
+    }
+    eprintln!(
+        "xtask setup: installing bpf-linker {BPF_LINKER_VERSION} (found: {})",
+        version.as_deref().map_or("none", str::trim)
+    );
+    let mut cmd = Command::new("cargo");
+    cmd.env("LLVM_PREFIX", "/usr/lib/llvm-22").args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ]);
+    // Build with the stable toolchain even if a rust-toolchain file says otherwise.
+    cmd.env_remove("RUSTUP_TOOLCHAIN");
+    exec(&mut cmd)?;
+    if find("bpf-linker").is_none() {
+        bail!("bpf-linker installed but not found: add ~/.cargo/bin to PATH");
+    }
+    Ok(true)
+}

@@ -1,0 +1,25 @@
+//! `cargo xtask test`: every test of the workspace. Needs root: the packet
+//! tests load XDP programs and the integration tests create namespaces.
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{cargo, is_root, line};
+
+pub fn run(args: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "cargo xtask test must run as root (packet and integration tests load XDP \
+             programs and create network namespaces); try: sudo -E cargo xtask test"
+        );
+    }
+    crate::setup::run()?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"])
+        .args(args)
+        .env_remove("AYA_BUILD_SKIP");
+    eprintln!("xtask: + {}", line(&cmd));
+    let status = cmd.status().context("cannot run cargo test")?;
+    // Exit with cargo's status and print nothing more, so the output ends
+    // with cargo test's own summary.
+    std::process::exit(status.code().unwrap_or(1));
+}

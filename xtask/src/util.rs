@@ -1,0 +1,67 @@
+//! Running commands with a visible command line and clear errors.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The cargo that runs us (as set by `cargo run`), else `cargo`.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+pub fn line(cmd: &Command) -> String {
+    let envs = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())));
+    let args = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned());
+    envs.chain(args).collect::<Vec<_>>().join(" ")
+}
+
+/// Prints and runs `cmd` with inherited stdio; fails on a non-zero exit.
+pub fn exec(cmd: &mut Command) -> Result<()> {
+    let line = line(cmd);
+    eprintln!("xtask: + {line}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run `{line}`"))?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `cmd` quietly and returns its stdout if it succeeded.
+pub fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `program` from PATH, or from ~/.cargo/bin where cargo install puts it.
+pub fn find(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    std::env::split_paths(&path)
+        .chain(home.map(|h| h.join("bin")))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
