@@ -181,6 +181,15 @@ pub enum Protocol {
     Udp,
 }
 
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
 impl Protocol {
     /// IP protocol number (`lb_common::PROTO_*`).
     pub fn number(self) -> u8 {
@@ -531,7 +540,7 @@ impl Config {
                 return Err(invalid(
                     at("vip"),
                     format!(
-                        "{}:{}/{:?} is already used by service {:?} (services[{j}])",
+                        "{}:{}/{} is already used by service {:?} (services[{j}])",
                         s.vip, s.port, s.protocol, self.services[j].name
                     ),
                 ));
@@ -693,7 +702,11 @@ fn check_unicast(path: &str, ip: Ipv4Addr) -> Result<(), ConfigError> {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| n % d != 0)
+    let n = n as u64;
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// A serde error as "path: message (line, column)". serde_yaml's own text
@@ -923,8 +936,9 @@ mod tests {
 
     /// BASE with `from` replaced by `to` (which must be present).
     fn base_with(from: &str, to: &str) -> String {
-        assert!(BASE.contains(from), "{from:?}");
-        BASE.replacen(from, to, 1)
+        let base = yaml(BASE);
+        assert!(base.contains(from), "{from:?}");
+        base.replacen(from, to, 1)
     }
 
     #[test]
@@ -1017,7 +1031,7 @@ mod tests {
             &["services[0].colour", "unknown field `colour`", "line 7"],
         );
         assert_err(
-            &format!("{BASE}\nsnats: {{}}"),
+            &format!("{}\nsnats: {{}}", yaml(BASE)),
             &["snats", "unknown field", "line 11"],
         );
         assert_err(
@@ -1044,7 +1058,10 @@ mod tests {
             &base_with("port: 80", "port: 80\n    mode: magic"),
             &["services[0].mode", "unknown variant `magic`", "line 7"],
         );
-        assert_err(&format!("{BASE}\nsnat: {{ ports: 2000 }}"), &["snat"]);
+        assert_err(
+            &base_with("1.1 }", "1.1, ports: 2000 }"),
+            &["snat.ports", "invalid port range \"2000\"", "line 2"],
+        );
         assert_err(
             &base_with(
                 "snat: { ipv4: 198.18.1.1 }",
@@ -1053,7 +1070,7 @@ mod tests {
             &["snat.ports", "expected MIN-MAX", "line 4"],
         );
         assert_err(
-            &base_with("- name: web\n", "- vip: 1.2.3.4\n"),
+            &base_with("name: web\n    ", ""),
             &["services[0]", "missing field `name`", "line 4"],
         );
         assert_err(
@@ -1138,7 +1155,7 @@ mod tests {
             ),
             &[
                 "services[1].vip",
-                "198.18.100.10:80/Tcp is already used by service \"web\"",
+                "198.18.100.10:80/tcp is already used by service \"web\"",
                 "line 11",
             ],
         );
@@ -1308,7 +1325,7 @@ mod tests {
                 "services[0].port: port 0 (a VIP on all ports) is not supported yet (line 6)",
             ),
             (
-                format!("{BASE}\nadmin: {{ token_file: /etc/xdplb/token }}"),
+                format!("{}\nadmin: {{ token_file: /etc/xdplb/token }}", yaml(BASE)),
                 "admin.token_file: API authentication (admin.token_file) is not supported yet (line 11)",
             ),
         ];

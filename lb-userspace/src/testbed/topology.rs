@@ -121,9 +121,18 @@ impl Topology {
         })?;
         // Frames XDP-redirected into a veth are only delivered if the peer
         // runs XDP or has GRO on.
+        let ethtool = |ns: &str, args: &[&str]| {
+            run(netns::command(ns, &ethtool.to_string_lossy()).args(args))
+        };
         for (ns, dev) in [(&cli, CLIENT_IF), (&sw, "lb")] {
-            let mut cmd = netns::command(ns, &ethtool.to_string_lossy());
-            run(cmd.args(["-K", dev, "gro", "on"]))?;
+            ethtool(ns, &["-K", dev, "gro", "on"])?;
+        }
+        // Senders must put full checksums on the wire, as a real NIC's
+        // receiver sees them: with TX offload a veth frame carries a partial
+        // checksum, which XDP cannot see and a redirect does not complete.
+        ethtool(&cli, &["-K", CLIENT_IF, "tx", "off"])?;
+        for i in 1..=n_backends {
+            ethtool(&t.backend_ns(i), &["-K", BACKEND_IF, "tx", "off"])?;
         }
         Ok(t)
     }
