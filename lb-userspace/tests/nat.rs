@@ -219,9 +219,11 @@ fn daemon_detaches_on_sigterm() {
     let bed = bed();
     warm_up(&bed);
     let Bed { topo, daemon, .. } = bed;
+    let links = || xdplb::testbed::netns::ip(&["-n", &topo.lb_ns(), "link", "show"]).unwrap();
+    assert_eq!(links().matches("prog/xdp").count(), 2, "attached to lbc and lbb");
     let (status, log) = daemon.stop().unwrap();
     assert!(status.success(), "{status}\n{log}");
     assert!(log.contains("detached"), "{log}");
-    let links = xdplb::testbed::netns::ip(&["-n", &topo.lb_ns(), "link", "show"]).unwrap();
+    let links = links();
     assert!(!links.contains("prog/xdp"), "XDP still attached:\n{links}");
 }
