@@ -16,11 +16,8 @@ pub fn fold(sum: u32) -> u16 {
 /// New checksum after a 32-bit word covered by `check` changed.
 #[inline(always)]
 pub fn replace4(check: u16, old: u32, new: u32) -> u16 {
-    let sum = (!check as u32 & 0xffff)
-        + (!old >> 16)
-        + (!old & 0xffff)
-        + (new >> 16)
-        + (new & 0xffff);
+    let sum =
+        (!check as u32 & 0xffff) + (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff);
     !fold(sum)
 }
 
@@ -81,12 +78,15 @@ mod tests {
         m[16..20].copy_from_slice(&new_bytes);
         m[10..12].copy_from_slice(&replace4(old_check, old, new).to_ne_bytes());
         assert_eq!(checksum(&m), 0);
-        assert_eq!(m, with_check({
-            let mut z = m;
-            z[10] = 0;
-            z[11] = 0;
-            z
-        }));
+        assert_eq!(
+            m,
+            with_check({
+                let mut z = m;
+                z[10] = 0;
+                z[11] = 0;
+                z
+            })
+        );
     }
 
     #[test]

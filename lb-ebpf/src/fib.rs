@@ -38,14 +38,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
     }
     p.ifindex = ingress;
 
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.as_ptr(),
-            &mut p,
-            mem::size_of::<FibParams>() as i32,
-            0,
-        )
-    };
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut p, mem::size_of::<FibParams>() as i32, 0) };
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
             unsafe {

@@ -4,9 +4,9 @@
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
-    Backend, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, NatRev, SNAT_PORT_TRIES, STATE_DRAIN,
-    STATE_READY, STAT_FLOW_INSERT_FAIL, STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, ServiceMeta,
-    hash::flow_hash,
+    Backend, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, NatRev, SNAT_PORT_TRIES,
+    STAT_FLOW_INSERT_FAIL, STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, STATE_DRAIN, STATE_READY,
+    ServiceMeta, hash::flow_hash,
 };
 
 use crate::{BACKENDS, FLOWS, NAT_REV, select, stats};
@@ -101,7 +101,9 @@ fn alloc_snat_port(
     globals: &Globals,
 ) -> Option<u16> {
     let min = globals.snat_port_min as u32;
-    let span = (globals.snat_port_max as u32).wrapping_sub(min).wrapping_add(1);
+    let span = (globals.snat_port_max as u32)
+        .wrapping_sub(min)
+        .wrapping_add(1);
     if span == 0 || span > 65536 {
         return None;
     }
@@ -121,7 +123,7 @@ fn alloc_snat_port(
         );
         let port = ((min + h % span) as u16).to_be();
         let rk = rev_key(key, backend, globals, port);
-        if NAT_REV.insert(&rk, &rev, BPF_NOEXIST as u64).is_ok() {
+        if NAT_REV.insert(rk, rev, BPF_NOEXIST as u64).is_ok() {
             return Some(port);
         }
     }

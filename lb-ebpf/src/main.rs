@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, NatRev,
-    ServiceKey, ServiceMeta,
+    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, NatRev, ServiceKey,
+    ServiceMeta,
 };
 
 // Map sizes below are placeholders: the daemon sets them from the config at
@@ -77,12 +77,18 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
 
     // Replies from backends arrive at the SNAT address.
     if pkt.key.dst[0] == globals.snat_v4 {
-        return match unsafe { NAT_REV.get(&pkt.key) } {
+        return match unsafe { NAT_REV.get(pkt.key) } {
             Some(rev) => {
                 let rev = *rev;
                 stats::count_service(rev.service, pkt.frame_len);
                 stats::count_backend(rev.backend, pkt.frame_len, false);
-                nat::rewrite(&mut pkt, rev.vip[0], rev.client[0], rev.vip_port, rev.client_port);
+                nat::rewrite(
+                    &mut pkt,
+                    rev.vip[0],
+                    rev.client[0],
+                    rev.vip_port,
+                    rev.client_port,
+                );
                 Ok(fib::forward(ctx, &pkt))
             }
             None => Ok(XDP_PASS),
@@ -95,7 +101,7 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
         proto: pkt.key.proto,
         family: pkt.key.family,
     };
-    let Some(svc) = (unsafe { SERVICES.get(&skey) }) else {
+    let Some(svc) = (unsafe { SERVICES.get(skey) }) else {
         return Ok(XDP_PASS);
     };
     stats::count_service(svc.id, pkt.frame_len);

@@ -73,7 +73,11 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
         PROTO_UDP => {
             let udp: *mut UdpHdr = ptr_at(ctx, l4)?;
             let check = unsafe { &raw mut (*udp).check };
-            if unsafe { *check } == [0, 0] { None } else { Some(check) }
+            if unsafe { *check } == [0, 0] {
+                None
+            } else {
+                Some(check)
+            }
         }
         _ => return None,
     };

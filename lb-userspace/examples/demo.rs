@@ -21,8 +21,8 @@ use clap::Parser;
 use xdplb::{
     config::Config,
     testbed::{
-        Daemon, HttpServer, Sample, Topology, UdpEchoServer, backend_addr, http_get,
-        http_request, parse_metrics, udp_request,
+        Daemon, HttpServer, Sample, Topology, UdpEchoServer, backend_addr, http_get, http_request,
+        parse_metrics, udp_request,
     },
 };
 
@@ -89,7 +89,11 @@ fn main() -> Result<()> {
     let mut workers = Vec::new();
     for svc in cfg.services.clone() {
         let vip = SocketAddr::new(svc.vip, svc.port);
-        let threads = if svc.protocol == xdplb::config::Protocol::Tcp { 3 } else { 1 };
+        let threads = if svc.protocol == xdplb::config::Protocol::Tcp {
+            3
+        } else {
+            1
+        };
         for t in 0..threads {
             let (client, stop, done, failed) =
                 (client.clone(), stop.clone(), done.clone(), failed.clone());
@@ -186,10 +190,7 @@ fn print_rates(second: u32, prev: &[Sample], now: &[Sample], dt: f64) {
     let total: f64 = by_action.values().sum();
     let mut actions: Vec<_> = by_action.into_iter().filter(|(_, r)| *r > 0.0).collect();
     actions.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let actions: Vec<String> = actions
-        .iter()
-        .map(|(a, r)| format!("{a} {r:.0}"))
-        .collect();
+    let actions: Vec<String> = actions.iter().map(|(a, r)| format!("{a} {r:.0}")).collect();
     println!(
         "[{second:>3}s] XDP {total:>9.0} pps ({})",
         actions.join(", ")
@@ -203,7 +204,10 @@ fn print_rates(second: u32, prev: &[Sample], now: &[Sample], dt: f64) {
             .map(|(l, r)| format!("{} {r:>7.0}", label(l, "backend")))
             .collect();
         per_backend.sort();
-        println!("        {svc:<8} {r:>9.0} pps | {}", per_backend.join(" | "));
+        println!(
+            "        {svc:<8} {r:>9.0} pps | {}",
+            per_backend.join(" | ")
+        );
     }
 }
 

@@ -36,11 +36,7 @@ async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {
     let dp = shared.dataplane.lock().expect("dataplane lock");
     let plan = shared.plan.lock().expect("plan lock");
     match metrics::render(&dp, &plan) {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            text,
-        )
-            .into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

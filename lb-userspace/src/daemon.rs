@@ -40,7 +40,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     info!(
         "{} services, {} backends; admin on http://{}",
         plan.services.len(),
-        plan.services.iter().map(|s| s.backends.len()).sum::<usize>(),
+        plan.services
+            .iter()
+            .map(|s| s.backends.len())
+            .sum::<usize>(),
         cfg.admin.listen
     );
 

@@ -129,8 +129,9 @@ impl Dataplane {
         match mode {
             XdpModeSetting::Native => try_mode(XdpMode::Driver, "native"),
             XdpModeSetting::Generic => try_mode(XdpMode::Skb, "generic"),
-            XdpModeSetting::Auto => try_mode(XdpMode::Driver, "native")
-                .or_else(|_| try_mode(XdpMode::Skb, "generic")),
+            XdpModeSetting::Auto => {
+                try_mode(XdpMode::Driver, "native").or_else(|_| try_mode(XdpMode::Skb, "generic"))
+            }
         }
     }
 
@@ -138,13 +139,18 @@ impl Dataplane {
     /// slot first; only then does the service entry point at it, so the
     /// program never reads a half-written ring.
     pub fn apply(&mut self, plan: &Plan) -> Result<()> {
-        assert_eq!(plan.globals.ring_size, self.ring_size, "ring size is fixed at load");
+        assert_eq!(
+            plan.globals.ring_size, self.ring_size,
+            "ring size is fixed at load"
+        );
         let mut config: Array<_, Globals> = self.typed("CONFIG")?;
         config.set(0, plan.globals, 0).map_err(map_err("CONFIG"))?;
 
         let mut backends: Array<_, lb_common::Backend> = self.typed("BACKENDS")?;
         for b in plan.services.iter().flat_map(|s| &s.backends) {
-            backends.set(b.id, b.entry, 0).map_err(map_err("BACKENDS"))?;
+            backends
+                .set(b.id, b.entry, 0)
+                .map_err(map_err("BACKENDS"))?;
         }
 
         for svc in &plan.services {
@@ -256,7 +262,10 @@ impl Dataplane {
     where
         T: TryFrom<&'a aya::maps::Map, Error = MapError>,
     {
-        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
         T::try_from(map).map_err(map_err(name))
     }
 }

@@ -43,22 +43,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Check { config } => match Config::load(&config)
-            .and_then(|c| xdplb::config::check_host(&c).map(|()| c))
-        {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} services)",
-                    config.display(),
-                    c.services.len()
-                );
-                ExitCode::SUCCESS
+        Command::Check { config } => {
+            match Config::load(&config).and_then(|c| xdplb::config::check_host(&c).map(|()| c)) {
+                Ok(c) => {
+                    println!("{}: ok ({} services)", config.display(), c.services.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("{}: {e}", config.display());
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Run { config } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(xdplb::daemon::run(&config)) {

@@ -45,7 +45,8 @@ pub fn render(dp: &Dataplane, plan: &Plan) -> Result<String, DataplaneError> {
     );
     for (cpu, actions) in c.actions.iter().enumerate() {
         for (action, n) in lb_common::XDP_ACTIONS.iter().zip(actions) {
-            xdp.with_label_values(&[&cpu.to_string(), *action]).inc_by(*n);
+            xdp.with_label_values(&[&cpu.to_string(), *action])
+                .inc_by(*n);
         }
     }
     let events = counter(
@@ -92,7 +93,9 @@ pub fn render(dp: &Dataplane, plan: &Plan) -> Result<String, DataplaneError> {
     );
     for svc in &plan.services {
         let sc = c.services[&svc.id];
-        svc_packets.with_label_values(&[&svc.name]).inc_by(sc.packets);
+        svc_packets
+            .with_label_values(&[&svc.name])
+            .inc_by(sc.packets);
         svc_bytes.with_label_values(&[&svc.name]).inc_by(sc.bytes);
         for b in &svc.backends {
             let bc = c.backends[&b.id];

@@ -73,10 +73,7 @@ pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
 pub fn plan(cfg: &Config) -> Plan {
     let m = cfg.limits.maglev_table_size;
     let globals = Globals {
-        snat_v4: cfg
-            .snat
-            .ipv4
-            .map_or(0, |a| u32::from_ne_bytes(a.octets())),
+        snat_v4: cfg.snat.ipv4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
         snat_port_min: cfg.snat.ports.min,
         snat_port_max: cfg.snat.ports.max,
         hash_seed: cfg.hash_seed,
@@ -156,11 +153,21 @@ fn ring_for(backends: &[BackendPlan], m: u32, seed: u32) -> Vec<u32> {
         .map(|b| MaglevBackend {
             addr: b.addr.ip(),
             port: b.addr.port(),
-            weight: if b.entry.state == STATE_READY { b.weight } else { 0 },
+            weight: if b.entry.state == STATE_READY {
+                b.weight
+            } else {
+                0
+            },
         })
         .collect();
     build_table(&input, m, seed)
         .into_iter()
-        .map(|i| if i == NO_BACKEND { NO_BACKEND } else { backends[i as usize].id })
+        .map(|i| {
+            if i == NO_BACKEND {
+                NO_BACKEND
+            } else {
+                backends[i as usize].id
+            }
+        })
         .collect()
 }

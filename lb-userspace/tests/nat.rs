@@ -134,14 +134,28 @@ fn nat_end_to_end() {
         assert!(packets >= 8.0 * answered as f64, "{b}: {packets} packets");
     }
     let svc = |t: &str, m: &str| metric_sum(t, m, &[("service", "web")]);
-    let svc_packets = svc(&after, "xdplb_service_packets_total")
-        - svc(&before, "xdplb_service_packets_total");
+    let svc_packets =
+        svc(&after, "xdplb_service_packets_total") - svc(&before, "xdplb_service_packets_total");
     let backend_packets = metric_sum(&after, "xdplb_backend_packets_total", &[("service", "web")])
-        - metric_sum(&before, "xdplb_backend_packets_total", &[("service", "web")]);
-    assert_eq!(svc_packets, backend_packets, "service = sum of its backends");
+        - metric_sum(
+            &before,
+            "xdplb_backend_packets_total",
+            &[("service", "web")],
+        );
+    assert_eq!(
+        svc_packets, backend_packets,
+        "service = sum of its backends"
+    );
     let forwarded = metric_sum(&after, "xdplb_xdp_packets_total", &[("action", "redirect")])
-        - metric_sum(&before, "xdplb_xdp_packets_total", &[("action", "redirect")]);
-    assert!(forwarded >= svc_packets, "{forwarded} redirected < {svc_packets}");
+        - metric_sum(
+            &before,
+            "xdplb_xdp_packets_total",
+            &[("action", "redirect")],
+        );
+    assert!(
+        forwarded >= svc_packets,
+        "{forwarded} redirected < {svc_packets}"
+    );
     assert!(metric_sum(&after, "xdplb_flow_table_entries", &[]) >= 300.0);
     assert_eq!(
         metric_sum(&after, "xdplb_backend_up", &[("service", "web")]),
@@ -189,7 +203,12 @@ fn udp_request_response() {
     let dns: SocketAddr = DNS.parse().unwrap();
     let mut answer = None;
     for attempt in 0..10 {
-        match udp_request(&bed.topo.client_ns(), dns, b"query-1", Duration::from_secs(1)) {
+        match udp_request(
+            &bed.topo.client_ns(),
+            dns,
+            b"query-1",
+            Duration::from_secs(1),
+        ) {
             Ok(a) => {
                 answer = Some(a);
                 break;
@@ -211,7 +230,10 @@ fn udp_request_response() {
         "xdplb_backend_flows_total",
         &[("service", "dns"), ("backend", &b)],
     );
-    assert!(flows >= 21.0, "each request from a fresh socket is a new flow: {flows}");
+    assert!(
+        flows >= 21.0,
+        "each request from a fresh socket is a new flow: {flows}"
+    );
 }
 
 #[test]
@@ -220,7 +242,11 @@ fn daemon_detaches_on_sigterm() {
     warm_up(&bed);
     let Bed { topo, daemon, .. } = bed;
     let links = || xdplb::testbed::netns::ip(&["-n", &topo.lb_ns(), "link", "show"]).unwrap();
-    assert_eq!(links().matches("prog/xdp").count(), 2, "attached to lbc and lbb");
+    assert_eq!(
+        links().matches("prog/xdp").count(),
+        2,
+        "attached to lbc and lbb"
+    );
     let (status, log) = daemon.stop().unwrap();
     assert!(status.success(), "{status}\n{log}");
     assert!(log.contains("detached"), "{log}");

@@ -117,17 +117,27 @@ impl Bed {
             let m = mac(backend_mac(b));
             let b = b.to_string();
             netns::ip(&[
-                "-n", n, "neigh", "replace", &b, "lladdr", &m, "dev", "lbb", "nud", "permanent",
+                "-n",
+                n,
+                "neigh",
+                "replace",
+                &b,
+                "lladdr",
+                &m,
+                "dev",
+                "lbb",
+                "nud",
+                "permanent",
             ])
             .unwrap();
         }
         // Test runs enter on lo (no ctx given); the FIB wants forwarding on
         // the ingress interface.
         for conf in ["all", "lo", "lbc", "lbb"] {
-            netns::run(netns::command(n, "sysctl").args([
-                "-qw",
-                &format!("net.ipv4.conf.{conf}.forwarding=1"),
-            ]))
+            netns::run(
+                netns::command(n, "sysctl")
+                    .args(["-qw", &format!("net.ipv4.conf.{conf}.forwarding=1")]),
+            )
             .unwrap();
         }
         bed
@@ -315,7 +325,11 @@ fn traffic_the_balancer_does_not_own_passes_untouched() {
 
         let mut ipv6 = Vec::new();
         PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
-            .ipv6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 64)
+            .ipv6(
+                [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                64,
+            )
             .tcp(40000, 80, 1, 100)
             .write(&mut ipv6, &[])
             .unwrap();
@@ -330,10 +344,28 @@ fn traffic_the_balancer_does_not_own_passes_untouched() {
             ("ARP request", arp),
             ("IPv6", ipv6),
             ("ICMP echo to a VIP", icmp),
-            ("TCP to a non-VIP address", tcp_syn(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 1), 22)),
-            ("TCP to a VIP on another port", tcp_syn(CLIENT, 40000, WEB_VIP, 81)),
-            ("UDP to a TCP service", udp(CLIENT, 40000, WEB_VIP, 80, b"x")),
-            ("TCP to the SNAT address, no NAT entry", tcp_from(backend_mac(web_backends()[0]), web_backends()[0], 8080, SNAT, 20001)),
+            (
+                "TCP to a non-VIP address",
+                tcp_syn(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 1), 22),
+            ),
+            (
+                "TCP to a VIP on another port",
+                tcp_syn(CLIENT, 40000, WEB_VIP, 81),
+            ),
+            (
+                "UDP to a TCP service",
+                udp(CLIENT, 40000, WEB_VIP, 80, b"x"),
+            ),
+            (
+                "TCP to the SNAT address, no NAT entry",
+                tcp_from(
+                    backend_mac(web_backends()[0]),
+                    web_backends()[0],
+                    8080,
+                    SNAT,
+                    20001,
+                ),
+            ),
         ];
         for (name, frame) in cases {
             let (verdict, out) = lb.run(&frame);
@@ -391,7 +423,10 @@ fn syn_to_vip_is_nat_ed_and_the_reply_translated_back() {
         assert_eq!(o.ttl, 64);
         assert_eq!(o.payload, b"hello");
         // TCP fields other than ports are untouched.
-        assert_eq!(&out[14 + 20 + 4..14 + 20 + 16], &syn[14 + 20 + 4..14 + 20 + 16]);
+        assert_eq!(
+            &out[14 + 20 + 4..14 + 20 + 16],
+            &syn[14 + 20 + 4..14 + 20 + 16]
+        );
 
         // The same 5-tuple: the same backend and SNAT port, every time.
         for _ in 0..20 {
@@ -414,7 +449,10 @@ fn syn_to_vip_is_nat_ed_and_the_reply_translated_back() {
         let web = &lb.plan.services[0];
         let c = lb
             .dp
-            .counters(&[web.id], &web.backends.iter().map(|b| b.id).collect::<Vec<_>>())
+            .counters(
+                &[web.id],
+                &web.backends.iter().map(|b| b.id).collect::<Vec<_>>(),
+            )
             .unwrap();
         assert_eq!(c.services[&web.id].packets, 22, "21 forward + 1 reply");
         let flows: u64 = c.backends.values().map(|b| b.flows).sum();
@@ -462,7 +500,10 @@ fn udp_is_nat_ed_both_ways() {
         let (v, back) = lb.run(&reply);
         assert_eq!(v, REDIRECT);
         let b = inspect(&back);
-        assert_eq!((b.src, b.sport, b.dst, b.dport), (DNS_VIP, 53, CLIENT, 5555));
+        assert_eq!(
+            (b.src, b.sport, b.dst, b.dport),
+            (DNS_VIP, 53, CLIENT, 5555)
+        );
         assert_eq!(b.payload, b"answer");
 
         // A datagram sent without a checksum keeps none.
@@ -480,8 +521,8 @@ fn udp_is_nat_ed_both_ways() {
 fn ipv4_options_and_vlan_tags_are_handled() {
     with_lb(|_, lb| {
         // IHL 7: 8 bytes of options (NOPs and an end marker) must survive.
-        let mut ip = Ipv4Header::new(5, 64, IpNumber::TCP, CLIENT.octets(), WEB_VIP.octets())
-            .unwrap();
+        let mut ip =
+            Ipv4Header::new(5, 64, IpNumber::TCP, CLIENT.octets(), WEB_VIP.octets()).unwrap();
         ip.options = Ipv4Options::try_from(&[1u8, 1, 1, 1, 1, 1, 1, 0][..]).unwrap();
         let mut frame = Vec::new();
         PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
@@ -495,7 +536,11 @@ fn ipv4_options_and_vlan_tags_are_handled() {
         assert_eq!(v, REDIRECT);
         let o = inspect(&out);
         assert_eq!((o.src, o.dport), (SNAT, 8080));
-        assert_eq!(&out[14 + 20..14 + 28], &frame[14 + 20..14 + 28], "options kept");
+        assert_eq!(
+            &out[14 + 20..14 + 28],
+            &frame[14 + 20..14 + 28],
+            "options kept"
+        );
 
         let mut tagged = Vec::new();
         PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
@@ -508,7 +553,9 @@ fn ipv4_options_and_vlan_tags_are_handled() {
         let (v, out) = lb.run(&tagged);
         assert_eq!(v, REDIRECT);
         let p = SlicedPacket::from_ethernet(&out).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+        let Some(NetSlice::Ipv4(ip)) = &p.net else {
+            panic!()
+        };
         let h = ip.header().to_header();
         assert_eq!(h.header_checksum, h.calc_header_checksum());
         assert_eq!(Ipv4Addr::from(h.source), SNAT);

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: setup, build-ebpf, test, demo.
 
 mod build_ebpf;
+mod demo;
 mod setup;
 mod test;
 mod util;
@@ -28,8 +29,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Start the demo topology with the daemon (not implemented yet).
-    Demo,
+    /// Build, make the test topology, run xdplb with config/demo.yaml,
+    /// drive traffic and print packets per second; then tear down.
+    Demo {
+        /// How long to drive traffic.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,10 +43,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::run(),
         Cmd::BuildEbpf => build_ebpf::run(),
         Cmd::Test { args } => test::run(&args),
-        Cmd::Demo => {
-            eprintln!("xtask demo: not implemented yet");
-            return ExitCode::FAILURE;
-        }
+        Cmd::Demo { seconds } => demo::run(seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: every test of the workspace. Needs root: the packet
 //! tests load XDP programs and the integration tests create namespaces.
+//! `--no-fail-fast`: one failing test binary must not hide the others.
 
 use anyhow::{Context, Result, bail};
 
@@ -14,7 +15,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     crate::setup::run()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"])
+    cmd.args(["test", "--workspace", "--no-fail-fast"])
         .args(args)
         .env_remove("AYA_BUILD_SKIP");
     eprintln!("xtask: + {}", line(&cmd));

@@ -12,11 +12,24 @@ pub fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// The cargo that runs us (as set by `cargo run`), else `cargo`.
+/// The cargo that runs us (as set by `cargo run`), else `cargo`, with
+/// ~/.cargo/bin first in PATH: the eBPF build needs the bpf-linker that
+/// setup may just have installed there.
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = cargo_home().map(|h| h.join("bin")).into_iter();
+    if let Ok(path) = std::env::join_paths(dirs.chain(std::env::split_paths(&path))) {
+        cmd.env("PATH", path);
+    }
     cmd
+}
+
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
 }
 
 pub fn line(cmd: &Command) -> String {
@@ -53,11 +66,8 @@ pub fn output(cmd: &mut Command) -> Option<String> {
 /// `program` from PATH, or from ~/.cargo/bin where cargo install puts it.
 pub fn find(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
     std::env::split_paths(&path)
-        .chain(home.map(|h| h.join("bin")))
+        .chain(cargo_home().map(|h| h.join("bin")))
         .map(|d| d.join(program))
         .find(|p| p.is_file())
 }

@@ -55,7 +55,10 @@ impl Daemon {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Some(status) = self.child.try_wait()? {
-                bail!("xdplb exited ({status}) before it was ready:\n{}", self.log());
+                bail!(
+                    "xdplb exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
             }
             if self.metrics().is_ok() {
                 return Ok(());

@@ -8,7 +8,7 @@ pub mod netns;
 pub mod servers;
 pub mod topology;
 
-pub use daemon::{Daemon, Sample, metric_sum, parse_metrics};
 pub use clients::{HttpResponse, http_get, http_request, tcp_connect, udp_request};
+pub use daemon::{Daemon, Sample, metric_sum, parse_metrics};
 pub use servers::{HttpServer, UdpEchoServer, is_pattern, pattern_byte, wait_until};
 pub use topology::{Topology, backend_addr};
