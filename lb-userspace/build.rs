@@ -1,5 +1,6 @@
-//! Builds the XDP program (lb-ebpf) with the nightly toolchain and
-//! bpf-linker, into OUT_DIR/xdplb, which the binary embeds.
+//! Builds the XDP programs (lb-ebpf) with the nightly toolchain and
+//! bpf-linker, into OUT_DIR/xdplb (embedded in the daemon) and
+//! OUT_DIR/baselines (reference programs for benchmarks).
 //! `AYA_BUILD_SKIP=1` skips it (host-only unit tests); the daemon then
 //! refuses to start with a clear message.
 
@@ -7,11 +8,13 @@ use std::{env, fs, path::PathBuf};
 
 fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let object = out.join("xdplb");
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
-        if !object.exists() {
-            fs::write(&object, [])?;
+        for name in ["xdplb", "baselines"] {
+            let object = out.join(name);
+            if !object.exists() {
+                fs::write(&object, [])?;
+            }
         }
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
         return Ok(());

@@ -30,7 +30,7 @@ pub const NO_BACKEND: u32 = u32::MAX;
 pub const RING_SLOTS_PER_SERVICE: u32 = 2;
 
 /// How many SNAT ports a new flow tries before it gives up (collisions).
-pub const SNAT_PORT_TRIES: u32 = 8;
+pub const SNAT_PORT_TRIES: u32 = 16;
 
 /// `SERVICES` key: where clients send (VIP, port, protocol).
 #[repr(C)]

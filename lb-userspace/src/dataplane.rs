@@ -20,6 +20,8 @@ use crate::{
 
 /// The XDP object built by build.rs (empty when built with AYA_BUILD_SKIP).
 pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdplb"));
+/// Reference programs `empty`, `drop_all`, `macswap` for benchmarks.
+pub static BASELINES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baselines"));
 
 const PROGRAM_NAME: &str = "xdplb";
 

@@ -6,11 +6,7 @@
 //!
 //! Needs root and the built XDP program.
 
-use std::{
-    cell::RefCell,
-    net::Ipv4Addr,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::{cell::RefCell, net::Ipv4Addr};
 
 use aya::{
     maps::{MapData, RingBuf},
@@ -21,24 +17,24 @@ use etherparse::{
     TransportSlice,
 };
 use lb_common::{NeighEvent, STAT_NEIGH_MISS};
-use xdplb::{config::Config, dataplane::Dataplane, plan, testbed::netns};
+use xdplb::{
+    config::Config,
+    dataplane::Dataplane,
+    plan,
+    testbed::{
+        fib_net::{CLIENT, CLIENT_MAC, FibNet, LBB_MAC, LBC_MAC, backend_mac},
+        netns,
+    },
+};
 
 const PASS: u32 = 2;
 const DROP: u32 = 1;
 const REDIRECT: u32 = 4;
 
-const LBC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const LBB_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const WEB_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 const DNS_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 11);
 const LOST_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 12);
-
-fn backend_mac(ip: Ipv4Addr) -> [u8; 6] {
-    [0x02, 0, 0, 0, 1, ip.octets()[3]]
-}
 
 const CONFIG: &str = r#"
 interfaces: [lbc, lbb]
@@ -67,93 +63,6 @@ services:
     backends:
       - { address: 198.18.1.14, port: 8080 }
 "#;
-
-/// A namespace with the LB's two interfaces, forwarding on, and static
-/// neighbours for the client and backends .11-.13 (not .14). Deleted on drop.
-struct Bed {
-    ns: String,
-}
-
-impl Bed {
-    fn new() -> Bed {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let ns = format!(
-            "xdplb-pt-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        netns::ip(&["netns", "add", &ns]).unwrap();
-        let bed = Bed { ns };
-        let mac = |m: [u8; 6]| {
-            m.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        };
-        let n = bed.ns.as_str();
-        let script = [
-            "link set lo up".to_string(),
-            "link add lbc type veth peer name cpeer".into(),
-            "link add lbb type veth peer name bpeer".into(),
-            format!("link set lbc address {}", mac(LBC_MAC)),
-            format!("link set lbb address {}", mac(LBB_MAC)),
-            "link set lbc up".into(),
-            "link set lbb up".into(),
-            "link set cpeer up".into(),
-            "link set bpeer up".into(),
-            "addr add 198.18.0.1/24 dev lbc".into(),
-            "addr add 198.18.1.1/24 dev lbb".into(),
-            format!(
-                "neigh replace {CLIENT} lladdr {} dev lbc nud permanent",
-                mac(CLIENT_MAC)
-            ),
-        ];
-        for line in script {
-            let args: Vec<&str> = ["-n", n].into_iter().chain(line.split(' ')).collect();
-            netns::ip(&args).unwrap();
-        }
-        for last in 11..=13u8 {
-            let b = Ipv4Addr::new(198, 18, 1, last);
-            let m = mac(backend_mac(b));
-            let b = b.to_string();
-            netns::ip(&[
-                "-n",
-                n,
-                "neigh",
-                "replace",
-                &b,
-                "lladdr",
-                &m,
-                "dev",
-                "lbb",
-                "nud",
-                "permanent",
-            ])
-            .unwrap();
-        }
-        // Test runs enter on lo (no ctx given); the FIB wants forwarding on
-        // the ingress interface.
-        for conf in ["all", "lo", "lbc", "lbb"] {
-            netns::run(
-                netns::command(n, "sysctl")
-                    .args(["-qw", &format!("net.ipv4.conf.{conf}.forwarding=1")]),
-            )
-            .unwrap();
-        }
-        bed
-    }
-
-    fn ifindex(&self, iface: &str) -> u32 {
-        let out = netns::ip(&["-n", &self.ns, "-o", "link", "show", iface]).unwrap();
-        out.split(':').next().unwrap().trim().parse().unwrap()
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        let _ = netns::ip(&["netns", "del", &self.ns]);
-    }
-}
 
 /// The program loaded and configured, inside the bed's namespace.
 struct Lb {
@@ -197,9 +106,10 @@ impl Lb {
     }
 }
 
-/// Runs `f` with a fresh bed and program, inside the bed's namespace.
-fn with_lb(f: impl FnOnce(&Bed, &Lb) + Send) {
-    let bed = Bed::new();
+/// Runs `f` with a fresh namespace and program, inside the namespace.
+/// Backends .11-.13 have static neighbours, .14 (service `lost`) none.
+fn with_lb(f: impl FnOnce(&FibNet, &Lb) + Send) {
+    let bed = FibNet::create(11..=13).unwrap();
     netns::run_in(&bed.ns.clone(), || {
         let lb = Lb::new();
         f(&bed, &lb);
@@ -577,6 +487,6 @@ fn unresolved_next_hop_drops_counts_and_asks_the_daemon() {
         let item = events.next().expect("a neighbour event for the daemon");
         let ev: NeighEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
         assert_eq!(ev.addr[0].to_ne_bytes(), [198, 18, 1, 14]);
-        assert_eq!(ev.ifindex, bed.ifindex("lbb"));
+        assert_eq!(ev.ifindex, bed.ifindex("lbb").unwrap());
     });
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: setup, build-ebpf, test, demo.
 
+mod bench;
 mod build_ebpf;
 mod demo;
 mod setup;
@@ -29,6 +30,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (needs root).
+    Bench {
+        /// Every piece briefly (checks the harness, not the speed).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build, make the test topology, run xdplb with config/demo.yaml,
     /// drive traffic and print packets per second; then tear down.
     Demo {
@@ -44,6 +51,7 @@ fn main() -> ExitCode {
         Cmd::BuildEbpf => build_ebpf::run(),
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo { seconds } => demo::run(seconds),
+        Cmd::Bench { quick } => bench::run(quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

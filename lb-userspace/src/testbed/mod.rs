@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod daemon;
+pub mod fib_net;
 pub mod netns;
 pub mod servers;
 pub mod topology;

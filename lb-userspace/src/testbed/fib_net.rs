@@ -1,0 +1,100 @@
+//! A single namespace shaped like the LB host, for running the program with
+//! BPF_PROG_TEST_RUN (packet tests, benchmarks): interfaces `lbc`
+//! (198.18.0.1/24) and `lbb` (198.18.1.1/24) with fixed MACs, forwarding on,
+//! and static neighbours, so `bpf_fib_lookup` answers without any traffic.
+//! Test runs that pass no context enter on `lo`, hence forwarding on `lo`.
+
+use std::{
+    net::Ipv4Addr,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::Result;
+
+use super::netns;
+
+pub const LBC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const LBB_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+/// The static MAC of backend address 198.18.1.N.
+pub fn backend_mac(ip: Ipv4Addr) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, ip.octets()[3]]
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The namespace; deleted on drop.
+pub struct FibNet {
+    pub ns: String,
+}
+
+impl FibNet {
+    /// `backends`: the last octets (198.18.1.N) that get a static neighbour;
+    /// any other backend address stays unresolved.
+    pub fn create(backends: impl IntoIterator<Item = u8>) -> Result<FibNet> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let ns = format!(
+            "xdplb-fib-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        netns::ip(&["netns", "add", &ns])?;
+        let net = FibNet { ns };
+        let mut script = vec![
+            "link set lo up".to_string(),
+            "link add lbc type veth peer name cpeer".into(),
+            "link add lbb type veth peer name bpeer".into(),
+            format!("link set lbc address {}", mac_text(LBC_MAC)),
+            format!("link set lbb address {}", mac_text(LBB_MAC)),
+            "link set lbc up".into(),
+            "link set lbb up".into(),
+            "link set cpeer up".into(),
+            "link set bpeer up".into(),
+            "addr add 198.18.0.1/24 dev lbc".into(),
+            "addr add 198.18.1.1/24 dev lbb".into(),
+            format!(
+                "neigh replace {CLIENT} lladdr {} dev lbc nud permanent",
+                mac_text(CLIENT_MAC)
+            ),
+        ];
+        for last in backends {
+            let b = Ipv4Addr::new(198, 18, 1, last);
+            script.push(format!(
+                "neigh replace {b} lladdr {} dev lbb nud permanent",
+                mac_text(backend_mac(b))
+            ));
+        }
+        for line in script {
+            let args: Vec<&str> = ["-n", net.ns.as_str()]
+                .into_iter()
+                .chain(line.split(' '))
+                .collect();
+            netns::ip(&args)?;
+        }
+        netns::run_in(&net.ns, || {
+            for conf in ["all", "lo", "lbc", "lbb"] {
+                std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/forwarding"), "1")?;
+            }
+            Ok(())
+        })?;
+        Ok(net)
+    }
+
+    pub fn ifindex(&self, iface: &str) -> Result<u32> {
+        let out = netns::ip(&["-n", &self.ns, "-o", "link", "show", iface])?;
+        Ok(out.split(':').next().unwrap_or_default().trim().parse()?)
+    }
+}
+
+impl Drop for FibNet {
+    fn drop(&mut self) {
+        let _ = netns::ip(&["netns", "del", &self.ns]);
+    }
+}
