@@ -44,13 +44,21 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Check { config } => {
-            match Config::load(&config).and_then(|c| xdplb::config::check_host(&c).map(|()| c)) {
+            // Load errors name the file already; host checks do not.
+            let checked = Config::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    xdplb::config::check_host(&c)
+                        .map(|()| c)
+                        .map_err(|e| format!("{}: {e}", config.display()))
+                });
+            match checked {
                 Ok(c) => {
                     println!("{}: ok ({} services)", config.display(), c.services.len());
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("{}: {e}", config.display());
+                Err(message) => {
+                    eprintln!("{message}");
                     ExitCode::from(2)
                 }
             }

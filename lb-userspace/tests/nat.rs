@@ -253,3 +253,40 @@ fn daemon_detaches_on_sigterm() {
     let links = links();
     assert!(!links.contains("prog/xdp"), "XDP still attached:\n{links}");
 }
+
+#[test]
+fn unknown_next_hops_are_resolved_by_the_daemon() {
+    let bed = bed();
+    warm_up(&bed);
+    // Forget every neighbour of the LB: the next packets toward the backend
+    // and back to the client meet unknown MACs.
+    let lb = bed.topo.lb_ns();
+    for dev in ["lbc", "lbb"] {
+        xdplb::testbed::netns::ip(&["-n", &lb, "neigh", "flush", "dev", dev]).unwrap();
+    }
+    let before = bed.daemon.metrics().unwrap();
+    let neigh_miss = |m: &str| {
+        metric_sum(
+            m,
+            "xdplb_dataplane_events_total",
+            &[("event", "neigh_miss")],
+        )
+    };
+    // TCP retransmits what was dropped; the daemon makes the kernel resolve.
+    let vip: SocketAddr = WEB.parse().unwrap();
+    for i in 0..20 {
+        let (status, _) = http_get(&bed.topo.client_ns(), vip, "/", Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("request {i}: {e:#}\n{}", bed.daemon.log()));
+        assert_eq!(status, 200);
+    }
+    let after = bed.daemon.metrics().unwrap();
+    assert!(
+        neigh_miss(&after) > neigh_miss(&before),
+        "the flush should have caused at least one miss"
+    );
+    let neigh = xdplb::testbed::netns::ip(&["-n", &lb, "neigh", "show"]).unwrap();
+    assert!(
+        neigh.contains("198.18.0.2"),
+        "client resolved again:\n{neigh}"
+    );
+}
