@@ -3,6 +3,7 @@
 mod bench;
 mod build_ebpf;
 mod demo;
+mod lint;
 mod setup;
 mod test;
 mod util;
@@ -30,6 +31,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// cargo fmt --check and clippy (userspace and the XDP program).
+    Lint,
     /// Run the benchmarks (needs root).
     Bench {
         /// Every piece briefly (checks the harness, not the speed).
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo { seconds } => demo::run(seconds),
         Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Lint => lint::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

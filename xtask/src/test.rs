@@ -1,4 +1,5 @@
-//! `cargo xtask test`: every test of the workspace. Needs root: the packet
+//! `cargo xtask test`: every test of the workspace (its default members;
+//! lb-ebpf has none and only builds for the BPF target). Needs root: the packet
 //! tests load XDP programs and the integration tests create namespaces.
 //! `--no-fail-fast`: one failing test binary must not hide the others.
 
@@ -15,7 +16,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     crate::setup::run()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--no-fail-fast"])
+    cmd.args(["test", "--no-fail-fast"])
         .args(args)
         .env_remove("AYA_BUILD_SKIP");
     eprintln!("xtask: + {}", line(&cmd));

@@ -19,9 +19,14 @@ pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = cargo_home().map(|h| h.join("bin")).into_iter();
-    if let Ok(path) = std::env::join_paths(dirs.chain(std::env::split_paths(&path))) {
-        cmd.env("PATH", path);
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if let Some(bin) = cargo_home().map(|h| h.join("bin"))
+        && !dirs.contains(&bin)
+    {
+        dirs.insert(0, bin);
+        if let Ok(path) = std::env::join_paths(dirs) {
+            cmd.env("PATH", path);
+        }
     }
     cmd
 }
@@ -35,6 +40,7 @@ fn cargo_home() -> Option<PathBuf> {
 pub fn line(cmd: &Command) -> String {
     let envs = cmd
         .get_envs()
+        .filter(|(k, _)| *k != "PATH")
         .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())));
     let args = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
