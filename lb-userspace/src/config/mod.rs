@@ -1,0 +1,329 @@
+//! The YAML configuration (design.md section 3): schema, defaults and
+//! validation.
+//!
+//! Parsing is serde_yaml (+ serde_path_to_error for the key path of schema
+//! errors). serde_yaml keeps no spans, so a second pass with saphyr-parser
+//! maps every key path to its line: semantic errors (duplicates, ranges...)
+//! name their line too, and syntax errors get saphyr's precise message.
+//! A config is validated whole before anything is applied.
+
+mod error;
+mod lines;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use validate::check_host;
+
+use lines::{Lines, schema_error};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// NICs the XDP program attaches to.
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpModeSetting,
+    pub admin: Admin,
+    pub snat: Snat,
+    /// Flow-hash and Maglev seed: identical on every LB node => same choices.
+    pub hash_seed: u32,
+    pub limits: Limits,
+    pub services: Vec<Service>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interfaces: Vec::new(),
+            xdp_mode: XdpModeSetting::default(),
+            admin: Admin::default(),
+            snat: Snat::default(),
+            hash_seed: 0x5eed,
+            limits: Limits::default(),
+            services: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    /// Native (driver) mode, falling back to generic (skb) mode.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// HTTP: /metrics, /api/v1/..., / (dashboard).
+    pub listen: SocketAddr,
+    /// Bearer token for mutating API calls (not supported yet).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            token_file: None,
+        }
+    }
+}
+
+/// Source address and ports toward backends in nat mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Snat {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ports: PortRange,
+}
+
+/// Inclusive port range, written `MIN-MAX` in YAML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange {
+            min: 20000,
+            max: 29999,
+        }
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parsed = s
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        let (min, max) = parsed.ok_or_else(|| {
+            format!("invalid port range {s:?}: expected MIN-MAX, like 20000-29999")
+        })?;
+        Ok(PortRange { min, max })
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> String {
+        r.to_string()
+    }
+}
+
+/// Map sizes, fixed when the XDP program is loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_services: u32,
+    pub max_backends: u32,
+    /// Maglev ring size M (prime).
+    pub maglev_table_size: u32,
+    pub flow_table_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_services: 256,
+            max_backends: 4096,
+            maglev_table_size: 65537,
+            flow_table_size: 1_048_576,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Used as a metrics label value and a URL path segment.
+    pub name: String,
+    pub vip: IpAddr,
+    /// 0 = all ports (not supported yet).
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub hash: HashMode,
+    /// None = backends are always up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+impl Protocol {
+    /// IP protocol number (`lb_common::PROTO_*`).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => lb_common::PROTO_TCP,
+            Protocol::Udp => lb_common::PROTO_UDP,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Nat,
+    Dsr,
+    Tunnel,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashMode {
+    #[default]
+    FiveTuple,
+    /// Client affinity: every flow of a client goes to the same backend.
+    SourceIp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheck {
+    pub r#type: CheckType,
+    /// HTTP request path.
+    pub path: Option<String>,
+    pub expect_status: Option<u16>,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes to go up, failures to go down.
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            r#type: CheckType::Tcp,
+            path: None,
+            expect_status: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckType {
+    Tcp,
+    Http,
+    Udp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: IpAddr,
+    pub port: u16,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub state: BackendState,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    #[default]
+    Ready,
+    /// Keeps its flows, gets no new ones.
+    Drain,
+    /// Loses its flows too.
+    Maint,
+}
+
+impl Config {
+    /// Parses and validates a whole config.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let lines = Lines::scan(text);
+        let de = serde_yaml::Deserializer::from_str(text);
+        let config: Config = match serde_path_to_error::deserialize(de) {
+            Ok(config) => config,
+            Err(e) => {
+                return Err(match lines {
+                    // saphyr's message and position are the precise ones.
+                    Err(e) => ConfigError::Syntax {
+                        message: e.info().to_string(),
+                        line: e.marker().line(),
+                        column: e.marker().col() + 1,
+                    },
+                    Ok(lines) => schema_error(e, &lines),
+                });
+            }
+        };
+        // serde_yaml accepted it: a saphyr failure only costs line numbers.
+        let lines = lines.unwrap_or_default();
+        config.validate().map_err(|e| e.with_line(&lines))?;
+        Ok(config)
+    }
+
+    /// Reads and validates `path`; errors name the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            path: path.into(),
+            err,
+        })?;
+        Config::from_yaml(&text).map_err(|err| ConfigError::InFile {
+            path: path.into(),
+            err: Box::new(err),
+        })
+    }
+}

@@ -1,0 +1,527 @@
+use super::lines::Lines;
+use super::validate::{EPHEMERAL_PORTS, check_ephemeral_overlap};
+use super::*;
+
+/// Strips the common indentation, so YAML can be written inline; line 1
+/// is the first line after the opening quote.
+fn yaml(text: &str) -> String {
+    let text = text.strip_prefix('\n').unwrap_or(text);
+    let indent = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min();
+    text.lines()
+        .map(|l| l.get(indent.unwrap_or(0)..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// The spaces before the closing quote are a last, blank line: they give
+// `yaml(BASE)` its final newline.
+const BASE: &str = "
+        interfaces: [eth0]
+        snat: { ipv4: 198.18.1.1 }
+        services:
+          - name: web
+            vip: 198.18.100.10
+            port: 80
+            backends:
+              - { address: 198.18.1.11, port: 8080 }
+              - { address: 198.18.1.12, port: 8080 }
+    ";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(&yaml(text))
+}
+
+/// The error's message must contain every one of `parts`.
+#[track_caller]
+fn assert_err(text: &str, parts: &[&str]) {
+    let msg = parse(text)
+        .expect_err("config should be rejected")
+        .to_string();
+    println!("{msg}");
+    for part in parts {
+        assert!(msg.contains(part), "{msg:?} lacks {part:?}");
+    }
+}
+
+/// BASE with `from` replaced by `to` (which must be present).
+fn base_with(from: &str, to: &str) -> String {
+    let base = yaml(BASE);
+    assert!(base.contains(from), "{from:?}");
+    base.replacen(from, to, 1)
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let demo = Config::from_yaml(include_str!("../../../config/demo.yaml")).unwrap();
+    assert_eq!(demo.interfaces, ["lbc", "lbb"]);
+    assert_eq!(demo.snat.ipv4, Some(Ipv4Addr::new(198, 18, 1, 1)));
+    assert_eq!(demo.limits.flow_table_size, 65536);
+    assert_eq!(demo.services.len(), 2);
+    assert_eq!(demo.services[0].backends.len(), 3);
+    assert_eq!(demo.services[1].protocol, Protocol::Udp);
+    assert_eq!(demo.services[1].backends[1].port, 5353);
+    let example = Config::from_yaml(include_str!("../../../config/example.yaml")).unwrap();
+    assert_eq!(example.services[0].backends[2].state, BackendState::Drain);
+    assert_eq!(example.services[1].hash, HashMode::SourceIp);
+}
+
+#[test]
+fn minimal_config_takes_defaults() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.xdp_mode, XdpModeSetting::Auto);
+    assert_eq!(c.admin, Admin::default());
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9100");
+    assert_eq!(
+        c.snat.ports,
+        PortRange {
+            min: 20000,
+            max: 29999
+        }
+    );
+    assert_eq!(c.hash_seed, 0x5eed);
+    assert_eq!(c.limits, Limits::default());
+    let s = &c.services[0];
+    assert_eq!(
+        (s.protocol, s.mode, s.hash, s.health_check.is_none()),
+        (Protocol::Tcp, Mode::Nat, HashMode::FiveTuple, true)
+    );
+    assert_eq!(
+        (s.backends[0].weight, s.backends[0].state),
+        (100, BackendState::Ready)
+    );
+    assert_eq!(HealthCheck::default().timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn values_parse() {
+    let c = parse(&format!(
+        "{}\nxdp_mode: generic\nhash_seed: 0xdead\nlimits: {{ maglev_table_size: 251 }}",
+        yaml(&base_with(
+            "port: 8080 }\n",
+            "port: 8080, weight: 0, state: maint }\n"
+        ))
+    ))
+    .unwrap();
+    assert_eq!(c.xdp_mode, XdpModeSetting::Generic);
+    assert_eq!(c.hash_seed, 0xdead);
+    assert_eq!(c.limits.maglev_table_size, 251);
+    assert_eq!(
+        (
+            c.services[0].backends[0].weight,
+            c.services[0].backends[0].state
+        ),
+        (0, BackendState::Maint)
+    );
+    // Supported already: source-ip hashing and drain.
+    let c = parse(&base_with("port: 80\n", "port: 80\n    hash: source-ip\n")).unwrap();
+    assert_eq!(c.services[0].hash, HashMode::SourceIp);
+    parse(&base_with("port: 8080 }", "port: 8080, state: drain }")).unwrap();
+    // A round trip through YAML gives the same config.
+    let text = serde_yaml::to_string(&c).unwrap();
+    assert_eq!(Config::from_yaml(&text).unwrap(), c);
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    assert_err(
+        "interfaces: [eth0\nservices: []",
+        &["YAML syntax error", "line 2"],
+    );
+    assert_err(
+        "interfaces: [eth0]\nservices:\n  - name: a\n   port: 7\n",
+        &["YAML syntax error", "line 4"],
+    );
+}
+
+#[test]
+fn unknown_key_names_path_and_line() {
+    assert_err(
+        &base_with("port: 80\n", "port: 80\n    colour: blue\n"),
+        &["services[0].colour", "unknown field `colour`", "line 7"],
+    );
+    assert_err(
+        &format!("{}\nsnats: {{}}", yaml(BASE)),
+        &["snats", "unknown field", "line 11"],
+    );
+    assert_err(
+        &base_with("port: 8080 }", "port: 8080, wieght: 5 }"),
+        &["services[0].backends[0].wieght", "line 8"],
+    );
+}
+
+#[test]
+fn wrong_type_or_value_names_path_and_line() {
+    assert_err(
+        &base_with("port: 80", "port: eighty"),
+        &["services[0].port", "invalid type", "line 6"],
+    );
+    assert_err(
+        &base_with("port: 80", "port: 70000"),
+        &["services[0].port", "expected u16", "line 6"],
+    );
+    assert_err(
+        &base_with("198.18.100.10", "198.18.100"),
+        &["services[0].vip", "invalid IP address", "line 5"],
+    );
+    assert_err(
+        &base_with("port: 80", "port: 80\n    mode: magic"),
+        &["services[0].mode", "unknown variant `magic`", "line 7"],
+    );
+    assert_err(
+        &base_with("1.1 }", "1.1, ports: 2000 }"),
+        &["snat.ports", "invalid port range \"2000\"", "line 2"],
+    );
+    assert_err(
+        &base_with(
+            "snat: { ipv4: 198.18.1.1 }",
+            "snat:\n  ipv4: 198.18.1.1\n  ports: 30000..40000",
+        ),
+        &["snat.ports", "expected MIN-MAX", "line 4"],
+    );
+    assert_err(
+        &base_with("name: web\n    ", ""),
+        &["services[0]", "missing field `name`", "line 4"],
+    );
+    assert_err(
+        "interfaces: eth0",
+        &["interfaces", "invalid type", "line 1"],
+    );
+}
+
+#[test]
+fn duplicate_key_names_its_line() {
+    assert_err(
+        &base_with("port: 80\n", "port: 80\n    port: 81\n"),
+        &["services[0].port", "duplicate field", "line 7"],
+    );
+}
+
+#[test]
+fn interfaces_required_and_unique() {
+    assert_err(
+        &base_with("[eth0]", "[]"),
+        &["interfaces: at least one interface", "line 1"],
+    );
+    assert_err(
+        &base_with("interfaces: [eth0]\n", ""),
+        &["interfaces: at least one"],
+    );
+    assert_err(
+        &base_with("[eth0]", "[eth0, eth1, eth0]"),
+        &["interfaces[2]", "duplicate interface \"eth0\"", "line 1"],
+    );
+    assert_err(
+        &base_with("[eth0]", "[\"eth 0\"]"),
+        &["interfaces[0]", "invalid interface name"],
+    );
+    assert_err(
+        &base_with("[eth0]", "[averyveryverylongname]"),
+        &["interfaces[0]", "invalid interface name"],
+    );
+}
+
+fn two_services(second: &str) -> String {
+    format!("{}\n  - {second}", yaml(BASE))
+}
+
+#[test]
+fn service_names() {
+    assert_err(
+        &base_with("name: web", "name: \"\""),
+        &["services[0].name", "must not be empty", "line 4"],
+    );
+    assert_err(
+        &base_with("name: web", "name: web/api"),
+        &[
+            "services[0].name",
+            "invalid service name \"web/api\"",
+            "line 4",
+        ],
+    );
+    assert_err(
+        &base_with("name: web", "name: \"..\""),
+        &["services[0].name", "invalid service name"],
+    );
+    assert_err(
+        &two_services("{ name: web, vip: 198.18.100.11, port: 80, backends: [] }"),
+        &[
+            "services[1].name",
+            "duplicate service name \"web\" (also services[0])",
+            "line 11",
+        ],
+    );
+    parse(&two_services(
+        "{ name: Web_2.a-b, vip: 198.18.100.11, port: 80, backends: [] }",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn duplicate_vip() {
+    assert_err(
+        &two_services("{ name: web2, vip: 198.18.100.10, port: 80, protocol: tcp, backends: [] }"),
+        &[
+            "services[1].vip",
+            "198.18.100.10:80/tcp is already used by service \"web\"",
+            "line 11",
+        ],
+    );
+    // Another port or protocol on the same address is another service.
+    parse(&two_services(
+        "{ name: web2, vip: 198.18.100.10, port: 81, backends: [] }",
+    ))
+    .unwrap();
+    parse(&two_services(
+        "{ name: web2, vip: 198.18.100.10, port: 80, protocol: udp, backends: [] }",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn backends() {
+    assert_err(
+        &base_with("198.18.1.12, port: 8080", "198.18.1.11, port: 8080"),
+        &[
+            "services[0].backends[1]: duplicate backend 198.18.1.11:8080 (also backends[0])",
+            "line 9",
+        ],
+    );
+    parse(&base_with(
+        "198.18.1.12, port: 8080",
+        "198.18.1.11, port: 8081",
+    ))
+    .unwrap();
+    assert_err(
+        &base_with("port: 8080 }", "port: 8080, weight: 65536 }"),
+        &["services[0].backends[0].weight", "65535", "line 8"],
+    );
+    parse(&base_with("port: 8080 }", "port: 8080, weight: 65535 }")).unwrap();
+    assert_err(
+        &base_with("port: 8080 }", "port: 0 }"),
+        &["services[0].backends[0].port", "1-65535", "line 8"],
+    );
+    assert_err(
+        &base_with("198.18.1.11", "0.0.0.0"),
+        &[
+            "services[0].backends[0].address",
+            "not a usable unicast",
+            "line 8",
+        ],
+    );
+    assert_err(
+        &base_with("198.18.100.10", "224.0.0.1"),
+        &["services[0].vip", "not a usable unicast", "line 5"],
+    );
+}
+
+#[test]
+fn snat_ports() {
+    let snat = |ports: &str| {
+        base_with(
+            "{ ipv4: 198.18.1.1 }",
+            &format!("{{ ipv4: 198.18.1.1, ports: {ports} }}"),
+        )
+    };
+    assert_err(
+        &snat("30000-20000"),
+        &["snat.ports", "min is greater than max", "line 2"],
+    );
+    assert_err(&snat("1000-2000"), &["snat.ports", "below 1024", "line 2"]);
+    assert_eq!(
+        parse(&snat("1024-1024")).unwrap().snat.ports,
+        PortRange {
+            min: 1024,
+            max: 1024
+        }
+    );
+}
+
+#[test]
+fn snat_ipv4_required_for_nat_over_ipv4() {
+    assert_err(
+        &base_with("snat: { ipv4: 198.18.1.1 }\n", ""),
+        &["snat.ipv4: required", "service \"web\" uses mode nat"],
+    );
+    assert_err(
+        &base_with("snat: { ipv4: 198.18.1.1 }", "snat: { ports: 20000-20100 }"),
+        &["snat.ipv4: required", "line 2"],
+    );
+    assert_err(
+        &base_with("ipv4: 198.18.1.1", "ipv4: 198.18.100.10"),
+        &["snat.ipv4", "also the VIP of service \"web\""],
+    );
+    // No service: no snat needed.
+    parse("interfaces: [eth0]").unwrap();
+}
+
+fn limits(text: &str) -> String {
+    format!("{}\nlimits: {{ {text} }}", yaml(BASE))
+}
+
+#[test]
+fn limit_checks() {
+    assert_err(
+        &limits("maglev_table_size: 65536"),
+        &["limits.maglev_table_size", "not prime", "line 11"],
+    );
+    assert_err(
+        &limits("maglev_table_size: 1000033"),
+        &[
+            "limits.maglev_table_size",
+            "larger than the maximum 1000003",
+        ],
+    );
+    assert_err(
+        &limits("maglev_table_size: 19"),
+        &[
+            "limits.maglev_table_size",
+            "too small for service \"web\" with 2 backends",
+        ],
+    );
+    parse(&limits("maglev_table_size: 23")).unwrap();
+    assert_err(
+        &limits("flow_table_size: 0"),
+        &["limits.flow_table_size", "at least 1"],
+    );
+    assert_err(
+        &limits("max_backends: 1"),
+        &["limits.max_backends", "2 backends configured", "line 11"],
+    );
+    assert_err(
+        &two_services("{ name: b, vip: 198.18.100.11, port: 80, backends: [] }").replacen(
+            "interfaces",
+            "limits: { max_services: 1 }\ninterfaces",
+            1,
+        ),
+        &["limits.max_services", "2 services configured", "line 1"],
+    );
+    assert_err(
+        &limits("max_services: 65536, maglev_table_size: 65537"),
+        &["limits:", "exceed the 2^32"],
+    );
+}
+
+#[test]
+fn not_implemented_yet() {
+    let cases = [
+        (
+            base_with(
+                "port: 80\n",
+                "port: 80\n    health_check: { type: http, path: /healthz }\n",
+            ),
+            "services[0].health_check: health checking is not supported yet (line 7)",
+        ),
+        (
+            base_with("port: 80\n", "port: 80\n    mode: dsr\n"),
+            "services[0].mode: mode dsr is not supported yet (line 7)",
+        ),
+        (
+            base_with("port: 80\n", "port: 80\n    mode: tunnel\n"),
+            "services[0].mode: mode tunnel is not supported yet (line 7)",
+        ),
+        (
+            base_with("198.18.100.10", "2001:db8::10"),
+            "services[0].vip: an IPv6 VIP (2001:db8::10) is not supported yet (line 5)",
+        ),
+        (
+            base_with("198.18.1.12", "\"2001:db8::12\""),
+            "services[0].backends[1].address: a backend whose address family differs from its VIP's is not supported yet (line 9)",
+        ),
+        (
+            base_with("port: 80", "port: 0"),
+            "services[0].port: port 0 (a VIP on all ports) is not supported yet (line 6)",
+        ),
+        (
+            format!("{}\nadmin: {{ token_file: /etc/xdplb/token }}", yaml(BASE)),
+            "admin.token_file: API authentication (admin.token_file) is not supported yet (line 11)",
+        ),
+    ];
+    for (text, expect) in cases {
+        assert_err(&text, &[expect]);
+    }
+}
+
+#[test]
+fn load_names_the_file() {
+    let missing = Path::new("/nonexistent/xdplb.yaml");
+    let msg = Config::load(missing).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("cannot read /nonexistent/xdplb.yaml: "),
+        "{msg}"
+    );
+
+    let path = std::env::temp_dir().join(format!("xdplb-config-test-{}.yaml", std::process::id()));
+    std::fs::write(&path, yaml(&base_with("port: 80", "port: 0"))).unwrap();
+    let err = Config::load(&path).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(err.line(), Some(6));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: services[0].port: port 0 (a VIP on all ports) is not supported yet (line 6)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn validate_without_text_names_the_path() {
+    let mut c = parse(BASE).unwrap();
+    c.services[0].backends[1].weight = 70000;
+    let err = c.validate().unwrap_err();
+    assert_eq!(err.line(), None);
+    assert!(
+        err.to_string()
+            .starts_with("services[0].backends[1].weight: weight 70000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ephemeral_port_overlap() {
+    let snat = PortRange {
+        min: 20000,
+        max: 29999,
+    };
+    check_ephemeral_overlap(snat, "32768\t60999\n").unwrap();
+    check_ephemeral_overlap(snat, "1024\t19999\n").unwrap();
+    let msg = check_ephemeral_overlap(snat, "29999\t60999\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(
+            "snat.ports: 20000-29999 overlaps the kernel's ephemeral port range 29999-60999"
+        ),
+        "{msg}"
+    );
+    assert!(check_ephemeral_overlap(snat, "10000 20000").is_err());
+    assert!(check_ephemeral_overlap(snat, "garbage").is_err());
+    // The host's own range: only the outcome depends on the host.
+    match check_host(&parse(BASE).unwrap()) {
+        Ok(()) => {}
+        Err(e) => assert!(
+            e.to_string().contains("snat.ports") || e.to_string().contains(EPHEMERAL_PORTS),
+            "{e}"
+        ),
+    }
+}
+
+#[test]
+fn line_map_follows_paths() {
+    let text = yaml(BASE);
+    let lines = Lines::scan(&text).unwrap();
+    assert_eq!(lines.find("interfaces"), Some((1, 1)));
+    assert_eq!(lines.find("interfaces[0]"), Some((1, 14)));
+    assert_eq!(lines.find("services[0].port"), Some((6, 5)));
+    assert_eq!(lines.find("services[0].backends[1].port"), Some((9, 33)));
+    assert_eq!(lines.find("services[0].backends[7]"), Some((7, 5)));
+    assert_eq!(lines.find("limits.flow_table_size"), None);
+    // Complex keys and aliases do not confuse it.
+    let lines = Lines::scan("? [a, b]\n: 1\nx: &v { y: 2 }\nz: *v\nw: 3\n").unwrap();
+    assert_eq!(lines.find("w"), Some((5, 1)));
+    assert_eq!(lines.find("x.y"), Some((3, 9)));
+}

@@ -1,0 +1,309 @@
+//! `Config::validate` and `check_host`: the semantic checks.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use lb_common::RING_SLOTS_PER_SERVICE;
+
+use super::error::{invalid, unsupported};
+use super::{Config, ConfigError, Mode, PortRange};
+
+const MAX_MAGLEV_TABLE_SIZE: u32 = 1_000_003;
+/// The ring must give each backend of the largest service at least this many
+/// entries on average. Shares are whole entries, so a backend's share is off
+/// by up to one entry: 10 entries keeps weights within ~10%, the coarsest
+/// that still honours them (Maglev's paper recommends M >= 100 N for 1%).
+const MIN_ENTRIES_PER_BACKEND: u32 = 10;
+/// Interface names are at most IFNAMSIZ - 1 bytes.
+const MAX_IFNAME: usize = 15;
+pub(super) const EPHEMERAL_PORTS: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+impl Config {
+    /// Checks everything that does not need the host; the first problem
+    /// found is returned, naming its key path (no line: see `from_yaml`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.interfaces.is_empty() {
+            return Err(invalid("interfaces", "at least one interface is required"));
+        }
+        for (i, name) in self.interfaces.iter().enumerate() {
+            let bad = |c: char| c == '/' || c == ':' || c.is_whitespace();
+            if name.is_empty()
+                || name.len() > MAX_IFNAME
+                || name.contains(bad)
+                || name == "."
+                || name == ".."
+            {
+                return Err(invalid(
+                    format!("interfaces[{i}]"),
+                    format!(
+                        "invalid interface name {name:?}: 1-{MAX_IFNAME} characters, no '/', ':' or spaces"
+                    ),
+                ));
+            }
+            if let Some(j) = self.interfaces[..i].iter().position(|n| n == name) {
+                return Err(invalid(
+                    format!("interfaces[{i}]"),
+                    format!("duplicate interface {name:?} (also interfaces[{j}])"),
+                ));
+            }
+        }
+        if self.admin.token_file.is_some() {
+            return Err(unsupported(
+                "admin.token_file",
+                "API authentication (admin.token_file)",
+            ));
+        }
+
+        let ports = self.snat.ports;
+        if ports.min > ports.max {
+            return Err(invalid(
+                "snat.ports",
+                format!("empty range {ports}: min is greater than max"),
+            ));
+        }
+        if ports.min < 1024 {
+            return Err(invalid(
+                "snat.ports",
+                format!("range {ports} starts below 1024 (privileged ports)"),
+            ));
+        }
+        if let Some(ip) = self.snat.ipv4 {
+            check_unicast("snat.ipv4", ip)?;
+        }
+
+        let limits = &self.limits;
+        for (key, value) in [
+            ("max_services", limits.max_services),
+            ("max_backends", limits.max_backends),
+            ("flow_table_size", limits.flow_table_size),
+        ] {
+            if value == 0 {
+                return Err(invalid(format!("limits.{key}"), "must be at least 1"));
+            }
+        }
+        let m = limits.maglev_table_size;
+        if !is_prime(m) {
+            return Err(invalid(
+                "limits.maglev_table_size",
+                format!("{m} is not prime (Maglev needs a prime table size, e.g. 65537)"),
+            ));
+        }
+        if m > MAX_MAGLEV_TABLE_SIZE {
+            return Err(invalid(
+                "limits.maglev_table_size",
+                format!("{m} is larger than the maximum {MAX_MAGLEV_TABLE_SIZE}"),
+            ));
+        }
+        // All rings live in one BPF array indexed by u32.
+        if RING_SLOTS_PER_SERVICE as u64 * limits.max_services as u64 * m as u64 > u32::MAX as u64 {
+            return Err(invalid(
+                "limits",
+                format!(
+                    "{RING_SLOTS_PER_SERVICE} x max_services ({}) x maglev_table_size ({m}) ring entries exceed the 2^32 a BPF map can hold",
+                    limits.max_services
+                ),
+            ));
+        }
+
+        // (vip, port, protocol) -> index of the service that owns it.
+        let mut vips = HashMap::new();
+        let mut names = HashMap::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = |key: &str| format!("services[{i}].{key}");
+            check_service_name(&at("name"), &s.name)?;
+            if let Some(j) = names.insert(s.name.as_str(), i) {
+                return Err(invalid(
+                    at("name"),
+                    format!("duplicate service name {:?} (also services[{j}])", s.name),
+                ));
+            }
+            if s.port == 0 {
+                return Err(unsupported(at("port"), "port 0 (a VIP on all ports)"));
+            }
+            match s.mode {
+                Mode::Nat => {}
+                Mode::Dsr => return Err(unsupported(at("mode"), "mode dsr")),
+                Mode::Tunnel => return Err(unsupported(at("mode"), "mode tunnel")),
+            }
+            if s.health_check.is_some() {
+                return Err(unsupported(at("health_check"), "health checking"));
+            }
+            let vip = match s.vip {
+                IpAddr::V4(v4) => v4,
+                IpAddr::V6(v6) => {
+                    return Err(unsupported(at("vip"), format!("an IPv6 VIP ({v6})")));
+                }
+            };
+            check_unicast(&at("vip"), vip)?;
+            if let Some(j) = vips.insert((s.vip, s.port, s.protocol), i) {
+                return Err(invalid(
+                    at("vip"),
+                    format!(
+                        "{}:{}/{} is already used by service {:?} (services[{j}])",
+                        s.vip, s.port, s.protocol, self.services[j].name
+                    ),
+                ));
+            }
+
+            let mut seen = HashMap::new();
+            for (k, b) in s.backends.iter().enumerate() {
+                let at = |key: &str| format!("services[{i}].backends[{k}].{key}");
+                if b.address.is_ipv4() != s.vip.is_ipv4() {
+                    return Err(unsupported(
+                        at("address"),
+                        "a backend whose address family differs from its VIP's",
+                    ));
+                }
+                match b.address {
+                    IpAddr::V4(v4) => check_unicast(&at("address"), v4)?,
+                    IpAddr::V6(_) => {
+                        return Err(unsupported(at("address"), "an IPv6 backend address"));
+                    }
+                }
+                if b.port == 0 {
+                    return Err(invalid(at("port"), "backend port must be 1-65535"));
+                }
+                if b.weight > 65535 {
+                    return Err(invalid(
+                        at("weight"),
+                        format!("weight {} is above the maximum 65535", b.weight),
+                    ));
+                }
+                if let Some(j) = seen.insert((b.address, b.port), k) {
+                    return Err(invalid(
+                        format!("services[{i}].backends[{k}]"),
+                        format!(
+                            "duplicate backend {}:{} (also backends[{j}])",
+                            b.address, b.port
+                        ),
+                    ));
+                }
+            }
+        }
+
+        // Every service is nat over IPv4 for now: they all need the address.
+        if let Some(i) = self
+            .services
+            .iter()
+            .position(|s| s.mode == Mode::Nat && s.vip.is_ipv4())
+        {
+            let Some(snat) = self.snat.ipv4 else {
+                return Err(invalid(
+                    "snat.ipv4",
+                    format!(
+                        "required: service {:?} uses mode nat with an IPv4 VIP",
+                        self.services[i].name
+                    ),
+                ));
+            };
+            if let Some(s) = self.services.iter().find(|s| s.vip == IpAddr::V4(snat)) {
+                return Err(invalid(
+                    "snat.ipv4",
+                    format!("{snat} is also the VIP of service {:?}", s.name),
+                ));
+            }
+        }
+
+        if self.services.len() as u64 > limits.max_services as u64 {
+            return Err(invalid(
+                "limits.max_services",
+                format!(
+                    "{} services configured, above max_services {}",
+                    self.services.len(),
+                    limits.max_services
+                ),
+            ));
+        }
+        let total: usize = self.services.iter().map(|s| s.backends.len()).sum();
+        if total as u64 > limits.max_backends as u64 {
+            return Err(invalid(
+                "limits.max_backends",
+                format!(
+                    "{total} backends configured in all, above max_backends {}",
+                    limits.max_backends
+                ),
+            ));
+        }
+        if let Some(s) = self.services.iter().max_by_key(|s| s.backends.len())
+            && (m as u64) < MIN_ENTRIES_PER_BACKEND as u64 * s.backends.len() as u64
+        {
+            return Err(invalid(
+                "limits.maglev_table_size",
+                format!(
+                    "{m} is too small for service {:?} with {} backends: use a prime of at least {MIN_ENTRIES_PER_BACKEND} x backends",
+                    s.name,
+                    s.backends.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that need the running host (not run by `from_yaml`): the snat
+/// port range must not overlap the kernel's ephemeral ports, or replies to
+/// the host's own connections could be taken for NAT flows and vice versa.
+pub fn check_host(config: &Config) -> Result<(), ConfigError> {
+    if !config.services.iter().any(|s| s.mode == Mode::Nat) {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(EPHEMERAL_PORTS).map_err(|err| ConfigError::Read {
+        path: EPHEMERAL_PORTS.into(),
+        err,
+    })?;
+    check_ephemeral_overlap(config.snat.ports, &text)
+}
+
+pub(super) fn check_ephemeral_overlap(snat: PortRange, proc_text: &str) -> Result<(), ConfigError> {
+    let mut nums = proc_text.split_whitespace().map(str::parse::<u16>);
+    let (Some(Ok(lo)), Some(Ok(hi))) = (nums.next(), nums.next()) else {
+        return Err(invalid(
+            "snat.ports",
+            format!("cannot parse {EPHEMERAL_PORTS}: {proc_text:?}"),
+        ));
+    };
+    if snat.min <= hi && lo <= snat.max {
+        return Err(invalid(
+            "snat.ports",
+            format!(
+                "{snat} overlaps the kernel's ephemeral port range {lo}-{hi} (net.ipv4.ip_local_port_range): \
+                 choose a disjoint range or change the sysctl"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_service_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(invalid(path, "service name must not be empty"));
+    }
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b"_.-".contains(&b);
+    if !name.bytes().all(ok) || name == "." || name == ".." {
+        return Err(invalid(
+            path,
+            format!(
+                "invalid service name {name:?}: use letters, digits, '_', '.' and '-' (it is a metrics label and a URL segment)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_unicast(path: &str, ip: Ipv4Addr) -> Result<(), ConfigError> {
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+        return Err(invalid(
+            path,
+            format!("{ip} is not a usable unicast address"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_prime(n: u32) -> bool {
+    let n = n as u64;
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+}
