@@ -146,8 +146,8 @@ fn measure(runs: usize) -> (Vec<Row>, Vec<Row>) {
     let prog = |name: &str| -> &Xdp { base.program(name).unwrap().try_into().unwrap() };
 
     let cfg = Config::from_yaml(CONFIG).unwrap();
-    let mut dp = Dataplane::load(&cfg.limits).expect("program loads");
-    dp.apply(&plan::plan(&cfg)).unwrap();
+    let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads");
+    dp.apply(&plan::from_config(&cfg).unwrap()).unwrap();
     let lb = dp.program();
 
     let established = syn(CLIENT, 40000, VIP, 80);

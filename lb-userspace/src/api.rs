@@ -1,23 +1,35 @@
-//! The admin HTTP server: `/metrics` (Prometheus) and read-only JSON under
-//! `/api/v1`.
+//! The admin HTTP server (design.md section 5): `/metrics`, and JSON under
+//! `/api/v1` (`api_types`). Errors are JSON `{"error": ...}` with a 4xx
+//! code. With `admin.token_file`, mutating calls need
+//! `Authorization: Bearer TOKEN`.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{Path, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post, put},
 };
-use serde::Serialize;
+use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::{dataplane::Dataplane, metrics, plan::Plan};
+use crate::{
+    api_types::{ApiError, BackendUpdate},
+    controller::{Controller, Refused},
+};
 
 /// What the daemon shares with its API.
 pub struct Shared {
-    pub dataplane: Mutex<Dataplane>,
-    pub plan: Mutex<Plan>,
+    pub controller: Mutex<Controller>,
+    /// Daemon-side metrics (health checks), rendered after the data plane's.
+    pub registry: Registry,
+    /// Bearer token required on mutating calls, if configured.
+    pub token: Option<String>,
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -25,76 +37,134 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(get_metrics))
         .route("/api/v1/services", get(list_services))
         .route("/api/v1/services/{name}", get(get_service))
+        .route("/api/v1/services/{name}/backends/{addr}", put(put_backend))
+        .route("/api/v1/reload", post(post_reload))
         .with_state(shared)
 }
 
-fn error(status: StatusCode, message: String) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }
 
-async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let dp = shared.dataplane.lock().expect("dataplane lock");
-    let plan = shared.plan.lock().expect("plan lock");
-    match metrics::render(&dp, &plan) {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.body())).into_response()
     }
 }
 
-#[derive(Serialize)]
-struct ServiceView {
-    name: String,
-    vip: String,
-    protocol: &'static str,
-    backends: Vec<BackendView>,
+/// Runs `f` on the controller off the async workers: writing a ring is
+/// tens of thousands of syscalls.
+async fn with_controller<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&mut Controller) -> T + Send + 'static,
+) -> T {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || f(&mut shared.controller.lock().expect("controller lock")))
+        .await
+        .expect("controller task panicked")
 }
 
-#[derive(Serialize)]
-struct BackendView {
-    address: String,
-    weight: u32,
-    state: &'static str,
+/// `None` if the call may go ahead, else the 401 answer.
+fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let token = shared.token.as_ref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if t.trim() == token => None,
+        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong bearer token")),
+        None => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "this call needs Authorization: Bearer <token from admin.token_file>",
+        )),
+    }
 }
 
-fn view(svc: &crate::plan::ServicePlan) -> ServiceView {
-    let vip = std::net::SocketAddr::new(
-        crate::plan::words_addr(svc.key.addr, svc.key.family),
-        u16::from_be(svc.key.port),
-    );
-    ServiceView {
-        name: svc.name.clone(),
-        vip: vip.to_string(),
-        protocol: if svc.key.proto == lb_common::PROTO_TCP {
-            "tcp"
-        } else {
-            "udp"
-        },
-        backends: svc
-            .backends
-            .iter()
-            .map(|b| BackendView {
-                address: b.addr.to_string(),
-                weight: b.weight,
-                state: match b.entry.state {
-                    lb_common::STATE_READY => "ready",
-                    lb_common::STATE_DRAIN => "drain",
-                    lb_common::STATE_MAINT => "maint",
-                    _ => "down",
-                },
-            })
-            .collect(),
+async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let s = shared.clone();
+    let text = with_controller(&shared, move |c| {
+        let mut text = c.metrics().map_err(|e| e.to_string())?;
+        let mut extra = Vec::new();
+        TextEncoder::new()
+            .encode(&s.registry.gather(), &mut extra)
+            .map_err(|e| e.to_string())?;
+        text.push_str(&String::from_utf8_lossy(&extra));
+        Ok::<_, String>(text)
+    })
+    .await;
+    match text {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
 async fn list_services(State(shared): State<Arc<Shared>>) -> Response {
-    let plan = shared.plan.lock().expect("plan lock");
-    Json(plan.services.iter().map(view).collect::<Vec<_>>()).into_response()
+    match with_controller(&shared, |c| c.services_view()).await {
+        Ok(services) => Json(services).into_response(),
+        Err(r) => r.into_response(),
+    }
 }
 
 async fn get_service(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
-    let plan = shared.plan.lock().expect("plan lock");
-    match plan.services.iter().find(|s| s.name == name) {
-        Some(svc) => Json(view(svc)).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
+    let wanted = name.clone();
+    let services = with_controller(&shared, |c| c.services_view()).await;
+    match services.map(|s| s.into_iter().find(|s| s.name == wanted)) {
+        Ok(Some(svc)) => Json(svc).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn put_backend(
+    State(shared): State<Arc<Shared>>,
+    Path((name, addr)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{addr:?} is not a backend address (ADDR:PORT)"),
+        );
+    };
+    let update: BackendUpdate = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be {{\"state\": \"ready|drain|maint\"}} and/or {{\"weight\": N}}: {e}"
+                ),
+            );
+        }
+    };
+    match with_controller(&shared, move |c| {
+        c.update_backend(&name, addr, update.state, update.weight)
+    })
+    .await
+    {
+        Ok(b) => Json(b).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn post_reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    match with_controller(&shared, |c| c.reload()).await {
+        Ok(summary) => Json(summary).into_response(),
+        Err(r) => r.into_response(),
     }
 }

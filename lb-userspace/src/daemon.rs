@@ -1,27 +1,37 @@
-//! `xdplb run`: load, fill the maps, attach, serve the admin API, and
-//! detach cleanly on SIGINT/SIGTERM.
+//! `xdplb run`: load (adopting pinned state), fill the maps, attach, then
+//! serve the admin API, health checks, neighbour requests and SIGHUP
+//! reloads until SIGINT/SIGTERM, which detach or keep the program as
+//! `on_exit` says.
 
-use std::{path::Path, sync::Arc, sync::Mutex};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Context as _;
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use prometheus::Registry;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{error, info};
 
 use crate::{
     api::{self, Shared},
-    config::{self, Config},
+    config::{self, Config, OnExit},
+    controller::Controller,
     dataplane::Dataplane,
-    host, neigh, plan,
+    health::{HealthChecker, HealthMetrics},
+    host, neigh,
 };
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(config_path)?;
     config::check_host(&cfg)?;
-    let plan = plan::plan(&cfg);
+    let token = read_token(&cfg)?;
 
-    let mut dp = Dataplane::load(&cfg.limits).context("loading the XDP program")?;
-    // Maps first, attach last: the first packet already sees the whole config.
-    dp.apply(&plan).context("filling the data-plane maps")?;
+    let mut dp =
+        Dataplane::load(&cfg.limits, cfg.pin_dir.as_deref()).context("loading the XDP program")?;
     for iface in &cfg.interfaces {
         if host::enable_ipv4_forwarding(iface)
             .with_context(|| format!("enabling IPv4 forwarding on {iface}"))?
@@ -29,14 +39,24 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             info!("enabled net.ipv4.conf.{iface}.forwarding (bpf_fib_lookup needs it)");
         }
     }
-    for b in plan.services.iter().flat_map(|s| &s.backends) {
+    let events = dp.take_neigh_events()?;
+    let registry = Registry::new();
+    let (health_tx, mut health_rx) = mpsc::unbounded_channel();
+    let health = HealthChecker::new(health_tx, HealthMetrics::new(&registry)?);
+    // Maps first, attach last: the first packet already sees the whole config.
+    let mut controller = Controller::new(config_path.to_owned(), cfg.clone(), dp, health)
+        .context("filling the data-plane maps")?;
+    for b in controller.plan().services.iter().flat_map(|s| &s.backends) {
         neigh::resolve(b.addr.ip());
     }
-    let events = dp.take_neigh_events()?;
     for iface in &cfg.interfaces {
-        let mode = dp.attach(iface, cfg.xdp_mode)?;
-        info!("attached to {iface} in {mode} mode");
+        let how = controller.dataplane_mut().attach(iface, cfg.xdp_mode)?;
+        info!("attached to {iface} in {how}");
     }
+    for iface in controller.dataplane_mut().detach_others(&cfg.interfaces)? {
+        info!("detached from {iface} (no longer configured)");
+    }
+    let plan = controller.plan();
     info!(
         "{} services, {} backends; admin on http://{}",
         plan.services.len(),
@@ -48,28 +68,82 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
 
     let shared = Arc::new(Shared {
-        dataplane: Mutex::new(dp),
-        plan: Mutex::new(plan),
+        controller: Mutex::new(controller),
+        registry,
+        token,
     });
     let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
         .with_context(|| format!("admin.listen {}", cfg.admin.listen))?;
     let api_task = tokio::spawn(axum::serve(listener, api::router(shared.clone())).into_future());
-    let neigh_task = tokio::spawn(neigh::watch(events));
+    let neigh_task = tokio::spawn(async move {
+        if let Err(e) = neigh::watch(events).await {
+            error!("neighbour watcher stopped: {e}");
+        }
+    });
+    let health_shared = shared.clone();
+    let health_task = tokio::spawn(async move {
+        while let Some(t) = health_rx.recv().await {
+            let s = health_shared.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                s.controller.lock().expect("controller lock").on_health(&t)
+            })
+            .await;
+        }
+    });
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: detaching"),
-        _ = int.recv() => info!("SIGINT: detaching"),
-        r = neigh_task => warn!("neighbour watcher stopped: {r:?}"),
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM"); break }
+            _ = int.recv() => { info!("SIGINT"); break }
+            _ = hup.recv() => {
+                let s = shared.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    s.controller.lock().expect("controller lock").reload()
+                })
+                .await?;
+                match result {
+                    Ok(summary) => info!("SIGHUP: reloaded: {summary:?}"),
+                    Err(e) => error!("SIGHUP: reload refused, nothing changed: {}", e.message),
+                }
+            }
+        }
     }
     api_task.abort();
-    // Dropping the program detaches it from every interface.
-    match Arc::try_unwrap(shared) {
-        Ok(shared) => drop(shared),
-        Err(_) => warn!("API still holds the data plane; it detaches at exit"),
+    health_task.abort();
+    neigh_task.abort();
+    let mut controller = shared.controller.lock().expect("controller lock");
+    match cfg.on_exit {
+        OnExit::Detach => {
+            controller.dataplane_mut().unpin_all()?;
+            info!("detached, exiting");
+        }
+        OnExit::Keep => info!(
+            "exiting; the program stays attached with its state pinned in {} (on_exit: keep)",
+            cfg.pin_dir
+                .as_deref()
+                .map_or("(nowhere: pin_dir is null)".into(), |p| p
+                    .display()
+                    .to_string())
+        ),
     }
-    info!("detached, exiting");
     Ok(())
+}
+
+fn read_token(cfg: &Config) -> anyhow::Result<Option<String>> {
+    let Some(path) = &cfg.admin.token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("admin.token_file {}", path.display()))?;
+    let token = token.trim().to_owned();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "admin.token_file {} is empty",
+        path.display()
+    );
+    Ok(Some(token))
 }

@@ -2,10 +2,15 @@
 //! admin API and metrics, and the test bed used by tests and the demo.
 
 pub mod api;
+pub mod api_types;
+pub mod client;
 pub mod config;
+pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod health;
 pub mod host;
+pub mod ids;
 pub mod maglev;
 pub mod metrics;
 pub mod neigh;

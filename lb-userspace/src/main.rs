@@ -1,10 +1,15 @@
-//! `xdplb`: the command line. Exit codes: 0 ok, 1 runtime failure,
-//! 2 usage or invalid config.
+//! `xdplb`: the command line. Exit codes: 0 ok, 1 runtime failure (for
+//! client commands: daemon unreachable, timeout, 5xx), 2 usage or invalid
+//! config (for client commands: also a 4xx answer, with its message).
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
-use xdplb::config::Config;
+use clap::{Args, Parser, Subcommand, builder::PossibleValuesParser, builder::TypedValueParser};
+use xdplb::{
+    api_types::BackendState,
+    client::{self, Client, ClientError, Rates, Settings},
+    config::Config,
+};
 
 #[derive(Parser)]
 #[command(name = "xdplb", version, about = "XDP layer-4 load balancer")]
@@ -25,6 +30,172 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show services and backends: state, health and packets per second.
+    ///
+    /// Reads GET /api/v1/services twice, --interval apart, for the rates.
+    /// With --json: prints the daemon's JSON answer (pretty) from one read,
+    /// with no rates; add --rates to read twice and add packets_per_second
+    /// and bytes_per_second to each service and backend.
+    Status {
+        /// Print the API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// With --json: also measure rates (reads twice, --interval apart).
+        #[arg(long, requires = "json")]
+        rates: bool,
+        /// Time between the two reads that give the rates ("1s", "500ms");
+        /// 0 reads once and shows no rates.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Change a backend at runtime: admin state or weight.
+    Backend {
+        #[command(subcommand)]
+        command: BackendCommand,
+    },
+    /// Make the daemon re-read its config file and apply the difference
+    /// (same as SIGHUP). An invalid file changes nothing.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackendCommand {
+    /// Set a backend's admin state: ready (new flows), drain (keeps its
+    /// flows, no new ones), maint (loses its flows too).
+    State {
+        /// Service name.
+        service: String,
+        /// Backend, as ADDR:PORT.
+        #[arg(value_name = "ADDR:PORT")]
+        backend: SocketAddr,
+        #[arg(value_parser = PossibleValuesParser::new(["ready", "drain", "maint"])
+            .map(|s| match s.as_str() {
+                "ready" => BackendState::Ready,
+                "drain" => BackendState::Drain,
+                _ => BackendState::Maint,
+            }))]
+        state: BackendState,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Set a backend's weight (0: no new flows, like drain).
+    Weight {
+        /// Service name.
+        service: String,
+        /// Backend, as ADDR:PORT.
+        #[arg(value_name = "ADDR:PORT")]
+        backend: SocketAddr,
+        weight: u32,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the daemon's admin API is, and its token.
+#[derive(Args)]
+struct AdminArgs {
+    /// The daemon's admin address [default: admin.listen of --config, else
+    /// 127.0.0.1:9100].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = client::parse_admin)]
+    admin: Option<String>,
+    /// The daemon's config file: only admin.listen and admin.token_file are
+    /// read from it.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// File holding the bearer token for changes [default: admin.token_file
+    /// of --config].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// A client of the daemon; `changes`: it sends the token (read now).
+    fn client(&self, changes: bool) -> Result<Client, ClientError> {
+        let settings = Settings::resolve(
+            self.admin.as_deref(),
+            self.config.as_deref(),
+            self.token_file.as_deref(),
+        )?;
+        let token = if changes { settings.token()? } else { None };
+        Ok(Client::new(&settings.admin, token))
+    }
+}
+
+fn status(
+    admin: &AdminArgs,
+    json: bool,
+    rates: bool,
+    interval: Duration,
+) -> Result<(), ClientError> {
+    let client = admin.client(false)?;
+    if json {
+        let answer = if rates && !interval.is_zero() {
+            let first = client.sample()?;
+            std::thread::sleep(interval);
+            let (second, mut answer) = client.sample_with_json()?;
+            Rates::between(&first, &second).add_to_json(&mut answer);
+            answer
+        } else {
+            client.services_json()?
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).expect("JSON prints")
+        );
+        return Ok(());
+    }
+    let first = client.sample()?;
+    let (services, rates) = if interval.is_zero() {
+        (first.services, None)
+    } else {
+        std::thread::sleep(interval);
+        let second = client.sample()?;
+        let rates = Rates::between(&first, &second);
+        (second.services, Some(rates))
+    };
+    print!("{}", client::render_status(&services, rates.as_ref()));
+    Ok(())
+}
+
+fn backend(command: &BackendCommand) -> Result<(), ClientError> {
+    let (service, backend) = match command {
+        BackendCommand::State {
+            service,
+            backend,
+            state,
+            admin,
+        } => (
+            service,
+            admin.client(true)?.set_state(service, *backend, *state)?,
+        ),
+        BackendCommand::Weight {
+            service,
+            backend,
+            weight,
+            admin,
+        } => (
+            service,
+            admin.client(true)?.set_weight(service, *backend, *weight)?,
+        ),
+    };
+    print!("{}", client::render_backend(service, &backend));
+    Ok(())
+}
+
+/// Exit code of a client command; errors on one line.
+fn client_exit(result: Result<(), ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdplb: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -63,6 +234,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status {
+            json,
+            rates,
+            interval,
+            admin,
+        } => client_exit(status(&admin, json, rates, interval)),
+        Command::Backend { command } => client_exit(backend(&command)),
+        Command::Reload { admin } => client_exit(
+            admin
+                .client(true)
+                .and_then(|c| c.reload())
+                .map(|summary| print!("{}", client::render_reload(&summary))),
+        ),
         Command::Run { config } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(xdplb::daemon::run(&config)) {

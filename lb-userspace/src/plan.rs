@@ -1,17 +1,18 @@
-//! Turns a validated config into the exact contents of the data-plane maps:
-//! service and backend ids, map entries, and each service's Maglev ring.
-//! Pure, so it is unit-tested without a kernel.
+//! Turns a validated config, plus what the daemon learned at run time
+//! (admin changes, health), into the exact contents of the data-plane maps:
+//! map entries and each service's Maglev ring. Pure, so it is unit-tested
+//! without a kernel.
 
 use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
     Backend, FAMILY_V4, FAMILY_V6, Globals, HASH_FIVE_TUPLE, HASH_SOURCE_IP, MODE_DSR, MODE_NAT,
-    MODE_TUNNEL, NO_BACKEND, PROTO_TCP, PROTO_UDP, STATE_DRAIN, STATE_MAINT, STATE_READY,
-    ServiceKey,
+    MODE_TUNNEL, NO_BACKEND, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, ServiceKey,
 };
 
 use crate::{
-    config::{BackendState, Config, HashMode, Mode, Protocol},
+    config::{BackendConfig, BackendState, Config, HashMode, Mode, Service},
+    ids::{BackendKey, Ids},
     maglev::{MaglevBackend, build_table},
 };
 
@@ -42,7 +43,19 @@ pub struct BackendPlan {
     /// Also its label in metrics and the API (`ADDR:PORT`).
     pub addr: SocketAddr,
     pub entry: Backend,
+    /// Admin state and weight in force (config, or changed at run time).
+    pub admin: BackendState,
     pub weight: u32,
+    /// Health: false once its checks failed (always true without checks).
+    pub up: bool,
+}
+
+/// A backend's run-time status, as the daemon knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub admin: BackendState,
+    pub weight: u32,
+    pub up: bool,
 }
 
 /// Address as four wire-order words and its family (see lb-common).
@@ -70,7 +83,40 @@ pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
     }
 }
 
-pub fn plan(cfg: &Config) -> Plan {
+/// The `SERVICES` key of a service.
+pub fn service_key(s: &Service) -> ServiceKey {
+    let (addr, family) = addr_words(s.vip);
+    ServiceKey {
+        addr,
+        port: s.port.to_be(),
+        proto: s.protocol.number(),
+        family,
+    }
+}
+
+/// The config's own view of a backend, with no run-time changes.
+pub fn configured(b: &BackendConfig) -> Status {
+    Status {
+        admin: b.state,
+        weight: b.weight,
+        up: true,
+    }
+}
+
+/// The plan of `cfg` alone: fresh ids, states and weights as configured
+/// (tests and tools that load their own data plane).
+pub fn from_config(cfg: &Config) -> Result<Plan, String> {
+    let mut ids = Ids::default();
+    ids.assign(cfg)?;
+    Ok(plan(cfg, &ids, |_, b| configured(b)))
+}
+
+/// `status` says what the daemon knows of each backend beyond the config.
+pub fn plan(
+    cfg: &Config,
+    ids: &Ids,
+    status: impl Fn(&BackendKey, &BackendConfig) -> Status,
+) -> Plan {
     let m = cfg.limits.maglev_table_size;
     let globals = Globals {
         snat_v4: cfg.snat.ipv4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
@@ -79,48 +125,38 @@ pub fn plan(cfg: &Config) -> Plan {
         hash_seed: cfg.hash_seed,
         ring_size: m,
     };
-    let mut next_backend = 0u32;
     let services = cfg
         .services
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let id = i as u32;
-            let (addr, family) = addr_words(s.vip);
+        .map(|s| {
+            let id = ids.service(&s.name);
             let backends: Vec<BackendPlan> = s
                 .backends
                 .iter()
                 .map(|b| {
-                    let (baddr, bfamily) = addr_words(b.address);
-                    let plan = BackendPlan {
-                        id: next_backend,
-                        addr: SocketAddr::new(b.address, b.port),
+                    let key = (s.name.clone(), SocketAddr::new(b.address, b.port));
+                    let st = status(&key, b);
+                    let (addr, family) = addr_words(b.address);
+                    BackendPlan {
+                        id: ids.backend(&key),
+                        addr: key.1,
                         entry: Backend {
-                            addr: baddr,
+                            addr,
                             port: b.port.to_be(),
-                            family: bfamily,
-                            state: state_code(b.state),
+                            family,
+                            state: state_code(st),
                             service: id,
                         },
-                        weight: b.weight,
-                    };
-                    next_backend += 1;
-                    plan
+                        admin: st.admin,
+                        weight: st.weight,
+                        up: st.up,
+                    }
                 })
                 .collect();
-            let ring = ring_for(&backends, m, cfg.hash_seed);
             ServicePlan {
                 name: s.name.clone(),
                 id,
-                key: ServiceKey {
-                    addr,
-                    port: s.port.to_be(),
-                    proto: match s.protocol {
-                        Protocol::Tcp => PROTO_TCP,
-                        Protocol::Udp => PROTO_UDP,
-                    },
-                    family,
-                },
+                key: service_key(s),
                 mode: match s.mode {
                     Mode::Nat => MODE_NAT,
                     Mode::Dsr => MODE_DSR,
@@ -130,19 +166,22 @@ pub fn plan(cfg: &Config) -> Plan {
                     HashMode::FiveTuple => HASH_FIVE_TUPLE,
                     HashMode::SourceIp => HASH_SOURCE_IP,
                 },
+                ring: ring_for(&backends, m, cfg.hash_seed),
                 backends,
-                ring,
             }
         })
         .collect();
     Plan { globals, services }
 }
 
-fn state_code(state: BackendState) -> u8 {
-    match state {
-        BackendState::Ready => STATE_READY,
-        BackendState::Drain => STATE_DRAIN,
-        BackendState::Maint => STATE_MAINT,
+/// What the data plane does with a backend: `maint` wins (an operator said
+/// so), then `down` (health), then `drain`.
+fn state_code(st: Status) -> u8 {
+    match (st.admin, st.up) {
+        (BackendState::Maint, _) => STATE_MAINT,
+        (_, false) => STATE_DOWN,
+        (BackendState::Drain, true) => STATE_DRAIN,
+        (BackendState::Ready, true) => STATE_READY,
     }
 }
 
@@ -170,4 +209,72 @@ fn ring_for(backends: &[BackendPlan], m: u32, seed: u32) -> Vec<u32> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = "interfaces: [eth0]\nsnat: { ipv4: 198.18.1.1 }\nlimits: { maglev_table_size: 1021 }\nservices:\n  - name: web\n    vip: 198.18.100.10\n    port: 80\n    backends:\n      - { address: 198.18.1.11, port: 80 }\n      - { address: 198.18.1.12, port: 80, state: drain }\n      - { address: 198.18.1.13, port: 80 }\n";
+
+    fn planned(status: impl Fn(&BackendKey, &BackendConfig) -> Status) -> ServicePlan {
+        let cfg = Config::from_yaml(CFG).unwrap();
+        let mut ids = Ids::default();
+        ids.assign(&cfg).unwrap();
+        plan(&cfg, &ids, status).services.remove(0)
+    }
+
+    fn owners(s: &ServicePlan) -> Vec<u8> {
+        let mut o: Vec<u8> = s
+            .ring
+            .iter()
+            .map(|id| s.backends.iter().find(|b| b.id == *id).unwrap().addr.ip())
+            .map(|ip| match ip {
+                IpAddr::V4(v4) => v4.octets()[3],
+                IpAddr::V6(_) => unreachable!(),
+            })
+            .collect();
+        o.sort();
+        o.dedup();
+        o
+    }
+
+    #[test]
+    fn only_ready_backends_are_in_the_ring() {
+        let s = planned(|_, b| configured(b));
+        assert_eq!(owners(&s), [11, 13]);
+        assert_eq!(s.backends[1].entry.state, STATE_DRAIN);
+    }
+
+    #[test]
+    fn health_and_admin_state_combine() {
+        let s = planned(|k, b| Status {
+            up: k.1.port() != 80 || !k.1.ip().to_string().ends_with(".11"),
+            ..configured(b)
+        });
+        assert_eq!(owners(&s), [13], "a down backend leaves the ring");
+        assert_eq!(s.backends[0].entry.state, STATE_DOWN);
+
+        let s = planned(|_, b| Status {
+            admin: BackendState::Maint,
+            up: false,
+            ..configured(b)
+        });
+        assert!(s.ring.iter().all(|id| *id == NO_BACKEND));
+        assert!(s.backends.iter().all(|b| b.entry.state == STATE_MAINT));
+    }
+
+    #[test]
+    fn weight_zero_is_out_of_the_ring_but_keeps_flows() {
+        let s = planned(|k, b| Status {
+            weight: if k.1.ip().to_string().ends_with(".13") {
+                0
+            } else {
+                b.weight
+            },
+            ..configured(b)
+        });
+        assert_eq!(owners(&s), [11]);
+        assert_eq!(s.backends[2].entry.state, STATE_READY);
+    }
 }

@@ -18,12 +18,14 @@ const WEB: &str = "198.18.100.10:80";
 const DNS: &str = "198.18.100.11:53";
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-fn config() -> String {
+/// The daemon's config; `pin_dir` unique to this topology.
+fn config(topo: &Topology) -> String {
     let web: String = (1..=3)
         .map(|i| format!("      - {{ address: {}, port: 8080 }}\n", backend_addr(i)))
         .collect();
     format!(
         r#"interfaces: [lbc, lbb]
+pin_dir: /sys/fs/bpf/{}
 admin: {{ listen: 127.0.0.1:9100 }}
 snat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}
 limits: {{ max_services: 8, max_backends: 16, maglev_table_size: 65537, flow_table_size: 65536 }}
@@ -40,6 +42,7 @@ services:
     backends:
       - {{ address: {}, port: 5353 }}
 "#,
+        topo.prefix().trim_end_matches('-'),
         backend_addr(1)
     )
 }
@@ -68,7 +71,7 @@ fn bed() -> Bed {
     let daemon = Daemon::start(
         Path::new(env!("CARGO_BIN_EXE_xdplb")),
         &topo.lb_ns(),
-        &config(),
+        &config(&topo),
         "127.0.0.1:9100".parse().unwrap(),
     )
     .expect("daemon starts");

@@ -74,8 +74,8 @@ struct Lb {
 impl Lb {
     fn new() -> Lb {
         let cfg = Config::from_yaml(CONFIG).expect("test config is valid");
-        let plan = plan::plan(&cfg);
-        let mut dp = Dataplane::load(&cfg.limits).expect("program loads (verifier)");
+        let plan = plan::from_config(&cfg).unwrap();
+        let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads (verifier)");
         dp.apply(&plan).unwrap();
         let neigh_events = RefCell::new(dp.take_neigh_events().unwrap());
         Lb {

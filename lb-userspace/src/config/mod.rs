@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
-pub use validate::check_host;
+pub use validate::{MAX_WEIGHT, check_host};
 
 use lines::{Lines, schema_error};
 
@@ -37,8 +37,28 @@ pub struct Config {
     /// Flow-hash and Maglev seed: identical on every LB node => same choices.
     pub hash_seed: u32,
     pub limits: Limits,
+    /// Where maps and XDP links are pinned (on a bpf filesystem), so that a
+    /// restart, even after SIGKILL, adopts the flows. `null`: no pinning.
+    pub pin_dir: Option<PathBuf>,
+    /// What SIGINT/SIGTERM does to the data plane.
+    pub on_exit: OnExit,
     pub services: Vec<Service>,
 }
+
+/// `on_exit`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Detach the program and remove the pins: nothing is left behind.
+    #[default]
+    Detach,
+    /// Leave the program attached and forwarding, its state pinned, for the
+    /// next `xdplb run` to adopt.
+    Keep,
+}
+
+/// Default `pin_dir`.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdplb";
 
 impl Default for Config {
     fn default() -> Self {
@@ -48,6 +68,8 @@ impl Default for Config {
             admin: Admin::default(),
             snat: Snat::default(),
             hash_seed: 0x5eed,
+            pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
+            on_exit: OnExit::default(),
             limits: Limits::default(),
             services: Vec::new(),
         }
@@ -226,13 +248,32 @@ pub enum HashMode {
     SourceIp,
 }
 
+/// A service's health check (HAProxy semantics, see `crate::health`): every
+/// `interval` the host checks each backend, `fall` consecutive failures take
+/// it down, `rise` consecutive passes bring it back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheck {
     pub r#type: CheckType,
-    /// HTTP request path.
+    /// http: request path, starting with `/` (default `/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// http: the status the response must have, 100-599 (default 200).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<u16>,
+    /// http: a substring the response body must contain (only its first
+    /// `MAX_HTTP_BODY` bytes are searched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_body: Option<String>,
+    /// udp: the payload sent (default `ping`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// udp: a substring the reply must contain (default: any reply passes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// Port to check instead of the backend's own (HAProxy's `port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -248,6 +289,10 @@ impl Default for HealthCheck {
             r#type: CheckType::Tcp,
             path: None,
             expect_status: None,
+            expect_body: None,
+            send: None,
+            expect: None,
+            port: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             rise: 2,
@@ -256,12 +301,47 @@ impl Default for HealthCheck {
     }
 }
 
+impl HealthCheck {
+    /// Largest part of an http response body searched for `expect_body`.
+    pub const MAX_HTTP_BODY: usize = 64 * 1024;
+    /// Largest `send` payload: one UDP datagram over IPv4.
+    pub const MAX_UDP_PAYLOAD: usize = 65507;
+
+    /// http: the request path, `/` when not set.
+    pub fn path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/")
+    }
+
+    /// http: the expected status, 200 when not set.
+    pub fn expect_status(&self) -> u16 {
+        self.expect_status.unwrap_or(200)
+    }
+
+    /// udp: the payload, `ping` when not set.
+    pub fn send(&self) -> &str {
+        self.send.as_deref().unwrap_or("ping")
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckType {
+    /// A TCP connect succeeds.
     Tcp,
+    /// `GET path` gets `expect_status` (and `expect_body`).
     Http,
+    /// `send` gets a reply (containing `expect`).
     Udp,
+}
+
+impl fmt::Display for CheckType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckType::Tcp => "tcp",
+            CheckType::Http => "http",
+            CheckType::Udp => "udp",
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

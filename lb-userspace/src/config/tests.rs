@@ -67,6 +67,8 @@ fn shipped_configs_are_valid() {
     let example = Config::from_yaml(include_str!("../../../config/example.yaml")).unwrap();
     assert_eq!(example.services[0].backends[2].state, BackendState::Drain);
     assert_eq!(example.services[1].hash, HashMode::SourceIp);
+    let hc = example.services[0].health_check.as_ref().unwrap();
+    assert_eq!((hc.r#type, hc.path()), (CheckType::Http, "/healthz"));
 }
 
 #[test]
@@ -409,13 +411,6 @@ fn limit_checks() {
 fn not_implemented_yet() {
     let cases = [
         (
-            base_with(
-                "port: 80\n",
-                "port: 80\n    health_check: { type: http, path: /healthz }\n",
-            ),
-            "services[0].health_check: health checking is not supported yet (line 7)",
-        ),
-        (
             base_with("port: 80\n", "port: 80\n    mode: dsr\n"),
             "services[0].mode: mode dsr is not supported yet (line 7)",
         ),
@@ -435,14 +430,199 @@ fn not_implemented_yet() {
             base_with("port: 80", "port: 0"),
             "services[0].port: port 0 (a VIP on all ports) is not supported yet (line 6)",
         ),
-        (
-            format!("{}\nadmin: {{ token_file: /etc/xdplb/token }}", yaml(BASE)),
-            "admin.token_file: API authentication (admin.token_file) is not supported yet (line 11)",
-        ),
     ];
     for (text, expect) in cases {
         assert_err(&text, &[expect]);
     }
+}
+
+/// BASE with `health_check: { FIELDS }` in its service (line 7).
+fn health(fields: &str) -> String {
+    base_with(
+        "port: 80\n",
+        &format!("port: 80\n    health_check: {{ {fields} }}\n"),
+    )
+}
+
+#[test]
+fn health_check_parses() {
+    let c = parse(&base_with(
+        "port: 80\n",
+        "port: 80
+    health_check:
+      type: http
+      path: /healthz?full=1
+      expect_status: 204
+      expect_body: ok
+      port: 8081
+      interval: 2s
+      timeout: 250ms
+      rise: 1
+      fall: 5
+",
+    ))
+    .unwrap();
+    let hc = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!(
+        *hc,
+        HealthCheck {
+            r#type: CheckType::Http,
+            path: Some("/healthz?full=1".into()),
+            expect_status: Some(204),
+            expect_body: Some("ok".into()),
+            send: None,
+            expect: None,
+            port: Some(8081),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_millis(250),
+            rise: 1,
+            fall: 5,
+        }
+    );
+    assert_eq!((hc.path(), hc.expect_status()), ("/healthz?full=1", 204));
+    let text = serde_yaml::to_string(&c).unwrap();
+    assert_eq!(Config::from_yaml(&text).unwrap(), c);
+
+    // Defaults: tcp, every 1s, 500ms timeout, rise 2, fall 3.
+    let c = parse(&health("")).unwrap();
+    assert_eq!(c.services[0].health_check, Some(HealthCheck::default()));
+    let hc = HealthCheck::default();
+    assert_eq!(
+        (hc.r#type, hc.interval, hc.rise, hc.fall, hc.port),
+        (CheckType::Tcp, Duration::from_secs(1), 2, 3, None)
+    );
+    // http: path "/" and status 200 unless set.
+    let c = parse(&health("type: http")).unwrap();
+    let hc = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!((hc.path(), hc.expect_status()), ("/", 200));
+    // udp: "ping", any reply unless `expect` is set.
+    let c = parse(&health("type: udp, interval: 10ms, timeout: 10ms")).unwrap();
+    let hc = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!((hc.send(), hc.expect.as_deref()), ("ping", None));
+    let c = parse(&health("type: udp, send: hello, expect: world")).unwrap();
+    let hc = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!((hc.send(), hc.expect.as_deref()), ("hello", Some("world")));
+}
+
+#[test]
+fn health_check_schema_errors() {
+    assert_err(
+        &health("type: icmp"),
+        &[
+            "services[0].health_check.type",
+            "unknown variant `icmp`",
+            "line 7",
+        ],
+    );
+    assert_err(
+        &health("type: tcp, colour: red"),
+        &["services[0].health_check.colour", "unknown field", "line 7"],
+    );
+    assert_err(
+        &health("interval: soon"),
+        &["services[0].health_check.interval", "line 7"],
+    );
+}
+
+#[test]
+fn health_check_keys_need_their_type() {
+    for (fields, key, msg) in [
+        (
+            "path: /",
+            "path",
+            "only valid with type http, not with type tcp",
+        ),
+        (
+            "type: udp, expect_status: 200",
+            "expect_status",
+            "only valid with type http, not with type udp",
+        ),
+        (
+            "expect_body: ok",
+            "expect_body",
+            "only valid with type http, not with type tcp",
+        ),
+        (
+            "type: http, send: ping",
+            "send",
+            "only valid with type udp, not with type http",
+        ),
+        (
+            "expect: pong",
+            "expect",
+            "only valid with type udp, not with type tcp",
+        ),
+    ] {
+        assert_err(
+            &health(fields),
+            &[&format!("services[0].health_check.{key}: {msg}"), "line 7"],
+        );
+    }
+}
+
+#[test]
+fn health_check_values() {
+    for (fields, key, msg) in [
+        (
+            "type: http, path: healthz",
+            "path",
+            "request path \"healthz\" must start with '/'",
+        ),
+        (
+            "type: http, path: \"/a b\"",
+            "path",
+            "request path \"/a b\" must not contain spaces or control characters",
+        ),
+        (
+            "type: http, expect_status: 99",
+            "expect_status",
+            "HTTP status 99 is not in 100-599",
+        ),
+        (
+            "type: http, expect_status: 600",
+            "expect_status",
+            "HTTP status 600 is not in 100-599",
+        ),
+        ("port: 0", "port", "check port must be 1-65535"),
+        (
+            "interval: 9ms, timeout: 1ms",
+            "interval",
+            "9ms is below the minimum 10ms",
+        ),
+        ("timeout: 0s", "timeout", "must be greater than 0"),
+        (
+            "interval: 1s, timeout: 2s",
+            "timeout",
+            "2s is longer than the interval (1s)",
+        ),
+        ("rise: 0", "rise", "must be at least 1"),
+        ("fall: 0", "fall", "must be at least 1"),
+    ] {
+        assert_err(
+            &health(fields),
+            &[&format!("services[0].health_check.{key}: {msg}"), "line 7"],
+        );
+    }
+    let long = "x".repeat(HealthCheck::MAX_HTTP_BODY + 1);
+    assert_err(
+        &health(&format!("type: http, expect_body: {long}")),
+        &[
+            "services[0].health_check.expect_body",
+            "longer than the 65536 bytes",
+        ],
+    );
+    let long = "x".repeat(HealthCheck::MAX_UDP_PAYLOAD + 1);
+    assert_err(
+        &health(&format!("type: udp, send: {long}")),
+        &[
+            "services[0].health_check.send",
+            "larger than a UDP datagram",
+        ],
+    );
+    // The limits themselves are fine.
+    parse(&health("type: http, expect_status: 100, path: /")).unwrap();
+    parse(&health("type: http, expect_status: 599, port: 65535")).unwrap();
+    parse(&health("interval: 10ms, timeout: 10ms, rise: 1, fall: 1")).unwrap();
 }
 
 #[test]

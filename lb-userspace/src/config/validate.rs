@@ -2,13 +2,18 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use lb_common::RING_SLOTS_PER_SERVICE;
 
 use super::error::{invalid, unsupported};
-use super::{Config, ConfigError, Mode, PortRange};
+use super::{CheckType, Config, ConfigError, HealthCheck, Mode, PortRange};
 
 const MAX_MAGLEV_TABLE_SIZE: u32 = 1_000_003;
+/// Largest backend weight (config and API).
+pub const MAX_WEIGHT: u32 = 65535;
+/// Shortest health-check interval.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 /// The ring must give each backend of the largest service at least this many
 /// entries on average. Shares are whole entries, so a backend's share is off
 /// by up to one entry: 10 entries keeps weights within ~10%, the coarsest
@@ -47,13 +52,6 @@ impl Config {
                 ));
             }
         }
-        if self.admin.token_file.is_some() {
-            return Err(unsupported(
-                "admin.token_file",
-                "API authentication (admin.token_file)",
-            ));
-        }
-
         let ports = self.snat.ports;
         if ports.min > ports.max {
             return Err(invalid(
@@ -125,8 +123,8 @@ impl Config {
                 Mode::Dsr => return Err(unsupported(at("mode"), "mode dsr")),
                 Mode::Tunnel => return Err(unsupported(at("mode"), "mode tunnel")),
             }
-            if s.health_check.is_some() {
-                return Err(unsupported(at("health_check"), "health checking"));
+            if let Some(hc) = &s.health_check {
+                check_health_check(&at("health_check"), hc)?;
             }
             let vip = match s.vip {
                 IpAddr::V4(v4) => v4,
@@ -163,10 +161,10 @@ impl Config {
                 if b.port == 0 {
                     return Err(invalid(at("port"), "backend port must be 1-65535"));
                 }
-                if b.weight > 65535 {
+                if b.weight > MAX_WEIGHT {
                     return Err(invalid(
                         at("weight"),
-                        format!("weight {} is above the maximum 65535", b.weight),
+                        format!("weight {} is above the maximum {MAX_WEIGHT}", b.weight),
                     ));
                 }
                 if let Some(j) = seen.insert((b.address, b.port), k) {
@@ -244,6 +242,18 @@ impl Config {
 /// port range must not overlap the kernel's ephemeral ports, or replies to
 /// the host's own connections could be taken for NAT flows and vice versa.
 pub fn check_host(config: &Config) -> Result<(), ConfigError> {
+    if let Some(path) = &config.admin.token_file {
+        let token = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            path: path.clone(),
+            err,
+        })?;
+        if token.trim().is_empty() {
+            return Err(invalid(
+                "admin.token_file",
+                format!("{} is empty", path.display()),
+            ));
+        }
+    }
     if !config.services.iter().any(|s| s.mode == Mode::Nat) {
         return Ok(());
     }
@@ -270,6 +280,102 @@ pub(super) fn check_ephemeral_overlap(snat: PortRange, proc_text: &str) -> Resul
                  choose a disjoint range or change the sysctl"
             ),
         ));
+    }
+    Ok(())
+}
+
+/// `at` is the key path of the `health_check` mapping.
+fn check_health_check(at: &str, hc: &HealthCheck) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("{at}.{k}");
+    // A key of another check type would be silently ignored: reject it.
+    for (name, set, only) in [
+        ("path", hc.path.is_some(), CheckType::Http),
+        ("expect_status", hc.expect_status.is_some(), CheckType::Http),
+        ("expect_body", hc.expect_body.is_some(), CheckType::Http),
+        ("send", hc.send.is_some(), CheckType::Udp),
+        ("expect", hc.expect.is_some(), CheckType::Udp),
+    ] {
+        if set && hc.r#type != only {
+            return Err(invalid(
+                key(name),
+                format!("only valid with type {only}, not with type {}", hc.r#type),
+            ));
+        }
+    }
+    if let Some(path) = &hc.path {
+        if !path.starts_with('/') {
+            return Err(invalid(
+                key("path"),
+                format!("request path {path:?} must start with '/'"),
+            ));
+        }
+        if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                key("path"),
+                format!("request path {path:?} must not contain spaces or control characters"),
+            ));
+        }
+    }
+    if let Some(status) = hc.expect_status
+        && !(100..=599).contains(&status)
+    {
+        return Err(invalid(
+            key("expect_status"),
+            format!("HTTP status {status} is not in 100-599"),
+        ));
+    }
+    if let Some(body) = &hc.expect_body
+        && body.len() > HealthCheck::MAX_HTTP_BODY
+    {
+        return Err(invalid(
+            key("expect_body"),
+            format!(
+                "{} bytes, longer than the {} bytes of the body that are searched",
+                body.len(),
+                HealthCheck::MAX_HTTP_BODY
+            ),
+        ));
+    }
+    if let Some(send) = &hc.send
+        && send.len() > HealthCheck::MAX_UDP_PAYLOAD
+    {
+        return Err(invalid(
+            key("send"),
+            format!(
+                "{} bytes, larger than a UDP datagram ({} bytes)",
+                send.len(),
+                HealthCheck::MAX_UDP_PAYLOAD
+            ),
+        ));
+    }
+    if hc.port == Some(0) {
+        return Err(invalid(key("port"), "check port must be 1-65535"));
+    }
+    if hc.interval < MIN_CHECK_INTERVAL {
+        return Err(invalid(
+            key("interval"),
+            format!(
+                "{:?} is below the minimum {MIN_CHECK_INTERVAL:?}",
+                hc.interval
+            ),
+        ));
+    }
+    if hc.timeout.is_zero() {
+        return Err(invalid(key("timeout"), "must be greater than 0"));
+    }
+    if hc.timeout > hc.interval {
+        return Err(invalid(
+            key("timeout"),
+            format!(
+                "{:?} is longer than the interval ({:?})",
+                hc.timeout, hc.interval
+            ),
+        ));
+    }
+    for (name, n) in [("rise", hc.rise), ("fall", hc.fall)] {
+        if n == 0 {
+            return Err(invalid(key(name), "must be at least 1"));
+        }
     }
     Ok(())
 }

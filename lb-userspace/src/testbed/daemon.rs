@@ -3,23 +3,60 @@
 use std::{
     fs,
     net::SocketAddr,
+    os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
-use super::{clients::http_get, netns};
+use super::clients::http_get;
+use crate::config::Config;
 
 /// A running daemon; stopped with SIGTERM (then SIGKILL) on drop, its config
 /// and log files removed.
 pub struct Daemon {
     child: Child,
+    bin: PathBuf,
     ns: String,
     admin: SocketAddr,
     config: PathBuf,
     log: PathBuf,
+    /// Removed on drop: a killed daemon leaves its pins (and so its
+    /// program and maps) behind.
+    pin_dir: Option<PathBuf>,
+}
+
+/// Starts `bin run --config CONFIG` inside network namespace `ns` only: not
+/// through `ip netns exec`, whose private mount of /sys would hide the
+/// host's bpf filesystem and lose the pins with the process.
+fn spawn_in(bin: &Path, ns: &str, config: &Path, log: &Path) -> Result<Child> {
+    let netns = fs::File::open(Path::new("/var/run/netns").join(ns))
+        .with_context(|| format!("open namespace {ns}"))?;
+    let log_file = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("XDPLB_LOG", "debug,aya=info,aya_obj=info")
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .stdin(Stdio::null());
+    let fd = netns.as_raw_fd();
+    // SAFETY: setns is async-signal-safe; fd stays open until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("spawn {} in {ns}", bin.display()))?;
+    drop(netns);
+    Ok(child)
 }
 
 impl Daemon {
@@ -30,25 +67,52 @@ impl Daemon {
         let config = std::env::temp_dir().join(format!("{ns}.yaml"));
         let log = std::env::temp_dir().join(format!("{ns}.log"));
         fs::write(&config, config_yaml).with_context(|| format!("write {}", config.display()))?;
-        let log_file = fs::File::create(&log)?;
-        let child = netns::command(ns, &bin.to_string_lossy())
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("XDPLB_LOG", "debug")
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
+        let pin_dir = Config::from_yaml(config_yaml)
+            .context("the test's config")?
+            .pin_dir;
         let mut d = Daemon {
-            child,
+            child: spawn_in(bin, ns, &config, &log)?,
+            bin: bin.to_owned(),
             ns: ns.to_owned(),
             admin,
             config,
             log,
+            pin_dir,
         };
         d.wait_ready(Duration::from_secs(30))?;
         Ok(d)
+    }
+
+    /// Starts the daemon again with the same config (after `kill`), as an
+    /// operator would: it adopts the pinned state.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            bail!("restart: the daemon is still running");
+        }
+        self.child = spawn_in(&self.bin, &self.ns, &self.config, &self.log)?;
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGHUP: reload the config file (rewritten first if `yaml` is given).
+    pub fn reload(&self, yaml: Option<&str>) -> Result<()> {
+        if let Some(text) = yaml {
+            fs::write(&self.config, text)?;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)?;
+        Ok(())
+    }
+
+    /// The config file the daemon reads (for reload tests).
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -92,7 +156,6 @@ impl Daemon {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
-        // `ip netns exec` execs the daemon, so the child pid is the daemon.
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let start = Instant::now();
@@ -112,6 +175,9 @@ impl Drop for Daemon {
         let _ = self.terminate();
         let _ = fs::remove_file(&self.config);
         let _ = fs::remove_file(&self.log);
+        if let Some(dir) = &self.pin_dir {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -1,0 +1,121 @@
+//! The JSON bodies of the admin API (design.md section 5), shared by the
+//! server (`api`) and the CLI's client (`client`).
+//!
+//! Addresses are `SocketAddr`s: serde writes them as `"198.18.1.11:8080"`
+//! (`"[2001:db8::1]:80"` for IPv6), the backend label of the metrics too.
+//! Words (protocol, mode, hash, state) reuse the config's enums, so they are
+//! spelled as in the YAML.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::config::{BackendState, HashMode, Mode, Protocol};
+
+/// `GET /api/v1/services` (an array of these), `GET /api/v1/services/{name}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    /// VIP and port.
+    pub vip: SocketAddr,
+    pub protocol: Protocol,
+    pub mode: Mode,
+    pub hash: HashMode,
+    /// Counters since the daemon started (all backends and misses).
+    pub packets: u64,
+    pub bytes: u64,
+    pub backends: Vec<Backend>,
+}
+
+/// One backend of a [`Service`]; also the answer to a `PUT` of a backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Backend {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// The admin state: from the config or a `PUT`.
+    pub state: BackendState,
+    pub health: Health,
+    /// What the data plane does with it: the admin state, or `down` when
+    /// health checks say so.
+    pub effective: Effective,
+    pub packets: u64,
+    pub bytes: u64,
+    /// New flows given to this backend.
+    pub flows: u64,
+    /// None: the service has no health check.
+    pub check: Option<CheckStatus>,
+}
+
+/// What the health checks say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Up,
+    Down,
+    /// The service has no health check: the backend counts as up.
+    Unchecked,
+}
+
+/// The state the data plane applies: admin state and health combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effective {
+    Ready,
+    Drain,
+    Maint,
+    /// Failed its health checks: treated like `maint`.
+    Down,
+}
+
+/// The health checker's view of one backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub up: bool,
+    pub consecutive_ok: u32,
+    pub consecutive_fail: u32,
+    /// Duration of the last check; None before the first one.
+    pub last_duration_ms: Option<f64>,
+    /// Why the last check failed; None when it passed.
+    pub last_error: Option<String>,
+    /// Checks run so far.
+    pub checks: u64,
+}
+
+/// Body of `PUT /api/v1/services/{name}/backends/{addr:port}`: one or both
+/// fields (absent fields are not sent).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<BackendState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// Answer to `POST /api/v1/reload`: names of services, `"svc/addr:port"` of
+/// backends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReloadSummary {
+    pub services_added: Vec<String>,
+    pub services_removed: Vec<String>,
+    pub services_changed: Vec<String>,
+    pub backends_added: Vec<String>,
+    pub backends_removed: Vec<String>,
+}
+
+impl ReloadSummary {
+    pub fn is_empty(&self) -> bool {
+        self.services_added.is_empty()
+            && self.services_removed.is_empty()
+            && self.services_changed.is_empty()
+            && self.backends_added.is_empty()
+            && self.backends_removed.is_empty()
+    }
+}
+
+/// Body of every 4xx/5xx answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

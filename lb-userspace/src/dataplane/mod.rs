@@ -1,0 +1,345 @@
+//! The XDP program's lifecycle: load it with map sizes from the config
+//! (adopting pinned state from an earlier run), attach it to interfaces,
+//! write plans into its maps (`apply`), read its counters.
+
+mod apply;
+mod pins;
+
+use std::{collections::HashMap as StdHashMap, path::Path};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, Xdp, XdpMode, links::FdLink},
+};
+use lb_common::{
+    Backend, BackendCounter, Counter, FlowKey, GLOBAL_STATS_LEN, ServiceKey, ServiceMeta,
+};
+
+pub use pins::PinError;
+
+use crate::config::{Limits, XdpModeSetting};
+
+/// The XDP object built by build.rs (empty when built with AYA_BUILD_SKIP).
+pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdplb"));
+/// Reference programs `empty`, `drop_all`, `macswap` for benchmarks.
+pub static BASELINES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baselines"));
+
+const PROGRAM_NAME: &str = "xdplb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("this xdplb was built without its XDP program (AYA_BUILD_SKIP); rebuild without it")]
+    NotBuilt,
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("loading the XDP program into the kernel: {0}")]
+    Program(#[source] ProgramError),
+    #[error("attaching XDP to {iface} ({mode}): {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {0} is missing from the XDP object")]
+    MissingMap(&'static str),
+    #[error("program {0} is missing from the XDP object")]
+    MissingProgram(&'static str),
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    ring_size: u32,
+    /// What the maps hold, as last written (or adopted): `apply` writes
+    /// only differences.
+    shadow: Shadow,
+    /// Where maps and links are pinned, if anywhere.
+    pins: Option<pins::Pins>,
+    /// Links this process created and pinned; closing them leaves the pins.
+    links: Vec<FdLink>,
+}
+
+#[derive(Default)]
+struct Shadow {
+    services: StdHashMap<ServiceKey, ServiceMeta>,
+    backends: StdHashMap<u32, Backend>,
+    /// Hash of the ring last written for each service id.
+    rings: StdHashMap<u32, u64>,
+    globals: Option<lb_common::Globals>,
+}
+
+/// Counters summed over CPUs, except the per-CPU XDP action counts.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// `actions[cpu][action]`, action as in `lb_common::XDP_ACTIONS`.
+    pub actions: Vec<[u64; lb_common::XDP_ACTIONS.len()]>,
+    /// `GLOBAL_STATS` slots summed over CPUs.
+    pub global: Vec<u64>,
+    /// By service id (only ids asked for).
+    pub services: StdHashMap<u32, Counter>,
+    /// By backend id (only ids asked for).
+    pub backends: StdHashMap<u32, BackendCounter>,
+}
+
+/// Map entries found in pinned maps from an earlier run.
+#[derive(Debug, Default, Clone)]
+pub struct Adopted {
+    pub services: Vec<(ServiceKey, ServiceMeta)>,
+    pub backends: Vec<(u32, Backend)>,
+}
+
+/// How an interface got the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    Native,
+    Generic,
+    /// A pinned link from an earlier run now runs this program (swapped
+    /// atomically: no packet saw no program).
+    Replaced,
+}
+
+impl std::fmt::Display for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Attached::Native => "native mode",
+            Attached::Generic => "generic mode",
+            Attached::Replaced => "place of the previous program (pinned link)",
+        })
+    }
+}
+
+impl Dataplane {
+    /// Loads the program (the verifier runs here) with map sizes from
+    /// `limits`. With `pin_dir`, maps are pinned there, and maps already
+    /// pinned by an earlier run with the same sizes are reused, state and
+    /// all; pins of other sizes are replaced (logged).
+    pub fn load(limits: &Limits, pin_dir: Option<&Path>) -> Result<Self> {
+        if PROGRAM.is_empty() {
+            return Err(DataplaneError::NotBuilt);
+        }
+        let sizes = pins::map_sizes(limits);
+        let pins = pin_dir
+            .map(|dir| pins::Pins::prepare(dir, &sizes))
+            .transpose()?;
+        let mut loader = EbpfLoader::new();
+        for (name, spec) in &sizes {
+            if spec.configurable {
+                loader.map_max_entries(name, spec.max_entries);
+            }
+        }
+        if let Some(p) = &pins {
+            for name in sizes.keys() {
+                loader.map_pin_path(name, p.map_path(name));
+            }
+        }
+        let mut ebpf = loader.load(PROGRAM)?;
+        program_mut(&mut ebpf)?
+            .load()
+            .map_err(DataplaneError::Program)?;
+        let mut dp = Self {
+            ebpf,
+            ring_size: limits.maglev_table_size,
+            shadow: Shadow::default(),
+            pins,
+            links: Vec::new(),
+        };
+        dp.read_shadow()?;
+        Ok(dp)
+    }
+
+    /// What the (pinned) maps held when this process loaded them.
+    pub fn adopted(&self) -> Adopted {
+        Adopted {
+            services: self.shadow.services.iter().map(|(k, v)| (*k, *v)).collect(),
+            backends: self.shadow.backends.iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
+
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .expect("program present after load")
+            .try_into()
+            .expect("program is XDP")
+    }
+
+    /// Attaches to `iface`. A link pinned there by an earlier run is
+    /// switched to this program atomically; otherwise `Auto` tries native
+    /// first, then generic. With a pin dir the new link is pinned, so the
+    /// program keeps running if this process dies.
+    pub fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached> {
+        if let Some(pins) = &self.pins
+            && let Some(link) = pins.take_link(iface)
+        {
+            match program_mut(&mut self.ebpf)?.attach_to_link(link) {
+                Ok(_) => return Ok(Attached::Replaced),
+                // For instance the interface went away and came back.
+                Err(e) => {
+                    tracing::warn!("cannot reuse the pinned link of {iface} ({e}); attaching anew");
+                    pins.forget_link(iface)?;
+                }
+            }
+        }
+        let prog = program_mut(&mut self.ebpf)?;
+        let mut try_mode = |m: XdpMode, attached: Attached, name: &'static str| {
+            prog.attach(iface, m)
+                .map(|id| (id, attached))
+                .map_err(|source| DataplaneError::Attach {
+                    iface: iface.to_string(),
+                    mode: name,
+                    source,
+                })
+        };
+        let (id, attached) = match mode {
+            XdpModeSetting::Native => try_mode(XdpMode::Driver, Attached::Native, "native")?,
+            XdpModeSetting::Generic => try_mode(XdpMode::Skb, Attached::Generic, "generic")?,
+            XdpModeSetting::Auto => try_mode(XdpMode::Driver, Attached::Native, "native")
+                .or_else(|_| try_mode(XdpMode::Skb, Attached::Generic, "generic"))?,
+        };
+        if let Some(pins) = &self.pins {
+            let link = program_mut(&mut self.ebpf)?
+                .take_link(id)
+                .map_err(DataplaneError::Program)?;
+            self.links.extend(pins.pin_link(iface, link)?);
+        }
+        Ok(attached)
+    }
+
+    /// Detaches the program from interfaces that have a pinned link but
+    /// are not in `keep` (an earlier run's interfaces, since removed).
+    pub fn detach_others(&mut self, keep: &[String]) -> Result<Vec<String>> {
+        match &self.pins {
+            Some(p) => Ok(p.unpin_links_except(keep)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes every pin (maps and links): once this process exits, the
+    /// program is detached and its state freed.
+    pub fn unpin_all(&mut self) -> Result<()> {
+        if let Some(p) = &self.pins {
+            p.remove_all()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the counters of the given service and backend ids.
+    pub fn counters(&self, service_ids: &[u32], backend_ids: &[u32]) -> Result<Counters> {
+        let global: PerCpuArray<_, u64> = self.typed_ref("GLOBAL_STATS")?;
+        let mut out = Counters::default();
+        for slot in 0..GLOBAL_STATS_LEN {
+            let per_cpu = global.get(&slot, 0).map_err(map_err("GLOBAL_STATS"))?;
+            out.global.push(per_cpu.iter().sum());
+            if (slot as usize) < lb_common::XDP_ACTIONS.len() {
+                out.actions.resize(per_cpu.len(), Default::default());
+                for (cpu, v) in per_cpu.iter().enumerate() {
+                    out.actions[cpu][slot as usize] = *v;
+                }
+            }
+        }
+        let services: PerCpuArray<_, Counter> = self.typed_ref("SERVICE_STATS")?;
+        for &id in service_ids {
+            let per_cpu = services.get(&id, 0).map_err(map_err("SERVICE_STATS"))?;
+            let sum = per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            });
+            out.services.insert(id, sum);
+        }
+        let backends: PerCpuArray<_, BackendCounter> = self.typed_ref("BACKEND_STATS")?;
+        for &id in backend_ids {
+            let per_cpu = backends.get(&id, 0).map_err(map_err("BACKEND_STATS"))?;
+            let sum = per_cpu
+                .iter()
+                .fold(BackendCounter::default(), |a, c| BackendCounter {
+                    packets: a.packets + c.packets,
+                    bytes: a.bytes + c.bytes,
+                    flows: a.flows + c.flows,
+                });
+            out.backends.insert(id, sum);
+        }
+        Ok(out)
+    }
+
+    /// Entries in the flow table. Walks the keys (one syscall each): fine
+    /// for a scrape every few seconds, slow for millions of flows.
+    pub fn flow_entries(&self) -> Result<u64> {
+        let flows: HashMap<_, FlowKey, lb_common::Flow> = self.typed_ref("FLOWS")?;
+        Ok(flows.keys().filter(|k| k.is_ok()).count() as u64)
+    }
+
+    /// The ring buffer on which the program asks for neighbour resolution.
+    pub fn take_neigh_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("NEIGH_EVENTS")
+            .ok_or(DataplaneError::MissingMap("NEIGH_EVENTS"))?;
+        RingBuf::try_from(map).map_err(map_err("NEIGH_EVENTS"))
+    }
+
+    /// Fills the shadow from the maps (non-empty only when they were pinned
+    /// by an earlier run).
+    fn read_shadow(&mut self) -> Result<()> {
+        let services: HashMap<_, ServiceKey, ServiceMeta> = self.typed_ref("SERVICES")?;
+        let adopted: Vec<(ServiceKey, ServiceMeta)> =
+            services.iter().filter_map(|r| r.ok()).collect();
+        let backends: Array<_, Backend> = self.typed_ref("BACKENDS")?;
+        let used: Vec<(u32, Backend)> = (0..backends.len())
+            .filter_map(|i| Some((i, backends.get(&i, 0).ok()?)))
+            .filter(|(_, b)| b.family != 0 && b.service != apply::REMOVED)
+            .collect();
+        self.shadow.services = adopted.into_iter().collect();
+        self.shadow.backends = used.into_iter().collect();
+        Ok(())
+    }
+
+    fn typed<'a, T>(&'a mut self, name: &'static str) -> Result<T>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        T::try_from(map).map_err(map_err(name))
+    }
+
+    fn typed_ref<'a, T>(&'a self, name: &'static str) -> Result<T>
+    where
+        T: TryFrom<&'a aya::maps::Map, Error = MapError>,
+    {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        T::try_from(map).map_err(map_err(name))
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let prog = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or(DataplaneError::MissingProgram(PROGRAM_NAME))?;
+    prog.try_into().map_err(DataplaneError::Program)
+}

@@ -1,0 +1,576 @@
+//! The client commands of `xdplb` (`status`, `backend state|weight`,
+//! `reload`) against a fake admin API on 127.0.0.1 that follows the
+//! contract (design.md section 5) with canned data and records requests.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    process::{Command, Output},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+struct Request {
+    method: String,
+    path: String,
+    auth: Option<String>,
+    body: String,
+}
+
+struct FakeState {
+    requests: Vec<Request>,
+    /// GETs of /api/v1/services so far: counters grow with each.
+    reads: u64,
+    /// Admin state and weight of web's 198.18.1.12:8080, changed by PUTs.
+    state: String,
+    weight: u64,
+    /// Token required on PUT and POST, if any.
+    token: Option<&'static str>,
+    reload: (u16, Value),
+}
+
+#[derive(Clone)]
+struct Fake {
+    addr: SocketAddr,
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl Fake {
+    fn start(token: Option<&'static str>) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(FakeState {
+            requests: Vec::new(),
+            reads: 0,
+            state: "drain".into(),
+            weight: 100,
+            token,
+            reload: (
+                200,
+                json!({
+                    "services_added": ["dns"],
+                    "services_removed": [],
+                    "services_changed": ["web"],
+                    "backends_added": [],
+                    "backends_removed": ["web/198.18.1.13:8080"],
+                }),
+            ),
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = Router::new().fallback(handle).with_state(shared);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Fake { addr, state }
+    }
+
+    fn admin(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    fn set_reload(&self, status: u16, body: Value) {
+        self.state.lock().unwrap().reload = (status, body);
+    }
+}
+
+fn backend_12(state: &str, weight: u64, n: u64) -> Value {
+    json!({"address": "198.18.1.12:8080", "weight": weight, "state": state,
+        "health": "down", "effective": "down", "packets": 40 + n, "bytes": 4000 + 100 * n,
+        "flows": 1, "check": {"up": false, "consecutive_ok": 0, "consecutive_fail": 4,
+        "last_duration_ms": 500.0, "last_error": "connection refused", "checks": 20}})
+}
+
+/// The services after `n` reads: web's first backend gets 50 packets a
+/// read, the rest stands still.
+fn services(n: u64, state: &str, weight: u64) -> Value {
+    json!([
+        {"name": "web", "vip": "198.18.100.10:80", "protocol": "tcp", "mode": "nat",
+         "hash": "five-tuple", "packets": 1040 + 50 * n, "bytes": 104_000 + 5000 * n,
+         "backends": [
+            {"address": "198.18.1.11:8080", "weight": 100, "state": "ready", "health": "up",
+             "effective": "ready", "packets": 1000 + 50 * n, "bytes": 100_000 + 5000 * n,
+             "flows": 3, "check": {"up": true, "consecutive_ok": 5, "consecutive_fail": 0,
+             "last_duration_ms": 0.4, "last_error": null, "checks": 12}},
+            backend_12(state, weight, 0),
+         ]},
+        {"name": "dns", "vip": "198.18.100.53:53", "protocol": "udp", "mode": "nat",
+         "hash": "source-ip", "packets": 7, "bytes": 700,
+         "backends": [
+            {"address": "198.18.1.21:53", "weight": 10, "state": "ready", "health": "unchecked",
+             "effective": "ready", "packets": 7, "bytes": 700, "flows": 7, "check": null},
+         ]},
+    ])
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+async fn handle(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    let auth = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_string());
+    s.requests.push(Request {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        auth: auth.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    if method != Method::GET
+        && let Some(token) = s.token
+        && auth.as_deref() != Some(&format!("Bearer {token}"))
+    {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let path = uri.path();
+    match (method.as_str(), path) {
+        ("GET", "/api/v1/services") => {
+            s.reads += 1;
+            axum::Json(services(s.reads, &s.state, s.weight)).into_response()
+        }
+        ("POST", "/api/v1/reload") => {
+            let (status, body) = s.reload.clone();
+            (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+        }
+        ("PUT", _) if path.starts_with("/api/v1/services/") => {
+            let rest = &path["/api/v1/services/".len()..];
+            let Some((svc, backend)) = rest.split_once("/backends/") else {
+                return error(StatusCode::NOT_FOUND, "no such route");
+            };
+            match svc {
+                "web" => {}
+                "broken" => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "map update failed: E2BIG",
+                    );
+                }
+                _ => return error(StatusCode::NOT_FOUND, &format!("no service named {svc:?}")),
+            }
+            if backend != "198.18.1.12:8080" {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("service \"web\" has no backend {backend}"),
+                );
+            }
+            let update: serde_json::Map<String, Value> = match serde_json::from_slice(&body) {
+                Ok(u) => u,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+            };
+            for (key, value) in update {
+                match (key.as_str(), value) {
+                    ("state", Value::String(w)) => s.state = w,
+                    ("weight", Value::Number(n)) => s.weight = n.as_u64().unwrap(),
+                    _ => return error(StatusCode::BAD_REQUEST, &format!("bad field {key}")),
+                }
+            }
+            axum::Json(backend_12(&s.state, s.weight, 0)).into_response()
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such route"),
+    }
+}
+
+fn xdplb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xdplb"))
+        .args(args)
+        .output()
+        .expect("run xdplb")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("xdplb-cli-client-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn status_shows_services_backends_health_and_rates() {
+    let fake = Fake::start(None);
+    let out = xdplb(&["status", "--admin", &fake.admin(), "--interval", "200ms"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.contains("web: 198.18.100.10:80 tcp, mode nat, hash five-tuple"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dns: 198.18.100.53:53 udp, mode nat, hash source-ip"),
+        "{text}"
+    );
+    let row = |addr: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(addr))
+            .unwrap_or_else(|| panic!("no row for {addr}: {text}"));
+        line.split_whitespace().map(String::from).collect()
+    };
+    // BACKEND WEIGHT STATE HEALTH EFFECTIVE FLOWS PKT/S
+    let r11 = row("198.18.1.11:8080");
+    assert_eq!(r11[1..6], ["100", "ready", "up", "ready", "3"], "{text}");
+    let pps: f64 = r11[6].parse().unwrap();
+    // 50 packets between two reads 200 ms apart (a slow machine: longer).
+    assert!(pps > 10.0 && pps <= 250.0, "{pps} {text}");
+    assert_eq!(
+        row("198.18.1.12:8080")[1..7],
+        ["100", "drain", "down", "down", "1", "0.0"]
+    );
+    assert_eq!(
+        row("198.18.1.21:53")[1..7],
+        ["10", "ready", "unchecked", "ready", "7", "0.0"]
+    );
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.method == "GET" && r.path == "/api/v1/services" && r.auth.is_none())
+    );
+}
+
+#[test]
+fn status_interval_0_reads_once_and_shows_no_rates() {
+    let fake = Fake::start(None);
+    let out = xdplb(&["status", "--admin", &fake.admin(), "--interval", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout(&out).contains("web: 198.18.100.10:80 tcp, mode nat, hash five-tuple, - pkt/s"));
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[test]
+fn status_json_is_the_api_answer() {
+    let fake = Fake::start(None);
+    let out = xdplb(&["status", "--json", "--admin", &fake.admin()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let printed: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(printed, services(1, "drain", 100));
+    assert_eq!(fake.requests().len(), 1, "no second read without --rates");
+    // ... and it parses as the shared API types.
+    let typed: Vec<xdplb::api_types::Service> = serde_json::from_value(printed).unwrap();
+    assert_eq!(
+        typed[0].backends[1].effective,
+        xdplb::api_types::Effective::Down
+    );
+}
+
+#[test]
+fn status_json_rates_adds_per_second_fields() {
+    let fake = Fake::start(None);
+    let out = xdplb(&[
+        "status",
+        "--json",
+        "--rates",
+        "--interval",
+        "100ms",
+        "--admin",
+        &fake.admin(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let printed: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(printed[0]["packets"], 1140, "the second read's counters");
+    let pps = printed[0]["backends"][0]["packets_per_second"]
+        .as_f64()
+        .unwrap();
+    assert!(pps > 0.0 && pps <= 500.0, "{pps}");
+    assert_eq!(printed[1]["backends"][0]["bytes_per_second"], 0.0);
+    assert_eq!(fake.requests().len(), 2);
+    // --rates means nothing without --json.
+    assert_eq!(
+        xdplb(&["status", "--rates", "--admin", &fake.admin()])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn backend_state_puts_the_state_with_the_token_from_token_file() {
+    let fake = Fake::start(Some("s3cret"));
+    let token = temp_file("token", "s3cret\n");
+    let out = xdplb(&[
+        "backend",
+        "state",
+        "web",
+        "198.18.1.12:8080",
+        "ready",
+        "--admin",
+        &fake.admin(),
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&token).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "web 198.18.1.12:8080: state ready, weight 100, health down, effective down\n"
+    );
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let r = &requests[0];
+    assert_eq!(r.method, "PUT");
+    assert_eq!(r.path, "/api/v1/services/web/backends/198.18.1.12:8080");
+    assert_eq!(r.auth.as_deref(), Some("Bearer s3cret"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap(),
+        json!({"state": "ready"})
+    );
+}
+
+#[test]
+fn backend_weight_finds_admin_and_token_in_the_config() {
+    let fake = Fake::start(Some("from-config"));
+    let token = temp_file("config-token", "  from-config  \n");
+    // Keys the daemon may not take today are fine: only admin.* is read.
+    let config = temp_file(
+        "config.yaml",
+        &format!(
+            "interfaces: [eth0]\nadmin:\n  listen: {}\n  token_file: {}\nsnat: {{ ipv4: 198.18.1.1 }}\nservices: []\n",
+            fake.admin(),
+            token.display()
+        ),
+    );
+    let out = xdplb(&[
+        "backend",
+        "weight",
+        "web",
+        "198.18.1.12:8080",
+        "50",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&token).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "web 198.18.1.12:8080: state drain, weight 50, health down, effective down\n"
+    );
+    let r = &fake.requests()[0];
+    assert_eq!(r.path, "/api/v1/services/web/backends/198.18.1.12:8080");
+    assert_eq!(r.auth.as_deref(), Some("Bearer from-config"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap(),
+        json!({"weight": 50})
+    );
+}
+
+#[test]
+fn a_4xx_answer_exits_2_with_the_api_message() {
+    let fake = Fake::start(None);
+    let out = xdplb(&[
+        "backend",
+        "state",
+        "nope",
+        "1.2.3.4:80",
+        "drain",
+        "--admin",
+        &fake.admin(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    assert_eq!(
+        err,
+        "xdplb: PUT /api/v1/services/nope/backends/1.2.3.4:80: no service named \"nope\" (HTTP 404)\n"
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn a_401_without_a_token_says_how_to_give_one() {
+    let fake = Fake::start(Some("s3cret"));
+    let out = xdplb(&[
+        "backend",
+        "weight",
+        "web",
+        "198.18.1.12:8080",
+        "0",
+        "--admin",
+        &fake.admin(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("missing or wrong bearer token (HTTP 401)"),
+        "{err}"
+    );
+    assert!(err.contains("--token-file"), "{err}");
+    assert!(fake.requests()[0].auth.is_none());
+}
+
+#[test]
+fn a_5xx_answer_exits_1() {
+    let fake = Fake::start(None);
+    let out = xdplb(&[
+        "backend",
+        "state",
+        "broken",
+        "1.2.3.4:80",
+        "maint",
+        "--admin",
+        &fake.admin(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains("map update failed: E2BIG (HTTP 500)"));
+}
+
+#[test]
+fn an_unreachable_daemon_exits_1() {
+    // A port that was free a moment ago: nothing listens there.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for args in [
+        &["status"][..],
+        &["reload"],
+        &["backend", "state", "web", "1.2.3.4:80", "drain"],
+    ] {
+        let mut args = args.to_vec();
+        let admin = addr.to_string();
+        args.extend(["--admin", &admin]);
+        let out = xdplb(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "xdplb: cannot reach the daemon at {addr}: connection refused (is xdplb run going?)\n"
+            )
+        );
+    }
+}
+
+#[test]
+fn a_daemon_that_never_answers_times_out_in_5s() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts (the kernel does) and never answers.
+    let start = Instant::now();
+    let out = xdplb(&["status", "--admin", &addr.to_string()]);
+    let took = start.elapsed();
+    drop(listener);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    assert_eq!(
+        stderr(&out),
+        format!("xdplb: no answer from the daemon at {addr} within 5s to GET /api/v1/services\n")
+    );
+}
+
+#[test]
+fn reload_prints_the_summary() {
+    let fake = Fake::start(None);
+    let out = xdplb(&["reload", "--admin", &fake.admin()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "services added: dns\nservices changed: web\nbackends removed: web/198.18.1.13:8080\n"
+    );
+    let r = &fake.requests()[0];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/api/v1/reload")
+    );
+
+    fake.set_reload(
+        200,
+        json!({"services_added": [], "services_removed": [], "services_changed": [],
+               "backends_added": [], "backends_removed": []}),
+    );
+    let out = xdplb(&["reload", "--admin", &fake.admin()]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "no changes\n")
+    );
+
+    fake.set_reload(
+        400,
+        json!({"error": "/etc/xdplb.yaml: services[0].port: invalid value (line 7)"}),
+    );
+    let out = xdplb(&["reload", "--admin", &fake.admin()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("services[0].port: invalid value (line 7)"));
+}
+
+#[test]
+fn usage_errors_exit_2_without_a_request() {
+    let fake = Fake::start(None);
+    let admin = fake.admin();
+    for args in [
+        &["backend", "state", "web", "1.2.3.4:80", "sleepy"][..],
+        &["backend", "state", "web", "1.2.3.4", "drain"],
+        &["backend", "weight", "web", "1.2.3.4:80", "-1"],
+        &["backend", "weight", "web", "1.2.3.4:80", "heavy"],
+        &["backend"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--admin", &admin]);
+        let out = xdplb(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+    let out = xdplb(&[
+        "backend",
+        "state",
+        "web",
+        "1.2.3.4:80",
+        "sleepy",
+        "--admin",
+        &admin,
+    ]);
+    assert!(stderr(&out).contains("sleepy"));
+    assert_eq!(
+        xdplb(&["status", "--admin", "nowhere"]).status.code(),
+        Some(2)
+    );
+    let out = xdplb(&[
+        "backend",
+        "weight",
+        "web",
+        "1.2.3.4:80",
+        "1",
+        "--admin",
+        &admin,
+        "--token-file",
+        "/nonexistent/token",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("cannot read token file /nonexistent/token"));
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+}
