@@ -103,7 +103,7 @@ pub fn render(dp: &Dataplane, plan: &Plan) -> Result<String, DataplaneError> {
             be_packets.with_label_values(&labels).inc_by(bc.packets);
             be_bytes.with_label_values(&labels).inc_by(bc.bytes);
             be_flows.with_label_values(&labels).inc_by(bc.flows);
-            be_up.with_label_values(&labels).set(1);
+            be_up.with_label_values(&labels).set(i64::from(b.up));
         }
     }
     let flows = gauge(

@@ -5,16 +5,12 @@ use std::hash::{Hash, Hasher};
 
 use aya::maps::{Array, HashMap, PerCpuArray, PerCpuValues};
 use lb_common::{
-    Backend, BackendCounter, Counter, Globals, RING_SLOTS_PER_SERVICE, STATE_MAINT, ServiceKey,
+    Backend, BackendCounter, Counter, Globals, RING_SLOTS_PER_SERVICE, STATE_DRAIN, ServiceKey,
     ServiceMeta,
 };
 
 use super::{Dataplane, DataplaneError, Result, map_err};
 use crate::plan::Plan;
-
-/// `Backend::service` of a freed backend id: flows still pointing at it no
-/// longer match their service, so the program re-selects them.
-pub(super) const REMOVED: u32 = u32::MAX;
 
 /// Stable within a process; only compares rings with each other.
 fn ring_hash(ring: &[u32]) -> u64 {
@@ -27,7 +23,9 @@ impl Dataplane {
     /// Writes `plan` into the maps, changes only. A service's new ring goes
     /// to its idle slot first; only then does the service entry point at it,
     /// so the program never reads a half-written ring. Ids new to the maps
-    /// get zeroed counters; ids that left are marked removed.
+    /// get zeroed counters. A backend that left the config is drained, as
+    /// IPVS does: no new flows, its existing ones finish (its id is reused
+    /// last, see `ids`).
     pub fn apply(&mut self, plan: &Plan) -> Result<()> {
         assert_eq!(
             plan.globals.ring_size, self.ring_size,
@@ -126,13 +124,12 @@ impl Dataplane {
             self.shadow.backends.insert(id, entry);
         }
         for id in removed {
-            let gone = Backend {
-                state: STATE_MAINT,
-                service: REMOVED,
+            let drained = Backend {
+                state: STATE_DRAIN,
                 ..self.shadow.backends[&id]
             };
             let mut backends: Array<_, Backend> = self.typed("BACKENDS")?;
-            backends.set(id, gone, 0).map_err(map_err("BACKENDS"))?;
+            backends.set(id, drained, 0).map_err(map_err("BACKENDS"))?;
             self.shadow.backends.remove(&id);
         }
         Ok(())

@@ -307,7 +307,7 @@ impl Dataplane {
         let backends: Array<_, Backend> = self.typed_ref("BACKENDS")?;
         let used: Vec<(u32, Backend)> = (0..backends.len())
             .filter_map(|i| Some((i, backends.get(&i, 0).ok()?)))
-            .filter(|(_, b)| b.family != 0 && b.service != apply::REMOVED)
+            .filter(|(_, b)| b.family != 0)
             .collect();
         self.shadow.services = adopted.into_iter().collect();
         self.shadow.backends = used.into_iter().collect();

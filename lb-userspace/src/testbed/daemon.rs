@@ -148,11 +148,12 @@ impl Daemon {
 
     /// Stops the daemon with SIGTERM and returns its exit status and log.
     pub fn stop(mut self) -> Result<(std::process::ExitStatus, String)> {
-        let status = self.terminate()?;
+        let status = self.sigterm()?;
         Ok((status, self.log()))
     }
 
-    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+    /// SIGTERM (SIGKILL after 10 s); waits for the exit.
+    pub fn sigterm(&mut self) -> Result<std::process::ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
@@ -172,7 +173,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.terminate();
+        let _ = self.sigterm();
         let _ = fs::remove_file(&self.config);
         let _ = fs::remove_file(&self.log);
         if let Some(dir) = &self.pin_dir {

@@ -5,11 +5,13 @@
 pub mod clients;
 pub mod daemon;
 pub mod fib_net;
+pub mod load;
 pub mod netns;
 pub mod servers;
 pub mod topology;
 
 pub use clients::{HttpResponse, http_get, http_request, tcp_connect, udp_request};
 pub use daemon::{Daemon, Sample, metric_sum, parse_metrics};
+pub use load::{Load, Outcome, Outcomes, Stream};
 pub use servers::{HttpServer, UdpEchoServer, is_pattern, pattern_byte, wait_until};
 pub use topology::{Topology, backend_addr};

@@ -1,0 +1,497 @@
+//! Operations while traffic flows (issue: health checks, backend states,
+//! runtime API and CLI, reload, restart): the real daemon in the reference
+//! topology, real servers, clients running continuously throughout.
+//! Needs root and the built XDP program.
+
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use xdplb::{
+    api_types::{BackendState, Health},
+    client::Client,
+    testbed::{
+        Daemon, HttpServer, Load, Outcomes, Stream, Topology, backend_addr, metric_sum, netns,
+        wait_until,
+    },
+};
+
+const VIP: &str = "198.18.100.10:80";
+const ADMIN: &str = "127.0.0.1:9100";
+
+fn vip() -> SocketAddr {
+    VIP.parse().unwrap()
+}
+
+fn backend(i: usize) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(backend_addr(i), 8080))
+}
+
+/// Config for `backends` (indexes), health-checked every 100 ms; `extra`
+/// is appended at the top level.
+fn config(topo: &Topology, backends: &[usize], extra: &str) -> String {
+    let list: String = backends
+        .iter()
+        .map(|i| format!("      - {{ address: {}, port: 8080 }}\n", backend_addr(*i)))
+        .collect();
+    format!(
+        r#"interfaces: [lbc, lbb]
+pin_dir: /sys/fs/bpf/{pin}
+admin: {{ listen: {ADMIN} }}
+snat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}
+limits: {{ max_services: 8, max_backends: 16, maglev_table_size: 65537, flow_table_size: 65536 }}
+{extra}
+services:
+  - name: web
+    vip: 198.18.100.10
+    port: 80
+    protocol: tcp
+    health_check: {{ type: tcp, interval: 100ms, timeout: 100ms, rise: 2, fall: 3 }}
+    backends:
+{list}"#,
+        pin = topo.prefix().trim_end_matches('-'),
+    )
+}
+
+struct Bed {
+    topo: Topology,
+    servers: Vec<Option<HttpServer>>,
+    daemon: Daemon,
+}
+
+impl Bed {
+    /// `n` backend namespaces with a server each; the daemon balances over
+    /// `configured` of them.
+    fn new(n: usize, configured: &[usize], extra: &str) -> Bed {
+        Bed::with_config(n, |topo| config(topo, configured, extra))
+    }
+
+    fn with_config(n: usize, yaml: impl FnOnce(&Topology) -> String) -> Bed {
+        let topo = Topology::create(n).expect("topology");
+        let servers = (1..=n).map(|i| Some(start_server(&topo, i))).collect();
+        let daemon = Daemon::start(
+            Path::new(env!("CARGO_BIN_EXE_xdplb")),
+            &topo.lb_ns(),
+            &yaml(&topo),
+            ADMIN.parse().unwrap(),
+        )
+        .expect("daemon starts");
+        let bed = Bed {
+            topo,
+            servers,
+            daemon,
+        };
+        bed.warm_up();
+        bed
+    }
+
+    fn client_ns(&self) -> String {
+        self.topo.client_ns()
+    }
+
+    /// Runs an API call from inside the LB namespace.
+    fn api<T: Send>(&self, f: impl FnOnce(&Client) -> T + Send) -> T {
+        netns::run_in(&self.topo.lb_ns(), || Ok(f(&Client::new(ADMIN, None)))).unwrap()
+    }
+
+    fn health(&self, i: usize) -> Health {
+        let services = self.api(|c| c.services()).unwrap();
+        services[0]
+            .backends
+            .iter()
+            .find(|b| b.address == backend(i))
+            .map(|b| b.health)
+            .expect("backend listed")
+    }
+
+    /// Every backend answers through the VIP (ARP done, checks passing).
+    fn warm_up(&self) {
+        let ok = wait_until(Duration::from_secs(10), || {
+            xdplb::testbed::http_get(&self.client_ns(), vip(), "/", Duration::from_secs(2)).is_ok()
+        });
+        assert!(ok, "no answer through the VIP:\n{}", self.daemon.log());
+    }
+}
+
+fn start_server(topo: &Topology, i: usize) -> HttpServer {
+    HttpServer::start(&topo.backend_ns(i), backend(i), &format!("backend-{i}")).unwrap()
+}
+
+fn name(i: usize) -> String {
+    format!("backend-{i}")
+}
+
+#[test]
+fn a_dead_backend_leaves_within_the_detection_window_and_comes_back() {
+    let mut bed = Bed::new(3, &[1, 2, 3], "");
+    let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let killed_at = load.elapsed();
+    bed.servers[1] = None; // backend-2 stops: connections to it are refused
+    assert!(
+        wait_until(Duration::from_secs(5), || bed.health(2) == Health::Down),
+        "backend-2 never marked down:\n{}",
+        bed.daemon.log()
+    );
+    let down_seen_at = load.elapsed();
+    let m = bed.daemon.metrics().unwrap();
+    let up = |i: usize| {
+        metric_sum(
+            &m,
+            "xdplb_backend_up",
+            &[("backend", &backend(i).to_string())],
+        )
+    };
+    assert_eq!((up(1), up(2), up(3)), (1.0, 0.0, 1.0));
+    std::thread::sleep(Duration::from_secs(1));
+
+    bed.servers[1] = Some(start_server(&bed.topo, 2));
+    let restarted_at = load.elapsed();
+    assert!(
+        wait_until(Duration::from_secs(5), || bed.health(2) == Health::Up),
+        "backend-2 never came back"
+    );
+    let up_seen_at = load.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let outcomes = load.stop();
+
+    let failures = outcomes.failures();
+    let window = failures.last().map(|f| f.at - killed_at);
+    println!(
+        "{} requests, {} failed; failures from kill to last failure: {window:?}; \
+         down seen after {:?}, up seen {:?} after restart",
+        outcomes.len(),
+        failures.len(),
+        down_seen_at - killed_at,
+        up_seen_at - restarted_at
+    );
+    for f in &failures {
+        assert!(
+            f.at >= killed_at && f.at <= down_seen_at,
+            "failure outside the detection window: {f:?}"
+        );
+    }
+    assert!(
+        outcomes.served_by_since(&name(2), up_seen_at) > 0,
+        "backend-2 takes new connections again"
+    );
+    let m = bed.daemon.metrics().unwrap();
+    let b = backend(2).to_string();
+    assert_eq!(metric_sum(&m, "xdplb_backend_up", &[("backend", &b)]), 1.0);
+    let transitions = |to: &str| {
+        metric_sum(
+            &m,
+            "xdplb_backend_health_transitions_total",
+            &[("backend", &b), ("to", to)],
+        )
+    };
+    assert_eq!((transitions("down"), transitions("up")), (1.0, 1.0));
+}
+
+#[test]
+fn drain_keeps_existing_flows_and_maint_moves_them() {
+    let bed = Bed::new(3, &[1, 2, 3], "");
+    let stream = Stream::start(&bed.client_ns(), vip(), 64 * 1024).unwrap();
+    let held = stream.backend().unwrap();
+    let i: usize = held.trim_start_matches("backend-").parse().unwrap();
+
+    // Drain with the real CLI, from the LB namespace.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &bed.topo.lb_ns(),
+            env!("CARGO_BIN_EXE_xdplb"),
+        ])
+        .args([
+            "backend",
+            "state",
+            "web",
+            &backend(i).to_string(),
+            "drain",
+            "--admin",
+            ADMIN,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let drained_at = stream.elapsed();
+    let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
+    std::thread::sleep(Duration::from_secs(1));
+    let new_conns = load.stop();
+    assert!(
+        new_conns.failures().is_empty(),
+        "{:?}",
+        new_conns.failures()
+    );
+    assert_eq!(
+        new_conns.served_by_since(&held, Duration::ZERO),
+        0,
+        "a drained backend takes no new connection"
+    );
+    let status = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &bed.topo.lb_ns(),
+            env!("CARGO_BIN_EXE_xdplb"),
+        ])
+        .args(["status", "--admin", ADMIN, "--interval", "0"])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    assert!(String::from_utf8_lossy(&status.stdout).contains("drain"));
+
+    // Maint: the flow is taken away from it (the next backend resets it).
+    let maint_at = stream.elapsed();
+    bed.api(|c| c.set_state("web", backend(i), BackendState::Maint))
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        stream.elapsed() > maint_at + Duration::from_millis(500)
+    }));
+    let streamed = stream.stop();
+    let before_maint: Vec<_> = streamed.iter().filter(|o| o.at < maint_at).collect();
+    assert!(
+        before_maint.len() > 5
+            && before_maint
+                .iter()
+                .all(|o| o.result.as_deref() == Ok(held.as_str())),
+        "the drained flow kept working on {held}: {:?}",
+        before_maint.iter().filter(|o| !o.ok()).collect::<Vec<_>>()
+    );
+    assert!(
+        before_maint.iter().any(|o| o.at > drained_at),
+        "requests ran while drained"
+    );
+    let last = streamed.last().unwrap();
+    assert!(
+        !last.ok() && last.at >= maint_at,
+        "under maint the flow moved away from {held} (and broke): {last:?}"
+    );
+
+    // Ready again: it takes new connections.
+    bed.api(|c| c.set_state("web", backend(i), BackendState::Ready))
+        .unwrap();
+    let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(800));
+    let again = load.stop();
+    assert!(again.failures().is_empty());
+    assert!(again.served_by_since(&held, Duration::ZERO) > 0);
+}
+
+#[test]
+fn reload_adds_and_removes_backends_without_failed_requests() {
+    let bed = Bed::new(4, &[1, 2, 3], "");
+    let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
+    std::thread::sleep(Duration::from_secs(1));
+    bed.daemon
+        .reload(Some(&config(&bed.topo, &[1, 2, 4], "")))
+        .unwrap();
+    let reload_at = load.elapsed();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            bed.api(|c| c.services())
+                .is_ok_and(|s| s[0].backends.iter().any(|b| b.address == backend(4)))
+        }),
+        "reload not applied:\n{}",
+        bed.daemon.log()
+    );
+    let applied_at = load.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    let outcomes = load.stop();
+    println!(
+        "{} requests across the reload, {} failed",
+        outcomes.len(),
+        outcomes.failures().len()
+    );
+    assert!(outcomes.failures().is_empty(), "{:?}", outcomes.failures());
+    assert!(outcomes.served_by_since(&name(4), applied_at) > 0);
+    assert_eq!(outcomes.served_by_since(&name(3), applied_at), 0);
+    for i in [1, 2] {
+        assert!(outcomes.served_by_since(&name(i), reload_at) > 0);
+    }
+}
+
+#[test]
+fn sigkill_and_restart_keep_flows_and_new_connections_work_throughout() {
+    let mut bed = Bed::new(3, &[1, 2, 3], "on_exit: detach");
+    let stream = Stream::start(&bed.client_ns(), vip(), 256 * 1024).unwrap();
+    let held = stream.backend().unwrap();
+    let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(500));
+
+    bed.daemon.kill().unwrap();
+    // No daemon: the pinned program keeps forwarding.
+    std::thread::sleep(Duration::from_secs(1));
+    bed.daemon.restart().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+
+    let streamed = stream.stop();
+    let outcomes = load.stop();
+    println!(
+        "stream: {} requests on one connection; new connections: {} ({} failed)",
+        streamed.len(),
+        outcomes.len(),
+        outcomes.failures().len()
+    );
+    assert!(
+        streamed
+            .iter()
+            .all(|o| o.result.as_deref() == Ok(held.as_str())),
+        "the long-lived connection survived on {held}: {:?}",
+        streamed.failures()
+    );
+    assert!(outcomes.failures().is_empty(), "{:?}", outcomes.failures());
+    let log = bed.daemon.log();
+    assert!(log.contains("adopting pinned maps"), "{log}");
+    assert!(log.contains("previous program"), "{log}");
+}
+
+#[test]
+fn an_invalid_reload_changes_nothing() {
+    let bed = Bed::new(3, &[1, 2, 3], "");
+    let before = bed.api(|c| c.services()).unwrap();
+
+    // Through the API: refused with the reason, 4xx.
+    std::fs::write(bed.daemon.config_path(), config(&bed.topo, &[1, 1, 2], "")).unwrap();
+    let err = bed.api(|c| c.reload()).unwrap_err();
+    assert_eq!(err.exit_code(), 2, "a 4xx answer: {err}");
+    assert!(err.to_string().contains("services[0].backends[1]"), "{err}");
+
+    // A change only a restart can make: refused too.
+    let other_limits = config(&bed.topo, &[1, 2, 3], "")
+        .replace("flow_table_size: 65536", "flow_table_size: 131072");
+    bed.daemon.reload(Some(&other_limits)).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || bed
+        .daemon
+        .log()
+        .contains("reload refused")));
+    assert!(bed.daemon.log().contains("limits cannot change on reload"));
+
+    let after = bed.api(|c| c.services()).unwrap();
+    let shape = |s: &[xdplb::api_types::Service]| {
+        s.iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.vip,
+                    s.backends
+                        .iter()
+                        .map(|b| (b.address, b.weight, b.state, b.effective))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shape(&before), shape(&after));
+    let start = Instant::now();
+    let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let outcomes = load.stop();
+    assert!(outcomes.failures().is_empty() && !outcomes.is_empty());
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn mutating_calls_need_the_bearer_token() {
+    let token = std::env::temp_dir().join(format!("xdplb-token-{}", std::process::id()));
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let bed = Bed::with_config(2, |topo| {
+        config(topo, &[1, 2], "").replace(
+            &format!("admin: {{ listen: {ADMIN} }}"),
+            &format!(
+                "admin: {{ listen: {ADMIN}, token_file: {} }}",
+                token.display()
+            ),
+        )
+    });
+    let call = |token: Option<&str>| {
+        netns::run_in(&bed.topo.lb_ns(), || {
+            Ok(Client::new(ADMIN, token.map(str::to_owned)).set_state(
+                "web",
+                backend(1),
+                BackendState::Drain,
+            ))
+        })
+        .unwrap()
+    };
+    for wrong in [None, Some("wrong")] {
+        let denied = call(wrong).unwrap_err();
+        assert!(denied.to_string().contains("401"), "{denied}");
+    }
+    assert_eq!(
+        bed.api(|c| c.services()).unwrap()[0].backends[0].state,
+        BackendState::Ready
+    );
+    let ok = call(Some("s3cret")).unwrap();
+    assert_eq!(ok.state, BackendState::Drain);
+    // Reads need no token.
+    assert_eq!(
+        bed.api(|c| c.services()).unwrap()[0].backends[0].state,
+        BackendState::Drain
+    );
+    drop(bed);
+    std::fs::remove_file(&token).unwrap();
+}
+
+#[test]
+fn weight_zero_takes_no_new_connections_and_weights_split_traffic() {
+    let bed = Bed::new(2, &[1, 2], "");
+    bed.api(|c| c.set_weight("web", backend(2), 0)).unwrap();
+    let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(2));
+    std::thread::sleep(Duration::from_millis(600));
+    let outcomes = load.stop();
+    assert!(outcomes.failures().is_empty());
+    assert_eq!(outcomes.served_by_since(&name(2), Duration::ZERO), 0);
+
+    // A canary split: 1 to 3.
+    bed.api(|c| c.set_weight("web", backend(1), 300)).unwrap();
+    let b = bed.api(|c| c.set_weight("web", backend(2), 100)).unwrap();
+    assert_eq!(b.weight, 100);
+    let mut canary = 0;
+    for _ in 0..200 {
+        let (_, body) =
+            xdplb::testbed::http_get(&bed.client_ns(), vip(), "/", Duration::from_secs(2)).unwrap();
+        canary += usize::from(body.trim() == name(2));
+    }
+    println!("canary share with weights 300:100: {canary} of 200");
+    assert!(
+        (25..=80).contains(&canary),
+        "about a quarter: {canary} of 200"
+    );
+}
+
+#[test]
+fn on_exit_keep_leaves_the_program_forwarding_for_the_next_run() {
+    let mut bed = Bed::new(2, &[1, 2], "on_exit: keep");
+    let stream = Stream::start(&bed.client_ns(), vip(), 64 * 1024).unwrap();
+    let held = stream.backend().unwrap();
+    let status = bed.daemon.sigterm().unwrap();
+    let log = bed.daemon.log();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stays attached"), "{log}");
+    let links = netns::ip(&["-n", &bed.topo.lb_ns(), "link", "show"]).unwrap();
+    assert_eq!(
+        links.matches("prog/xdp").count(),
+        2,
+        "still attached:\n{links}"
+    );
+    let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let outcomes = load.stop();
+    assert!(
+        outcomes.failures().is_empty() && !outcomes.is_empty(),
+        "forwarding with no daemon: {:?}",
+        outcomes.failures()
+    );
+    let streamed = stream.stop();
+    assert!(
+        streamed
+            .iter()
+            .all(|o| o.result.as_deref() == Ok(held.as_str()))
+    );
+}
