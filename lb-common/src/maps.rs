@@ -116,7 +116,14 @@ pub struct Globals {
     pub hash_seed: u32,
     /// Maglev ring size M (entries per ring slot).
     pub ring_size: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
 }
+
+/// `Globals::flags`: skip `bpf_fib_lookup` and answer XDP_TX with the MACs
+/// untouched. Only `xdplb trace` sets it, on a program of its own: it shows
+/// the rewrite on a host without the routes and neighbours of the real one.
+pub const FLAG_SKIP_FIB: u32 = 1;
 
 /// Per-service counters (`SERVICE_STATS`, per CPU), both directions.
 #[repr(C)]

@@ -15,14 +15,17 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{FAMILY_V4, NeighEvent, STAT_FIB_FAIL, STAT_NEIGH_MISS};
+use lb_common::{FAMILY_V4, FLAG_SKIP_FIB, NeighEvent, STAT_FIB_FAIL, STAT_NEIGH_MISS};
 
 use crate::{NEIGH_EVENTS, parse::Packet, stats};
 
 const AF_INET: u8 = 2;
 
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
+pub fn forward(ctx: &XdpContext, pkt: &Packet, flags: u32) -> u32 {
+    if flags & FLAG_SKIP_FIB != 0 {
+        return XDP_TX;
+    }
     let mut p: FibParams = unsafe { mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
     unsafe {

@@ -89,7 +89,7 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
                     rev.vip_port,
                     rev.client_port,
                 );
-                Ok(fib::forward(ctx, &pkt))
+                Ok(fib::forward(ctx, &pkt, globals.flags))
             }
             None => Ok(XDP_PASS),
         };
@@ -117,7 +117,7 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
         conn.snat_port,
         conn.backend.port,
     );
-    Ok(fib::forward(ctx, &pkt))
+    Ok(fib::forward(ctx, &pkt, globals.flags))
 }
 
 #[cfg(not(test))]

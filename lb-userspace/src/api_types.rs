@@ -68,18 +68,7 @@ pub enum Effective {
 }
 
 /// The health checker's view of one backend.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CheckStatus {
-    pub up: bool,
-    pub consecutive_ok: u32,
-    pub consecutive_fail: u32,
-    /// Duration of the last check; None before the first one.
-    pub last_duration_ms: Option<f64>,
-    /// Why the last check failed; None when it passed.
-    pub last_error: Option<String>,
-    /// Checks run so far.
-    pub checks: u64,
-}
+pub use crate::health::Status as CheckStatus;
 
 /// Body of `PUT /api/v1/services/{name}/backends/{addr:port}`: one or both
 /// fields (absent fields are not sent).

@@ -279,14 +279,7 @@ impl Controller {
             packets: c.packets,
             bytes: c.bytes,
             flows: c.flows,
-            check: check.map(|s| api_types::CheckStatus {
-                up: s.up,
-                consecutive_ok: s.consecutive_ok,
-                consecutive_fail: s.consecutive_fail,
-                last_duration_ms: s.last_duration_ms,
-                last_error: s.last_error,
-                checks: s.checks,
-            }),
+            check,
         }
     }
 

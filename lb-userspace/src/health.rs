@@ -62,8 +62,8 @@ pub struct Transition {
     pub reason: String,
 }
 
-/// Health of one checked backend.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Health of one checked backend (also `check` in the API's backends).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     pub up: bool,
     /// Passed checks in a row (0 after a failure).

@@ -124,6 +124,7 @@ pub fn plan(
         snat_port_max: cfg.snat.ports.max,
         hash_seed: cfg.hash_seed,
         ring_size: m,
+        flags: 0,
     };
     let services = cfg
         .services
