@@ -118,6 +118,20 @@ pub struct Globals {
     pub ring_size: u32,
     /// `FLAG_*` bits.
     pub flags: u32,
+    /// SNAT source address toward IPv6 backends (all zero: none).
+    pub snat_v6: [u32; 4],
+}
+
+impl Globals {
+    /// The SNAT address of `family`.
+    #[inline(always)]
+    pub fn snat(&self, family: u8) -> [u32; 4] {
+        if family == FAMILY_V4 {
+            [self.snat_v4, 0, 0, 0]
+        } else {
+            self.snat_v6
+        }
+    }
 }
 
 /// `Globals::flags`: skip `bpf_fib_lookup` and answer XDP_TX with the MACs

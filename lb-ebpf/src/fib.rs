@@ -1,8 +1,8 @@
-//! Forwarding: `bpf_fib_lookup` on the rewritten packet gives the egress
-//! interface and MACs; same interface -> XDP_TX, else `bpf_redirect`.
-//! A rewritten packet is never passed to the kernel (its addresses are now
-//! the balancer's own): without a resolved next hop it is dropped, counted,
-//! and the daemon is asked to resolve the neighbour.
+//! Forwarding: `bpf_fib_lookup` toward the packet's next destination gives
+//! the egress interface and MACs; same interface -> XDP_TX, else
+//! `bpf_redirect`. A rewritten packet is never passed to the kernel (its
+//! addresses are now the balancer's own): without a resolved next hop it is
+//! dropped, counted, and the daemon is asked to resolve the neighbour.
 
 use core::mem;
 
@@ -20,24 +20,29 @@ use lb_common::{FAMILY_V4, FLAG_SKIP_FIB, NeighEvent, STAT_FIB_FAIL, STAT_NEIGH_
 use crate::{NEIGH_EVENTS, parse::Packet, stats};
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
+/// Sends `pkt` toward `dst` (its own destination, or in dsr mode the
+/// backend it is handed to unchanged).
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, flags: u32) -> u32 {
+pub fn forward(ctx: &XdpContext, pkt: &Packet, dst: &[u32; 4], flags: u32) -> u32 {
     if flags & FLAG_SKIP_FIB != 0 {
         return XDP_TX;
     }
     let mut p: FibParams = unsafe { mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
-    unsafe {
-        let ip = &*pkt.ip;
-        p.family = AF_INET;
-        p.l4_protocol = pkt.key.proto;
-        p.sport = pkt.key.sport;
-        p.dport = pkt.key.dport;
-        p.__bindgen_anon_1.tot_len = u16::from_be_bytes(ip.tot_len);
-        p.__bindgen_anon_2.tos = ip.tos;
+    let v4 = pkt.key.family == FAMILY_V4;
+    p.family = if v4 { AF_INET } else { AF_INET6 };
+    p.l4_protocol = pkt.key.proto;
+    p.sport = pkt.key.sport;
+    p.dport = pkt.key.dport;
+    p.__bindgen_anon_1.tot_len = pkt.ip_len;
+    if v4 {
         p.__bindgen_anon_3.ipv4_src = pkt.key.src[0];
-        p.__bindgen_anon_4.ipv4_dst = pkt.key.dst[0];
+        p.__bindgen_anon_4.ipv4_dst = dst[0];
+    } else {
+        p.__bindgen_anon_3.ipv6_src = pkt.key.src;
+        p.__bindgen_anon_4.ipv6_dst = *dst;
     }
     p.ifindex = ingress;
 
@@ -56,11 +61,16 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, flags: u32) -> u32 {
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
             stats::bump(STAT_NEIGH_MISS);
-            // The lookup left the next hop (gateway or destination) in ipv4_dst.
+            // The lookup left the next hop (gateway or destination) in the
+            // destination field.
             let event = NeighEvent {
-                addr: [unsafe { p.__bindgen_anon_4.ipv4_dst }, 0, 0, 0],
+                addr: if v4 {
+                    [unsafe { p.__bindgen_anon_4.ipv4_dst }, 0, 0, 0]
+                } else {
+                    unsafe { p.__bindgen_anon_4.ipv6_dst }
+                },
                 ifindex: p.ifindex,
-                family: FAMILY_V4,
+                family: pkt.key.family,
                 _pad: [0; 3],
             };
             let _ = NEIGH_EVENTS.output::<NeighEvent>(&event, 0);

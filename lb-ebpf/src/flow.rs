@@ -1,10 +1,10 @@
 //! Connection tracking: a flow keeps its backend while that backend is
 //! `ready` or `drain`; new flows (and flows whose backend went `maint` or
-//! `down`) are (re)selected and get a SNAT port.
+//! `down`) are (re)selected and, in nat mode, get a SNAT port.
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use lb_common::{
-    Backend, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, NatRev, SNAT_PORT_TRIES,
+    Backend, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, MODE_NAT, NatRev, SNAT_PORT_TRIES,
     STAT_FLOW_INSERT_FAIL, STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, STATE_DRAIN, STATE_READY,
     ServiceMeta, hash::flow_hash,
 };
@@ -15,7 +15,7 @@ use crate::{BACKENDS, FLOWS, NAT_REV, select, stats};
 pub struct Conn {
     pub backend_id: u32,
     pub backend: Backend,
-    /// Source port toward the backend, wire order.
+    /// Source port toward the backend, wire order (nat mode; else 0).
     pub snat_port: u16,
     /// This packet created the flow.
     pub new: bool,
@@ -49,13 +49,20 @@ pub fn lookup_or_create(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> 
     };
     // A re-selected flow's old reverse entry would only linger until evicted.
     if let Some(old) = existing
+        && old.snat_port != 0
         && let Some(old_backend) = BACKENDS.get(old.backend)
     {
         let _ = NAT_REV.remove(rev_key(key, old_backend, globals, old.snat_port));
     }
-    let Some(snat_port) = alloc_snat_port(key, svc, backend_id, &backend, globals) else {
-        stats::bump(STAT_SNAT_EXHAUSTED);
-        return None;
+    // Only nat mode translates the source (and so needs a port and replies).
+    let snat_port = if svc.mode == MODE_NAT {
+        let Some(port) = alloc_snat_port(key, svc, backend_id, &backend, globals) else {
+            stats::bump(STAT_SNAT_EXHAUSTED);
+            return None;
+        };
+        port
+    } else {
+        0
     };
     let flow = Flow {
         backend: backend_id,
@@ -78,7 +85,7 @@ pub fn lookup_or_create(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> 
 fn rev_key(key: &FlowKey, backend: &Backend, globals: &Globals, snat_port: u16) -> FlowKey {
     FlowKey {
         src: backend.addr,
-        dst: [globals.snat_v4, 0, 0, 0],
+        dst: globals.snat(key.family),
         sport: backend.port,
         dport: snat_port,
         proto: key.proto,

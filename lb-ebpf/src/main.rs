@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, NatRev, ServiceKey,
-    ServiceMeta,
+    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, MODE_DSR, NatRev,
+    ServiceKey, ServiceMeta,
 };
 
 // Map sizes below are placeholders: the daemon sets them from the config at
@@ -74,9 +74,10 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
         return Ok(XDP_PASS);
     };
     let globals = CONFIG.get(0).ok_or(())?;
+    let snat = globals.snat(pkt.key.family);
 
-    // Replies from backends arrive at the SNAT address.
-    if pkt.key.dst[0] == globals.snat_v4 {
+    // Replies from backends (nat mode) arrive at the SNAT address.
+    if pkt.key.dst == snat {
         return match unsafe { NAT_REV.get(pkt.key) } {
             Some(rev) => {
                 let rev = *rev;
@@ -84,12 +85,12 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
                 stats::count_backend(rev.backend, pkt.frame_len, false);
                 nat::rewrite(
                     &mut pkt,
-                    rev.vip[0],
-                    rev.client[0],
+                    &rev.vip,
+                    &rev.client,
                     rev.vip_port,
                     rev.client_port,
                 );
-                Ok(fib::forward(ctx, &pkt, globals.flags))
+                Ok(fib::forward(ctx, &pkt, &rev.client, globals.flags))
             }
             None => Ok(XDP_PASS),
         };
@@ -110,14 +111,15 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
         return Ok(XDP_DROP);
     };
     stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
-    nat::rewrite(
-        &mut pkt,
-        globals.snat_v4,
-        conn.backend.addr[0],
-        conn.snat_port,
-        conn.backend.port,
-    );
-    Ok(fib::forward(ctx, &pkt, globals.flags))
+    let backend = conn.backend.addr;
+    match svc.mode {
+        // Only the destination MAC changes: the backend holds the VIP.
+        MODE_DSR => Ok(fib::forward(ctx, &pkt, &backend, globals.flags)),
+        _ => {
+            nat::rewrite(&mut pkt, &snat, &backend, conn.snat_port, conn.backend.port);
+            Ok(fib::forward(ctx, &pkt, &backend, globals.flags))
+        }
+    }
 }
 
 #[cfg(not(test))]

@@ -1,41 +1,60 @@
 //! Address and port rewrite with incremental checksum updates.
 
-use lb_common::csum::{replace2, replace4};
+use lb_common::{
+    PROTO_UDP,
+    csum::{replace2, replace4},
+};
 
-use crate::parse::Packet;
+use crate::parse::{L3, Packet};
 
-/// Rewrites the IPv4 addresses and L4 ports (all in wire order), updating
-/// the IP checksum and the TCP/UDP checksum (whose pseudo-header covers the
-/// addresses). A UDP datagram without a checksum keeps none.
+/// Rewrites the IP addresses and L4 ports (all in wire order), updating the
+/// IPv4 header checksum and the TCP/UDP checksum (whose pseudo-header covers
+/// the addresses). A UDP datagram without a checksum keeps none. IPv4 uses
+/// word 0 of the addresses, IPv6 all four.
 #[inline(always)]
-pub fn rewrite(pkt: &mut Packet, src: u32, dst: u32, sport: u16, dport: u16) {
-    let old = &pkt.key;
-    let (old_src, old_dst, old_sport, old_dport) = (old.src[0], old.dst[0], old.sport, old.dport);
-    unsafe {
-        let ip = &mut *pkt.ip;
-        let mut check = u16::from_ne_bytes(ip.check);
-        check = replace4(check, old_src, src);
-        check = replace4(check, old_dst, dst);
-        ip.check = check.to_ne_bytes();
-        ip.src_addr = src.to_ne_bytes();
-        ip.dst_addr = dst.to_ne_bytes();
-
-        if let Some(l4_check) = pkt.l4_check {
-            let mut c = u16::from_ne_bytes(*l4_check);
-            c = replace4(c, old_src, src);
-            c = replace4(c, old_dst, dst);
-            c = replace2(c, old_sport, sport);
-            c = replace2(c, old_dport, dport);
-            // UDP: 0 means "no checksum", so a computed 0 is sent as 0xffff.
-            if c == 0 && pkt.key.proto == lb_common::PROTO_UDP {
-                c = 0xffff;
+pub fn rewrite(pkt: &mut Packet, src: &[u32; 4], dst: &[u32; 4], sport: u16, dport: u16) {
+    let old = pkt.key;
+    let mut c = pkt.l4_check.map(|p| u16::from_ne_bytes(unsafe { *p }));
+    match pkt.l3 {
+        L3::V4(ip) => unsafe {
+            let ip = &mut *ip;
+            let mut check = u16::from_ne_bytes(ip.check);
+            check = replace4(check, old.src[0], src[0]);
+            check = replace4(check, old.dst[0], dst[0]);
+            ip.check = check.to_ne_bytes();
+            ip.src_addr = src[0].to_ne_bytes();
+            ip.dst_addr = dst[0].to_ne_bytes();
+            c = c.map(|c| replace4(replace4(c, old.src[0], src[0]), old.dst[0], dst[0]));
+        },
+        L3::V6(ip) => unsafe {
+            let ip = &mut *ip;
+            for i in 0..4 {
+                c = c.map(|c| replace4(replace4(c, old.src[i], src[i]), old.dst[i], dst[i]));
             }
-            *l4_check = c.to_ne_bytes();
-        }
-        *pkt.ports = [sport, dport];
+            ip.src_addr = words_to_bytes(src);
+            ip.dst_addr = words_to_bytes(dst);
+        },
     }
-    pkt.key.src[0] = src;
-    pkt.key.dst[0] = dst;
+    if let (Some(p), Some(mut c)) = (pkt.l4_check, c) {
+        c = replace2(replace2(c, old.sport, sport), old.dport, dport);
+        // UDP: 0 means "no checksum", so a computed 0 is sent as 0xffff.
+        if c == 0 && old.proto == PROTO_UDP {
+            c = 0xffff;
+        }
+        unsafe { *p = c.to_ne_bytes() };
+    }
+    unsafe { *pkt.ports = [sport, dport] };
+    pkt.key.src = *src;
+    pkt.key.dst = *dst;
     pkt.key.sport = sport;
     pkt.key.dport = dport;
+}
+
+#[inline(always)]
+fn words_to_bytes(w: &[u32; 4]) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    for i in 0..4 {
+        b[i * 4..i * 4 + 4].copy_from_slice(&w[i].to_ne_bytes());
+    }
+    b
 }

@@ -1,29 +1,49 @@
-//! Header parsing: Ethernet (+ one 802.1Q tag), IPv4 (any IHL), TCP/UDP.
+//! Header parsing: Ethernet (+ one 802.1Q tag), IPv4 (any IHL) or IPv6
+//! (extension headers walked up to a fixed depth), then TCP/UDP.
 //! Returns `None` for anything the balancer leaves to the kernel:
 //! other protocols, fragments, truncated or malformed headers.
 
 use core::mem;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP};
+use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
 use network_types::{
     eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
     udp::UdpHdr,
     vlan::VlanHdr,
 };
 
+/// IPv6 extension headers walked before giving up (and passing the packet):
+/// the verifier needs a bound, and real traffic rarely has more than one.
+const MAX_EXT_HEADERS: usize = 4;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// The network header: IPv4 or IPv6.
+#[derive(Clone, Copy)]
+pub enum L3 {
+    V4(*mut Ipv4Hdr),
+    V6(*mut Ipv6Hdr),
+}
+
 /// A parsed packet: pointers into it (bounds already checked) and its
 /// flow key in wire byte order.
 pub struct Packet {
     pub eth: *mut EthHdr,
-    pub ip: *mut Ipv4Hdr,
+    pub l3: L3,
     /// Source and destination ports (first 4 bytes of TCP and UDP).
     pub ports: *mut [u16; 2],
     /// The L4 checksum field; `None` for a UDP datagram sent without one.
     pub l4_check: Option<*mut [u8; 2]>,
     pub key: FlowKey,
+    /// Whole IP packet length, host order (the FIB's MTU check).
+    pub ip_len: u16,
     pub frame_len: u64,
 }
 
@@ -38,6 +58,18 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
+/// Network header fields the rest of parsing needs.
+struct Net {
+    l3: L3,
+    /// Offset of the L4 header.
+    l4: usize,
+    proto: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+    family: u8,
+    ip_len: u16,
+}
+
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Option<Packet> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
@@ -48,10 +80,55 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
         ether_type = unsafe { (*vlan).ether_type };
         l3 += VlanHdr::LEN;
     }
-    if ether_type != EtherType::Ipv4 as u16 {
+    let net = if ether_type == EtherType::Ipv4 as u16 {
+        parse_v4(ctx, l3)?
+    } else if ether_type == EtherType::Ipv6 as u16 {
+        parse_v6(ctx, l3)?
+    } else {
         return None;
-    }
+    };
 
+    let l4_check = match net.proto {
+        PROTO_TCP => {
+            let tcp: *mut TcpHdr = ptr_at(ctx, net.l4)?;
+            Some(unsafe { &raw mut (*tcp).check })
+        }
+        PROTO_UDP => {
+            let udp: *mut UdpHdr = ptr_at(ctx, net.l4)?;
+            let check = unsafe { &raw mut (*udp).check };
+            // IPv4 only: a zero UDP checksum means "none" (mandatory in IPv6).
+            if net.family == FAMILY_V4 && unsafe { *check } == [0, 0] {
+                None
+            } else {
+                Some(check)
+            }
+        }
+        _ => return None,
+    };
+    let ports: *mut [u16; 2] = ptr_at(ctx, net.l4)?;
+    let [sport, dport] = unsafe { *ports };
+
+    Some(Packet {
+        eth,
+        l3: net.l3,
+        ports,
+        l4_check,
+        key: FlowKey {
+            src: net.src,
+            dst: net.dst,
+            sport,
+            dport,
+            proto: net.proto,
+            family: net.family,
+            _pad: [0; 2],
+        },
+        ip_len: net.ip_len,
+        frame_len: (ctx.data_end() - ctx.data()) as u64,
+    })
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext, l3: usize) -> Option<Net> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, l3)?;
     let (vihl, frags, proto) = unsafe { ((*ip).vihl, (*ip).frags, (*ip).proto) };
     // IHL counts 32-bit words; 5..=15 is valid.
@@ -63,42 +140,58 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
     if u16::from_be_bytes(frags) & 0x3fff != 0 {
         return None;
     }
-    let l4 = l3 + ihl;
+    let (src, dst, tot_len) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).tot_len) };
+    Some(Net {
+        l3: L3::V4(ip),
+        l4: l3 + ihl,
+        proto,
+        src: [u32::from_ne_bytes(src), 0, 0, 0],
+        dst: [u32::from_ne_bytes(dst), 0, 0, 0],
+        family: FAMILY_V4,
+        ip_len: u16::from_be_bytes(tot_len),
+    })
+}
 
-    let l4_check = match proto {
-        PROTO_TCP => {
-            let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
-            Some(unsafe { &raw mut (*tcp).check })
-        }
-        PROTO_UDP => {
-            let udp: *mut UdpHdr = ptr_at(ctx, l4)?;
-            let check = unsafe { &raw mut (*udp).check };
-            if unsafe { *check } == [0, 0] {
-                None
-            } else {
-                Some(check)
-            }
-        }
-        _ => return None,
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext, l3: usize) -> Option<Net> {
+    let ip: *mut Ipv6Hdr = ptr_at(ctx, l3)?;
+    if unsafe { (*ip).vcf[0] } >> 4 != 6 {
+        return None;
+    }
+    let mut next = unsafe { (*ip).next_hdr };
+    let mut l4 = l3 + Ipv6Hdr::LEN;
+    for _ in 0..MAX_EXT_HEADERS {
+        let len_unit = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => 8,
+            IPPROTO_AH => 4,
+            // Fragments are not ours to balance (nor ESP, nor anything else).
+            _ => break,
+        };
+        let hdr: *const [u8; 2] = ptr_at(ctx, l4)?;
+        let [nh, len] = unsafe { *hdr };
+        next = nh;
+        // AH counts 4-byte units minus 2, the others 8-byte units minus 1.
+        l4 += if len_unit == 8 {
+            (len as usize + 1) * 8
+        } else {
+            (len as usize + 2) * 4
+        };
+    }
+    if next == IPPROTO_FRAGMENT || (next != PROTO_TCP && next != PROTO_UDP) {
+        return None;
+    }
+    let words = |a: [u8; 16]| {
+        let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        [w(0), w(4), w(8), w(12)]
     };
-    let ports: *mut [u16; 2] = ptr_at(ctx, l4)?;
-    let [sport, dport] = unsafe { *ports };
-    let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
-
-    Some(Packet {
-        eth,
-        ip,
-        ports,
-        l4_check,
-        key: FlowKey {
-            src: [u32::from_ne_bytes(src), 0, 0, 0],
-            dst: [u32::from_ne_bytes(dst), 0, 0, 0],
-            sport,
-            dport,
-            proto,
-            family: FAMILY_V4,
-            _pad: [0; 2],
-        },
-        frame_len: (ctx.data_end() - ctx.data()) as u64,
+    let (src, dst, payload_len) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).payload_len) };
+    Some(Net {
+        l3: L3::V6(ip),
+        l4,
+        proto: next,
+        src: words(src),
+        dst: words(dst),
+        family: FAMILY_V6,
+        ip_len: u16::from_be_bytes(payload_len).saturating_add(Ipv6Hdr::LEN as u16),
     })
 }

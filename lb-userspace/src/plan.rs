@@ -125,6 +125,10 @@ pub fn plan(
         hash_seed: cfg.hash_seed,
         ring_size: m,
         flags: 0,
+        snat_v6: cfg
+            .snat
+            .ipv6
+            .map_or([0; 4], |a| addr_words(IpAddr::V6(a)).0),
     };
     let services = cfg
         .services

@@ -6,7 +6,10 @@
 //!
 //! Needs root and the built XDP program.
 
-use std::{cell::RefCell, net::Ipv4Addr};
+use std::{
+    cell::RefCell,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use aya::{
     maps::{MapData, RingBuf},
@@ -22,7 +25,7 @@ use xdplb::{
     dataplane::Dataplane,
     plan,
     testbed::{
-        fib_net::{CLIENT, CLIENT_MAC, FibNet, LBB_MAC, LBC_MAC, backend_mac},
+        fib_net::{CLIENT, CLIENT_MAC, CLIENT6, FibNet, LBB_MAC, LBC_MAC, backend_mac, backend6},
         netns,
     },
 };
@@ -38,7 +41,7 @@ const LOST_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 12);
 
 const CONFIG: &str = r#"
 interfaces: [lbc, lbb]
-snat: { ipv4: 198.18.1.1, ports: 20000-29999 }
+snat: { ipv4: 198.18.1.1, ipv6: "2001:db8:1::1", ports: 20000-29999 }
 limits: { max_services: 8, max_backends: 16, maglev_table_size: 1021, flow_table_size: 4096 }
 services:
   - name: web
@@ -62,7 +65,53 @@ services:
     protocol: tcp
     backends:
       - { address: 198.18.1.14, port: 8080 }
+  - name: web6
+    vip: "2001:db8:100::10"
+    port: 80
+    protocol: tcp
+    backends:
+      - { address: "2001:db8:1::11", port: 8080 }
+      - { address: "2001:db8:1::12", port: 8080 }
+  - name: dns6
+    vip: "2001:db8:100::11"
+    port: 53
+    protocol: udp
+    backends:
+      - { address: "2001:db8:1::11", port: 5353 }
+  - name: dsr
+    vip: 198.18.100.20
+    port: 80
+    protocol: tcp
+    mode: dsr
+    backends:
+      - { address: 198.18.1.11, port: 80 }
+      - { address: 198.18.1.12, port: 80 }
+  - name: dsr6
+    vip: "2001:db8:100::20"
+    port: 80
+    protocol: tcp
+    mode: dsr
+    backends:
+      - { address: "2001:db8:1::11", port: 80 }
+      - { address: "2001:db8:1::12", port: 80 }
 "#;
+
+const WEB6_VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+const DNS6_VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x11);
+const DSR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 20);
+const DSR6_VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x20);
+const SNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+
+fn tcp6(src_mac: [u8; 6], src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac, LBC_MAC)
+        .ipv6(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn()
+        .write(&mut v, b"hello6")
+        .unwrap();
+    v
+}
 
 /// The program loaded and configured, inside the bed's namespace.
 struct Lb {
@@ -153,18 +202,50 @@ fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> 
 
 /// Fields of an output frame, after checking every checksum in it.
 #[derive(Debug, PartialEq)]
-struct Out {
+struct Out<A> {
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: A,
+    dst: A,
     sport: u16,
     dport: u16,
+    /// TTL or hop limit.
     ttl: u8,
     payload: Vec<u8>,
 }
 
-fn inspect(frame: &[u8]) -> Out {
+/// Ports and payload of the L4 header, its checksum verified with the
+/// given pseudo-header computations.
+fn transport(
+    p: &SlicedPacket,
+    tcp_sum: impl Fn(&etherparse::TcpHeader, &[u8]) -> u16,
+    udp_sum: impl Fn(&etherparse::UdpHeader, &[u8]) -> u16,
+) -> (u16, u16, Vec<u8>) {
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let h = t.to_header();
+            assert_eq!(h.checksum, tcp_sum(&h, t.payload()), "TCP checksum");
+            (h.source_port, h.destination_port, t.payload().to_vec())
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let h = u.to_header();
+            if h.checksum != 0 {
+                assert_eq!(h.checksum, udp_sum(&h, u.payload()), "UDP checksum");
+            }
+            (h.source_port, h.destination_port, u.payload().to_vec())
+        }
+        other => panic!("unexpected transport {other:?}"),
+    }
+}
+
+fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
+    (
+        frame[0..6].try_into().unwrap(),
+        frame[6..12].try_into().unwrap(),
+    )
+}
+
+fn inspect(frame: &[u8]) -> Out<Ipv4Addr> {
     let p = SlicedPacket::from_ethernet(frame).expect("output parses");
     let Some(NetSlice::Ipv4(ip)) = &p.net else {
         panic!("not IPv4")
@@ -175,45 +256,45 @@ fn inspect(frame: &[u8]) -> Out {
         iph.calc_header_checksum(),
         "IPv4 header checksum"
     );
-    let payload = ip.payload().payload;
-    let (sport, dport) = match &p.transport {
-        Some(TransportSlice::Tcp(t)) => {
-            let h = t.to_header();
-            assert_eq!(
-                h.checksum,
-                h.calc_checksum_ipv4(&iph, t.payload()).unwrap(),
-                "TCP checksum"
-            );
-            (h.source_port, h.destination_port)
-        }
-        Some(TransportSlice::Udp(u)) => {
-            let h = u.to_header();
-            if h.checksum != 0 {
-                assert_eq!(
-                    h.checksum,
-                    h.calc_checksum_ipv4(&iph, u.payload()).unwrap(),
-                    "UDP checksum"
-                );
-            }
-            (h.source_port, h.destination_port)
-        }
-        other => panic!("unexpected transport {other:?}"),
-    };
-    let l4_payload = match &p.transport {
-        Some(TransportSlice::Tcp(t)) => t.payload().to_vec(),
-        Some(TransportSlice::Udp(u)) => u.payload().to_vec(),
-        _ => unreachable!(),
-    };
-    let _ = payload;
+    let (sport, dport, payload) = transport(
+        &p,
+        |t, pl| t.calc_checksum_ipv4(&iph, pl).unwrap(),
+        |u, pl| u.calc_checksum_ipv4(&iph, pl).unwrap(),
+    );
+    let (dst_mac, src_mac) = macs(frame);
     Out {
-        dst_mac: frame[0..6].try_into().unwrap(),
-        src_mac: frame[6..12].try_into().unwrap(),
+        dst_mac,
+        src_mac,
         src: Ipv4Addr::from(iph.source),
         dst: Ipv4Addr::from(iph.destination),
         sport,
         dport,
         ttl: iph.time_to_live,
-        payload: l4_payload,
+        payload,
+    }
+}
+
+fn inspect6(frame: &[u8]) -> Out<Ipv6Addr> {
+    let p = SlicedPacket::from_ethernet(frame).expect("output parses");
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6")
+    };
+    let iph = ip.header().to_header();
+    let (sport, dport, payload) = transport(
+        &p,
+        |t, pl| t.calc_checksum_ipv6(&iph, pl).unwrap(),
+        |u, pl| u.calc_checksum_ipv6(&iph, pl).unwrap(),
+    );
+    let (dst_mac, src_mac) = macs(frame);
+    Out {
+        dst_mac,
+        src_mac,
+        src: Ipv6Addr::from(iph.source),
+        dst: Ipv6Addr::from(iph.destination),
+        sport,
+        dport,
+        ttl: iph.hop_limit,
+        payload,
     }
 }
 
@@ -488,5 +569,141 @@ fn unresolved_next_hop_drops_counts_and_asks_the_daemon() {
         let ev: NeighEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
         assert_eq!(ev.addr[0].to_ne_bytes(), [198, 18, 1, 14]);
         assert_eq!(ev.ifindex, bed.ifindex("lbb").unwrap());
+    });
+}
+
+#[test]
+fn ipv6_is_nat_ed_both_ways() {
+    with_lb(|_, lb| {
+        let syn = tcp6(CLIENT_MAC, CLIENT6, 40000, WEB6_VIP, 80);
+        let (v, out) = lb.run(&syn);
+        assert_eq!(v, REDIRECT);
+        let o = inspect6(&out);
+        assert!([backend6(11), backend6(12)].contains(&o.dst), "{o:?}");
+        assert_eq!((o.src, o.dport), (SNAT6, 8080));
+        assert!((20000..=29999).contains(&o.sport));
+        assert_eq!((o.dst_mac, o.src_mac), (backend_mac(o.dst), LBB_MAC));
+        assert_eq!((o.ttl, o.payload.as_slice()), (64, &b"hello6"[..]));
+        let (_, again) = lb.run(&syn);
+        assert_eq!(inspect6(&again), o, "same flow, same backend and port");
+
+        let mut reply = Vec::new();
+        PacketBuilder::ethernet2(backend_mac(o.dst), LBB_MAC)
+            .ipv6(o.dst.octets(), SNAT6.octets(), 64)
+            .tcp(8080, o.sport, 5000, 64240)
+            .syn()
+            .ack(1001)
+            .write(&mut reply, b"world6")
+            .unwrap();
+        let (v, back) = lb.run(&reply);
+        assert_eq!(v, REDIRECT);
+        let b = inspect6(&back);
+        assert_eq!(
+            (b.src, b.sport, b.dst, b.dport),
+            (WEB6_VIP, 80, CLIENT6, 40000)
+        );
+        assert_eq!((b.dst_mac, b.src_mac), (CLIENT_MAC, LBC_MAC));
+
+        let mut dns = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+            .ipv6(CLIENT6.octets(), DNS6_VIP.octets(), 64)
+            .udp(5555, 53)
+            .write(&mut dns, b"query6")
+            .unwrap();
+        let (v, out) = lb.run(&dns);
+        assert_eq!(v, REDIRECT);
+        let o = inspect6(&out);
+        assert_eq!((o.src, o.dst, o.dport), (SNAT6, backend6(11), 5353));
+    });
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked_and_fragments_passed() {
+    with_lb(|_, lb| {
+        // Hop-by-hop options (8 bytes: next header, length 0, PadN) between
+        // the IPv6 and TCP headers.
+        let plain = tcp6(CLIENT_MAC, CLIENT6, 41000, WEB6_VIP, 80);
+        let with_ext = |next_hdr: u8, ext: &[u8]| {
+            let mut f = plain[..14 + 40].to_vec();
+            let proto = f[14 + 6];
+            f[14 + 6] = next_hdr;
+            let mut ext = ext.to_vec();
+            ext[0] = proto;
+            f.extend_from_slice(&ext);
+            f.extend_from_slice(&plain[14 + 40..]);
+            let len = u16::from_be_bytes([f[14 + 4], f[14 + 5]]) + ext.len() as u16;
+            f[14 + 4..14 + 6].copy_from_slice(&len.to_be_bytes());
+            f
+        };
+        let hop = with_ext(0, &[0, 0, 1, 4, 0, 0, 0, 0]);
+        let (v, out) = lb.run(&hop);
+        assert_eq!(v, REDIRECT, "balanced through a hop-by-hop header");
+        let o = inspect6(&out);
+        assert_eq!((o.src, o.dport), (SNAT6, 8080));
+        assert_eq!(
+            &out[14 + 40..14 + 48],
+            &hop[14 + 40..14 + 48],
+            "header kept"
+        );
+
+        // A fragment header: not ours, untouched.
+        let frag = with_ext(44, &[0, 0, 0, 1, 0, 0, 0, 7]);
+        let (v, out) = lb.run(&frag);
+        assert_eq!((v, out), (PASS, frag));
+        // Five extension headers: beyond the walk, untouched.
+        let mut deep = plain.clone();
+        for _ in 0..5 {
+            deep = {
+                let proto = deep[14 + 6];
+                let mut f = deep[..14 + 40].to_vec();
+                f[14 + 6] = 60;
+                f.extend_from_slice(&[proto, 0, 1, 4, 0, 0, 0, 0]);
+                f.extend_from_slice(&deep[14 + 40..]);
+                let len = u16::from_be_bytes([f[18], f[19]]) + 8;
+                f[18..20].copy_from_slice(&len.to_be_bytes());
+                f
+            };
+        }
+        let (v, out) = lb.run(&deep);
+        assert_eq!((v, out), (PASS, deep));
+    });
+}
+
+#[test]
+fn dsr_changes_only_the_destination_mac() {
+    with_lb(|_, lb| {
+        let syn = tcp_syn(CLIENT, 43000, DSR_VIP, 80);
+        let (v, out) = lb.run(&syn);
+        assert_eq!(v, REDIRECT);
+        let o = inspect(&out);
+        assert_eq!(
+            (o.src, o.sport, o.dst, o.dport),
+            (CLIENT, 43000, DSR_VIP, 80)
+        );
+        assert!(
+            [11, 12]
+                .map(|n| backend_mac(Ipv4Addr::new(198, 18, 1, n)))
+                .contains(&o.dst_mac),
+            "{o:?}"
+        );
+        assert_eq!(o.src_mac, LBB_MAC);
+        assert_eq!(
+            &out[12..],
+            &syn[12..],
+            "everything after the MACs unchanged"
+        );
+
+        let syn6 = tcp6(CLIENT_MAC, CLIENT6, 43000, DSR6_VIP, 80);
+        let (v, out) = lb.run(&syn6);
+        assert_eq!(v, REDIRECT);
+        assert!(
+            [11, 12]
+                .map(|n| backend_mac(backend6(n)))
+                .contains(&out[0..6].try_into().unwrap())
+        );
+        assert_eq!(&out[12..], &syn6[12..]);
+        // The same flow sticks to its backend.
+        let (_, again) = lb.run(&syn6);
+        assert_eq!(again, out);
     });
 }

@@ -14,7 +14,7 @@ mod tests;
 mod validate;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -109,6 +109,8 @@ impl Default for Admin {
 #[serde(default, deny_unknown_fields)]
 pub struct Snat {
     pub ipv4: Option<Ipv4Addr>,
+    /// Source address toward IPv6 backends in nat mode.
+    pub ipv6: Option<Ipv6Addr>,
     pub ports: PortRange,
 }
 
@@ -237,6 +239,16 @@ pub enum Mode {
     Nat,
     Dsr,
     Tunnel,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Nat => "nat",
+            Mode::Dsr => "dsr",
+            Mode::Tunnel => "tunnel",
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

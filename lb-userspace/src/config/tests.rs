@@ -411,20 +411,8 @@ fn limit_checks() {
 fn not_implemented_yet() {
     let cases = [
         (
-            base_with("port: 80\n", "port: 80\n    mode: dsr\n"),
-            "services[0].mode: mode dsr is not supported yet (line 7)",
-        ),
-        (
             base_with("port: 80\n", "port: 80\n    mode: tunnel\n"),
             "services[0].mode: mode tunnel is not supported yet (line 7)",
-        ),
-        (
-            base_with("198.18.100.10", "2001:db8::10"),
-            "services[0].vip: an IPv6 VIP (2001:db8::10) is not supported yet (line 5)",
-        ),
-        (
-            base_with("198.18.1.12", "\"2001:db8::12\""),
-            "services[0].backends[1].address: a backend whose address family differs from its VIP's is not supported yet (line 9)",
         ),
         (
             base_with("port: 80", "port: 0"),
@@ -434,6 +422,46 @@ fn not_implemented_yet() {
     for (text, expect) in cases {
         assert_err(&text, &[expect]);
     }
+}
+
+#[test]
+fn ipv6_and_dsr() {
+    // An IPv6 service in nat mode needs snat.ipv6.
+    let v6 = base_with("198.18.100.10", "2001:db8:100::10")
+        .replace("198.18.1.11", "\"2001:db8:1::11\"")
+        .replace("198.18.1.12", "\"2001:db8:1::12\"");
+    assert_err(
+        &v6,
+        &["snat.ipv6: required: service \"web\" uses mode nat with an IPv6 VIP"],
+    );
+    let v6 = v6.replace(
+        "snat: { ipv4: 198.18.1.1 }",
+        "snat: { ipv4: 198.18.1.1, ipv6: \"2001:db8:1::1\" }",
+    );
+    let cfg = parse(&v6).unwrap();
+    assert_eq!(cfg.snat.ipv6, Some("2001:db8:1::1".parse().unwrap()));
+    // Families do not mix outside tunnel mode.
+    assert_err(
+        &base_with("198.18.1.12", "\"2001:db8::12\""),
+        &[
+            "services[0].backends[1].address: 2001:db8::12 is not of the VIP's address family",
+            "line 9",
+        ],
+    );
+    // dsr: the backend gets the packet unchanged, so the same port.
+    let dsr = base_with("port: 80\n", "port: 80\n    mode: dsr\n");
+    assert_err(
+        &dsr,
+        &[
+            "services[0].backends[0].port: 8080 differs from the service port 80",
+            "line 9",
+        ],
+    );
+    parse(&dsr.replace("port: 8080", "port: 80")).unwrap();
+    assert_err(
+        &base_with("198.18.100.10", "\"::1\""),
+        &["services[0].vip: ::1 is not a usable unicast address"],
+    );
 }
 
 /// BASE with `health_check: { FIELDS }` in its service (line 7).

@@ -1,7 +1,7 @@
 //! `Config::validate` and `check_host`: the semantic checks.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use lb_common::RING_SLOTS_PER_SERVICE;
@@ -65,10 +65,6 @@ impl Config {
                 format!("range {ports} starts below 1024 (privileged ports)"),
             ));
         }
-        if let Some(ip) = self.snat.ipv4 {
-            check_unicast("snat.ipv4", ip)?;
-        }
-
         let limits = &self.limits;
         for (key, value) in [
             ("max_services", limits.max_services),
@@ -118,21 +114,13 @@ impl Config {
             if s.port == 0 {
                 return Err(unsupported(at("port"), "port 0 (a VIP on all ports)"));
             }
-            match s.mode {
-                Mode::Nat => {}
-                Mode::Dsr => return Err(unsupported(at("mode"), "mode dsr")),
-                Mode::Tunnel => return Err(unsupported(at("mode"), "mode tunnel")),
+            if s.mode == Mode::Tunnel {
+                return Err(unsupported(at("mode"), "mode tunnel"));
             }
             if let Some(hc) = &s.health_check {
                 check_health_check(&at("health_check"), hc)?;
             }
-            let vip = match s.vip {
-                IpAddr::V4(v4) => v4,
-                IpAddr::V6(v6) => {
-                    return Err(unsupported(at("vip"), format!("an IPv6 VIP ({v6})")));
-                }
-            };
-            check_unicast(&at("vip"), vip)?;
+            check_unicast(&at("vip"), s.vip)?;
             if let Some(j) = vips.insert((s.vip, s.port, s.protocol), i) {
                 return Err(invalid(
                     at("vip"),
@@ -147,19 +135,26 @@ impl Config {
             for (k, b) in s.backends.iter().enumerate() {
                 let at = |key: &str| format!("services[{i}].backends[{k}].{key}");
                 if b.address.is_ipv4() != s.vip.is_ipv4() {
-                    return Err(unsupported(
+                    return Err(invalid(
                         at("address"),
-                        "a backend whose address family differs from its VIP's",
+                        format!(
+                            "{} is not of the VIP's address family: mode {} does not translate between IPv4 and IPv6",
+                            b.address, s.mode
+                        ),
                     ));
                 }
-                match b.address {
-                    IpAddr::V4(v4) => check_unicast(&at("address"), v4)?,
-                    IpAddr::V6(_) => {
-                        return Err(unsupported(at("address"), "an IPv6 backend address"));
-                    }
-                }
+                check_unicast(&at("address"), b.address)?;
                 if b.port == 0 {
                     return Err(invalid(at("port"), "backend port must be 1-65535"));
+                }
+                if s.mode == Mode::Dsr && b.port != s.port {
+                    return Err(invalid(
+                        at("port"),
+                        format!(
+                            "{} differs from the service port {}: in mode dsr the packet reaches the backend unchanged",
+                            b.port, s.port
+                        ),
+                    ));
                 }
                 if b.weight > MAX_WEIGHT {
                     return Err(invalid(
@@ -179,25 +174,32 @@ impl Config {
             }
         }
 
-        // Every service is nat over IPv4 for now: they all need the address.
-        if let Some(i) = self
-            .services
-            .iter()
-            .position(|s| s.mode == Mode::Nat && s.vip.is_ipv4())
-        {
-            let Some(snat) = self.snat.ipv4 else {
+        // nat mode needs a source address of the VIP's family.
+        let snat = [
+            ("snat.ipv4", self.snat.ipv4.map(IpAddr::V4), true),
+            ("snat.ipv6", self.snat.ipv6.map(IpAddr::V6), false),
+        ];
+        for (key, addr, v4) in snat {
+            if let Some(addr) = addr {
+                check_unicast(key, addr)?;
+                if let Some(s) = self.services.iter().find(|s| s.vip == addr) {
+                    return Err(invalid(
+                        key,
+                        format!("{addr} is also the VIP of service {:?}", s.name),
+                    ));
+                }
+            } else if let Some(s) = self
+                .services
+                .iter()
+                .find(|s| s.mode == Mode::Nat && s.vip.is_ipv4() == v4)
+            {
+                let family = if v4 { "IPv4" } else { "IPv6" };
                 return Err(invalid(
-                    "snat.ipv4",
+                    key,
                     format!(
-                        "required: service {:?} uses mode nat with an IPv4 VIP",
-                        self.services[i].name
+                        "required: service {:?} uses mode nat with an {family} VIP",
+                        s.name
                     ),
-                ));
-            };
-            if let Some(s) = self.services.iter().find(|s| s.vip == IpAddr::V4(snat)) {
-                return Err(invalid(
-                    "snat.ipv4",
-                    format!("{snat} is also the VIP of service {:?}", s.name),
                 ));
             }
         }
@@ -396,8 +398,12 @@ fn check_service_name(path: &str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_unicast(path: &str, ip: Ipv4Addr) -> Result<(), ConfigError> {
-    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+fn check_unicast(path: &str, ip: IpAddr) -> Result<(), ConfigError> {
+    let unusable = ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if unusable {
         return Err(invalid(
             path,
             format!("{ip} is not a usable unicast address"),

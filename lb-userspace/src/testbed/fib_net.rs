@@ -1,11 +1,12 @@
 //! A single namespace shaped like the LB host, for running the program with
 //! BPF_PROG_TEST_RUN (packet tests, benchmarks): interfaces `lbc`
-//! (198.18.0.1/24) and `lbb` (198.18.1.1/24) with fixed MACs, forwarding on,
-//! and static neighbours, so `bpf_fib_lookup` answers without any traffic.
+//! (198.18.0.1/24, 2001:db8::1/64) and `lbb` (198.18.1.1/24,
+//! 2001:db8:1::1/64) with fixed MACs, forwarding on, and static neighbours,
+//! so `bpf_fib_lookup` answers without any traffic.
 //! Test runs that pass no context enter on `lo`, hence forwarding on `lo`.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -17,10 +18,22 @@ pub const LBC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const LBB_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
-/// The static MAC of backend address 198.18.1.N.
-pub fn backend_mac(ip: Ipv4Addr) -> [u8; 6] {
-    [0x02, 0, 0, 0, 1, ip.octets()[3]]
+/// IPv6 backend N, mirroring 198.18.1.N: 2001:db8:1::N, written with the
+/// same digits (backend 11 is 2001:db8:1::11).
+pub fn backend6(n: u8) -> Ipv6Addr {
+    let last = u16::from_str_radix(&n.to_string(), 16).expect("decimal digits are hex digits");
+    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, last)
+}
+
+/// The static MAC of backend 198.18.1.N, also 2001:db8:1::N.
+pub fn backend_mac(ip: impl Into<IpAddr>) -> [u8; 6] {
+    let last = match ip.into() {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(a) => a.octets()[15],
+    };
+    [0x02, 0, 0, 0, 1, last]
 }
 
 fn mac_text(m: [u8; 6]) -> String {
@@ -59,17 +72,25 @@ impl FibNet {
             "link set bpeer up".into(),
             "addr add 198.18.0.1/24 dev lbc".into(),
             "addr add 198.18.1.1/24 dev lbb".into(),
-            format!(
-                "neigh replace {CLIENT} lladdr {} dev lbc nud permanent",
-                mac_text(CLIENT_MAC)
-            ),
+            "-6 addr add 2001:db8::1/64 dev lbc nodad".into(),
+            "-6 addr add 2001:db8:1::1/64 dev lbb nodad".into(),
         ];
-        for last in backends {
-            let b = Ipv4Addr::new(198, 18, 1, last);
+        for client in [IpAddr::V4(CLIENT), IpAddr::V6(CLIENT6)] {
             script.push(format!(
-                "neigh replace {b} lladdr {} dev lbb nud permanent",
-                mac_text(backend_mac(b))
+                "neigh replace {client} lladdr {} dev lbc nud permanent",
+                mac_text(CLIENT_MAC)
             ));
+        }
+        for last in backends {
+            for b in [
+                IpAddr::V4(Ipv4Addr::new(198, 18, 1, last)),
+                IpAddr::V6(backend6(last)),
+            ] {
+                script.push(format!(
+                    "neigh replace {b} lladdr {} dev lbb nud permanent",
+                    mac_text(backend_mac(b))
+                ));
+            }
         }
         for line in script {
             let args: Vec<&str> = ["-n", net.ns.as_str()]
@@ -79,8 +100,11 @@ impl FibNet {
             netns::ip(&args)?;
         }
         netns::run_in(&net.ns, || {
-            for conf in ["all", "lo", "lbc", "lbb"] {
-                std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/forwarding"), "1")?;
+            for family in ["ipv4", "ipv6"] {
+                for conf in ["all", "lo", "lbc", "lbb"] {
+                    let path = format!("/proc/sys/net/{family}/conf/{conf}/forwarding");
+                    std::fs::write(path, "1")?;
+                }
             }
             Ok(())
         })?;

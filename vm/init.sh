@@ -1,0 +1,68 @@
+#!/bin/busybox sh
+# /init of the `cargo xtask vm-test` guest (a busybox initramfs built by
+# xtask/src/vm/rootfs.rs). Sets up what the tests expect of a host, runs
+# every test named in /vm/plan, and reports each on the serial console as
+#   VMTEST START name / VMTEST PASS name / VMTEST FAIL name
+# for the host to parse; then powers off. Never exits: PID 1 exiting panics.
+
+/bin/busybox --install -s /bin
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root TMPDIR=/tmp RUST_BACKTRACE=1
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm /run /tmp /root /var /sys/fs/bpf
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /dev/shm
+# ip netns keeps its namespaces under /var/run/netns.
+ln -sfn /run /var/run
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+# Each test process runs its own threads per CPU; nothing else runs.
+ulimit -n 65536
+ulimit -l unlimited
+
+echo "VMTEST BOOT $(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)s cpus=$(nproc)"
+
+# Kernel modules the tests need (veth, bridge, ipip, virtio-net), in
+# dependency order: the host resolved them from the kernel package.
+while read -r m; do
+    insmod "/vm/modules/$m.ko" || echo "vm init: insmod $m failed"
+done </vm/modules.list
+
+ip link set lo up
+hostname xdplb-vm
+
+. /vm/env
+test_args=$(cat /vm/test-args 2>/dev/null)
+
+run() { # NAME COMMAND...: one test with its markers
+    name=$1
+    shift
+    echo "VMTEST START $name"
+    "$@"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        echo "VMTEST PASS $name"
+    else
+        echo "VMTEST FAIL $name exit=$rc"
+    fi
+    # Leftovers of a failed test must not break the next one.
+    for ns in $(ip netns list 2>/dev/null | cut -d' ' -f1); do ip netns del "$ns"; done
+}
+
+for t in $(cat /vm/plan); do
+    case "$t" in
+    load) run load sh /vm/load.sh ;;
+    virtio) run virtio sh /vm/virtio.sh ;;
+    # shellcheck disable=SC2086 # test_args are words
+    *) cd /tmp && run "$t" "/vm/tests/$t" $test_args ;;
+    esac
+done
+
+echo "VMTEST DONE uptime=$(cut -d' ' -f1 /proc/uptime)s"
+sync
+poweroff -f
+sleep 10
