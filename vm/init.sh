@@ -5,11 +5,12 @@
 #   VMTEST START name / VMTEST PASS name / VMTEST FAIL name
 # for the host to parse; then powers off. Never exits: PID 1 exiting panics.
 
+# busybox --install finds itself through /proc/self/exe.
+/bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s /bin
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TMPDIR=/tmp RUST_BACKTRACE=1
 
-mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm /run /tmp /root /var /sys/fs/bpf

@@ -87,9 +87,51 @@ pub struct FlowKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
     pub backend: u32,
-    /// Source port toward the backend (nat mode), network order.
+    /// Source port toward the backend (nat mode; else 0), network order.
     pub snat_port: u16,
-    pub _pad: [u8; 2],
+    /// Destination port toward the backend, network order (the packet's
+    /// own for an all-ports service).
+    pub backend_port: u16,
+    /// Last packet, in seconds of the kernel's monotonic clock.
+    pub last_seen: u32,
+    /// 1 once a TCP FIN or RST went by: the flow expires sooner.
+    pub closing: u8,
+    pub _pad: [u8; 3],
+}
+
+impl Flow {
+    /// Seconds of silence after which the flow is over and its next packet
+    /// starts a new one (the daemon also deletes such entries).
+    #[inline(always)]
+    pub fn timeout(&self, proto: u8, g: &Globals) -> u32 {
+        if proto != PROTO_TCP {
+            g.udp_timeout
+        } else if self.closing != 0 {
+            g.tcp_closing_timeout
+        } else {
+            g.tcp_timeout
+        }
+    }
+
+    #[inline(always)]
+    pub fn expired(&self, proto: u8, g: &Globals, now: u32) -> bool {
+        now.wrapping_sub(self.last_seen) > self.timeout(proto, g)
+    }
+}
+
+/// The `NAT_REV` key of a nat-mode flow: the 5-tuple of the backend's
+/// replies, backend address:port -> SNAT address:port.
+#[inline(always)]
+pub fn nat_rev_key(client: &FlowKey, backend: &[u32; 4], flow: &Flow, snat: [u32; 4]) -> FlowKey {
+    FlowKey {
+        src: *backend,
+        dst: snat,
+        sport: flow.backend_port,
+        dport: flow.snat_port,
+        proto: client.proto,
+        family: client.family,
+        _pad: [0; 2],
+    }
 }
 
 /// `NAT_REV` value: how to turn a backend's reply back into VIP -> client.
@@ -120,6 +162,10 @@ pub struct Globals {
     pub flags: u32,
     /// SNAT source address toward IPv6 backends (all zero: none).
     pub snat_v6: [u32; 4],
+    /// Flow idle timeouts, seconds: UDP, TCP, TCP after FIN/RST.
+    pub udp_timeout: u32,
+    pub tcp_timeout: u32,
+    pub tcp_closing_timeout: u32,
 }
 
 impl Globals {
@@ -138,6 +184,9 @@ impl Globals {
 /// untouched. Only `xdplb trace` sets it, on a program of its own: it shows
 /// the rewrite on a host without the routes and neighbours of the real one.
 pub const FLAG_SKIP_FIB: u32 = 1;
+/// `Globals::flags`: some service listens on all ports (port 0), so a miss
+/// on the exact port is retried with port 0.
+pub const FLAG_ALL_PORTS: u32 = 2;
 
 /// Per-service counters (`SERVICE_STATS`, per CPU), both directions.
 #[repr(C)]

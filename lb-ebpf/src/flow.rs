@@ -1,12 +1,17 @@
 //! Connection tracking: a flow keeps its backend while that backend is
-//! `ready` or `drain`; new flows (and flows whose backend went `maint` or
-//! `down`) are (re)selected and, in nat mode, get a SNAT port.
+//! `ready` or `drain` and the flow has not been idle past its timeout
+//! (shorter once a TCP FIN or RST went by); new flows (and flows whose
+//! backend went `maint` or `down`, or that expired) are (re)selected and,
+//! in nat mode, get a SNAT port.
 
-use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_ktime_get_coarse_ns,
+};
 use lb_common::{
     Backend, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, MODE_NAT, NatRev, SNAT_PORT_TRIES,
     STAT_FLOW_INSERT_FAIL, STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, STATE_DRAIN, STATE_READY,
-    ServiceMeta, hash::flow_hash,
+    ServiceMeta, hash::flow_hash, nat_rev_key,
 };
 
 use crate::{BACKENDS, FLOWS, NAT_REV, select, stats};
@@ -17,6 +22,8 @@ pub struct Conn {
     pub backend: Backend,
     /// Source port toward the backend, wire order (nat mode; else 0).
     pub snat_port: u16,
+    /// Destination port toward the backend, wire order.
+    pub backend_port: u16,
     /// This packet created the flow.
     pub new: bool,
 }
@@ -26,22 +33,47 @@ fn usable(state: u8) -> bool {
     state == STATE_READY || state == STATE_DRAIN
 }
 
-/// `None`: drop the packet (no backend, or no free SNAT port); counted.
+/// Seconds of the kernel's monotonic clock (coarse: a tick is plenty).
 #[inline(always)]
-pub fn lookup_or_create(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> Option<Conn> {
-    let existing = unsafe { FLOWS.get(key) }.copied();
-    if let Some(flow) = existing
-        && let Some(backend) = BACKENDS.get(flow.backend)
-        && usable(backend.state)
-        && backend.service == svc.id
-    {
-        return Some(Conn {
-            backend_id: flow.backend,
-            backend: *backend,
-            snat_port: flow.snat_port,
-            new: false,
-        });
+fn now_secs() -> u32 {
+    (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
+}
+
+/// `None`: drop the packet (no backend, or no free SNAT port); counted.
+/// `fin_or_rst`: the packet is a TCP FIN or RST (the flow is closing).
+#[inline(always)]
+pub fn lookup_or_create(
+    key: &FlowKey,
+    svc: &ServiceMeta,
+    globals: &Globals,
+    fin_or_rst: bool,
+) -> Option<Conn> {
+    let now = now_secs();
+    let existing = FLOWS.get_ptr_mut(key);
+    if let Some(flow) = existing {
+        let f = unsafe { &mut *flow };
+        if let Some(backend) = BACKENDS.get(f.backend)
+            && usable(backend.state)
+            && backend.service == svc.id
+            && !f.expired(key.proto, globals, now)
+        {
+            // One write a second at most per flow, and one on closing.
+            if f.last_seen != now {
+                f.last_seen = now;
+            }
+            if fin_or_rst && f.closing == 0 {
+                f.closing = 1;
+            }
+            return Some(Conn {
+                backend_id: f.backend,
+                backend: *backend,
+                snat_port: f.snat_port,
+                backend_port: f.backend_port,
+                new: false,
+            });
+        }
     }
+    let existing = existing.map(|f| unsafe { *f });
 
     let Some((backend_id, backend)) = select::select(key, svc, globals) else {
         stats::bump(STAT_NO_BACKEND);
@@ -52,11 +84,23 @@ pub fn lookup_or_create(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> 
         && old.snat_port != 0
         && let Some(old_backend) = BACKENDS.get(old.backend)
     {
-        let _ = NAT_REV.remove(rev_key(key, old_backend, globals, old.snat_port));
+        let _ = NAT_REV.remove(nat_rev_key(
+            key,
+            &old_backend.addr,
+            &old,
+            globals.snat(key.family),
+        ));
     }
+    // Port 0: an all-ports service keeps the packet's own port.
+    let backend_port = if backend.port == 0 {
+        key.dport
+    } else {
+        backend.port
+    };
     // Only nat mode translates the source (and so needs a port and replies).
     let snat_port = if svc.mode == MODE_NAT {
-        let Some(port) = alloc_snat_port(key, svc, backend_id, &backend, globals) else {
+        let Some(port) = alloc_snat_port(key, svc, backend_id, &backend, backend_port, globals)
+        else {
             stats::bump(STAT_SNAT_EXHAUSTED);
             return None;
         };
@@ -67,7 +111,10 @@ pub fn lookup_or_create(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> 
     let flow = Flow {
         backend: backend_id,
         snat_port,
-        _pad: [0; 2],
+        backend_port,
+        last_seen: now,
+        closing: fin_or_rst as u8,
+        _pad: [0; 3],
     };
     if FLOWS.insert(key, flow, BPF_ANY as u64).is_err() {
         stats::bump(STAT_FLOW_INSERT_FAIL);
@@ -76,22 +123,9 @@ pub fn lookup_or_create(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> 
         backend_id,
         backend,
         snat_port,
+        backend_port,
         new: true,
     })
-}
-
-/// The 5-tuple of the backend's replies: backend -> SNAT address:port.
-#[inline(always)]
-fn rev_key(key: &FlowKey, backend: &Backend, globals: &Globals, snat_port: u16) -> FlowKey {
-    FlowKey {
-        src: backend.addr,
-        dst: globals.snat(key.family),
-        sport: backend.port,
-        dport: snat_port,
-        proto: key.proto,
-        family: key.family,
-        _pad: [0; 2],
-    }
 }
 
 /// Picks a SNAT port from the configured range, hashed from the flow so
@@ -105,6 +139,7 @@ fn alloc_snat_port(
     svc: &ServiceMeta,
     backend_id: u32,
     backend: &Backend,
+    backend_port: u16,
     globals: &Globals,
 ) -> Option<u16> {
     let min = globals.snat_port_min as u32;
@@ -122,6 +157,7 @@ fn alloc_snat_port(
         backend: backend_id,
         service: svc.id,
     };
+    let snat = globals.snat(key.family);
     for attempt in 0..SNAT_PORT_TRIES {
         let h = flow_hash(
             key,
@@ -129,7 +165,12 @@ fn alloc_snat_port(
             globals.hash_seed ^ attempt.wrapping_mul(0x9e37_79b9).wrapping_add(1),
         );
         let port = ((min + h % span) as u16).to_be();
-        let rk = rev_key(key, backend, globals, port);
+        let candidate = Flow {
+            backend_port,
+            snat_port: port,
+            ..Flow::default()
+        };
+        let rk = nat_rev_key(key, &backend.addr, &candidate, snat);
         if NAT_REV.insert(rk, rev, BPF_NOEXIST as u64).is_ok() {
             return Some(port);
         }

@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, MODE_DSR, NatRev,
-    ServiceKey, ServiceMeta,
+    Backend, BackendCounter, Counter, FLAG_ALL_PORTS, Flow, FlowKey, GLOBAL_STATS_LEN, Globals,
+    MODE_DSR, NatRev, ServiceKey, ServiceMeta,
 };
 
 // Map sizes below are placeholders: the daemon sets them from the config at
@@ -96,18 +96,12 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
         };
     }
 
-    let skey = ServiceKey {
-        addr: pkt.key.dst,
-        port: pkt.key.dport,
-        proto: pkt.key.proto,
-        family: pkt.key.family,
-    };
-    let Some(svc) = (unsafe { SERVICES.get(skey) }) else {
+    let Some(svc) = service(&pkt.key, globals.flags) else {
         return Ok(XDP_PASS);
     };
     stats::count_service(svc.id, pkt.frame_len);
 
-    let Some(conn) = flow::lookup_or_create(&pkt.key, svc, globals) else {
+    let Some(conn) = flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst) else {
         return Ok(XDP_DROP);
     };
     stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
@@ -116,10 +110,30 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
         // Only the destination MAC changes: the backend holds the VIP.
         MODE_DSR => Ok(fib::forward(ctx, &pkt, &backend, globals.flags)),
         _ => {
-            nat::rewrite(&mut pkt, &snat, &backend, conn.snat_port, conn.backend.port);
+            nat::rewrite(&mut pkt, &snat, &backend, conn.snat_port, conn.backend_port);
             Ok(fib::forward(ctx, &pkt, &backend, globals.flags))
         }
     }
+}
+
+/// The service of (destination, port, protocol); with all-ports services
+/// configured, a miss is retried with port 0.
+#[inline(always)]
+fn service(key: &FlowKey, flags: u32) -> Option<&'static ServiceMeta> {
+    let mut skey = ServiceKey {
+        addr: key.dst,
+        port: key.dport,
+        proto: key.proto,
+        family: key.family,
+    };
+    if let Some(svc) = unsafe { SERVICES.get(skey) } {
+        return Some(svc);
+    }
+    if flags & FLAG_ALL_PORTS == 0 {
+        return None;
+    }
+    skey.port = 0;
+    unsafe { SERVICES.get(skey) }
 }
 
 #[cfg(not(test))]

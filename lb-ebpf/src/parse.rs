@@ -25,6 +25,9 @@ const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_AH: u8 = 51;
 const IPPROTO_DSTOPTS: u8 = 60;
 
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
 /// The network header: IPv4 or IPv6.
 #[derive(Clone, Copy)]
 pub enum L3 {
@@ -44,6 +47,8 @@ pub struct Packet {
     pub key: FlowKey,
     /// Whole IP packet length, host order (the FIB's MTU check).
     pub ip_len: u16,
+    /// TCP FIN or RST flag set.
+    pub fin_or_rst: bool,
     pub frame_len: u64,
 }
 
@@ -88,9 +93,13 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
         return None;
     };
 
+    let mut fin_or_rst = false;
     let l4_check = match net.proto {
         PROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(ctx, net.l4)?;
+            // Byte 13: CWR ECE URG ACK PSH RST SYN FIN.
+            let flags = unsafe { *(tcp as *const u8).add(13) };
+            fin_or_rst = flags & (TCP_FIN | TCP_RST) != 0;
             Some(unsafe { &raw mut (*tcp).check })
         }
         PROTO_UDP => {
@@ -123,6 +132,7 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
             _pad: [0; 2],
         },
         ip_len: net.ip_len,
+        fin_or_rst,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
     })
 }

@@ -14,7 +14,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     api::{self, Shared},
@@ -24,6 +24,9 @@ use crate::{
     health::{HealthChecker, HealthMetrics},
     host, neigh,
 };
+
+/// How often flows idle past their timeout are deleted.
+const FLOW_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(config_path)?;
@@ -92,6 +95,29 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     });
 
+    let gc_shared = shared.clone();
+    let gc_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FLOW_GC_INTERVAL);
+        loop {
+            tick.tick().await;
+            let s = gc_shared.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                s.controller
+                    .lock()
+                    .expect("controller lock")
+                    .dataplane_mut()
+                    .expire_flows()
+            })
+            .await;
+            match done {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => debug!("deleted {n} expired flows"),
+                Ok(Err(e)) => warn!("expiring flows: {e}"),
+                Err(e) => warn!("flow expiry task: {e}"),
+            }
+        }
+    });
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -114,6 +140,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     api_task.abort();
     health_task.abort();
+    gc_task.abort();
     neigh_task.abort();
     let mut controller = shared.controller.lock().expect("controller lock");
     match cfg.on_exit {

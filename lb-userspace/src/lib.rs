@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod neigh;
 pub mod plan;
 pub mod testbed;
+pub mod trace;

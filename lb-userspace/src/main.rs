@@ -61,6 +61,125 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Run captured or crafted frames through the real XDP program, offline,
+    /// and show what it does with each (needs root).
+    ///
+    /// Loads the program with --config into maps of its own (nothing is
+    /// attached or pinned; a running daemon is not touched) and runs every
+    /// frame through it with BPF_PROG_TEST_RUN, in order: the program's
+    /// state carries from frame to frame, so a SYN creates the flow the
+    /// next packets use and a backend's reply finds its NAT entry.
+    ///
+    /// Prints one line per frame: its number (from 1, as in Wireshark), the
+    /// verdict (PASS, DROP, TX, REDIRECT, ABORTED; ERROR when the kernel
+    /// refuses the frame), the service and backend chosen, and the headers
+    /// of the frame as the program left it.
+    ///
+    /// Forwarding: by default the FIB lookup is skipped (the program gets
+    /// FLAG_SKIP_FIB in its own config map: it answers TX with the MACs
+    /// untouched) and the lookup it would make is shown. With --fib the
+    /// lookup is the kernel's, in this network namespace: verdicts REDIRECT,
+    /// TX and DROP (neigh_miss, fib_fail) are then the real ones.
+    #[command(after_long_help = TRACE_JSON_HELP)]
+    Trace(TraceArgs),
+}
+
+const TRACE_JSON_HELP: &str = "\
+JSON lines (--json), one object per frame:
+  index        frame number, from 1
+  verdict      PASS | DROP | TX | REDIRECT | ABORTED | ERROR
+  service      service that counted the packet, or null
+  backend      its backend, \"ADDR:PORT\", or null
+  mode         the service's mode: nat | dsr | tunnel, or null
+  new_flow     true if the packet created a flow (a backend was selected)
+  reply        true for a backend's reply translated back to the client
+  pass_reason  PASS only: not_ip | stacked_vlan | malformed | fragment |
+               not_tcp_udp | no_nat_entry | not_a_vip | passed
+  drop_reason  DROP only: no_backend | snat_exhausted | neigh_miss |
+               fib_fail | unknown
+  fib          skipped | ok | no_neigh | failed, or null (not forwarded)
+  fib_lookup   {dst, ifindex, iface}: the lookup made (or skipped)
+  egress       interface the frame leaves by (fib ok), or null
+  next_hop     {addr, iface}: neighbour to resolve (no_neigh), or null
+  note         a remark (frame cut by the capture, FIB hint), or null
+  error        ERROR only: why the kernel refused the frame
+  in, out      the frame as it came and as the program left it (out is
+               null for ERROR): {len, src_mac, dst_mac, vlan, ethertype,
+               src, dst, proto, sport, dport, flags, fragment, inner,
+               malformed, text}; flags in tcpdump's letters (S, F, R, P,
+               . for ACK, U, E, W); inner: the packet inside an IP-in-IP
+               tunnel; text: the one-line summary
+
+Exit codes: 0 ok; 2 invalid config, capture (not pcap or pcapng, not
+Ethernet, truncated, no packets), hex or interface; 1 anything else.";
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("frames").required(true).args(["pcap", "hex"]))]
+struct TraceArgs {
+    /// The balancer's config (its services, backends, SNAT and limits).
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    /// Frames to run: a pcap or pcapng capture of Ethernet frames (tcpdump
+    /// -w, tshark -w, scapy's wrpcap).
+    #[arg(long, value_name = "IN.pcap")]
+    pcap: Option<PathBuf>,
+    /// A frame in hex, from the Ethernet header on (spaces and colons are
+    /// ignored); repeat for several frames, run in order.
+    #[arg(long, value_name = "FRAME")]
+    hex: Vec<String>,
+    /// Write the frames that leave as a pcap: the rewrite for TX and
+    /// REDIRECT, the frame unchanged for PASS; dropped frames are left out.
+    #[arg(long, value_name = "OUT.pcap")]
+    out: Option<PathBuf>,
+    /// Print JSON lines (fields below) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Do the real FIB lookup (routes and neighbours of this network
+    /// namespace; forwarding must be on for the ingress interface) instead
+    /// of skipping it.
+    #[arg(long)]
+    fib: bool,
+    /// The interface frames arrive on, in this namespace [default: lo].
+    #[arg(long, value_name = "IFACE")]
+    iface: Option<String>,
+}
+
+impl TraceArgs {
+    fn options(self) -> xdplb::trace::Options {
+        xdplb::trace::Options {
+            config: self.config,
+            input: match self.pcap {
+                Some(path) => xdplb::trace::Input::Pcap(path),
+                None => xdplb::trace::Input::Hex(self.hex),
+            },
+            out: self.out,
+            json: self.json,
+            fib: if self.fib {
+                xdplb::trace::FibMode::Kernel
+            } else {
+                xdplb::trace::FibMode::Skip
+            },
+            iface: self.iface,
+        }
+    }
+}
+
+fn trace(args: TraceArgs) -> ExitCode {
+    let options = args.options();
+    let stdout = std::io::stdout();
+    let mut report = std::io::BufWriter::new(stdout.lock());
+    match xdplb::trace::run(&options, &mut report) {
+        Ok(_) => ExitCode::SUCCESS,
+        // `xdplb trace ... | head`: not an error.
+        Err(xdplb::trace::TraceError::Report(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            drop(report);
+            eprintln!("xdplb trace: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -247,6 +366,7 @@ fn main() -> ExitCode {
                 .and_then(|c| c.reload())
                 .map(|summary| print!("{}", client::render_reload(&summary))),
         ),
+        Command::Trace(args) => trace(args),
         Command::Run { config } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(xdplb::daemon::run(&config)) {

@@ -6,8 +6,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
-    Backend, FAMILY_V4, FAMILY_V6, Globals, HASH_FIVE_TUPLE, HASH_SOURCE_IP, MODE_DSR, MODE_NAT,
-    MODE_TUNNEL, NO_BACKEND, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, ServiceKey,
+    Backend, FAMILY_V4, FAMILY_V6, FLAG_ALL_PORTS, Globals, HASH_FIVE_TUPLE, HASH_SOURCE_IP,
+    MODE_DSR, MODE_NAT, MODE_TUNNEL, NO_BACKEND, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY,
+    ServiceKey,
 };
 
 use crate::{
@@ -124,11 +125,19 @@ pub fn plan(
         snat_port_max: cfg.snat.ports.max,
         hash_seed: cfg.hash_seed,
         ring_size: m,
-        flags: 0,
+        // Only then does a miss on the exact port cost a second lookup.
+        flags: if cfg.services.iter().any(|s| s.port == 0) {
+            FLAG_ALL_PORTS
+        } else {
+            0
+        },
         snat_v6: cfg
             .snat
             .ipv6
             .map_or([0; 4], |a| addr_words(IpAddr::V6(a)).0),
+        udp_timeout: cfg.flow_timeouts.udp.as_secs() as u32,
+        tcp_timeout: cfg.flow_timeouts.tcp.as_secs() as u32,
+        tcp_closing_timeout: cfg.flow_timeouts.tcp_closing.as_secs() as u32,
     };
     let services = cfg
         .services

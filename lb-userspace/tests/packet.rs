@@ -42,7 +42,8 @@ const LOST_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 12);
 const CONFIG: &str = r#"
 interfaces: [lbc, lbb]
 snat: { ipv4: 198.18.1.1, ipv6: "2001:db8:1::1", ports: 20000-29999 }
-limits: { max_services: 8, max_backends: 16, maglev_table_size: 1021, flow_table_size: 4096 }
+limits: { max_services: 16, max_backends: 32, maglev_table_size: 1021, flow_table_size: 4096 }
+flow_timeouts: { tcp: 1h, tcp_closing: 1s, udp: 1s }
 services:
   - name: web
     vip: 198.18.100.10
@@ -86,6 +87,22 @@ services:
     backends:
       - { address: 198.18.1.11, port: 80 }
       - { address: 198.18.1.12, port: 80 }
+  - name: any
+    vip: 198.18.100.30
+    port: 0
+    protocol: tcp
+    backends:
+      - { address: 198.18.1.11, port: 0 }
+      - { address: 198.18.1.12, port: 0 }
+  - name: sticky
+    vip: 198.18.100.31
+    port: 80
+    protocol: tcp
+    hash: source-ip
+    backends:
+      - { address: 198.18.1.11, port: 8080 }
+      - { address: 198.18.1.12, port: 8080 }
+      - { address: 198.18.1.13, port: 8080 }
   - name: dsr6
     vip: "2001:db8:100::20"
     port: 80
@@ -157,11 +174,11 @@ impl Lb {
 
 /// Runs `f` with a fresh namespace and program, inside the namespace.
 /// Backends .11-.13 have static neighbours, .14 (service `lost`) none.
-fn with_lb(f: impl FnOnce(&FibNet, &Lb) + Send) {
+fn with_lb(f: impl FnOnce(&FibNet, &mut Lb) + Send) {
     let bed = FibNet::create(11..=13).unwrap();
     netns::run_in(&bed.ns.clone(), || {
-        let lb = Lb::new();
-        f(&bed, &lb);
+        let mut lb = Lb::new();
+        f(&bed, &mut lb);
         Ok(())
     })
     .unwrap();
@@ -705,5 +722,86 @@ fn dsr_changes_only_the_destination_mac() {
         // The same flow sticks to its backend.
         let (_, again) = lb.run(&syn6);
         assert_eq!(again, out);
+    });
+}
+
+#[test]
+fn all_ports_vips_keep_the_port_and_source_ip_hashing_sticks_a_client() {
+    with_lb(|_, lb| {
+        let any = Ipv4Addr::new(198, 18, 100, 30);
+        for port in [22u16, 443, 8443] {
+            let (v, out) = lb.run(&tcp_syn(CLIENT, 44000, any, port));
+            assert_eq!(v, REDIRECT, "port {port}");
+            let o = inspect(&out);
+            assert_eq!((o.src, o.dport), (SNAT, port), "the packet's own port");
+            // The reply of an all-ports flow comes from that port.
+            let reply = tcp_from(backend_mac(o.dst), o.dst, port, SNAT, o.sport);
+            let (v, back) = lb.run(&reply);
+            assert_eq!(v, REDIRECT);
+            let b = inspect(&back);
+            assert_eq!((b.src, b.sport, b.dst, b.dport), (any, port, CLIENT, 44000));
+        }
+        // An exact-port service still wins, and other VIPs are untouched.
+        let (v, _) = lb.run(&tcp_syn(CLIENT, 44000, Ipv4Addr::new(198, 18, 100, 32), 22));
+        assert_eq!(v, PASS);
+
+        // source-ip: every connection of one client on one backend...
+        let sticky = Ipv4Addr::new(198, 18, 100, 31);
+        let mut seen = std::collections::HashSet::new();
+        for sport in 45000..45050 {
+            let (_, out) = lb.run(&tcp_syn(CLIENT, sport, sticky, 80));
+            seen.insert(inspect(&out).dst);
+        }
+        assert_eq!(seen.len(), 1, "one backend for one client: {seen:?}");
+        // ...while clients spread.
+        let mut spread = std::collections::HashSet::new();
+        for last in 1..=60u8 {
+            let client = Ipv4Addr::new(198, 18, 0, last);
+            let (_, out) = lb.run(&tcp_syn(client, 45000, sticky, 80));
+            spread.insert(inspect(&out).dst);
+        }
+        assert_eq!(spread.len(), 3, "{spread:?}");
+    });
+}
+
+#[test]
+fn flows_expire_after_their_idle_timeout_and_the_daemon_deletes_them() {
+    with_lb(|_, lb| {
+        let ids: Vec<u32> = lb
+            .plan
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| b.id))
+            .collect();
+        // New flows, all services.
+        let flows = |lb: &Lb| -> u64 {
+            let c = lb.dp.counters(&[], &ids).unwrap();
+            c.backends.values().map(|b| b.flows).sum()
+        };
+        // A TCP flow that saw a FIN expires after tcp_closing (1 s); one
+        // that did not lives on (tcp: 1 h).
+        let open = tcp_syn(CLIENT, 46000, WEB_VIP, 80);
+        let mut fin = tcp_syn(CLIENT, 46001, WEB_VIP, 80);
+        lb.run(&open);
+        lb.run(&fin);
+        fin[14 + 20 + 13] = 0x11; // FIN|ACK (checksums are not the point here)
+        let before = flows(lb);
+        lb.run(&fin);
+        assert_eq!(flows(lb), before, "a FIN is part of its flow");
+        let udp_req = udp(CLIENT, 46002, DNS_VIP, 53, b"q");
+        lb.run(&udp_req);
+        let before = flows(lb);
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+
+        lb.run(&open);
+        assert_eq!(flows(lb), before, "an open TCP flow lives on");
+        lb.run(&fin);
+        assert_eq!(flows(lb), before + 1, "a closed TCP flow is over: new flow");
+        // The daemon's sweep deletes what expired: the UDP flow (1 s idle).
+        let entries = lb.dp.flow_entries().unwrap();
+        assert_eq!(lb.dp.expire_flows().unwrap(), 1, "the idle UDP flow");
+        assert_eq!(lb.dp.flow_entries().unwrap(), entries - 1);
+        lb.run(&udp_req);
+        assert_eq!(flows(lb), before + 2, "its next datagram is a new flow");
     });
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask <command>`: setup, build-ebpf, test, demo.
+//! `cargo xtask <command>`: setup, build-ebpf, test, vm-test, demo.
 
 mod bench;
 mod build_ebpf;
@@ -7,6 +7,8 @@ mod lint;
 mod setup;
 mod test;
 mod util;
+mod vm;
+mod vm_test;
 
 use std::process::ExitCode;
 
@@ -30,6 +32,33 @@ enum Cmd {
         /// Extra arguments for `cargo test` (e.g. a filter, or `-- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Run the tests inside QEMU guests booting Debian's 6.1 and 6.12 kernels
+    /// (kernel packages fetched through apt and cached in target/vm-cache).
+    VmTest {
+        /// Kernel to test: 6.1, 6.12 or all (repeatable).
+        #[arg(long = "kernel", default_value = "all")]
+        kernels: Vec<String>,
+        /// Run only these tests (repeatable): load, packet, testbed, nat,
+        /// operations, virtio, or any other lb-userspace test target.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Accelerator; default: KVM if a guest really runs with it, else TCG.
+        #[arg(long, value_enum)]
+        accel: Option<vm::qemu::Accel>,
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        #[arg(long, default_value_t = 3072)]
+        memory_mib: u32,
+        /// Minutes before a guest is killed (per kernel).
+        #[arg(long, default_value_t = 20)]
+        timeout_min: u64,
+        /// Show the guest's whole console, not only the test markers.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Arguments for every test executable (e.g. a filter, `--test-threads=1`).
+        #[arg(last = true)]
+        test_args: Vec<String>,
     },
     /// cargo fmt --check and clippy (userspace and the XDP program).
     Lint,
@@ -56,6 +85,25 @@ fn main() -> ExitCode {
         Cmd::Demo { seconds } => demo::run(seconds),
         Cmd::Bench { quick } => bench::run(quick),
         Cmd::Lint => lint::run(),
+        Cmd::VmTest {
+            kernels,
+            only,
+            accel,
+            cpus,
+            memory_mib,
+            timeout_min,
+            verbose,
+            test_args,
+        } => vm_test::run(&vm_test::Options {
+            kernels,
+            only,
+            accel,
+            cpus,
+            memory_mib,
+            timeout: std::time::Duration::from_secs(timeout_min * 60),
+            verbose,
+            test_args,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,7 +42,33 @@ pub struct Config {
     pub pin_dir: Option<PathBuf>,
     /// What SIGINT/SIGTERM does to the data plane.
     pub on_exit: OnExit,
+    pub flow_timeouts: FlowTimeouts,
     pub services: Vec<Service>,
+}
+
+/// How long a flow may be silent before it is over: its next packet is
+/// balanced afresh, and the daemon deletes the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowTimeouts {
+    #[serde(with = "humantime_serde")]
+    pub tcp: Duration,
+    /// After a FIN or RST went by.
+    #[serde(with = "humantime_serde")]
+    pub tcp_closing: Duration,
+    /// UDP (no connection to follow: idle time only).
+    #[serde(with = "humantime_serde")]
+    pub udp: Duration,
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        FlowTimeouts {
+            tcp: Duration::from_secs(6 * 3600),
+            tcp_closing: Duration::from_secs(10),
+            udp: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `on_exit`.
@@ -70,6 +96,7 @@ impl Default for Config {
             hash_seed: 0x5eed,
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
             on_exit: OnExit::default(),
+            flow_timeouts: FlowTimeouts::default(),
             limits: Limits::default(),
             services: Vec::new(),
         }

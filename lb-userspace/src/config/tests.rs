@@ -409,16 +409,10 @@ fn limit_checks() {
 
 #[test]
 fn not_implemented_yet() {
-    let cases = [
-        (
-            base_with("port: 80\n", "port: 80\n    mode: tunnel\n"),
-            "services[0].mode: mode tunnel is not supported yet (line 7)",
-        ),
-        (
-            base_with("port: 80", "port: 0"),
-            "services[0].port: port 0 (a VIP on all ports) is not supported yet (line 6)",
-        ),
-    ];
+    let cases = [(
+        base_with("port: 80\n", "port: 80\n    mode: tunnel\n"),
+        "services[0].mode: mode tunnel is not supported yet (line 7)",
+    )];
     for (text, expect) in cases {
         assert_err(&text, &[expect]);
     }
@@ -461,6 +455,41 @@ fn ipv6_and_dsr() {
     assert_err(
         &base_with("198.18.100.10", "\"::1\""),
         &["services[0].vip: ::1 is not a usable unicast address"],
+    );
+}
+
+#[test]
+fn all_ports_services_and_flow_timeouts() {
+    // An all-ports service: backends keep the packet's port (port 0).
+    let any = base_with("port: 80", "port: 0");
+    assert_err(
+        &any,
+        &[
+            "services[0].backends[0].port: must be 0 in an all-ports service",
+            "line 8",
+        ],
+    );
+    let cfg = parse(&any.replace("port: 8080", "port: 0")).unwrap();
+    assert_eq!(cfg.services[0].port, 0);
+    assert_err(
+        &base_with("port: 8080 }", "port: 0 }"),
+        &[
+            "services[0].backends[0].port: backend port must be 1-65535 (0 only in an all-ports service)",
+        ],
+    );
+    let cfg = parse(&format!(
+        "{}\nflow_timeouts: {{ udp: 5s, tcp_closing: 2s }}",
+        yaml(BASE)
+    ))
+    .unwrap();
+    assert_eq!(cfg.flow_timeouts.udp, std::time::Duration::from_secs(5));
+    assert_eq!(
+        cfg.flow_timeouts.tcp,
+        std::time::Duration::from_secs(6 * 3600)
+    );
+    assert_err(
+        &format!("{}\nflow_timeouts: {{ udp: 10ms }}", yaml(BASE)),
+        &["flow_timeouts.udp: 10ms is out of range"],
     );
 }
 
@@ -663,14 +692,18 @@ fn load_names_the_file() {
     );
 
     let path = std::env::temp_dir().join(format!("xdplb-config-test-{}.yaml", std::process::id()));
-    std::fs::write(&path, yaml(&base_with("port: 80", "port: 0"))).unwrap();
+    std::fs::write(
+        &path,
+        yaml(&base_with("port: 80\n", "port: 80\n    mode: tunnel\n")),
+    )
+    .unwrap();
     let err = Config::load(&path).unwrap_err();
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(err.line(), Some(6));
+    assert_eq!(err.line(), Some(7));
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: services[0].port: port 0 (a VIP on all ports) is not supported yet (line 6)",
+            "{}: services[0].mode: mode tunnel is not supported yet (line 7)",
             path.display()
         )
     );

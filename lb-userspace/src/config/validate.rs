@@ -65,6 +65,22 @@ impl Config {
                 format!("range {ports} starts below 1024 (privileged ports)"),
             ));
         }
+        for (key, t) in [
+            ("tcp", self.flow_timeouts.tcp),
+            ("tcp_closing", self.flow_timeouts.tcp_closing),
+            ("udp", self.flow_timeouts.udp),
+        ] {
+            if t < Duration::from_secs(1) || t.as_secs() > u32::MAX as u64 {
+                return Err(invalid(
+                    format!("flow_timeouts.{key}"),
+                    format!(
+                        "{} is out of range: 1s up to 136 years",
+                        humantime::format_duration(t)
+                    ),
+                ));
+            }
+        }
+
         let limits = &self.limits;
         for (key, value) in [
             ("max_services", limits.max_services),
@@ -111,9 +127,6 @@ impl Config {
                     format!("duplicate service name {:?} (also services[{j}])", s.name),
                 ));
             }
-            if s.port == 0 {
-                return Err(unsupported(at("port"), "port 0 (a VIP on all ports)"));
-            }
             if s.mode == Mode::Tunnel {
                 return Err(unsupported(at("mode"), "mode tunnel"));
             }
@@ -144,8 +157,14 @@ impl Config {
                     ));
                 }
                 check_unicast(&at("address"), b.address)?;
-                if b.port == 0 {
-                    return Err(invalid(at("port"), "backend port must be 1-65535"));
+                // An all-ports service forwards each packet to its own port.
+                if (s.port == 0) != (b.port == 0) {
+                    let message = if s.port == 0 {
+                        "must be 0 in an all-ports service (port 0): packets keep their port"
+                    } else {
+                        "backend port must be 1-65535 (0 only in an all-ports service)"
+                    };
+                    return Err(invalid(at("port"), message));
                 }
                 if s.mode == Mode::Dsr && b.port != s.port {
                     return Err(invalid(

@@ -3,6 +3,7 @@
 //! write plans into its maps (`apply`), read its counters.
 
 mod apply;
+mod gc;
 mod pins;
 
 use std::{collections::HashMap as StdHashMap, path::Path};
@@ -16,6 +17,7 @@ use lb_common::{
     Backend, BackendCounter, Counter, FlowKey, GLOBAL_STATS_LEN, ServiceKey, ServiceMeta,
 };
 
+pub use gc::monotonic_secs;
 pub use pins::PinError;
 
 use crate::config::{Limits, XdpModeSetting};

@@ -3,7 +3,6 @@
 //! `pcap-file`, frames given as hex, and the pcap of the output frames.
 
 use std::{
-    borrow::Cow,
     fs::File,
     io::{BufWriter, ErrorKind, Write},
     path::{Path, PathBuf},
@@ -225,23 +224,24 @@ fn read_pcapng(path: &Path, bytes: &[u8]) -> Result<Capture, CaptureError> {
     let mut nanos = false;
     while let Some(block) = reader.next_block() {
         let n = frames.len() + 1;
-        let block = block.map_err(|e| read_error(path, format!("the block after packet {}", n - 1), e))?;
+        let block =
+            block.map_err(|e| read_error(path, format!("the block after packet {}", n - 1), e))?;
         // pcap-file hands the timestamp over as a count of the interface's
         // units (labelled nanoseconds); `units` turns it into time.
-        let (interface, units, orig_len, data): (u32, Option<u128>, u32, Cow<[u8]>) = match block {
+        let (interface, units, orig_len, data): (u32, Option<u128>, u32, Vec<u8>) = match block {
             Block::EnhancedPacket(p) => (
                 p.interface_id,
                 Some(p.timestamp.as_nanos()),
                 p.original_len,
-                p.data,
+                p.data.into_owned(),
             ),
             Block::Packet(p) => (
                 u32::from(p.interface_id),
                 Some(u128::from(p.timestamp)),
                 p.original_len,
-                p.data,
+                p.data.into_owned(),
             ),
-            Block::SimplePacket(p) => (0, None, p.original_len, p.data),
+            Block::SimplePacket(p) => (0, None, p.original_len, p.data.into_owned()),
             _ => continue,
         };
         let Some(idb) = reader.interfaces().get(interface as usize) else {
@@ -262,7 +262,7 @@ fn read_pcapng(path: &Path, bytes: &[u8]) -> Result<Capture, CaptureError> {
         frames.push(Frame {
             time,
             orig_len: orig_len.max(data.len() as u32),
-            data: data.into_owned(),
+            data,
         });
     }
     Ok(Capture { frames, nanos })
@@ -291,7 +291,7 @@ pub fn parse_hex(value: &str) -> Result<Frame, CaptureError> {
     if let Some((i, c)) = digits.iter().find(|(_, c)| !c.is_ascii_hexdigit()) {
         return Err(err(format!("{c:?} at offset {i} is not a hex digit")));
     }
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(err(format!(
             "odd number of hex digits ({}): every byte takes two",
             digits.len()

@@ -4,8 +4,8 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use etherparse::{
-    EtherType, IpNumber, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, LinkSlice,
-    TransportSlice, err::packet::SliceError,
+    EtherType, IpNumber, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, LinkSlice, TransportSlice,
+    err::packet::SliceError,
 };
 use serde::Serialize;
 
@@ -36,6 +36,9 @@ pub struct Summary {
     pub inner: Option<Box<Summary>>,
     /// What made the frame impossible to parse further, if anything.
     pub malformed: Option<String>,
+    /// VLAN tags seen.
+    #[serde(skip)]
+    tags: usize,
     /// ICMP message type, in words (text only).
     #[serde(skip)]
     icmp: Option<String>,
@@ -44,10 +47,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Summarises an Ethernet frame.
-    pub fn of_frame(frame: &[u8]) -> Summary {
-        let mut s = Summary {
-            len: frame.len(),
+    fn empty(len: usize) -> Summary {
+        Summary {
+            len,
             src_mac: String::new(),
             dst_mac: String::new(),
             vlan: None,
@@ -61,9 +63,20 @@ impl Summary {
             fragment: false,
             inner: None,
             malformed: None,
+            tags: 0,
             icmp: None,
             text: String::new(),
-        };
+        }
+    }
+
+    /// More than one VLAN tag (the program reads one).
+    pub fn stacked_vlans(&self) -> bool {
+        self.tags > 1
+    }
+
+    /// Summarises an Ethernet frame.
+    pub fn of_frame(frame: &[u8]) -> Summary {
+        let mut s = Summary::empty(frame.len());
         let packet = match LaxSlicedPacket::from_ethernet(frame) {
             Ok(p) => p,
             Err(_) => {
@@ -81,13 +94,12 @@ impl Summary {
             s.src_mac = mac(eth.source());
             ether_type = Some(eth.ether_type());
         }
-        let mut tags = 0;
         for ext in &packet.link_exts {
             if let LaxLinkExtSlice::Vlan(v) = ext {
                 if s.vlan.is_none() {
                     s.vlan = Some(v.vlan_identifier().value());
                 }
-                tags += 1;
+                s.tags += 1;
                 ether_type = Some(v.ether_type());
             }
         }
@@ -99,16 +111,33 @@ impl Summary {
                 other => format!("0x{:04x}", other.0),
             };
         }
-        s.fill_net(&packet);
-        if let Some((err, layer)) = &packet.stop_err {
-            s.malformed = Some(match err {
-                SliceError::Len(_) => format!("{layer} cut short"),
-                _ => format!("invalid {layer}"),
-            });
+        // etherparse goes by the IP version field; the EtherType decides.
+        let version = match &packet.net {
+            Some(LaxNetSlice::Ipv4(_)) => Some("ipv4"),
+            Some(LaxNetSlice::Ipv6(_)) => Some("ipv6"),
+            _ => None,
+        };
+        match version {
+            Some(v) if v != s.ethertype => {
+                s.malformed = Some(format!(
+                    "IP version {} in an {} frame",
+                    &v[3..],
+                    ip_name(&s.ethertype)
+                ));
+            }
+            _ => {
+                s.fill_net(&packet);
+                if let Some((err, layer)) = &packet.stop_err {
+                    s.malformed = Some(match err {
+                        SliceError::Len(_) => format!("{layer} cut short"),
+                        _ => format!("invalid {layer}"),
+                    });
+                }
+            }
         }
         let mut text = String::new();
         if let Some(v) = s.vlan {
-            let _ = write!(text, "vlan {v}{} ", if tags > 1 { "+" } else { "" });
+            let _ = write!(text, "vlan {v}{} ", if s.tags > 1 { "+" } else { "" });
         }
         text.push_str(&s.headline(frame));
         if let Some(m) = &s.malformed {
@@ -120,24 +149,7 @@ impl Summary {
 
     /// Summarises an IP packet (the inside of a tunnel).
     fn of_ip(packet: &[u8]) -> Summary {
-        let mut s = Summary {
-            len: packet.len(),
-            src_mac: String::new(),
-            dst_mac: String::new(),
-            vlan: None,
-            ethertype: String::new(),
-            src: None,
-            dst: None,
-            proto: None,
-            sport: None,
-            dport: None,
-            flags: None,
-            fragment: false,
-            inner: None,
-            malformed: None,
-            icmp: None,
-            text: String::new(),
-        };
+        let mut s = Summary::empty(packet.len());
         match LaxSlicedPacket::from_ip(packet) {
             Ok(p) => {
                 s.fill_net(&p);
@@ -216,7 +228,7 @@ impl Summary {
             return match self.ethertype.as_str() {
                 "arp" => arp_text(frame, self.vlan.is_some()),
                 "" => "(no Ethernet header)".into(),
-                "ipv4" | "ipv6" => self.ethertype.to_uppercase(),
+                "ipv4" | "ipv6" => ip_name(&self.ethertype).into(),
                 other => format!("ethertype {other}"),
             };
         };
@@ -243,6 +255,14 @@ impl Summary {
             let _ = write!(t, " [{}]", inner.text);
         }
         t
+    }
+}
+
+fn ip_name(ethertype: &str) -> &str {
+    match ethertype {
+        "ipv4" => "IPv4",
+        "ipv6" => "IPv6",
+        other => other,
     }
 }
 
@@ -292,7 +312,11 @@ fn arp_text(frame: &[u8], tagged: bool) -> String {
     let ip = |o: usize| std::net::Ipv4Addr::new(a[o], a[o + 1], a[o + 2], a[o + 3]);
     match u16::from_be_bytes([a[6], a[7]]) {
         1 => format!("ARP who-has {} tell {}", ip(24), ip(14)),
-        2 => format!("ARP reply {} is-at {}", ip(14), mac(a[8..14].try_into().unwrap())),
+        2 => format!(
+            "ARP reply {} is-at {}",
+            ip(14),
+            mac(a[8..14].try_into().unwrap())
+        ),
         op => format!("ARP op {op}"),
     }
 }

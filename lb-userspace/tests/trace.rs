@@ -1,0 +1,1270 @@
+//! `xdplb trace`: captures built here (frames from etherparse, files from
+//! pcap-file) run through the real XDP program by the real binary; every
+//! JSON field checked, output frames read back and their checksums
+//! recomputed. Covers the cases of the packet test table (tests/packet.rs),
+//! the FIB step both skipped and real (in a namespace with static
+//! neighbours), the capture formats, bad input, and determinism.
+//!
+//! Needs root and the built XDP program. Addresses: 198.18.0.0/15 only.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, Ipv4Options, NetSlice, PacketBuilder, SlicedPacket,
+    TransportSlice,
+};
+use pcap_file::{
+    DataLink, Endianness, TsResolution,
+    pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter},
+    pcapng::{
+        PcapNgWriter,
+        blocks::{
+            enhanced_packet::EnhancedPacketBlock, interface_description::InterfaceDescriptionBlock,
+        },
+    },
+};
+use serde_json::{Value, json};
+use xdplb::testbed::{
+    fib_net::{CLIENT, CLIENT_MAC, FibNet, LBB_MAC, LBC_MAC, backend_mac},
+    netns,
+};
+
+const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+const WEB_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+const DNS_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 11);
+const LOST_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 12);
+const FAR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 13);
+const TINY_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 20);
+const CLOSED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 21);
+
+/// The packet tests' config, plus a service whose backend has no route.
+const CONFIG: &str = r#"
+interfaces: [lbc, lbb]
+snat: { ipv4: 198.18.1.1, ports: 20000-29999 }
+limits: { max_services: 8, max_backends: 16, maglev_table_size: 1021, flow_table_size: 4096 }
+services:
+  - name: web
+    vip: 198.18.100.10
+    port: 80
+    protocol: tcp
+    backends:
+      - { address: 198.18.1.11, port: 8080 }
+      - { address: 198.18.1.12, port: 8080 }
+      - { address: 198.18.1.13, port: 8080 }
+  - name: dns
+    vip: 198.18.100.11
+    port: 53
+    protocol: udp
+    backends:
+      - { address: 198.18.1.11, port: 5353 }
+      - { address: 198.18.1.12, port: 5353 }
+  - name: lost
+    vip: 198.18.100.12
+    port: 80
+    protocol: tcp
+    backends:
+      - { address: 198.18.1.14, port: 8080 }
+  - name: far
+    vip: 198.18.100.13
+    port: 80
+    protocol: tcp
+    backends:
+      - { address: 198.19.0.14, port: 8080 }
+"#;
+
+/// Drops before forwarding: one SNAT port only, a service all in maint.
+const DROPS: &str = r#"
+interfaces: [lbc]
+snat: { ipv4: 198.18.1.1, ports: 20000-20000 }
+limits: { max_services: 4, max_backends: 4, maglev_table_size: 1021, flow_table_size: 4096 }
+services:
+  - name: tiny
+    vip: 198.18.100.20
+    port: 80
+    backends:
+      - { address: 198.18.1.11, port: 8080 }
+  - name: closed
+    vip: 198.18.100.21
+    port: 80
+    backends:
+      - { address: 198.18.1.12, port: 8080, state: maint }
+"#;
+
+// ---- scratch files -------------------------------------------------------
+
+/// A directory of this test's files; removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("xdplb-trace-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    fn file(&self, file: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(file);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn pcap_with(header: PcapHeader, frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let t = Duration::new(1_700_000_000, 0) + Duration::from_micros(1000 * i as u64 + 7);
+        w.write_packet(&PcapPacket::new(t, f.len() as u32, f))
+            .unwrap();
+    }
+    w.into_writer()
+}
+
+/// What tcpdump writes on this machine: little-endian, microseconds.
+fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+    pcap_with(
+        PcapHeader {
+            endianness: Endianness::Little,
+            ..PcapHeader::default()
+        },
+        frames,
+    )
+}
+
+fn read_pcap(path: &Path) -> (PcapHeader, Vec<(Duration, Vec<u8>)>) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut r = PcapReader::new(&bytes[..]).unwrap();
+    let mut frames = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        frames.push((p.timestamp, p.data.into_owned()));
+    }
+    (r.header(), frames)
+}
+
+// ---- running the binary --------------------------------------------------
+
+const BIN: &str = env!("CARGO_BIN_EXE_xdplb");
+
+fn xdplb(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run xdplb")
+}
+
+fn ok_stdout(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "xdplb trace failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `xdplb trace --json` over `frames`; the lines, in order.
+fn trace(scratch: &Scratch, config: &str, frames: &[Vec<u8>], extra: &[&str]) -> Vec<Value> {
+    let cfg = scratch.file("lb.yaml", config);
+    let input = scratch.file("in.pcap", pcap(frames));
+    let mut args = vec![
+        "trace",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--pcap",
+        input.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let lines = json_lines(&ok_stdout(&xdplb(&args)));
+    assert_eq!(lines.len(), frames.len(), "one line per frame");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["index"], i + 1);
+    }
+    lines
+}
+
+// ---- frames ---------------------------------------------------------------
+
+fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, ack: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64240);
+    if ack { b.ack(1) } else { b.syn() }
+        .write(&mut v, b"hello")
+        .unwrap();
+    v
+}
+
+fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    tcp(src, sport, dst, dport, false)
+}
+
+/// A backend's SYN-ACK to the SNAT address.
+fn reply(backend: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(backend_mac(backend), LBB_MAC)
+        .ipv4(backend.octets(), SNAT.octets(), 64)
+        .tcp(sport, dport, 5000, 64240)
+        .syn()
+        .ack(1001)
+        .write(&mut v, b"world")
+        .unwrap();
+    v
+}
+
+fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(sport, dport)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+fn udp_reply(backend: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(backend_mac(backend), LBB_MAC)
+        .ipv4(backend.octets(), SNAT.octets(), 64)
+        .udp(sport, dport)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Addresses, ports and payload of an output frame, after checking every
+/// checksum in it.
+#[derive(Debug, PartialEq)]
+struct Out {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: Vec<u8>,
+}
+
+fn inspect(frame: &[u8]) -> Out {
+    let p = SlicedPacket::from_ethernet(frame).expect("output parses");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let iph = ip.header().to_header();
+    assert_eq!(
+        iph.header_checksum,
+        iph.calc_header_checksum(),
+        "IPv4 checksum"
+    );
+    let (sport, dport, payload) = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let h = t.to_header();
+            let sum = h.calc_checksum_ipv4(&iph, t.payload()).unwrap();
+            assert_eq!(h.checksum, sum, "TCP checksum");
+            (h.source_port, h.destination_port, t.payload().to_vec())
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let h = u.to_header();
+            if h.checksum != 0 {
+                let sum = h.calc_checksum_ipv4(&iph, u.payload()).unwrap();
+                assert_eq!(h.checksum, sum, "UDP checksum");
+            }
+            (h.source_port, h.destination_port, u.payload().to_vec())
+        }
+        other => panic!("unexpected transport {other:?}"),
+    };
+    Out {
+        src: iph.source.into(),
+        dst: iph.destination.into(),
+        sport,
+        dport,
+        payload,
+    }
+}
+
+fn ip(v: &Value) -> Ipv4Addr {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not an address: {v}"))
+        .parse()
+        .unwrap()
+}
+
+fn port(v: &Value) -> u16 {
+    v.as_u64().unwrap_or_else(|| panic!("not a port: {v}")) as u16
+}
+
+/// The summary trace gives of a TCP/UDP IPv4 frame.
+fn summary(frame: &[u8]) -> Value {
+    let p = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!()
+    };
+    let h = ip.header();
+    let (proto, sport, dport, flags) = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let mut f = String::new();
+            for (on, c) in [
+                (t.fin(), 'F'),
+                (t.syn(), 'S'),
+                (t.rst(), 'R'),
+                (t.psh(), 'P'),
+                (t.ack(), '.'),
+            ] {
+                if on {
+                    f.push(c);
+                }
+            }
+            ("tcp", t.source_port(), t.destination_port(), Some(f))
+        }
+        Some(TransportSlice::Udp(u)) => ("udp", u.source_port(), u.destination_port(), None),
+        _ => panic!(),
+    };
+    let vlan = p.vlan_ids().first().map(|v| v.value());
+    let mut text = format!(
+        "{}:{sport} -> {}:{dport} {}",
+        h.source_addr(),
+        h.destination_addr(),
+        proto.to_uppercase()
+    );
+    if let Some(f) = &flags {
+        text.push_str(&format!(" [{f}]"));
+    }
+    if let Some(v) = vlan {
+        text = format!("vlan {v} {text}");
+    }
+    json!({
+        "len": frame.len(),
+        "src_mac": mac(frame[6..12].try_into().unwrap()),
+        "dst_mac": mac(frame[0..6].try_into().unwrap()),
+        "vlan": vlan,
+        "ethertype": "ipv4",
+        "src": h.source_addr().to_string(),
+        "dst": h.destination_addr().to_string(),
+        "proto": proto,
+        "sport": sport,
+        "dport": dport,
+        "flags": flags,
+        "fragment": false,
+        "inner": null,
+        "malformed": null,
+        "text": text,
+    })
+}
+
+/// Fields every line has, set to what a line says about a plain forward.
+fn forward_line(index: usize, service: &str, backend: &str, new_flow: bool) -> Value {
+    json!({
+        "index": index,
+        "verdict": "TX",
+        "service": service,
+        "backend": backend,
+        "mode": "nat",
+        "new_flow": new_flow,
+        "reply": false,
+        "pass_reason": null,
+        "drop_reason": null,
+        "fib": "skipped",
+        "egress": null,
+        "next_hop": null,
+        "note": null,
+        "error": null,
+    })
+}
+
+/// Checks `line` against `expected` field by field (only the fields
+/// `expected` has).
+fn assert_fields(line: &Value, expected: &Value) {
+    for (k, v) in expected.as_object().unwrap() {
+        assert_eq!(&line[k], v, "field {k} of {line}");
+    }
+}
+
+fn web_backends() -> Vec<Ipv4Addr> {
+    (11..=13).map(|i| Ipv4Addr::new(198, 18, 1, i)).collect()
+}
+
+// ---- tests ----------------------------------------------------------------
+
+#[test]
+fn traffic_the_balancer_does_not_own_passes_untouched() {
+    let s = Scratch::new("pass");
+    let mut arp = Vec::new();
+    arp.extend_from_slice(&[0xff; 6]);
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&CLIENT.octets());
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[198, 18, 0, 1]);
+    let mut ipv6 = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+        .ipv6(
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            64,
+        )
+        .tcp(40000, 80, 1, 100)
+        .syn()
+        .write(&mut ipv6, &[])
+        .unwrap();
+    let mut icmp = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+        .ipv4(CLIENT.octets(), WEB_VIP.octets(), 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut icmp, b"ping")
+        .unwrap();
+
+    let web = syn(CLIENT, 40000, WEB_VIP, 80);
+    let mut bad_ihl = web.clone();
+    bad_ihl[14] = 0x44;
+    let mut bad_version = web.clone();
+    bad_version[14] = 0x65;
+    let mut first_frag = web.clone();
+    first_frag[14 + 6] = 0x20;
+    let mut later_frag = web.clone();
+    later_frag[14 + 7] = 0x10;
+
+    // (case, frame, pass_reason, text of the summary)
+    let cases: Vec<(&str, Vec<u8>, &str, String)> = vec![
+        (
+            "ARP request",
+            arp,
+            "not_ip",
+            "ARP who-has 198.18.0.1 tell 198.18.0.2".into(),
+        ),
+        (
+            "IPv6",
+            ipv6,
+            "not_a_vip",
+            "[2001:db8::2]:40000 -> [2001:db8::1]:80 TCP [S]".into(),
+        ),
+        (
+            "ICMP echo to a VIP",
+            icmp,
+            "not_tcp_udp",
+            "198.18.0.2 -> 198.18.100.10 ICMP echo request".into(),
+        ),
+        (
+            "TCP to a non-VIP address",
+            syn(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 1), 22),
+            "not_a_vip",
+            "198.18.0.2:40000 -> 198.18.0.1:22 TCP [S]".into(),
+        ),
+        (
+            "TCP to a VIP on another port",
+            syn(CLIENT, 40000, WEB_VIP, 81),
+            "not_a_vip",
+            "198.18.0.2:40000 -> 198.18.100.10:81 TCP [S]".into(),
+        ),
+        (
+            "UDP to a TCP service",
+            udp(CLIENT, 40000, WEB_VIP, 80, b"x"),
+            "not_a_vip",
+            "198.18.0.2:40000 -> 198.18.100.10:80 UDP".into(),
+        ),
+        (
+            "TCP to the SNAT address, no NAT entry",
+            reply(web_backends()[0], 8080, 20001),
+            "no_nat_entry",
+            "198.18.1.11:8080 -> 198.18.1.1:20001 TCP [S.]".into(),
+        ),
+        (
+            "Ethernet header alone, type IPv4",
+            web[..14].to_vec(),
+            "malformed",
+            "IPv4 (IP header cut short)".into(),
+        ),
+        (
+            "IPv4 header cut",
+            web[..14 + 12].to_vec(),
+            "malformed",
+            "IPv4 (IP header cut short)".into(),
+        ),
+        (
+            "TCP header cut",
+            web[..14 + 20 + 10].to_vec(),
+            "malformed",
+            "198.18.0.2 -> 198.18.100.10 TCP (TCP header cut short)".into(),
+        ),
+        (
+            "IHL below 5",
+            bad_ihl,
+            "malformed",
+            "IPv4 (invalid IP header)".into(),
+        ),
+        (
+            "IP version 6 in an IPv4 frame",
+            bad_version,
+            "malformed",
+            "IPv4 (IP version 6 in an IPv4 frame)".into(),
+        ),
+        (
+            "first fragment",
+            first_frag,
+            "fragment",
+            "198.18.0.2 -> 198.18.100.10 TCP fragment".into(),
+        ),
+        (
+            "later fragment",
+            later_frag,
+            "fragment",
+            "198.18.0.2 -> 198.18.100.10 TCP fragment".into(),
+        ),
+    ];
+    let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.1.clone()).collect();
+    let out = s.path("out.pcap");
+    let lines = trace(&s, CONFIG, &frames, &["--out", out.to_str().unwrap()]);
+    for ((name, frame, reason, text), line) in cases.iter().zip(&lines) {
+        assert_fields(
+            line,
+            &json!({
+                "verdict": "PASS",
+                "service": null,
+                "backend": null,
+                "mode": null,
+                "new_flow": false,
+                "reply": false,
+                "pass_reason": reason,
+                "drop_reason": null,
+                "fib": null,
+                "fib_lookup": null,
+                "egress": null,
+                "next_hop": null,
+                "error": null,
+            }),
+        );
+        assert_eq!(line["in"]["text"], *text, "{name}");
+        assert_eq!(line["in"]["len"], frame.len(), "{name}");
+        assert_eq!(line["out"], line["in"], "{name}: must not be modified");
+        let malformed = line["in"]["malformed"].is_string();
+        assert_eq!(malformed, *reason == "malformed", "{name}: {line}");
+    }
+    // Every PASS frame goes out as it came, timestamps kept.
+    let (header, written) = read_pcap(&out);
+    assert_eq!(header.datalink, DataLink::ETHERNET);
+    assert_eq!(written.len(), frames.len());
+    for (i, ((t, data), frame)) in written.iter().zip(&frames).enumerate() {
+        assert_eq!(data, frame, "{}", cases[i].0);
+        assert_eq!(
+            *t,
+            Duration::new(1_700_000_000, 0) + Duration::from_micros(1000 * i as u64 + 7)
+        );
+    }
+}
+
+/// Phase 1 of the stateful tests: where the first packets of the web TCP
+/// flow and the dns UDP flow go (backend, SNAT port).
+fn first_choices(s: &Scratch) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let lines = trace(
+        s,
+        CONFIG,
+        &[
+            syn(CLIENT, 40000, WEB_VIP, 80),
+            udp(CLIENT, 5555, DNS_VIP, 53, b"query"),
+        ],
+        &[],
+    );
+    let pick = |l: &Value| (ip(&l["out"]["dst"]), port(&l["out"]["sport"]));
+    (pick(&lines[0]), pick(&lines[1]))
+}
+
+#[test]
+fn flows_are_nat_ed_stick_and_replies_find_their_entry() {
+    let s = Scratch::new("nat");
+    let ((web_b, web_port), (dns_b, dns_port)) = first_choices(&s);
+    assert!(web_backends().contains(&web_b), "{web_b}");
+    assert!((20000..=29999).contains(&web_port));
+    assert!([11, 12].contains(&dns_b.octets()[3]), "{dns_b}");
+
+    let mut frames = vec![
+        syn(CLIENT, 40000, WEB_VIP, 80),
+        tcp(CLIENT, 40000, WEB_VIP, 80, true),
+        reply(web_b, 8080, web_port),
+        udp(CLIENT, 5555, DNS_VIP, 53, b"query"),
+        udp_reply(dns_b, 5353, dns_port, b"answer"),
+    ];
+    let mut no_sum = udp(CLIENT, 5556, DNS_VIP, 53, b"query");
+    no_sum[14 + 20 + 6] = 0;
+    no_sum[14 + 20 + 7] = 0;
+    frames.push(no_sum);
+    // Many flows, each twice: spread over the backends, and sticky.
+    for sport in 30000..30060u16 {
+        frames.push(syn(CLIENT, sport, WEB_VIP, 80));
+        frames.push(tcp(CLIENT, sport, WEB_VIP, 80, true));
+    }
+    let out = s.path("out.pcap");
+    let lines = trace(&s, CONFIG, &frames, &["--out", out.to_str().unwrap()]);
+    let (_, written) = read_pcap(&out);
+    assert_eq!(written.len(), frames.len(), "every frame leaves (TX)");
+
+    let web_addr = format!("{web_b}:8080");
+    // 1: the SYN makes the flow.
+    let mut expect = forward_line(1, "web", &web_addr, true);
+    expect["fib_lookup"] = json!({"dst": web_b.to_string(), "ifindex": 1, "iface": "lo"});
+    expect["in"] = summary(&frames[0]);
+    expect["out"] = summary(&written[0].1);
+    assert_fields(&lines[0], &expect);
+    let o = inspect(&written[0].1);
+    assert_eq!(
+        (o.src, o.sport, o.dst, o.dport),
+        (SNAT, web_port, web_b, 8080)
+    );
+    assert_eq!(o.payload, b"hello");
+    assert_eq!(&written[0].1[..12], &frames[0][..12], "MACs untouched");
+    assert_eq!(lines[0]["out"]["src"], SNAT.to_string());
+    assert_eq!(lines[0]["out"]["sport"], web_port);
+    assert_eq!(lines[0]["out"]["flags"], "S");
+
+    // 2: the next packet uses it.
+    let mut expect = forward_line(2, "web", &web_addr, false);
+    expect["out"] = summary(&written[1].1);
+    assert_fields(&lines[1], &expect);
+    assert_eq!(lines[1]["out"]["flags"], ".");
+    assert_eq!(inspect(&written[1].1).sport, web_port);
+
+    // 3: the backend's reply goes back as VIP -> client.
+    assert_fields(
+        &lines[2],
+        &json!({
+            "verdict": "TX", "service": "web", "backend": web_addr, "mode": "nat",
+            "new_flow": false, "reply": true, "pass_reason": null, "drop_reason": null,
+            "fib": "skipped",
+            "fib_lookup": {"dst": CLIENT.to_string(), "ifindex": 1, "iface": "lo"},
+        }),
+    );
+    assert_eq!(lines[2]["in"], summary(&frames[2]));
+    assert_eq!(lines[2]["out"], summary(&written[2].1));
+    let b = inspect(&written[2].1);
+    assert_eq!(
+        (b.src, b.sport, b.dst, b.dport),
+        (WEB_VIP, 80, CLIENT, 40000)
+    );
+    assert_eq!(b.payload, b"world");
+    assert_eq!(lines[2]["out"]["flags"], "S.");
+
+    // 4, 5: UDP both ways.
+    let dns_addr = format!("{dns_b}:5353");
+    let mut expect = forward_line(4, "dns", &dns_addr, true);
+    expect["out"] = summary(&written[3].1);
+    assert_fields(&lines[3], &expect);
+    let u = inspect(&written[3].1);
+    assert_eq!(
+        (u.src, u.sport, u.dst, u.dport),
+        (SNAT, dns_port, dns_b, 5353)
+    );
+    assert_eq!(lines[3]["out"]["proto"], "udp");
+    assert_eq!(lines[3]["out"]["flags"], Value::Null);
+    assert_fields(
+        &lines[4],
+        &json!({"verdict": "TX", "service": "dns", "backend": dns_addr, "reply": true, "new_flow": false}),
+    );
+    let r = inspect(&written[4].1);
+    assert_eq!(
+        (r.src, r.sport, r.dst, r.dport),
+        (DNS_VIP, 53, CLIENT, 5555)
+    );
+    assert_eq!(r.payload, b"answer");
+
+    // 6: a datagram without a checksum keeps none.
+    assert_fields(
+        &lines[5],
+        &json!({"verdict": "TX", "service": "dns", "new_flow": true}),
+    );
+    assert_eq!(&written[5].1[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
+    inspect(&written[5].1);
+
+    // The many flows: each pair on one backend; all backends used.
+    let mut seen = std::collections::HashMap::new();
+    for pair in lines[6..].chunks(2) {
+        assert_eq!(pair[0]["new_flow"], true);
+        assert_eq!(pair[1]["new_flow"], false);
+        assert_eq!(pair[0]["backend"], pair[1]["backend"], "sticks");
+        assert_eq!(
+            pair[0]["out"]["sport"], pair[1]["out"]["sport"],
+            "same SNAT port"
+        );
+        *seen.entry(pair[0]["backend"].to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for f in &written[6..] {
+        inspect(&f.1);
+    }
+}
+
+#[test]
+fn ipv4_options_and_vlan_tags_are_handled() {
+    let s = Scratch::new("opts");
+    let mut ip = Ipv4Header::new(5, 64, IpNumber::TCP, CLIENT.octets(), WEB_VIP.octets()).unwrap();
+    ip.options = Ipv4Options::try_from(&[1u8, 1, 1, 1, 1, 1, 1, 0][..]).unwrap();
+    let mut options = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+        .ip(IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(41000, 80, 1, 100)
+        .syn()
+        .write(&mut options, b"hello")
+        .unwrap();
+    let mut tagged = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+        .single_vlan(100.try_into().unwrap())
+        .ipv4(CLIENT.octets(), WEB_VIP.octets(), 64)
+        .tcp(41001, 80, 1, 100)
+        .syn()
+        .write(&mut tagged, b"hello")
+        .unwrap();
+    let out = s.path("out.pcap");
+    let frames = [options.clone(), tagged];
+    let lines = trace(&s, CONFIG, &frames, &["--out", out.to_str().unwrap()]);
+    let (_, written) = read_pcap(&out);
+    for (i, line) in lines.iter().enumerate() {
+        let backend = line["backend"].as_str().unwrap().to_string();
+        let mut expect = forward_line(i + 1, "web", &backend, true);
+        expect["in"] = summary(&frames[i]);
+        expect["out"] = summary(&written[i].1);
+        assert_fields(line, &expect);
+        assert_eq!(line["out"]["src"], SNAT.to_string());
+        assert_eq!(line["out"]["dport"], 8080);
+    }
+    assert_eq!(inspect(&written[0].1).src, SNAT);
+    assert_eq!(
+        &written[0].1[14 + 20..14 + 28],
+        &options[14 + 20..14 + 28],
+        "options kept"
+    );
+    assert_eq!(lines[1]["out"]["vlan"], 100);
+    assert!(
+        lines[1]["out"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("vlan 100 198.18.1.1:")
+    );
+}
+
+#[test]
+fn drops_before_forwarding_say_why() {
+    let s = Scratch::new("drops");
+    let frames = [
+        syn(CLIENT, 42000, TINY_VIP, 80),
+        syn(Ipv4Addr::new(198, 18, 0, 3), 42000, TINY_VIP, 80),
+        syn(CLIENT, 42001, CLOSED_VIP, 80),
+    ];
+    let out = s.path("out.pcap");
+    let lines = trace(&s, DROPS, &frames, &["--out", out.to_str().unwrap()]);
+    assert_fields(
+        &lines[0],
+        &json!({"verdict": "TX", "service": "tiny", "backend": "198.18.1.11:8080", "new_flow": true}),
+    );
+    assert_eq!(lines[0]["out"]["sport"], 20000);
+    let drop = |service: &str, reason: &str| {
+        json!({
+            "verdict": "DROP", "service": service, "backend": null, "mode": "nat",
+            "new_flow": false, "reply": false, "pass_reason": null, "drop_reason": reason,
+            "fib": null, "fib_lookup": null, "egress": null, "next_hop": null, "error": null,
+        })
+    };
+    assert_fields(&lines[1], &drop("tiny", "snat_exhausted"));
+    assert_fields(&lines[2], &drop("closed", "no_backend"));
+    for l in &lines[1..] {
+        assert_eq!(l["out"], l["in"], "dropped before any rewrite");
+    }
+    let (_, written) = read_pcap(&out);
+    assert_eq!(written.len(), 1, "dropped frames are not written");
+
+    // The text says it too.
+    let cfg = s.path("lb.yaml");
+    let text = ok_stdout(&xdplb(&[
+        "trace",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--pcap",
+        s.path("in.pcap").to_str().unwrap(),
+    ]));
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(
+        rows[1].contains("DROP") && rows[1].contains("tiny (no free SNAT port)"),
+        "{text}"
+    );
+    assert!(rows[2].contains("closed (no usable backend)"), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .contains("3 packets: 1 TX, 2 DROP"),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_fib_the_namespace_routes_and_neighbours_decide() {
+    let s = Scratch::new("fib");
+    let ((web_b, web_port), _) = first_choices(&s);
+    // Backends .11-.13 have static neighbours, .14 none; 198.19.0.14 no route.
+    let bed = FibNet::create(11..=13).unwrap();
+    let lbc = bed.ifindex("lbc").unwrap();
+    let frames = [
+        syn(CLIENT, 40000, WEB_VIP, 80),
+        reply(web_b, 8080, web_port),
+        syn(CLIENT, 42000, LOST_VIP, 80),
+        syn(CLIENT, 42001, FAR_VIP, 80),
+    ];
+    let cfg = s.file("lb.yaml", CONFIG);
+    let input = s.file("in.pcap", pcap(&frames));
+    let out = s.path("out.pcap");
+    let stdout = netns::run(netns::command(&bed.ns, BIN).args([
+        "trace",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--pcap",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--fib",
+        "--iface",
+        "lbc",
+        "--json",
+    ]))
+    .unwrap();
+    let lines = json_lines(&stdout);
+    let (_, written) = read_pcap(&out);
+    assert_eq!(written.len(), 2, "the two dropped frames are not written");
+
+    // Forward: redirected out of lbb to the backend's MAC.
+    let web_addr = format!("{web_b}:8080");
+    assert_fields(
+        &lines[0],
+        &json!({
+            "verdict": "REDIRECT", "service": "web", "backend": web_addr, "new_flow": true,
+            "reply": false, "drop_reason": null, "fib": "ok",
+            "fib_lookup": {"dst": web_b.to_string(), "ifindex": lbc, "iface": "lbc"},
+            "egress": "lbb", "next_hop": null, "note": null,
+        }),
+    );
+    assert_eq!(lines[0]["out"]["src_mac"], mac(LBB_MAC));
+    assert_eq!(lines[0]["out"]["dst_mac"], mac(backend_mac(web_b)));
+    assert_eq!(lines[0]["out"], summary(&written[0].1));
+    assert_eq!(inspect(&written[0].1).dst, web_b);
+
+    // Reply, arriving on lbc as well (--iface): back out of lbc, XDP_TX.
+    assert_fields(
+        &lines[1],
+        &json!({
+            "verdict": "TX", "service": "web", "backend": web_addr, "reply": true,
+            "fib": "ok",
+            "fib_lookup": {"dst": CLIENT.to_string(), "ifindex": lbc, "iface": "lbc"},
+            "egress": "lbc",
+        }),
+    );
+    assert_eq!(lines[1]["out"]["src_mac"], mac(LBC_MAC));
+    assert_eq!(lines[1]["out"]["dst_mac"], mac(CLIENT_MAC));
+    let b = inspect(&written[1].1);
+    assert_eq!((b.src, b.dst, b.dport), (WEB_VIP, CLIENT, 40000));
+
+    // No neighbour: dropped, and the program asks for the next hop.
+    assert_fields(
+        &lines[2],
+        &json!({
+            "verdict": "DROP", "service": "lost", "backend": "198.18.1.14:8080",
+            "new_flow": true, "drop_reason": "neigh_miss", "fib": "no_neigh",
+            "fib_lookup": {"dst": "198.18.1.14", "ifindex": lbc, "iface": "lbc"},
+            "egress": null,
+            "next_hop": {"addr": "198.18.1.14", "iface": "lbb"},
+        }),
+    );
+    assert_eq!(
+        lines[2]["out"]["dst"], "198.18.1.14",
+        "the rewrite it dropped"
+    );
+
+    // No route.
+    assert_fields(
+        &lines[3],
+        &json!({
+            "verdict": "DROP", "service": "far", "backend": "198.19.0.14:8080",
+            "drop_reason": "fib_fail", "fib": "failed", "next_hop": null,
+            "fib_lookup": {"dst": "198.19.0.14", "ifindex": lbc, "iface": "lbc"},
+        }),
+    );
+
+    // The text form.
+    let text = netns::run(netns::command(&bed.ns, BIN).args([
+        "trace",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--pcap",
+        input.to_str().unwrap(),
+        "--fib",
+        "--iface",
+        "lbc",
+    ]))
+    .unwrap();
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(
+        rows[0].contains(&format!(
+            "fib: {web_b} via lbb, {} -> {}",
+            mac(LBB_MAC),
+            mac(backend_mac(web_b))
+        )),
+        "{text}"
+    );
+    assert!(
+        rows[2].contains("fib: no neighbour 198.18.1.14 on lbb"),
+        "{text}"
+    );
+    assert!(
+        rows[3].contains("no usable route to 198.19.0.14 from lbc (fib_fail)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn text_lines_read_well() {
+    let s = Scratch::new("text");
+    let cfg = s.file("lb.yaml", CONFIG);
+    let frames = [
+        syn(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 1), 22),
+        syn(CLIENT, 40000, WEB_VIP, 80),
+        syn(CLIENT, 40000, WEB_VIP, 81),
+    ];
+    let input = s.file("in.pcap", pcap(&frames));
+    let text = ok_stdout(&xdplb(&[
+        "trace",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--pcap",
+        input.to_str().unwrap(),
+    ]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].starts_with("-- 3 frames through xdplb (FIB lookup skipped"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[1],
+        "#1   PASS      (not for a VIP)                      198.18.0.2:40000 -> 198.18.0.1:22 TCP [S]"
+    );
+    let row = lines[2];
+    assert!(row.starts_with("#2   TX        web -> 198.18.1.1"), "{row}");
+    assert!(row.contains(":8080 (new flow)"), "{row}");
+    assert!(row.contains(" 198.18.1.1:2"), "{row}");
+    assert!(
+        row.contains("fib: skipped (would look up 198.18.1.1"),
+        "{row}"
+    );
+    assert!(row.ends_with(" from lo)"), "{row}");
+    assert!(
+        lines[3].contains("(no service on 198.18.100.10 tcp/81)"),
+        "{text}"
+    );
+    assert_eq!(lines[4], "-- 3 packets: 2 PASS, 1 TX");
+}
+
+#[test]
+fn the_same_capture_twice_gives_the_same_output() {
+    let s = Scratch::new("twice");
+    let cfg = s.file("lb.yaml", CONFIG);
+    let mut frames = Vec::new();
+    for sport in 30000..30040u16 {
+        frames.push(syn(CLIENT, sport, WEB_VIP, 80));
+        frames.push(udp(CLIENT, sport, DNS_VIP, 53, b"q"));
+        frames.push(tcp(CLIENT, sport, WEB_VIP, 80, true));
+    }
+    let input = s.file("in.pcap", pcap(&frames));
+    let run = |json: bool, out: &str| {
+        let out = s.path(out);
+        let mut args = vec![
+            "trace",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--pcap",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        (ok_stdout(&xdplb(&args)), std::fs::read(out).unwrap())
+    };
+    for json in [false, true] {
+        let (a, pa) = run(json, "a.pcap");
+        let (b, pb) = run(json, "b.pcap");
+        assert_eq!(a, b, "json={json}");
+        assert_eq!(pa, pb, "json={json}");
+    }
+}
+
+#[test]
+fn every_capture_format_and_hex_give_the_same_trace() {
+    let s = Scratch::new("formats");
+    let cfg = s.file("lb.yaml", CONFIG);
+    let frames = vec![
+        syn(CLIENT, 40000, WEB_VIP, 80),
+        udp(CLIENT, 5555, DNS_VIP, 53, b"query"),
+        syn(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 1), 22),
+    ];
+    let mut inputs = Vec::new();
+    for (name, endianness, ts_resolution) in [
+        ("le-us.pcap", Endianness::Little, TsResolution::MicroSecond),
+        ("be-us.pcap", Endianness::Big, TsResolution::MicroSecond),
+        ("le-ns.pcap", Endianness::Little, TsResolution::NanoSecond),
+        ("be-ns.pcap", Endianness::Big, TsResolution::NanoSecond),
+    ] {
+        let header = PcapHeader {
+            endianness,
+            ts_resolution,
+            ..PcapHeader::default()
+        };
+        inputs.push(s.file(name, pcap_with(header, &frames)));
+    }
+    let mut ng = PcapNgWriter::new(Vec::new()).unwrap();
+    ng.write_pcapng_block(InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![],
+    })
+    .unwrap();
+    for f in &frames {
+        ng.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::from_nanos(1_700_000_000_000_000),
+            original_len: f.len() as u32,
+            data: f.as_slice().into(),
+            options: vec![],
+        })
+        .unwrap();
+    }
+    inputs.push(s.file("in.pcapng", ng.into_inner()));
+
+    let run = |input: &[&str]| {
+        let mut args = vec!["trace", "-c", cfg.to_str().unwrap(), "--json"];
+        args.extend_from_slice(input);
+        ok_stdout(&xdplb(&args))
+    };
+    let first = run(&["--pcap", inputs[0].to_str().unwrap()]);
+    assert_eq!(first.lines().count(), 3);
+    for input in &inputs[1..] {
+        assert_eq!(
+            run(&["--pcap", input.to_str().unwrap()]),
+            first,
+            "{input:?}"
+        );
+    }
+    let hex: Vec<String> = frames
+        .iter()
+        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let hex_args: Vec<&str> = hex.iter().flat_map(|h| ["--hex", h.as_str()]).collect();
+    assert_eq!(run(&hex_args), first, "--hex");
+
+    // The output keeps the input's timestamp resolution.
+    let out = s.path("out.pcap");
+    ok_stdout(&xdplb(&[
+        "trace",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--pcap",
+        inputs[2].to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let (header, written) = read_pcap(&out);
+    assert_eq!(header.ts_resolution, TsResolution::NanoSecond);
+    assert_eq!(written.len(), 3);
+}
+
+#[test]
+fn frames_the_kernel_cannot_run_are_reported_and_the_rest_go_on() {
+    let s = Scratch::new("short");
+    let web = syn(CLIENT, 40000, WEB_VIP, 80);
+    let lines = trace(&s, CONFIG, &[web[..10].to_vec(), web.clone()], &[]);
+    assert_fields(
+        &lines[0],
+        &json!({
+            "verdict": "ERROR", "service": null, "out": null,
+            "error": "a 10-byte frame is shorter than an Ethernet header",
+        }),
+    );
+    assert_eq!(lines[0]["in"]["len"], 10);
+    assert_fields(
+        &lines[1],
+        &json!({"verdict": "TX", "service": "web", "new_flow": true}),
+    );
+}
+
+#[test]
+fn a_capture_cut_by_its_snap_length_is_traced_and_noted() {
+    let s = Scratch::new("snap");
+    let cfg = s.file("lb.yaml", CONFIG);
+    let web = syn(CLIENT, 40000, WEB_VIP, 80);
+    // tcpdump -s 54: headers only.
+    let mut bytes = pcap_with(
+        PcapHeader {
+            snaplen: 54,
+            endianness: Endianness::Little,
+            ..PcapHeader::default()
+        },
+        &[],
+    );
+    for w in [1_700_000_000u32, 0, 54, web.len() as u32] {
+        bytes.extend_from_slice(&w.to_le_bytes());
+    }
+    bytes.extend_from_slice(&web[..54]);
+    let input = s.file("cut.pcap", bytes);
+    let out = s.path("out.pcap");
+    let stdout = ok_stdout(&xdplb(&[
+        "trace",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--pcap",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]));
+    let line = &json_lines(&stdout)[0];
+    assert_fields(line, &json!({"verdict": "TX", "service": "web"}));
+    assert_eq!(
+        line["note"],
+        format!(
+            "captured 54 of {} bytes: the program ran on what was captured",
+            web.len()
+        )
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let orig_len = u32::from_le_bytes(bytes[24 + 12..24 + 16].try_into().unwrap());
+    assert_eq!(
+        orig_len as usize,
+        web.len(),
+        "the output keeps the wire length"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    let s = Scratch::new("bad");
+    let cfg = s.file("lb.yaml", CONFIG);
+    let good = pcap(&[syn(CLIENT, 40000, WEB_VIP, 80)]);
+    let sll = pcap_with(
+        PcapHeader {
+            datalink: DataLink::LINUX_SLL,
+            ..PcapHeader::default()
+        },
+        &[vec![0; 40]],
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "empty file"),
+        ("header-only", good[..24].to_vec(), "no packets"),
+        ("cut-record", good[..good.len() - 5].to_vec(), "truncated"),
+        ("cut-header", good[..30].to_vec(), "truncated"),
+        ("cut-file-header", good[..10].to_vec(), "truncated"),
+        ("sll", sll, "LINUX_SLL (113) is not Ethernet"),
+        (
+            "text",
+            b"not a capture\n".to_vec(),
+            "not a pcap or pcapng file",
+        ),
+    ];
+    for (name, bytes, message) in cases {
+        let input = s.file(&format!("{name}.pcap"), bytes);
+        let out = xdplb(&[
+            "trace",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--pcap",
+            input.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(message), "{name}: {err}");
+        assert!(
+            err.contains(input.to_str().unwrap()),
+            "{name}: names the file: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{name}");
+    }
+    let ok_input = s.file("good.pcap", &good);
+    for (args, message) in [
+        (vec!["--hex", "0800zz"], "is not a hex digit"),
+        (vec!["--hex", "080"], "odd number of hex digits"),
+        (
+            vec!["--pcap", "/nonexistent/in.pcap"],
+            "/nonexistent/in.pcap",
+        ),
+        (
+            vec!["--pcap", ok_input.to_str().unwrap(), "--iface", "nosuch0"],
+            "--iface nosuch0: no such interface",
+        ),
+        (vec![], "--pcap"),
+    ] {
+        let mut full = vec!["trace", "-c", cfg.to_str().unwrap()];
+        full.extend_from_slice(&args);
+        let out = xdplb(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    // An invalid config, too.
+    let bad_cfg = s.file("bad.yaml", "interfaces: []\n");
+    let out = xdplb(&[
+        "trace",
+        "-c",
+        bad_cfg.to_str().unwrap(),
+        "--pcap",
+        ok_input.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interfaces"));
+}
+
+#[test]
+fn help_documents_the_json_fields() {
+    let out = xdplb(&["trace", "--help"]);
+    let help = ok_stdout(&out);
+    for field in [
+        "index",
+        "verdict",
+        "service",
+        "backend",
+        "new_flow",
+        "reply",
+        "pass_reason",
+        "drop_reason",
+        "fib",
+        "fib_lookup",
+        "egress",
+        "next_hop",
+        "--fib",
+        "--hex",
+        "--out",
+        "--json",
+        "--iface",
+    ] {
+        assert!(help.contains(field), "{field} missing from --help");
+    }
+}

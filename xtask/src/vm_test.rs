@@ -1,0 +1,259 @@
+//! `cargo xtask vm-test`: the test suite inside QEMU guests running
+//! Debian's own kernels (6.1, 6.12), the way aya tests itself: fetch each
+//! kernel package through apt (cached in target/vm-cache), build one
+//! busybox initramfs with the test executables, boot it (KVM if it really
+//! works, else TCG), let vm/init.sh run the tests, and read the verdicts
+//! from the serial console. Exits non-zero if any test fails on any kernel.
+//! Needs no root itself (only to install missing host packages).
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    util::{cargo, line, root},
+    vm::{
+        apt,
+        cpio::Archive,
+        kernel::{self, Kernel},
+        qemu::{self, Accel},
+        report::{self, KernelReport, Status},
+        rootfs::{self, Payload},
+    },
+};
+
+/// The layers, in the order the guest runs them: load first (does the
+/// verifier accept the program), then BPF_PROG_TEST_RUN, then namespaces
+/// with real servers, then native XDP on virtio-net. `load` and `virtio`
+/// are vm/*.sh; the others are lb-userspace test targets.
+pub const DEFAULT_PLAN: &[&str] = &["load", "packet", "testbed", "nat", "operations", "virtio"];
+const SCRIPTS: &[&str] = &["load", "virtio"];
+
+pub struct Options {
+    /// Kernel labels (6.1, 6.12) or "all".
+    pub kernels: Vec<String>,
+    /// Tests to run; empty: DEFAULT_PLAN.
+    pub only: Vec<String>,
+    pub accel: Option<Accel>,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+    /// Echo the whole guest console, not just the markers.
+    pub verbose: bool,
+    /// Passed to every test executable (e.g. a filter, --test-threads=1).
+    pub test_args: Vec<String>,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let specs = select_kernels(&opts.kernels)?;
+    let plan: Vec<String> = if opts.only.is_empty() {
+        DEFAULT_PLAN.iter().map(|s| s.to_string()).collect()
+    } else {
+        opts.only.clone()
+    };
+    apt::ensure_host_packages()?;
+    let cache = root().join("target/vm-cache");
+    let work = root().join("target/vm-test");
+    fs::create_dir_all(&work)?;
+
+    let busybox = apt::candidate("busybox-static")?
+        .unpacked(&cache)?
+        .join("bin/busybox");
+    let payload = build(&plan)?;
+    let common = rootfs::common(&busybox, &payload, &plan, &opts.test_args, &work)?;
+    let kernels = specs
+        .iter()
+        .map(|s| Kernel::fetch(s, &cache))
+        .collect::<Result<Vec<_>>>()?;
+    let accel = match opts.accel {
+        Some(a) => a,
+        None if qemu::kvm_works(&kernels[0].vmlinuz()) => Accel::Kvm,
+        None => Accel::Tcg,
+    };
+    eprintln!(
+        "xtask vm-test: {accel}, {} vCPUs, {} MiB; tests: {}",
+        opts.cpus,
+        opts.memory_mib,
+        plan.join(" ")
+    );
+
+    let mut reports = Vec::new();
+    for k in &kernels {
+        reports.push(run_kernel(k, &common, &busybox, &plan, accel, opts)?);
+    }
+    println!(
+        "\nvm-test: {accel}, {} vCPUs, {} MiB\n{}",
+        opts.cpus,
+        opts.memory_mib,
+        report::table(&reports)
+    );
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.label.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("vm-test failed on kernel {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn select_kernels(wanted: &[String]) -> Result<Vec<&'static kernel::Spec>> {
+    let labels: Vec<&str> = kernel::SPECS.iter().map(|s| s.label).collect();
+    if wanted.is_empty() || wanted.iter().any(|w| w == "all") {
+        return Ok(kernel::SPECS.iter().collect());
+    }
+    wanted
+        .iter()
+        .map(|w| {
+            kernel::SPECS
+                .iter()
+                .find(|s| s.label == w)
+                .with_context(|| format!("unknown kernel {w} (known: {}, all)", labels.join(", ")))
+        })
+        .collect()
+}
+
+/// Builds the daemon and the test executables the plan names (with the
+/// XDP program, as `cargo xtask test` does) and finds them from cargo's
+/// JSON messages.
+fn build(plan: &[String]) -> Result<Payload> {
+    crate::setup::run()?;
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--no-run",
+        "--message-format=json",
+        "-p",
+        "lb-userspace",
+    ])
+    .env_remove("AYA_BUILD_SKIP")
+    .stdout(Stdio::piped());
+    eprintln!("xtask: + {}", line(&cmd));
+    let out = cmd
+        .spawn()
+        .context("cannot run cargo")?
+        .wait_with_output()?;
+    if !out.status.success() {
+        bail!("building the tests failed ({})", out.status);
+    }
+    let mut tests = Vec::new();
+    let mut xdplb = None;
+    for msg in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(msg) else {
+            continue;
+        };
+        let (Some(exe), Some(name)) = (v["executable"].as_str(), v["target"]["name"].as_str())
+        else {
+            continue;
+        };
+        let kind = v["target"]["kind"][0].as_str().unwrap_or("");
+        let test_build = v["profile"]["test"].as_bool().unwrap_or(false);
+        match (kind, test_build) {
+            ("test", true) => tests.push((name.to_owned(), PathBuf::from(exe))),
+            ("bin", false) if name == "xdplb" => xdplb = Some(PathBuf::from(exe)),
+            _ => {}
+        }
+    }
+    let known: Vec<String> = tests.iter().map(|(n, _)| n.clone()).collect();
+    for name in plan {
+        if !SCRIPTS.contains(&name.as_str()) && !known.contains(name) {
+            bail!(
+                "unknown test {name} (known: {} {})",
+                SCRIPTS.join(" "),
+                known.join(" ")
+            );
+        }
+    }
+    tests.retain(|(n, _)| plan.contains(n));
+    Ok(Payload {
+        tests,
+        xdplb: xdplb.context("cargo built no xdplb binary")?,
+    })
+}
+
+fn run_kernel(
+    k: &Kernel,
+    common: &Archive,
+    busybox: &Path,
+    plan: &[String],
+    accel: Accel,
+    opts: &Options,
+) -> Result<KernelReport> {
+    let work = root().join("target/vm-test");
+    let modules = k.modules(kernel::MODULES, busybox)?;
+    let initrd = work.join(format!("initramfs-{}.cpio", k.label));
+    fs::write(&initrd, rootfs::with_modules(common, &modules))?;
+    eprintln!(
+        "xtask vm-test: kernel {} ({} {}), modules: {}",
+        k.label,
+        k.deb.package,
+        k.deb.version,
+        modules
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    let log_path = work.join(format!("console-{}.log", k.label));
+    let mut log = fs::File::create(&log_path)?;
+    let started = Instant::now();
+    let boot = qemu::Boot {
+        vmlinuz: k.vmlinuz(),
+        initrd,
+        accel,
+        cpus: opts.cpus,
+        memory_mib: opts.memory_mib,
+        timeout: opts.timeout,
+    };
+    let outcome = qemu::boot(&boot, |l| {
+        let _ = writeln!(log, "[{:7.1}] {}", l.at.as_secs_f64(), l.text);
+        if opts.verbose || l.text.contains("VMTEST ") {
+            eprintln!("[{} +{}] {}", k.label, report::secs(l.at), l.text);
+        }
+    })?;
+    let (boot_time, tests, done) = report::parse(plan, &outcome.lines);
+    let r = KernelReport {
+        label: k.label.to_owned(),
+        release: k.release.clone(),
+        boot: boot_time,
+        total: started.elapsed(),
+        tests,
+        done,
+        timed_out: outcome.timed_out,
+    };
+    print_failures(&r, &outcome.lines, &log_path, opts.timeout);
+    Ok(r)
+}
+
+/// The console lines of every failed test (the end of them: a test's own
+/// output is long), or the end of the console if the guest hung or died.
+fn print_failures(r: &KernelReport, lines: &[qemu::Line], log: &Path, timeout: Duration) {
+    const TAIL: usize = 150;
+    let show = |what: &str, range: std::ops::Range<usize>| {
+        let from = range.start.max(range.end.saturating_sub(TAIL));
+        eprintln!("----- {what} (kernel {}) -----", r.label);
+        for l in &lines[from..range.end] {
+            eprintln!("{}", l.text);
+        }
+        eprintln!("----- end; whole console: {} -----", log.display());
+    };
+    for t in r.tests.iter().filter(|t| t.status == Status::Fail) {
+        show(&format!("{} FAILED", t.name), t.lines.clone());
+    }
+    if !r.done {
+        let why = if r.timed_out {
+            format!("guest killed after {}", report::secs(timeout))
+        } else {
+            "guest stopped before the end (panic?)".to_owned()
+        };
+        show(&why, 0..lines.len());
+    }
+}
