@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod api_types;
+pub mod backend_setup;
 pub mod client;
 pub mod config;
 pub mod controller;

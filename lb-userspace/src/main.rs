@@ -131,7 +131,7 @@ struct TraceArgs {
     /// REDIRECT, the frame unchanged for PASS; dropped frames are left out.
     #[arg(long, value_name = "OUT.pcap")]
     out: Option<PathBuf>,
-    /// Print JSON lines (fields below) instead of text.
+    /// Print JSON lines instead of text (fields: see --help).
     #[arg(long)]
     json: bool,
     /// Do the real FIB lookup (routes and neighbours of this network

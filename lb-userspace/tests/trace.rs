@@ -8,7 +8,7 @@
 //! Needs root and the built XDP program. Addresses: 198.18.0.0/15 only.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Command, Output},
     time::Duration,
@@ -30,7 +30,7 @@ use pcap_file::{
 };
 use serde_json::{Value, json};
 use xdplb::testbed::{
-    fib_net::{CLIENT, CLIENT_MAC, FibNet, LBB_MAC, LBC_MAC, backend_mac},
+    fib_net::{CLIENT, CLIENT_MAC, CLIENT6, FibNet, LBB_MAC, LBC_MAC, backend_mac, backend6},
     netns,
 };
 
@@ -39,14 +39,19 @@ const WEB_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 const DNS_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 11);
 const LOST_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 12);
 const FAR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 13);
+const DSR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 20);
+const WEB6_VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+const DSR6_VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x20);
+const SNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 const TINY_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 20);
 const CLOSED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 21);
 
-/// The packet tests' config, plus a service whose backend has no route.
+/// The packet tests' services (nat over IPv4 and IPv6, dsr), plus one whose
+/// backend has no route.
 const CONFIG: &str = r#"
 interfaces: [lbc, lbb]
-snat: { ipv4: 198.18.1.1, ports: 20000-29999 }
-limits: { max_services: 8, max_backends: 16, maglev_table_size: 1021, flow_table_size: 4096 }
+snat: { ipv4: 198.18.1.1, ipv6: "2001:db8:1::1", ports: 20000-29999 }
+limits: { max_services: 16, max_backends: 32, maglev_table_size: 1021, flow_table_size: 4096 }
 services:
   - name: web
     vip: 198.18.100.10
@@ -75,6 +80,29 @@ services:
     protocol: tcp
     backends:
       - { address: 198.19.0.14, port: 8080 }
+  - name: web6
+    vip: "2001:db8:100::10"
+    port: 80
+    protocol: tcp
+    backends:
+      - { address: "2001:db8:1::11", port: 8080 }
+      - { address: "2001:db8:1::12", port: 8080 }
+  - name: dsr
+    vip: 198.18.100.20
+    port: 80
+    protocol: tcp
+    mode: dsr
+    backends:
+      - { address: 198.18.1.11, port: 80 }
+      - { address: 198.18.1.12, port: 80 }
+  - name: dsr6
+    vip: "2001:db8:100::20"
+    port: 80
+    protocol: tcp
+    mode: dsr
+    backends:
+      - { address: "2001:db8:1::11", port: 80 }
+      - { address: "2001:db8:1::12", port: 80 }
 "#;
 
 /// Drops before forwarding: one SNAT port only, a service all in maint.
@@ -253,6 +281,28 @@ fn udp_reply(backend: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u
     v
 }
 
+fn tcp6(src_mac: [u8; 6], src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    let dst_mac = if src_mac == CLIENT_MAC {
+        LBC_MAC
+    } else {
+        LBB_MAC
+    };
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn();
+    // A backend's answer is a SYN-ACK.
+    if src_mac == CLIENT_MAC {
+        b
+    } else {
+        b.ack(1001)
+    }
+    .write(&mut v, b"hello6")
+    .unwrap();
+    v
+}
+
 fn mac(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -306,6 +356,27 @@ fn inspect(frame: &[u8]) -> Out {
         dport,
         payload,
     }
+}
+
+/// [`inspect`] for IPv6 frames.
+fn inspect6(frame: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16) {
+    let p = SlicedPacket::from_ethernet(frame).expect("output parses");
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6")
+    };
+    let iph = ip.header().to_header();
+    let Some(TransportSlice::Tcp(t)) = &p.transport else {
+        panic!("not TCP")
+    };
+    let h = t.to_header();
+    let sum = h.calc_checksum_ipv6(&iph, t.payload()).unwrap();
+    assert_eq!(h.checksum, sum, "TCP checksum");
+    (
+        iph.source.into(),
+        h.source_port,
+        iph.destination.into(),
+        h.destination_port,
+    )
 }
 
 fn ip(v: &Value) -> Ipv4Addr {
@@ -450,6 +521,15 @@ fn traffic_the_balancer_does_not_own_passes_untouched() {
     let mut later_frag = web.clone();
     later_frag[14 + 7] = 0x10;
 
+    // An IPv6 fragment header between the IPv6 and TCP headers.
+    let plain6 = tcp6(CLIENT_MAC, CLIENT6, 41000, WEB6_VIP, 80);
+    let mut frag6 = plain6[..14 + 40].to_vec();
+    frag6[14 + 6] = 44;
+    frag6.extend_from_slice(&[6, 0, 0, 1, 0, 0, 0, 7]);
+    frag6.extend_from_slice(&plain6[14 + 40..]);
+    let len = u16::from_be_bytes([frag6[18], frag6[19]]) + 8;
+    frag6[18..20].copy_from_slice(&len.to_be_bytes());
+
     // (case, frame, pass_reason, text of the summary)
     let cases: Vec<(&str, Vec<u8>, &str, String)> = vec![
         (
@@ -535,6 +615,12 @@ fn traffic_the_balancer_does_not_own_passes_untouched() {
             later_frag,
             "fragment",
             "198.18.0.2 -> 198.18.100.10 TCP fragment".into(),
+        ),
+        (
+            "IPv6 fragment header",
+            frag6,
+            "fragment",
+            "2001:db8::2 -> 2001:db8:100::10 TCP fragment".into(),
         ),
     ];
     let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.1.clone()).collect();
@@ -831,6 +917,8 @@ fn with_fib_the_namespace_routes_and_neighbours_decide() {
         reply(web_b, 8080, web_port),
         syn(CLIENT, 42000, LOST_VIP, 80),
         syn(CLIENT, 42001, FAR_VIP, 80),
+        syn(CLIENT, 43000, DSR_VIP, 80),
+        tcp6(CLIENT_MAC, CLIENT6, 40000, WEB6_VIP, 80),
     ];
     let cfg = s.file("lb.yaml", CONFIG);
     let input = s.file("in.pcap", pcap(&frames));
@@ -851,7 +939,7 @@ fn with_fib_the_namespace_routes_and_neighbours_decide() {
     .unwrap();
     let lines = json_lines(&stdout);
     let (_, written) = read_pcap(&out);
-    assert_eq!(written.len(), 2, "the two dropped frames are not written");
+    assert_eq!(written.len(), 4, "the two dropped frames are not written");
 
     // Forward: redirected out of lbb to the backend's MAC.
     let web_addr = format!("{web_b}:8080");
@@ -910,6 +998,28 @@ fn with_fib_the_namespace_routes_and_neighbours_decide() {
         }),
     );
 
+    // dsr: only the MACs change, toward the backend.
+    let backend: std::net::SocketAddr = lines[4]["backend"].as_str().unwrap().parse().unwrap();
+    assert_fields(
+        &lines[4],
+        &json!({"verdict": "REDIRECT", "service": "dsr", "mode": "dsr", "fib": "ok", "egress": "lbb"}),
+    );
+    assert_eq!(written[2].1[..6], backend_mac(backend.ip()));
+    assert_eq!(written[2].1[6..12], LBB_MAC);
+    assert_eq!(written[2].1[12..], frames[4][12..]);
+
+    // IPv6 nat: the same, over IPv6 routes and neighbours.
+    let b6: Ipv6Addr = lines[5]["out"]["dst"].as_str().unwrap().parse().unwrap();
+    assert_fields(
+        &lines[5],
+        &json!({
+            "verdict": "REDIRECT", "service": "web6", "fib": "ok", "egress": "lbb",
+            "fib_lookup": {"dst": b6.to_string(), "ifindex": lbc, "iface": "lbc"},
+        }),
+    );
+    assert_eq!(lines[5]["out"]["dst_mac"], mac(backend_mac(b6)));
+    assert_eq!(inspect6(&written[3].1).0, SNAT6);
+
     // The text form.
     let text = netns::run(netns::command(&bed.ns, BIN).args([
         "trace",
@@ -939,6 +1049,75 @@ fn with_fib_the_namespace_routes_and_neighbours_decide() {
         rows[3].contains("no usable route to 198.19.0.14 from lbc (fib_fail)"),
         "{text}"
     );
+}
+
+#[test]
+fn ipv6_and_dsr_are_traced() {
+    let s = Scratch::new("v6dsr");
+    let first = trace(
+        &s,
+        CONFIG,
+        &[tcp6(CLIENT_MAC, CLIENT6, 40000, WEB6_VIP, 80)],
+        &[],
+    );
+    let b6: Ipv6Addr = first[0]["out"]["dst"].as_str().unwrap().parse().unwrap();
+    let port6 = port(&first[0]["out"]["sport"]);
+    assert!([backend6(11), backend6(12)].contains(&b6), "{b6}");
+
+    let frames = [
+        tcp6(CLIENT_MAC, CLIENT6, 40000, WEB6_VIP, 80),
+        tcp6(backend_mac(b6), b6, 8080, SNAT6, port6),
+        syn(CLIENT, 43000, DSR_VIP, 80),
+        tcp6(CLIENT_MAC, CLIENT6, 43000, DSR6_VIP, 80),
+    ];
+    let out = s.path("out.pcap");
+    let lines = trace(&s, CONFIG, &frames, &["--out", out.to_str().unwrap()]);
+    let (_, written) = read_pcap(&out);
+    assert_eq!(written.len(), 4);
+
+    let web6 = format!("[{b6}]:8080");
+    let mut expect = forward_line(1, "web6", &web6, true);
+    expect["fib_lookup"] = json!({"dst": b6.to_string(), "ifindex": 1, "iface": "lo"});
+    assert_fields(&lines[0], &expect);
+    assert_eq!(lines[0]["in"]["ethertype"], "ipv6");
+    assert_eq!(lines[0]["out"]["src"], SNAT6.to_string());
+    assert_eq!(
+        lines[0]["out"]["text"],
+        format!("[{SNAT6}]:{port6} -> {web6} TCP [S]")
+    );
+    assert_eq!(inspect6(&written[0].1), (SNAT6, port6, b6, 8080));
+
+    assert_fields(
+        &lines[1],
+        &json!({
+            "verdict": "TX", "service": "web6", "backend": web6, "reply": true,
+            "new_flow": false, "mode": "nat",
+            "fib_lookup": {"dst": CLIENT6.to_string(), "ifindex": 1, "iface": "lo"},
+        }),
+    );
+    assert_eq!(inspect6(&written[1].1), (WEB6_VIP, 80, CLIENT6, 40000));
+
+    // dsr: nothing but the destination MAC would change, and with the FIB
+    // skipped not even that; the lookup is for the backend.
+    for (line, frame, written) in [
+        (&lines[2], &frames[2], &written[2].1),
+        (&lines[3], &frames[3], &written[3].1),
+    ] {
+        let backend = line["backend"].as_str().unwrap();
+        let addr: std::net::SocketAddr = backend.parse().unwrap();
+        assert_fields(
+            line,
+            &json!({
+                "verdict": "TX", "mode": "dsr", "new_flow": true, "reply": false, "fib": "skipped",
+                "fib_lookup": {"dst": addr.ip().to_string(), "ifindex": 1, "iface": "lo"},
+            }),
+        );
+        assert_eq!(addr.port(), 80);
+        assert_eq!(line["out"], line["in"]);
+        assert_eq!(written, frame);
+    }
+    assert_eq!(lines[2]["service"], "dsr");
+    assert_eq!(lines[3]["service"], "dsr6");
 }
 
 #[test]

@@ -14,4 +14,4 @@ pub use clients::{HttpResponse, http_get, http_request, tcp_connect, udp_request
 pub use daemon::{Daemon, Sample, metric_sum, parse_metrics};
 pub use load::{Load, Outcome, Outcomes, Stream};
 pub use servers::{HttpServer, UdpEchoServer, is_pattern, pattern_byte, wait_until};
-pub use topology::{Topology, backend_addr};
+pub use topology::{Topology, backend_addr, backend_addr6};

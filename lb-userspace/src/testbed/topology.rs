@@ -8,7 +8,7 @@
 //! lives in the caller's namespace and deleting the namespaces removes it all.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     sync::atomic::{AtomicUsize, Ordering},
 };
 
@@ -24,11 +24,22 @@ pub const LB_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const LB_BACKEND_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 /// VIP range, routed by the client via the LB.
 pub const VIP_NET: &str = "198.18.100.0/24";
+/// The IPv6 plan mirrors the IPv4 one: client 2001:db8::2, LB 2001:db8::1
+/// and 2001:db8:1::1, backend i 2001:db8:1::(10+i), VIPs 2001:db8:100::/64.
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub const LB_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const LB_BACKEND_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+pub const VIP_NET6: &str = "2001:db8:100::/64";
 /// Interface names inside the namespaces.
 pub const CLIENT_IF: &str = "cli0";
 pub const LB_CLIENT_IF: &str = "lbc";
 pub const LB_BACKEND_IF: &str = "lbb";
 pub const BACKEND_IF: &str = "eth0";
+
+/// IPv6 address of backend `i` (1-based): 2001:db8:1::(10+i), same digits.
+pub fn backend_addr6(i: usize) -> Ipv6Addr {
+    super::fib_net::backend6(backend_addr(i).octets()[3])
+}
 
 /// Address of backend `i` (1-based): 198.18.1.(10+i).
 pub fn backend_addr(i: usize) -> Ipv4Addr {
@@ -81,6 +92,11 @@ impl Topology {
             "via",
             &LB_CLIENT_ADDR.to_string(),
         ])?;
+        addr6(&cli, CLIENT_IF, CLIENT_ADDR6)?;
+        addr6(&lb, LB_CLIENT_IF, LB_CLIENT_ADDR6)?;
+        addr6(&lb, LB_BACKEND_IF, LB_BACKEND_ADDR6)?;
+        let gw6 = LB_CLIENT_ADDR6.to_string();
+        ip(&["-n", &cli, "-6", "route", "add", VIP_NET6, "via", &gw6])?;
 
         ip(&[
             "-n",
@@ -104,6 +120,9 @@ impl Topology {
             addr(&be, BACKEND_IF, backend_addr(i))?;
             let gw = LB_BACKEND_ADDR.to_string();
             ip(&["-n", &be, "route", "add", "default", "via", &gw])?;
+            addr6(&be, BACKEND_IF, backend_addr6(i))?;
+            let gw6 = LB_BACKEND_ADDR6.to_string();
+            ip(&["-n", &be, "-6", "route", "add", "default", "via", &gw6])?;
         }
 
         // bpf_fib_lookup answers FWD_DISABLED unless forwarding is on.
@@ -113,6 +132,7 @@ impl Topology {
                 "ipv4/conf/all/forwarding",
                 "ipv4/conf/lbc/forwarding",
                 "ipv4/conf/lbb/forwarding",
+                "ipv6/conf/all/forwarding",
             ] {
                 let path = format!("/proc/sys/net/{key}");
                 std::fs::write(&path, "1").with_context(|| format!("write 1 to {path}"))?;
@@ -210,5 +230,12 @@ fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<()> {
 
 fn addr(ns: &str, dev: &str, a: Ipv4Addr) -> Result<()> {
     ip(&["-n", ns, "addr", "add", &format!("{a}/24"), "dev", dev])?;
+    Ok(())
+}
+
+/// `nodad`: usable at once, without a second of duplicate detection.
+fn addr6(ns: &str, dev: &str, a: Ipv6Addr) -> Result<()> {
+    let a = format!("{a}/64");
+    ip(&["-n", ns, "-6", "addr", "add", &a, "dev", dev, "nodad"])?;
     Ok(())
 }

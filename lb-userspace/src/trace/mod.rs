@@ -391,14 +391,9 @@ impl Tracer {
         let mut backend_ids: Vec<u32> = backends.keys().copied().collect();
         backend_ids.sort_unstable();
         let last = dp.counters(&service_ids, &backend_ids)?;
-        // Every address under `snat` (ipv4, and ipv6 where the config has it).
-        let snat = match serde_json::to_value(&cfg.snat) {
-            Ok(serde_json::Value::Object(m)) => m
-                .values()
-                .filter_map(|v| v.as_str()?.parse().ok())
-                .collect(),
-            _ => Vec::new(),
-        };
+        let snat = (cfg.snat.ipv4.map(IpAddr::V4).into_iter())
+            .chain(cfg.snat.ipv6.map(IpAddr::V6))
+            .collect();
         let ingress_index = ingress.unwrap_or(1);
         Ok(Tracer {
             dp,

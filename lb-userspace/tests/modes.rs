@@ -1,0 +1,263 @@
+//! Integration: every mode and family with the real daemon, real servers
+//! and clients in the reference topology (IPv4 198.18.0.0/15 and IPv6
+//! 2001:db8::/32): nat and dsr over IPv4 and IPv6, source-ip affinity and
+//! all-ports VIPs. Needs root and the built XDP program.
+
+use std::{
+    collections::HashSet,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
+
+use xdplb::{
+    backend_setup,
+    testbed::{
+        Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, backend_addr6, http_get,
+        http_request, is_pattern, netns, udp_request, wait_until,
+    },
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+const N: usize = 3;
+
+/// One service in YAML; `extra` holds more of its keys, one per line.
+fn service(name: &str, vip: &str, port: u16, extra: &[&str], backends: &[String]) -> String {
+    let extra: String = extra.iter().map(|k| format!("    {k}\n")).collect();
+    let list: String = backends.iter().map(|b| format!("      - {b}\n")).collect();
+    format!("  - name: {name}\n    vip: \"{vip}\"\n    port: {port}\n{extra}    backends:\n{list}")
+}
+
+fn backends(v6: bool, port: u16) -> Vec<String> {
+    (1..=N)
+        .map(|i| {
+            let addr: IpAddr = if v6 {
+                backend_addr6(i).into()
+            } else {
+                backend_addr(i).into()
+            };
+            format!("{{ address: \"{addr}\", port: {port} }}")
+        })
+        .collect()
+}
+
+/// Every service of this file; backends 1..=N.
+fn config(topo: &Topology) -> String {
+    let services = [
+        service("web6", "2001:db8:100::10", 80, &[], &backends(true, 8080)),
+        service(
+            "dns6",
+            "2001:db8:100::11",
+            53,
+            &["protocol: udp"],
+            &backends(true, 5353),
+        ),
+        service(
+            "dsr4",
+            "198.18.100.20",
+            80,
+            &["mode: dsr"],
+            &backends(false, 80),
+        ),
+        service(
+            "dsr6",
+            "2001:db8:100::20",
+            80,
+            &["mode: dsr"],
+            &backends(true, 80),
+        ),
+        service(
+            "dsr4u",
+            "198.18.100.21",
+            53,
+            &["mode: dsr", "protocol: udp"],
+            &backends(false, 53),
+        ),
+        service("any", "198.18.100.30", 0, &[], &backends(false, 0)),
+        service(
+            "sticky",
+            "198.18.100.31",
+            80,
+            &["hash: source-ip"],
+            &backends(false, 8080),
+        ),
+    ];
+    format!(
+        r#"interfaces: [lbc, lbb]
+pin_dir: /sys/fs/bpf/{pin}
+admin: {{ listen: 127.0.0.1:9100 }}
+snat: {{ ipv4: 198.18.1.1, ipv6: "2001:db8:1::1", ports: 20000-29999 }}
+limits: {{ max_services: 16, max_backends: 64, maglev_table_size: 65537, flow_table_size: 65536 }}
+services:
+{services}"#,
+        pin = topo.prefix().trim_end_matches('-'),
+        services = services.concat(),
+    )
+}
+
+const DSR_VIPS: [&str; 3] = ["198.18.100.20", "2001:db8:100::20", "198.18.100.21"];
+
+struct Bed {
+    topo: Topology,
+    _servers: Vec<HttpServer>,
+    _udp: Vec<UdpEchoServer>,
+    daemon: Daemon,
+}
+
+fn bed() -> Bed {
+    let topo = Topology::create(N).expect("topology");
+    let mut servers = Vec::new();
+    let mut udp = Vec::new();
+    let dsr: Vec<IpAddr> = DSR_VIPS.iter().map(|v| v.parse().unwrap()).collect();
+    for i in 1..=N {
+        let ns = topo.backend_ns(i);
+        let name = format!("backend-{i}");
+        // dsr backends hold the VIPs and answer on them.
+        netns::run_in(&ns, || backend_setup::dsr_setup(&dsr)).unwrap();
+        let mut http_on = vec![
+            SocketAddr::new(backend_addr6(i).into(), 8080),
+            SocketAddr::new(backend_addr(i).into(), 8080),
+            SocketAddr::new(backend_addr(i).into(), 9090),
+        ];
+        http_on.extend(dsr[..2].iter().map(|v| SocketAddr::new(*v, 80)));
+        for addr in http_on {
+            servers.push(HttpServer::start(&ns, addr, &name).unwrap());
+        }
+        udp.push(
+            UdpEchoServer::start(&ns, SocketAddr::new(backend_addr6(i).into(), 5353), &name)
+                .unwrap(),
+        );
+        udp.push(UdpEchoServer::start(&ns, SocketAddr::new(dsr[2], 53), &name).unwrap());
+    }
+    let daemon = Daemon::start(
+        Path::new(env!("CARGO_BIN_EXE_xdplb")),
+        &topo.lb_ns(),
+        &config(&topo),
+        "127.0.0.1:9100".parse().unwrap(),
+    )
+    .expect("daemon starts");
+    Bed {
+        topo,
+        _servers: servers,
+        _udp: udp,
+        daemon,
+    }
+}
+
+impl Bed {
+    /// `count` new connections to `vip`; the backends that answered.
+    fn spread(&self, vip: &str, count: usize) -> Vec<String> {
+        let vip: SocketAddr = vip.parse().unwrap();
+        // The first connection may wait for neighbour resolution.
+        assert!(
+            wait_until(Duration::from_secs(10), || http_get(
+                &self.topo.client_ns(),
+                vip,
+                "/",
+                TIMEOUT
+            )
+            .is_ok()),
+            "no answer from {vip}:\n{}",
+            self.daemon.log()
+        );
+        (0..count)
+            .map(|i| {
+                let (status, body) = http_get(&self.topo.client_ns(), vip, "/", TIMEOUT)
+                    .unwrap_or_else(|e| panic!("{vip} request {i}: {e:#}"));
+                assert_eq!(status, 200);
+                body.trim().to_owned()
+            })
+            .collect()
+    }
+}
+
+fn distinct(names: &[String]) -> HashSet<&str> {
+    names.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn every_mode_and_family_serves_from_every_backend() {
+    let bed = bed();
+    for vip in [
+        "[2001:db8:100::10]:80",
+        "198.18.100.20:80",
+        "[2001:db8:100::20]:80",
+    ] {
+        let served = bed.spread(vip, 60);
+        assert_eq!(distinct(&served).len(), N, "{vip}: {:?}", distinct(&served));
+    }
+    // A large transfer over IPv6 nat and IPv4 dsr, intact.
+    for vip in ["[2001:db8:100::10]:80", "198.18.100.20:80"] {
+        let r = http_request(
+            &bed.topo.client_ns(),
+            vip.parse().unwrap(),
+            "/bytes/4194304",
+            TIMEOUT,
+        )
+        .unwrap();
+        assert_eq!(r.body.len(), 4 << 20, "{vip}");
+        assert!(is_pattern(&r.body), "{vip}: data intact");
+    }
+    // UDP over IPv6 nat and IPv4 dsr.
+    for vip in ["[2001:db8:100::11]:53", "198.18.100.21:53"] {
+        let vip: SocketAddr = vip.parse().unwrap();
+        let answered = (0..20)
+            .filter_map(|i| {
+                udp_request(
+                    &bed.topo.client_ns(),
+                    vip,
+                    format!("q{i}").as_bytes(),
+                    Duration::from_secs(1),
+                )
+                .ok()
+            })
+            .collect::<Vec<_>>();
+        assert!(
+            answered.len() >= 18,
+            "{vip}: {} of 20 answered",
+            answered.len()
+        );
+        assert!(answered.iter().all(|a| a.starts_with(b"backend-")));
+    }
+}
+
+#[test]
+fn dsr_replies_do_not_come_back_through_the_balancer() {
+    let bed = bed();
+    let before = bed.daemon.metrics().unwrap();
+    bed.spread("198.18.100.20:80", 20);
+    let after = bed.daemon.metrics().unwrap();
+    let count = |m: &str| {
+        xdplb::testbed::metric_sum(m, "xdplb_service_packets_total", &[("service", "dsr4")])
+    };
+    let nat_like = |m: &str| {
+        xdplb::testbed::metric_sum(m, "xdplb_service_packets_total", &[("service", "web6")])
+    };
+    // Only the client's packets cross the program for dsr (each connection:
+    // SYN, ACK, request, FIN, ACK and such); the backends answer the client
+    // without being translated back.
+    let packets = count(&after) - count(&before);
+    assert!(packets >= 60.0, "{packets}");
+    assert_eq!(nat_like(&after), nat_like(&before));
+    let flows =
+        xdplb::testbed::metric_sum(&after, "xdplb_backend_flows_total", &[("service", "dsr4")]);
+    assert!(flows >= 21.0, "{flows}");
+}
+
+#[test]
+fn all_ports_vips_and_source_ip_affinity() {
+    let bed = bed();
+    // Any port of the all-ports VIP reaches the same port on a backend.
+    for port in [8080u16, 9090] {
+        let served = bed.spread(&format!("198.18.100.30:{port}"), 30);
+        assert_eq!(
+            distinct(&served).len(),
+            N,
+            "port {port}: {:?}",
+            distinct(&served)
+        );
+    }
+    // source-ip: every connection of the one client on one backend.
+    let served = bed.spread("198.18.100.31:80", 40);
+    assert_eq!(distinct(&served).len(), 1, "{:?}", distinct(&served));
+}
