@@ -56,7 +56,7 @@ pub fn dsr_setup(vips: &[IpAddr]) -> Result<Vec<String>> {
         let err = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
             done.push(format!("added {prefix} to lo"));
-        } else if !err.contains("File exists") {
+        } else if !(err.contains("File exists") || err.contains("already assigned")) {
             bail!("ip addr add {prefix} dev lo: {}", err.trim());
         }
     }

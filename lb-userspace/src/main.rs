@@ -61,6 +61,17 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Prepare this host as a dsr backend (needs root): each VIP on `lo`,
+    /// and for IPv4 VIPs arp_ignore=1 / arp_announce=2 so the host never
+    /// answers ARP for them. Idempotent; --remove takes the VIPs off `lo`.
+    BackendSetup {
+        /// A VIP this backend serves in dsr mode (repeat for several).
+        #[arg(long = "vip", required = true, value_name = "VIP")]
+        vips: Vec<std::net::IpAddr>,
+        /// Remove the VIPs from lo instead.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Run captured or crafted frames through the real XDP program, offline,
     /// and show what it does with each (needs root).
     ///
@@ -367,6 +378,27 @@ fn main() -> ExitCode {
                 .map(|summary| print!("{}", client::render_reload(&summary))),
         ),
         Command::Trace(args) => trace(args),
+        Command::BackendSetup { vips, remove } => {
+            let done = if remove {
+                xdplb::backend_setup::dsr_teardown(&vips)
+            } else {
+                xdplb::backend_setup::dsr_setup(&vips)
+            };
+            match done {
+                Ok(lines) if lines.is_empty() => {
+                    println!("nothing to change");
+                    ExitCode::SUCCESS
+                }
+                Ok(lines) => {
+                    lines.iter().for_each(|l| println!("{l}"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xdplb: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(xdplb::daemon::run(&config)) {

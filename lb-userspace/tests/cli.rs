@@ -62,3 +62,62 @@ fn run_with_an_invalid_config_exits_2_before_touching_anything() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("interfaces"));
 }
+
+#[test]
+fn backend_setup_holds_dsr_vips_on_lo_idempotently() {
+    let ns = format!("xdplb-cli-{}", std::process::id());
+    let ip = |args: &[&str]| Command::new("ip").args(args).output().expect("ip");
+    assert!(ip(&["netns", "add", &ns]).status.success());
+    let run = |args: &[&str]| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                env!("CARGO_BIN_EXE_xdplb"),
+                "backend-setup",
+            ])
+            .args(args)
+            .output()
+            .expect("run xdplb")
+    };
+    let vips = ["--vip", "198.18.100.20", "--vip", "2001:db8:100::20"];
+    let first = run(&vips);
+    let again = run(&vips);
+    let lo = String::from_utf8_lossy(&ip(&["-n", &ns, "addr", "show", "lo"]).stdout).into_owned();
+    let arp_ignore = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-n",
+            "net.ipv4.conf.all.arp_ignore",
+        ])
+        .output()
+        .unwrap();
+    let removed = run(&[
+        "--remove",
+        "--vip",
+        "198.18.100.20",
+        "--vip",
+        "2001:db8:100::20",
+    ]);
+    let lo_after =
+        String::from_utf8_lossy(&ip(&["-n", &ns, "addr", "show", "lo"]).stdout).into_owned();
+    ip(&["netns", "del", &ns]);
+
+    assert!(first.status.success(), "{first:?}");
+    assert!(String::from_utf8_lossy(&first.stdout).contains("added 198.18.100.20/32 to lo"));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "nothing to change"
+    );
+    assert!(
+        lo.contains("198.18.100.20/32") && lo.contains("2001:db8:100::20/128"),
+        "{lo}"
+    );
+    assert_eq!(String::from_utf8_lossy(&arp_ignore.stdout).trim(), "1");
+    assert!(removed.status.success());
+    assert!(!lo_after.contains("198.18.100.20"), "{lo_after}");
+}
