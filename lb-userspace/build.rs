@@ -1,6 +1,7 @@
 //! Builds the XDP programs (lb-ebpf) with the nightly toolchain and
 //! bpf-linker, into OUT_DIR/xdplb (embedded in the daemon) and
-//! OUT_DIR/baselines (reference programs for benchmarks).
+//! OUT_DIR/baselines (reference programs for benchmarks) and OUT_DIR/decap
+//! (the tunnel-mode decapsulator backends attach).
 //! `AYA_BUILD_SKIP=1` skips it (host-only unit tests); the daemon then
 //! refuses to start with a clear message.
 
@@ -10,7 +11,7 @@ fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
-        for name in ["xdplb", "baselines"] {
+        for name in ["xdplb", "baselines", "decap"] {
             let object = out.join(name);
             if !object.exists() {
                 fs::write(&object, [])?;

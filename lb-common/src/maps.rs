@@ -52,8 +52,16 @@ pub struct ServiceMeta {
     pub ring: u32,
     pub mode: u8,
     pub hash: u8,
-    pub _pad: [u8; 2],
+    /// Tunnel mode: `ENCAP_*`.
+    pub encap: u8,
+    pub _pad: u8,
 }
+
+/// Tunnel encapsulations (`ServiceMeta::encap`): IP in IP (IPIP, IP6IP6,
+/// IPv4 in IPv6, IPv6 in IPv4), or GUE variant 1 (the inner IP packet right
+/// after an outer UDP header to `Globals::gue_port`).
+pub const ENCAP_IPIP: u8 = 0;
+pub const ENCAP_GUE: u8 = 1;
 
 /// `BACKENDS` value, indexed by backend id. A backend listed in two
 /// services has two ids, so its counters stay per service.
@@ -166,6 +174,9 @@ pub struct Globals {
     pub udp_timeout: u32,
     pub tcp_timeout: u32,
     pub tcp_closing_timeout: u32,
+    /// GUE destination port, network order.
+    pub gue_port: u16,
+    pub _pad: [u8; 2],
 }
 
 impl Globals {

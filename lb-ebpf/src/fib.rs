@@ -17,41 +17,81 @@ use aya_ebpf::{
 };
 use lb_common::{FAMILY_V4, FLAG_SKIP_FIB, NeighEvent, STAT_FIB_FAIL, STAT_NEIGH_MISS};
 
-use crate::{NEIGH_EVENTS, parse::Packet, stats};
+use network_types::eth::EthHdr;
+
+use crate::{
+    NEIGH_EVENTS,
+    parse::{Packet, ptr_at},
+    stats,
+};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
-/// Sends `pkt` toward `dst` (its own destination, or in dsr mode the
-/// backend it is handed to unchanged).
+/// What the lookup is about: the (outer) IP header the frame leaves with,
+/// and where it should go.
+pub struct Route {
+    pub family: u8,
+    pub proto: u8,
+    pub src: [u32; 4],
+    /// The packet's destination, or in dsr mode the backend it is handed
+    /// to unchanged.
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    /// Whole IP packet length, host order (the MTU check).
+    pub ip_len: u16,
+}
+
+impl Route {
+    /// The packet as it is, sent toward `dst`.
+    #[inline(always)]
+    pub fn of(pkt: &Packet, dst: &[u32; 4]) -> Route {
+        Route {
+            family: pkt.key.family,
+            proto: pkt.key.proto,
+            src: pkt.key.src,
+            dst: *dst,
+            sport: pkt.key.sport,
+            dport: pkt.key.dport,
+            ip_len: pkt.ip_len,
+        }
+    }
+}
+
+/// Sets the frame's MACs for `route` and picks the way out.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, dst: &[u32; 4], flags: u32) -> u32 {
+pub fn forward(ctx: &XdpContext, route: &Route, flags: u32) -> u32 {
     if flags & FLAG_SKIP_FIB != 0 {
         return XDP_TX;
     }
     let mut p: FibParams = unsafe { mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
-    let v4 = pkt.key.family == FAMILY_V4;
+    let v4 = route.family == FAMILY_V4;
     p.family = if v4 { AF_INET } else { AF_INET6 };
-    p.l4_protocol = pkt.key.proto;
-    p.sport = pkt.key.sport;
-    p.dport = pkt.key.dport;
-    p.__bindgen_anon_1.tot_len = pkt.ip_len;
+    p.l4_protocol = route.proto;
+    p.sport = route.sport;
+    p.dport = route.dport;
+    p.__bindgen_anon_1.tot_len = route.ip_len;
     if v4 {
-        p.__bindgen_anon_3.ipv4_src = pkt.key.src[0];
-        p.__bindgen_anon_4.ipv4_dst = dst[0];
+        p.__bindgen_anon_3.ipv4_src = route.src[0];
+        p.__bindgen_anon_4.ipv4_dst = route.dst[0];
     } else {
-        p.__bindgen_anon_3.ipv6_src = pkt.key.src;
-        p.__bindgen_anon_4.ipv6_dst = *dst;
+        p.__bindgen_anon_3.ipv6_src = route.src;
+        p.__bindgen_anon_4.ipv6_dst = route.dst;
     }
     p.ifindex = ingress;
 
     let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut p, mem::size_of::<FibParams>() as i32, 0) };
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
+            // Pointers from before an encapsulation are stale: take it anew.
+            let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+                return XDP_DROP;
+            };
             unsafe {
-                (*pkt.eth).dst_addr = p.dmac;
-                (*pkt.eth).src_addr = p.smac;
+                (*eth).dst_addr = p.dmac;
+                (*eth).src_addr = p.smac;
             }
             if p.ifindex == ingress {
                 XDP_TX
@@ -70,7 +110,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, dst: &[u32; 4], flags: u32) -> u3
                     unsafe { p.__bindgen_anon_4.ipv6_dst }
                 },
                 ifindex: p.ifindex,
-                family: pkt.key.family,
+                family: route.family,
                 _pad: [0; 3],
             };
             let _ = NEIGH_EVENTS.output::<NeighEvent>(&event, 0);

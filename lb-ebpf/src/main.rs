@@ -13,6 +13,7 @@ mod nat;
 mod parse;
 mod select;
 mod stats;
+mod tunnel;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS},
@@ -20,9 +21,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
+use fib::Route;
 use lb_common::{
     Backend, BackendCounter, Counter, FLAG_ALL_PORTS, Flow, FlowKey, GLOBAL_STATS_LEN, Globals,
-    MODE_DSR, NatRev, ServiceKey, ServiceMeta,
+    MODE_DSR, MODE_TUNNEL, NatRev, ServiceKey, ServiceMeta,
 };
 
 // Map sizes below are placeholders: the daemon sets them from the config at
@@ -90,7 +92,11 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
                     rev.vip_port,
                     rev.client_port,
                 );
-                Ok(fib::forward(ctx, &pkt, &rev.client, globals.flags))
+                Ok(fib::forward(
+                    ctx,
+                    &Route::of(&pkt, &rev.client),
+                    globals.flags,
+                ))
             }
             None => Ok(XDP_PASS),
         };
@@ -106,14 +112,20 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
     };
     stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
     let backend = conn.backend.addr;
-    match svc.mode {
+    let route = match svc.mode {
         // Only the destination MAC changes: the backend holds the VIP.
-        MODE_DSR => Ok(fib::forward(ctx, &pkt, &backend, globals.flags)),
+        MODE_DSR => Route::of(&pkt, &backend),
+        // The packet goes unchanged inside an outer header to the backend.
+        MODE_TUNNEL => match tunnel::encap(ctx, &pkt, &conn.backend, svc.encap, globals) {
+            Some(route) => route,
+            None => return Ok(XDP_DROP),
+        },
         _ => {
             nat::rewrite(&mut pkt, &snat, &backend, conn.snat_port, conn.backend_port);
-            Ok(fib::forward(ctx, &pkt, &backend, globals.flags))
+            Route::of(&pkt, &backend)
         }
-    }
+    };
+    Ok(fib::forward(ctx, &route, globals.flags))
 }
 
 /// The service of (destination, port, protocol); with all-ports services

@@ -38,7 +38,8 @@ pub enum L3 {
 /// A parsed packet: pointers into it (bounds already checked) and its
 /// flow key in wire byte order.
 pub struct Packet {
-    pub eth: *mut EthHdr,
+    /// Bytes before the IP header: Ethernet, plus 4 for an 802.1Q tag.
+    pub l2_len: usize,
     pub l3: L3,
     /// Source and destination ports (first 4 bytes of TCP and UDP).
     pub ports: *mut [u16; 2],
@@ -118,7 +119,7 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
     let [sport, dport] = unsafe { *ports };
 
     Some(Packet {
-        eth,
+        l2_len: l3,
         l3: net.l3,
         ports,
         l4_check,

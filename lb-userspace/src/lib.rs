@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod decap;
 pub mod health;
 pub mod host;
 pub mod ids;

@@ -61,7 +61,14 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Prepare this host as a dsr backend (needs root): each VIP on `lo`,
+    /// The backend side of tunnel mode (needs root): attach or detach the
+    /// decapsulating XDP program on the interface tunnelled packets arrive
+    /// on. It stays attached after this command exits (pinned link).
+    Decap {
+        #[command(subcommand)]
+        command: DecapCommand,
+    },
+    /// Prepare this host as a dsr or tunnel backend (needs root): each VIP on `lo`,
     /// and for IPv4 VIPs arp_ignore=1 / arp_announce=2 so the host never
     /// answers ARP for them. Idempotent; --remove takes the VIPs off `lo`.
     BackendSetup {
@@ -123,6 +130,32 @@ JSON lines (--json), one object per frame:
 
 Exit codes: 0 ok; 2 invalid config, capture (not pcap or pcapng, not
 Ethernet, truncated, no packets), hex or interface; 1 anything else.";
+
+#[derive(Subcommand)]
+enum DecapCommand {
+    /// Attach (or replace) the decapsulator on IFACE.
+    Attach {
+        iface: String,
+        /// UDP port of GUE packets (the balancer's `gue_port`).
+        #[arg(long, default_value_t = xdplb::config::DEFAULT_GUE_PORT)]
+        gue_port: u16,
+        /// XDP mode: auto (native, else generic), native or generic.
+        #[arg(long, default_value = "auto", value_parser = parse_xdp_mode)]
+        mode: xdplb::config::XdpModeSetting,
+    },
+    /// Detach it from IFACE.
+    Detach { iface: String },
+}
+
+fn parse_xdp_mode(s: &str) -> Result<xdplb::config::XdpModeSetting, String> {
+    use xdplb::config::XdpModeSetting::*;
+    match s {
+        "auto" => Ok(Auto),
+        "native" => Ok(Native),
+        "generic" => Ok(Generic),
+        _ => Err(format!("{s:?}: expected auto, native or generic")),
+    }
+}
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("frames").required(true).args(["pcap", "hex"]))]
@@ -378,6 +411,34 @@ fn main() -> ExitCode {
                 .map(|summary| print!("{}", client::render_reload(&summary))),
         ),
         Command::Trace(args) => trace(args),
+        Command::Decap { command } => {
+            let done = match command {
+                DecapCommand::Attach {
+                    iface,
+                    gue_port,
+                    mode,
+                } => xdplb::decap::attach(&iface, gue_port, mode).map(|how| {
+                    format!("decapsulator attached to {iface} in {how} (GUE port {gue_port})")
+                }),
+                DecapCommand::Detach { iface } => xdplb::decap::detach(&iface).map(|was| {
+                    if was {
+                        format!("decapsulator detached from {iface}")
+                    } else {
+                        format!("no decapsulator on {iface}")
+                    }
+                }),
+            };
+            match done {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xdplb: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::BackendSetup { vips, remove } => {
             let done = if remove {
                 xdplb::backend_setup::dsr_teardown(&vips)

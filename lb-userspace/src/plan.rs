@@ -6,13 +6,13 @@
 use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
-    Backend, FAMILY_V4, FAMILY_V6, FLAG_ALL_PORTS, Globals, HASH_FIVE_TUPLE, HASH_SOURCE_IP,
-    MODE_DSR, MODE_NAT, MODE_TUNNEL, NO_BACKEND, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY,
-    ServiceKey,
+    Backend, ENCAP_GUE, ENCAP_IPIP, FAMILY_V4, FAMILY_V6, FLAG_ALL_PORTS, Globals, HASH_FIVE_TUPLE,
+    HASH_SOURCE_IP, MODE_DSR, MODE_NAT, MODE_TUNNEL, NO_BACKEND, STATE_DOWN, STATE_DRAIN,
+    STATE_MAINT, STATE_READY, ServiceKey,
 };
 
 use crate::{
-    config::{BackendConfig, BackendState, Config, HashMode, Mode, Service},
+    config::{BackendConfig, BackendState, Config, Encap, HashMode, Mode, Service},
     ids::{BackendKey, Ids},
     maglev::{MaglevBackend, build_table},
 };
@@ -32,6 +32,8 @@ pub struct ServicePlan {
     pub key: ServiceKey,
     pub mode: u8,
     pub hash: u8,
+    /// `ENCAP_*` (tunnel mode).
+    pub encap: u8,
     pub backends: Vec<BackendPlan>,
     /// Maglev ring: `M` backend ids (or `NO_BACKEND`).
     pub ring: Vec<u32>,
@@ -138,6 +140,8 @@ pub fn plan(
         udp_timeout: cfg.flow_timeouts.udp.as_secs() as u32,
         tcp_timeout: cfg.flow_timeouts.tcp.as_secs() as u32,
         tcp_closing_timeout: cfg.flow_timeouts.tcp_closing.as_secs() as u32,
+        gue_port: cfg.gue_port.to_be(),
+        _pad: [0; 2],
     };
     let services = cfg
         .services
@@ -175,6 +179,10 @@ pub fn plan(
                     Mode::Nat => MODE_NAT,
                     Mode::Dsr => MODE_DSR,
                     Mode::Tunnel => MODE_TUNNEL,
+                },
+                encap: match s.encap {
+                    Encap::Ipip => ENCAP_IPIP,
+                    Encap::Gue => ENCAP_GUE,
                 },
                 hash: match s.hash {
                     HashMode::FiveTuple => HASH_FIVE_TUPLE,

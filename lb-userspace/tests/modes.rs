@@ -12,6 +12,8 @@ use std::{
 
 use xdplb::{
     backend_setup,
+    config::XdpModeSetting,
+    decap,
     testbed::{
         Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, backend_addr6, http_get,
         http_request, is_pattern, netns, udp_request, wait_until,
@@ -81,6 +83,41 @@ fn config(topo: &Topology) -> String {
             &["hash: source-ip"],
             &backends(false, 8080),
         ),
+        service(
+            "tun4",
+            "198.18.100.40",
+            80,
+            &["mode: tunnel"],
+            &backends(false, 80),
+        ),
+        service(
+            "tun6",
+            "2001:db8:100::40",
+            80,
+            &["mode: tunnel"],
+            &backends(true, 80),
+        ),
+        service(
+            "tun46",
+            "198.18.100.41",
+            80,
+            &["mode: tunnel"],
+            &backends(true, 80),
+        ),
+        service(
+            "gue4",
+            "198.18.100.42",
+            80,
+            &["mode: tunnel", "encap: gue"],
+            &backends(false, 80),
+        ),
+        service(
+            "gue6",
+            "2001:db8:100::42",
+            80,
+            &["mode: tunnel", "encap: gue"],
+            &backends(true, 80),
+        ),
     ];
     format!(
         r#"interfaces: [lbc, lbb]
@@ -95,7 +132,18 @@ services:
     )
 }
 
-const DSR_VIPS: [&str; 3] = ["198.18.100.20", "2001:db8:100::20", "198.18.100.21"];
+/// VIPs the backends hold on lo (dsr and tunnel modes) and serve HTTP on,
+/// then the dsr UDP VIP.
+const HELD_VIPS: [&str; 7] = [
+    "198.18.100.20",
+    "2001:db8:100::20",
+    "198.18.100.40",
+    "2001:db8:100::40",
+    "198.18.100.41",
+    "198.18.100.42",
+    "2001:db8:100::42",
+];
+const DSR_UDP_VIP: &str = "198.18.100.21";
 
 struct Bed {
     topo: Topology,
@@ -108,18 +156,30 @@ fn bed() -> Bed {
     let topo = Topology::create(N).expect("topology");
     let mut servers = Vec::new();
     let mut udp = Vec::new();
-    let dsr: Vec<IpAddr> = DSR_VIPS.iter().map(|v| v.parse().unwrap()).collect();
+    let held: Vec<IpAddr> = HELD_VIPS.iter().map(|v| v.parse().unwrap()).collect();
+    let dsr_udp: IpAddr = DSR_UDP_VIP.parse().unwrap();
     for i in 1..=N {
         let ns = topo.backend_ns(i);
         let name = format!("backend-{i}");
-        // dsr backends hold the VIPs and answer on them.
-        netns::run_in(&ns, || backend_setup::dsr_setup(&dsr)).unwrap();
+        // dsr and tunnel backends hold the VIPs and answer on them; tunnel
+        // backends decapsulate with xdplb's program.
+        let mut vips = held.clone();
+        vips.push(dsr_udp);
+        netns::run_in(&ns, || backend_setup::dsr_setup(&vips)).unwrap();
+        netns::run_in(&ns, || {
+            decap::attach(
+                "eth0",
+                xdplb::config::DEFAULT_GUE_PORT,
+                XdpModeSetting::Auto,
+            )
+        })
+        .unwrap();
         let mut http_on = vec![
             SocketAddr::new(backend_addr6(i).into(), 8080),
             SocketAddr::new(backend_addr(i).into(), 8080),
             SocketAddr::new(backend_addr(i).into(), 9090),
         ];
-        http_on.extend(dsr[..2].iter().map(|v| SocketAddr::new(*v, 80)));
+        http_on.extend(held.iter().map(|v| SocketAddr::new(*v, 80)));
         for addr in http_on {
             servers.push(HttpServer::start(&ns, addr, &name).unwrap());
         }
@@ -127,7 +187,7 @@ fn bed() -> Bed {
             UdpEchoServer::start(&ns, SocketAddr::new(backend_addr6(i).into(), 5353), &name)
                 .unwrap(),
         );
-        udp.push(UdpEchoServer::start(&ns, SocketAddr::new(dsr[2], 53), &name).unwrap());
+        udp.push(UdpEchoServer::start(&ns, SocketAddr::new(dsr_udp, 53), &name).unwrap());
     }
     let daemon = Daemon::start(
         Path::new(env!("CARGO_BIN_EXE_xdplb")),
@@ -141,6 +201,15 @@ fn bed() -> Bed {
         _servers: servers,
         _udp: udp,
         daemon,
+    }
+}
+
+impl Drop for Bed {
+    /// The decapsulators' links are pinned on the host: unpin them.
+    fn drop(&mut self) {
+        for i in 1..=N {
+            let _ = netns::run_in(&self.topo.backend_ns(i), || decap::detach("eth0"));
+        }
     }
 }
 
@@ -182,12 +251,21 @@ fn every_mode_and_family_serves_from_every_backend() {
         "[2001:db8:100::10]:80",
         "198.18.100.20:80",
         "[2001:db8:100::20]:80",
+        "198.18.100.40:80",
+        "[2001:db8:100::40]:80",
+        "198.18.100.41:80",
+        "198.18.100.42:80",
+        "[2001:db8:100::42]:80",
     ] {
         let served = bed.spread(vip, 60);
         assert_eq!(distinct(&served).len(), N, "{vip}: {:?}", distinct(&served));
     }
-    // A large transfer over IPv6 nat and IPv4 dsr, intact.
-    for vip in ["[2001:db8:100::10]:80", "198.18.100.20:80"] {
+    // A large transfer over IPv6 nat, IPv4 dsr and GUE, intact.
+    for vip in [
+        "[2001:db8:100::10]:80",
+        "198.18.100.20:80",
+        "198.18.100.42:80",
+    ] {
         let r = http_request(
             &bed.topo.client_ns(),
             vip.parse().unwrap(),

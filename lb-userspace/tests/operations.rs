@@ -11,7 +11,7 @@ use std::{
 };
 
 use xdplb::{
-    api_types::{BackendState, Health},
+    api_types::{BackendState, Effective, Health},
     client::Client,
     testbed::{
         Daemon, HttpServer, Load, Outcomes, Stream, Topology, backend_addr, metric_sum, netns,
@@ -97,13 +97,15 @@ impl Bed {
         netns::run_in(&self.topo.lb_ns(), || Ok(f(&Client::new(ADMIN, None)))).unwrap()
     }
 
-    fn health(&self, i: usize) -> Health {
+    /// Health as the checks see it, and whether the data plane already
+    /// applies it (`effective`): the latter ends the detection window.
+    fn health(&self, i: usize) -> (Health, Effective) {
         let services = self.api(|c| c.services()).unwrap();
         services[0]
             .backends
             .iter()
             .find(|b| b.address == backend(i))
-            .map(|b| b.health)
+            .map(|b| (b.health, b.effective))
             .expect("backend listed")
     }
 
@@ -133,7 +135,8 @@ fn a_dead_backend_leaves_within_the_detection_window_and_comes_back() {
     let killed_at = load.elapsed();
     bed.servers[1] = None; // backend-2 stops: connections to it are refused
     assert!(
-        wait_until(Duration::from_secs(5), || bed.health(2) == Health::Down),
+        wait_until(Duration::from_secs(5), || bed.health(2)
+            == (Health::Down, Effective::Down)),
         "backend-2 never marked down:\n{}",
         bed.daemon.log()
     );
@@ -152,7 +155,8 @@ fn a_dead_backend_leaves_within_the_detection_window_and_comes_back() {
     bed.servers[1] = Some(start_server(&bed.topo, 2));
     let restarted_at = load.elapsed();
     assert!(
-        wait_until(Duration::from_secs(5), || bed.health(2) == Health::Up),
+        wait_until(Duration::from_secs(5), || bed.health(2)
+            == (Health::Up, Effective::Ready)),
         "backend-2 never came back"
     );
     let up_seen_at = load.elapsed();
@@ -172,7 +176,7 @@ fn a_dead_backend_leaves_within_the_detection_window_and_comes_back() {
     for f in &failures {
         assert!(
             f.at >= killed_at && f.at <= down_seen_at,
-            "failure outside the detection window: {f:?}"
+            "failure outside the detection window {killed_at:?}..{down_seen_at:?}: {f:?}"
         );
     }
     assert!(

@@ -103,6 +103,33 @@ services:
       - { address: 198.18.1.11, port: 8080 }
       - { address: 198.18.1.12, port: 8080 }
       - { address: 198.18.1.13, port: 8080 }
+  - name: tun4
+    vip: 198.18.100.40
+    port: 80
+    mode: tunnel
+    backends: [{ address: 198.18.1.11, port: 80 }]
+  - name: tun6
+    vip: "2001:db8:100::40"
+    port: 80
+    mode: tunnel
+    backends: [{ address: "2001:db8:1::11", port: 80 }]
+  - name: tun46
+    vip: 198.18.100.41
+    port: 80
+    mode: tunnel
+    backends: [{ address: "2001:db8:1::12", port: 80 }]
+  - name: gue4
+    vip: 198.18.100.42
+    port: 80
+    mode: tunnel
+    encap: gue
+    backends: [{ address: 198.18.1.12, port: 80 }]
+  - name: gue6
+    vip: "2001:db8:100::42"
+    port: 80
+    mode: tunnel
+    encap: gue
+    backends: [{ address: "2001:db8:1::13", port: 80 }]
   - name: dsr6
     vip: "2001:db8:100::20"
     port: 80
@@ -803,5 +830,125 @@ fn flows_expire_after_their_idle_timeout_and_the_daemon_deletes_them() {
         assert_eq!(lb.dp.flow_entries().unwrap(), entries - 1);
         lb.run(&udp_req);
         assert_eq!(flows(lb), before + 2, "its next datagram is a new flow");
+    });
+}
+
+/// The IP packet of `frame` (after the Ethernet header).
+fn ip_of(frame: &[u8]) -> &[u8] {
+    &frame[14..]
+}
+
+#[test]
+fn tunnel_mode_wraps_the_packet_unchanged_and_decap_unwraps_it() {
+    with_lb(|_, lb| {
+        let mut decap = xdplb::decap::load(6080).expect("decap program loads");
+        let decap = xdplb::decap::program(&mut decap).unwrap();
+        let v4 = |d: u8| Ipv4Addr::new(198, 18, 100, d);
+        let v6 = |d: u16| Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, d);
+        // (name, frame, outer is IPv6, outer destination, GUE)
+        let cases: Vec<(&str, Vec<u8>, bool, std::net::IpAddr, bool)> = vec![
+            (
+                "ipip",
+                tcp_syn(CLIENT, 47000, v4(40), 80),
+                false,
+                Ipv4Addr::new(198, 18, 1, 11).into(),
+                false,
+            ),
+            (
+                "ip6ip6",
+                tcp6(CLIENT_MAC, CLIENT6, 47000, v6(0x40), 80),
+                true,
+                backend6(11).into(),
+                false,
+            ),
+            (
+                "ipv4 in ipv6",
+                tcp_syn(CLIENT, 47000, v4(41), 80),
+                true,
+                backend6(12).into(),
+                false,
+            ),
+            (
+                "gue over ipv4",
+                tcp_syn(CLIENT, 47000, v4(42), 80),
+                false,
+                Ipv4Addr::new(198, 18, 1, 12).into(),
+                true,
+            ),
+            (
+                "gue over ipv6",
+                tcp6(CLIENT_MAC, CLIENT6, 47000, v6(0x42), 80),
+                true,
+                backend6(13).into(),
+                true,
+            ),
+        ];
+        for (name, frame, outer6, dst, gue) in cases {
+            let (v, out) = lb.run(&frame);
+            assert_eq!(v, REDIRECT, "{name}");
+            let p = SlicedPacket::from_ethernet(&out).expect("outer parses");
+            let (outer_dst, inner_at) = match &p.net {
+                Some(NetSlice::Ipv4(ip)) => {
+                    assert!(!outer6, "{name}: outer family");
+                    let h = ip.header().to_header();
+                    assert_eq!(h.header_checksum, h.calc_header_checksum(), "{name}");
+                    assert_eq!(Ipv4Addr::from(h.source), SNAT, "{name}");
+                    assert!(h.dont_fragment, "{name}");
+                    (std::net::IpAddr::from(h.destination), 14 + 20)
+                }
+                Some(NetSlice::Ipv6(ip)) => {
+                    assert!(outer6, "{name}: outer family");
+                    let h = ip.header().to_header();
+                    assert_eq!(Ipv6Addr::from(h.source), SNAT6, "{name}");
+                    (std::net::IpAddr::from(h.destination), 14 + 40)
+                }
+                other => panic!("{name}: {other:?}"),
+            };
+            assert_eq!(outer_dst, dst, "{name}");
+            assert_eq!(macs(&out), (backend_mac(dst), LBB_MAC), "{name}");
+            let inner_at = if gue {
+                let Some(TransportSlice::Udp(u)) = &p.transport else {
+                    panic!("{name}: no UDP")
+                };
+                assert_eq!(u.destination_port(), 6080, "{name}");
+                assert!(u.source_port() >= 0xc000, "{name}");
+                inner_at + 8
+            } else {
+                inner_at
+            };
+            assert_eq!(
+                &out[inner_at..],
+                ip_of(&frame),
+                "{name}: inner packet unchanged"
+            );
+
+            // The backend's decapsulator gives back the client's packet.
+            let mut back = vec![0u8; out.len() + 64];
+            let r = decap
+                .test_run(TestRunOptions {
+                    data_in: Some(&out),
+                    data_out: Some(&mut back),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(r.return_value, PASS, "{name}");
+            back.truncate(r.data_size_out as usize);
+            assert_eq!(&back[..12], &out[..12], "{name}: MACs kept");
+            assert_eq!(&back[12..], &frame[12..], "{name}: the original packet");
+        }
+        // Other traffic passes the decapsulator untouched.
+        let plain = tcp_syn(CLIENT, 47001, v4(40), 80);
+        let mut back = vec![0u8; plain.len() + 64];
+        let r = decap
+            .test_run(TestRunOptions {
+                data_in: Some(&plain),
+                data_out: Some(&mut back),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            (r.return_value, &back[..r.data_size_out as usize]),
+            (PASS, &plain[..])
+        );
     });
 }

@@ -87,11 +87,3 @@ pub(super) fn invalid(path: impl Into<String>, message: impl Into<String>) -> Co
         column: None,
     }
 }
-
-pub(super) fn unsupported(path: impl Into<String>, what: impl Into<String>) -> ConfigError {
-    ConfigError::Unsupported {
-        path: path.into(),
-        what: what.into(),
-        line: None,
-    }
-}

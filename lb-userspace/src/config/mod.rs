@@ -43,8 +43,14 @@ pub struct Config {
     /// What SIGINT/SIGTERM does to the data plane.
     pub on_exit: OnExit,
     pub flow_timeouts: FlowTimeouts,
+    /// UDP destination port of GUE-encapsulated packets (tunnel mode,
+    /// `encap: gue`); backends' decapsulators listen on it.
+    pub gue_port: u16,
     pub services: Vec<Service>,
 }
+
+/// Default `gue_port`.
+pub const DEFAULT_GUE_PORT: u16 = 6080;
 
 /// How long a flow may be silent before it is over: its next packet is
 /// balanced afresh, and the daemon deletes the entry.
@@ -97,6 +103,7 @@ impl Default for Config {
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
             on_exit: OnExit::default(),
             flow_timeouts: FlowTimeouts::default(),
+            gue_port: DEFAULT_GUE_PORT,
             limits: Limits::default(),
             services: Vec::new(),
         }
@@ -218,12 +225,15 @@ pub struct Service {
     /// Used as a metrics label value and a URL path segment.
     pub name: String,
     pub vip: IpAddr,
-    /// 0 = all ports (not supported yet).
+    /// 0 = all ports (its backends then have port 0: packets keep theirs).
     pub port: u16,
     #[serde(default)]
     pub protocol: Protocol,
     #[serde(default)]
     pub mode: Mode,
+    /// Tunnel mode's encapsulation.
+    #[serde(default)]
+    pub encap: Encap,
     #[serde(default)]
     pub hash: HashMode,
     /// None = backends are always up.
@@ -266,6 +276,15 @@ pub enum Mode {
     Nat,
     Dsr,
     Tunnel,
+}
+
+/// `encap` (tunnel mode): IP in IP, or GUE (UDP to `gue_port`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    #[default]
+    Ipip,
+    Gue,
 }
 
 impl fmt::Display for Mode {

@@ -408,14 +408,37 @@ fn limit_checks() {
 }
 
 #[test]
-fn not_implemented_yet() {
-    let cases = [(
-        base_with("port: 80\n", "port: 80\n    mode: tunnel\n"),
-        "services[0].mode: mode tunnel is not supported yet (line 7)",
-    )];
-    for (text, expect) in cases {
-        assert_err(&text, &[expect]);
-    }
+fn tunnel_mode() {
+    let tunnel = base_with("port: 80\n", "port: 80\n    mode: tunnel\n");
+    assert_err(
+        &tunnel,
+        &[
+            "services[0].backends[0].port: 8080 differs from the service port 80: in mode tunnel the packet reaches the backend unchanged",
+            "line 9",
+        ],
+    );
+    let ok = tunnel.replace("port: 8080", "port: 80");
+    parse(&ok).unwrap();
+    // A tunnel may carry IPv4 to an IPv6 backend, given an IPv6 source.
+    let mixed = ok.replace("198.18.1.12", "\"2001:db8:1::12\"");
+    assert_err(
+        &mixed,
+        &[
+            "snat.ipv6: required: service \"web\" tunnels to IPv6 backends (the outer source address)",
+        ],
+    );
+    let cfg = parse(&mixed.replace(
+        "snat: { ipv4: 198.18.1.1 }",
+        "snat: { ipv4: 198.18.1.1, ipv6: \"2001:db8:1::1\" }",
+    ))
+    .unwrap();
+    assert_eq!(cfg.services[0].encap, Encap::Ipip);
+    let gue = parse(&ok.replace("mode: tunnel", "mode: tunnel\n    encap: gue")).unwrap();
+    assert_eq!((gue.services[0].encap, gue.gue_port), (Encap::Gue, 6080));
+    assert_err(
+        &base_with("port: 80\n", "port: 80\n    encap: gue\n"),
+        &["services[0].encap: only for mode tunnel", "line 7"],
+    );
 }
 
 #[test]
@@ -694,7 +717,7 @@ fn load_names_the_file() {
     let path = std::env::temp_dir().join(format!("xdplb-config-test-{}.yaml", std::process::id()));
     std::fs::write(
         &path,
-        yaml(&base_with("port: 80\n", "port: 80\n    mode: tunnel\n")),
+        yaml(&base_with("port: 80\n", "port: 80\n    encap: gue\n")),
     )
     .unwrap();
     let err = Config::load(&path).unwrap_err();
@@ -703,7 +726,7 @@ fn load_names_the_file() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: services[0].mode: mode tunnel is not supported yet (line 7)",
+            "{}: services[0].encap: only for mode tunnel (line 7)",
             path.display()
         )
     );

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use lb_common::RING_SLOTS_PER_SERVICE;
 
-use super::error::{invalid, unsupported};
-use super::{CheckType, Config, ConfigError, HealthCheck, Mode, PortRange};
+use super::error::invalid;
+use super::{CheckType, Config, ConfigError, Encap, HealthCheck, Mode, PortRange};
 
 const MAX_MAGLEV_TABLE_SIZE: u32 = 1_000_003;
 /// Largest backend weight (config and API).
@@ -127,8 +127,8 @@ impl Config {
                     format!("duplicate service name {:?} (also services[{j}])", s.name),
                 ));
             }
-            if s.mode == Mode::Tunnel {
-                return Err(unsupported(at("mode"), "mode tunnel"));
+            if s.encap != Encap::Ipip && s.mode != Mode::Tunnel {
+                return Err(invalid(at("encap"), "only for mode tunnel"));
             }
             if let Some(hc) = &s.health_check {
                 check_health_check(&at("health_check"), hc)?;
@@ -147,7 +147,8 @@ impl Config {
             let mut seen = HashMap::new();
             for (k, b) in s.backends.iter().enumerate() {
                 let at = |key: &str| format!("services[{i}].backends[{k}].{key}");
-                if b.address.is_ipv4() != s.vip.is_ipv4() {
+                // Only a tunnel can carry one family inside the other.
+                if b.address.is_ipv4() != s.vip.is_ipv4() && s.mode != Mode::Tunnel {
                     return Err(invalid(
                         at("address"),
                         format!(
@@ -166,12 +167,12 @@ impl Config {
                     };
                     return Err(invalid(at("port"), message));
                 }
-                if s.mode == Mode::Dsr && b.port != s.port {
+                if s.mode != Mode::Nat && b.port != s.port {
                     return Err(invalid(
                         at("port"),
                         format!(
-                            "{} differs from the service port {}: in mode dsr the packet reaches the backend unchanged",
-                            b.port, s.port
+                            "{} differs from the service port {}: in mode {} the packet reaches the backend unchanged",
+                            b.port, s.port, s.mode
                         ),
                     ));
                 }
@@ -193,7 +194,8 @@ impl Config {
             }
         }
 
-        // nat mode needs a source address of the VIP's family.
+        // nat mode needs a source address of the VIP's family; tunnel mode
+        // one of each backend's family (the outer header's source).
         let snat = [
             ("snat.ipv4", self.snat.ipv4.map(IpAddr::V4), true),
             ("snat.ipv6", self.snat.ipv6.map(IpAddr::V6), false),
@@ -207,19 +209,26 @@ impl Config {
                         format!("{addr} is also the VIP of service {:?}", s.name),
                     ));
                 }
-            } else if let Some(s) = self
-                .services
-                .iter()
-                .find(|s| s.mode == Mode::Nat && s.vip.is_ipv4() == v4)
-            {
-                let family = if v4 { "IPv4" } else { "IPv6" };
-                return Err(invalid(
-                    key,
-                    format!(
-                        "required: service {:?} uses mode nat with an {family} VIP",
-                        s.name
-                    ),
-                ));
+                continue;
+            }
+            let family = if v4 { "IPv4" } else { "IPv6" };
+            for s in &self.services {
+                let need = match s.mode {
+                    Mode::Nat => s.vip.is_ipv4() == v4,
+                    Mode::Tunnel => s.backends.iter().any(|b| b.address.is_ipv4() == v4),
+                    Mode::Dsr => false,
+                };
+                if need {
+                    let what = if s.mode == Mode::Nat {
+                        format!("uses mode nat with an {family} VIP")
+                    } else {
+                        format!("tunnels to {family} backends (the outer source address)")
+                    };
+                    return Err(invalid(
+                        key,
+                        format!("required: service {:?} {what}", s.name),
+                    ));
+                }
             }
         }
 

@@ -64,7 +64,8 @@ impl Dataplane {
                 ring: slot,
                 mode: svc.mode,
                 hash: svc.hash,
-                _pad: [0; 2],
+                encap: svc.encap,
+                _pad: 0,
             };
             if current != Some(meta) {
                 let mut services: HashMap<_, ServiceKey, ServiceMeta> = self.typed("SERVICES")?;

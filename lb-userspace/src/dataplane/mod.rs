@@ -18,12 +18,14 @@ use lb_common::{
 };
 
 pub use gc::monotonic_secs;
-pub use pins::PinError;
+pub use pins::{PinError, ensure_pin_dir};
 
 use crate::config::{Limits, XdpModeSetting};
 
 /// The XDP object built by build.rs (empty when built with AYA_BUILD_SKIP).
 pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdplb"));
+/// The tunnel-mode decapsulator, program `xdplb_decap` (`decap` module).
+pub static DECAP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap"));
 /// Reference programs `empty`, `drop_all`, `macswap` for benchmarks.
 pub static BASELINES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baselines"));
 

@@ -100,8 +100,7 @@ impl Pins {
     /// removes pinned maps whose shape differs from `sizes` (all of them:
     /// a half-adopted state would be worse than a fresh one).
     pub fn prepare(dir: &Path, sizes: &BTreeMap<&'static str, MapSpec>) -> Result<Pins, PinError> {
-        ensure_bpffs(dir)?;
-        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        ensure_pin_dir(dir)?;
         let pins = Pins {
             dir: dir.to_owned(),
         };
@@ -210,6 +209,12 @@ impl Pins {
             Err(e) => Err(io_err(format!("removing {}", self.dir.display()))(e)),
         }
     }
+}
+
+/// Makes sure `dir` exists on a bpf filesystem.
+pub fn ensure_pin_dir(dir: &Path) -> Result<(), PinError> {
+    ensure_bpffs(dir)?;
+    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), PinError> {
