@@ -2,6 +2,8 @@
 
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
@@ -10,6 +12,9 @@ pub const FAMILY_V6: u8 = 6;
 pub const MODE_NAT: u8 = 0;
 pub const MODE_DSR: u8 = 1;
 pub const MODE_TUNNEL: u8 = 2;
+/// A `SERVICES` entry (port 0, protocol ICMP or ICMPv6) marking a VIP that
+/// answers echo requests.
+pub const MODE_ECHO: u8 = 3;
 
 /// Which flow fields pick the backend (`ServiceMeta::hash`).
 pub const HASH_FIVE_TUPLE: u8 = 0;

@@ -9,6 +9,7 @@
 
 mod fib;
 mod flow;
+mod icmp;
 mod nat;
 mod parse;
 mod select;
@@ -18,7 +19,7 @@ mod tunnel;
 use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS},
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use fib::Route;
@@ -26,6 +27,7 @@ use lb_common::{
     Backend, BackendCounter, Counter, FLAG_ALL_PORTS, Flow, FlowKey, GLOBAL_STATS_LEN, Globals,
     MODE_DSR, MODE_TUNNEL, NatRev, ServiceKey, ServiceMeta,
 };
+use tunnel::Inner;
 
 // Map sizes below are placeholders: the daemon sets them from the config at
 // load time (`EbpfLoader::set_max_entries`), except where noted.
@@ -61,6 +63,22 @@ static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GLOBAL_STA
 #[map]
 static NEIGH_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// Programs reached by tail call: `JUMP_ICMP` is `xdplb_icmp`. Fixed size.
+#[map]
+static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+const JUMP_ICMP: u32 = 0;
+
+/// ICMP for VIPs (`icmp.rs`), tail-called by `xdplb` for what is not TCP/UDP.
+#[xdp]
+pub fn xdplb_icmp(ctx: XdpContext) -> u32 {
+    let action = CONFIG
+        .get(0)
+        .and_then(|g| icmp::handle(&ctx, g))
+        .unwrap_or(XDP_PASS);
+    stats::count_action(action);
+    action
+}
+
 #[xdp]
 pub fn xdplb(ctx: XdpContext) -> u32 {
     let action = try_xdplb(&ctx).unwrap_or(XDP_ABORTED);
@@ -72,10 +90,13 @@ pub fn xdplb(ctx: XdpContext) -> u32 {
 /// missing its entry): those abort, so they show up in the action counters.
 #[inline(always)]
 fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
+    let globals = CONFIG.get(0).ok_or(())?;
     let Some(mut pkt) = parse::parse(ctx) else {
+        // Not TCP/UDP: maybe ICMP for a VIP. The handler is a program of its
+        // own (a tail call gets a fresh 512-byte stack); without it, pass.
+        unsafe { JUMP.tail_call(ctx, JUMP_ICMP) };
         return Ok(XDP_PASS);
     };
-    let globals = CONFIG.get(0).ok_or(())?;
     let snat = globals.snat(pkt.key.family);
 
     // Replies from backends (nat mode) arrive at the SNAT address.
@@ -116,10 +137,12 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
         // Only the destination MAC changes: the backend holds the VIP.
         MODE_DSR => Route::of(&pkt, &backend),
         // The packet goes unchanged inside an outer header to the backend.
-        MODE_TUNNEL => match tunnel::encap(ctx, &pkt, &conn.backend, svc.encap, globals) {
-            Some(route) => route,
-            None => return Ok(XDP_DROP),
-        },
+        MODE_TUNNEL => {
+            match tunnel::encap(ctx, &Inner::of(&pkt), &conn.backend, svc.encap, globals) {
+                Some(route) => route,
+                None => return Ok(XDP_DROP),
+            }
+        }
         _ => {
             nat::rewrite(&mut pkt, &snat, &backend, conn.snat_port, conn.backend_port);
             Route::of(&pkt, &backend)
@@ -131,7 +154,7 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
 /// The service of (destination, port, protocol); with all-ports services
 /// configured, a miss is retried with port 0.
 #[inline(always)]
-fn service(key: &FlowKey, flags: u32) -> Option<&'static ServiceMeta> {
+pub(crate) fn service(key: &FlowKey, flags: u32) -> Option<&'static ServiceMeta> {
     let mut skey = ServiceKey {
         addr: key.dst,
         port: key.dport,

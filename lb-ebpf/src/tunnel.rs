@@ -24,12 +24,31 @@ const V4_HDR: usize = 20;
 const V6_HDR: usize = 40;
 const UDP_HDR: usize = 8;
 
+/// The packet to wrap: where its IP header starts, how long it is, and the
+/// flow it belongs to (the GUE source port comes from it).
+pub struct Inner<'a> {
+    pub l2_len: usize,
+    pub ip_len: u16,
+    pub key: &'a FlowKey,
+}
+
+impl<'a> Inner<'a> {
+    #[inline(always)]
+    pub fn of(pkt: &'a Packet) -> Inner<'a> {
+        Inner {
+            l2_len: pkt.l2_len,
+            ip_len: pkt.ip_len,
+            key: &pkt.key,
+        }
+    }
+}
+
 /// Wraps the packet for `backend`; returns the outer header's route, or
 /// `None` if the frame could not grow (dropped).
 #[inline(always)]
 pub fn encap(
     ctx: &XdpContext,
-    pkt: &Packet,
+    pkt: &Inner,
     backend: &Backend,
     encap: u8,
     globals: &Globals,
@@ -51,7 +70,7 @@ pub fn encap(
     // UDP source port from the flow: spreads tunnels over the backend's
     // receive queues (and ECMP paths) as the flows themselves would.
     let sport = if gue {
-        gue_source_port(&pkt.key, globals)
+        gue_source_port(pkt.key, globals)
     } else {
         0
     };

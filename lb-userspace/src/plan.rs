@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
     Backend, ENCAP_GUE, ENCAP_IPIP, FAMILY_V4, FAMILY_V6, FLAG_ALL_PORTS, Globals, HASH_FIVE_TUPLE,
-    HASH_SOURCE_IP, MODE_DSR, MODE_NAT, MODE_TUNNEL, NO_BACKEND, STATE_DOWN, STATE_DRAIN,
-    STATE_MAINT, STATE_READY, ServiceKey,
+    HASH_SOURCE_IP, MODE_DSR, MODE_ECHO, MODE_NAT, MODE_TUNNEL, NO_BACKEND, PROTO_ICMP,
+    PROTO_ICMPV6, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, ServiceKey, ServiceMeta,
 };
 
 use crate::{
@@ -22,6 +22,9 @@ use crate::{
 pub struct Plan {
     pub globals: Globals,
     pub services: Vec<ServicePlan>,
+    /// `SERVICES` entries of VIPs that answer echo requests (port 0,
+    /// protocol ICMP or ICMPv6, `MODE_ECHO`).
+    pub echo: Vec<(ServiceKey, ServiceMeta)>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,7 +196,32 @@ pub fn plan(
             }
         })
         .collect();
-    Plan { globals, services }
+    let services: Vec<ServicePlan> = services;
+    let mut echo: Vec<(ServiceKey, ServiceMeta)> = Vec::new();
+    for (s, p) in cfg.services.iter().zip(&services) {
+        let key = ServiceKey {
+            port: 0,
+            proto: if s.vip.is_ipv4() {
+                PROTO_ICMP
+            } else {
+                PROTO_ICMPV6
+            },
+            ..p.key
+        };
+        if s.icmp_echo && !echo.iter().any(|(k, _)| *k == key) {
+            let meta = ServiceMeta {
+                id: p.id,
+                mode: MODE_ECHO,
+                ..ServiceMeta::default()
+            };
+            echo.push((key, meta));
+        }
+    }
+    Plan {
+        globals,
+        services,
+        echo,
+    }
 }
 
 /// What the data plane does with a backend: `maint` wins (an operator said

@@ -195,9 +195,12 @@ fn one_connection_moves_10_mb_intact_on_one_backend() {
             grew.push((format!("backend-{i}"), bytes));
         }
     }
-    assert_eq!(grew.len(), 1, "{grew:?}");
-    assert_eq!(grew[0].0, served_by);
-    assert!(grew[0].1 >= size as f64, "{grew:?}");
+    // The other backends may only see the last packets of the warm-up
+    // connection closing.
+    let big: Vec<_> = grew.iter().filter(|(_, b)| *b > 10_000.0).collect();
+    assert_eq!(big.len(), 1, "{grew:?}");
+    assert_eq!(big[0].0, served_by);
+    assert!(big[0].1 >= size as f64, "{grew:?}");
 }
 
 #[test]

@@ -49,6 +49,7 @@ services:
     vip: 198.18.100.10
     port: 80
     protocol: tcp
+    icmp_echo: true
     backends:
       - { address: 198.18.1.11, port: 8080 }
       - { address: 198.18.1.12, port: 8080 }
@@ -70,6 +71,7 @@ services:
     vip: "2001:db8:100::10"
     port: 80
     protocol: tcp
+    icmp_echo: true
     backends:
       - { address: "2001:db8:1::11", port: 8080 }
       - { address: "2001:db8:1::12", port: 8080 }
@@ -370,7 +372,7 @@ fn traffic_the_balancer_does_not_own_passes_untouched() {
             .unwrap();
         let mut icmp = Vec::new();
         PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
-            .ipv4(CLIENT.octets(), WEB_VIP.octets(), 64)
+            .ipv4(CLIENT.octets(), DNS_VIP.octets(), 64)
             .icmpv4_echo_request(1, 1)
             .write(&mut icmp, b"ping")
             .unwrap();
@@ -378,7 +380,7 @@ fn traffic_the_balancer_does_not_own_passes_untouched() {
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("ARP request", arp),
             ("IPv6", ipv6),
-            ("ICMP echo to a VIP", icmp),
+            ("ICMP echo to a VIP without icmp_echo", icmp),
             (
                 "TCP to a non-VIP address",
                 tcp_syn(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 1), 22),
@@ -950,5 +952,196 @@ fn tunnel_mode_wraps_the_packet_unchanged_and_decap_unwraps_it() {
             (r.return_value, &back[..r.data_size_out as usize]),
             (PASS, &plain[..])
         );
+    });
+}
+
+/// Internet checksum of `data` is valid (sums to zero).
+fn sums_to_zero(data: &[u8]) -> bool {
+    lb_common::csum::checksum(data) == 0
+}
+
+/// ICMPv6: the checksum covers a pseudo-header too.
+fn icmp6_valid(frame: &[u8]) -> bool {
+    let ip = &frame[14..];
+    let len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&ip[8..40]);
+    pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&ip[40..40 + len]);
+    sums_to_zero(&pseudo)
+}
+
+fn icmp4_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(body);
+    let c = lb_common::csum::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_ne_bytes());
+    let mut ip = Ipv4Header::new(
+        icmp.len() as u16,
+        64,
+        IpNumber::ICMP,
+        src.octets(),
+        dst.octets(),
+    )
+    .unwrap();
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut f = Vec::new();
+    f.extend_from_slice(&LBC_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    ip.write(&mut f).unwrap();
+    f.extend_from_slice(&icmp);
+    f
+}
+
+fn icmp6_frame(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(body);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&icmp);
+    let c = lb_common::csum::checksum(&pseudo);
+    icmp[2..4].copy_from_slice(&c.to_ne_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&LBC_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+#[test]
+fn echo_requests_to_vips_are_answered_when_enabled() {
+    with_lb(|_, lb| {
+        let req = icmp4_frame(CLIENT, WEB_VIP, 8, 0, [0, 7, 0, 1], b"ping");
+        let (v, out) = lb.run(&req);
+        assert_eq!(v, 3, "XDP_TX");
+        assert_eq!(macs(&out), (CLIENT_MAC, LBC_MAC), "back to the sender");
+        assert_eq!(&out[14 + 12..14 + 16], &WEB_VIP.octets(), "from the VIP");
+        assert_eq!(&out[14 + 16..14 + 20], &CLIENT.octets());
+        assert_eq!(out[14 + 20], 0, "echo reply");
+        assert!(sums_to_zero(&out[14..14 + 20]) && sums_to_zero(&out[14 + 20..]));
+        assert_eq!(
+            &out[14 + 24..],
+            &req[14 + 24..],
+            "identifier, sequence, data"
+        );
+
+        let req6 = icmp6_frame(CLIENT6, WEB6_VIP, 128, 0, [0, 7, 0, 1], b"ping6");
+        let (v, out) = lb.run(&req6);
+        assert_eq!(v, 3);
+        assert_eq!(out[14 + 40], 129, "echo reply");
+        assert_eq!(&out[14 + 8..14 + 24], &WEB6_VIP.octets());
+        assert!(icmp6_valid(&out));
+
+        // A VIP whose services do not enable it: the kernel's business.
+        let other = icmp4_frame(CLIENT, DNS_VIP, 8, 0, [0, 7, 0, 1], b"ping");
+        let (v, out) = lb.run(&other);
+        assert_eq!((v, out), (PASS, other));
+    });
+}
+
+#[test]
+fn icmp_errors_about_a_flow_reach_its_backend() {
+    with_lb(|_, lb| {
+        let router = Ipv4Addr::new(198, 18, 0, 254);
+        // nat: the flow, and the reply the client's side could not take.
+        let (_, fwd) = lb.run(&tcp_syn(CLIENT, 48000, WEB_VIP, 80));
+        let f = inspect(&fwd);
+        let reply = tcp_from(backend_mac(f.dst), f.dst, 8080, SNAT, f.sport);
+        let (_, back) = lb.run(&reply);
+        // "Fragmentation needed, MTU 1400" quoting the translated reply.
+        let quoted = &back[14..14 + 40];
+        let err = icmp4_frame(router, WEB_VIP, 3, 4, [0, 0, 0x05, 0x78], quoted);
+        let (v, out) = lb.run(&err);
+        assert_eq!(v, REDIRECT, "on to the backend");
+        assert_eq!(macs(&out), (backend_mac(f.dst), LBB_MAC));
+        let ip = &out[14..34];
+        assert!(sums_to_zero(ip), "outer IPv4 checksum");
+        assert_eq!(
+            (&ip[12..16], &ip[16..20]),
+            (&router.octets()[..], &f.dst.octets()[..])
+        );
+        assert!(sums_to_zero(&out[34..]), "ICMP checksum");
+        // The quoted packet is now the one the backend sent.
+        let q = &out[42..];
+        assert!(sums_to_zero(&q[..20]), "quoted IPv4 checksum");
+        assert_eq!(
+            (&q[12..16], &q[16..20]),
+            (&f.dst.octets()[..], &SNAT.octets()[..])
+        );
+        assert_eq!(u16::from_be_bytes([q[20], q[21]]), 8080);
+        assert_eq!(u16::from_be_bytes([q[22], q[23]]), f.sport);
+        assert_eq!(&q[24..40], &reply[14 + 24..14 + 40], "rest of TCP as sent");
+
+        // dsr: handed to the backend unchanged.
+        let (_, _) = lb.run(&tcp_syn(CLIENT, 48001, DSR_VIP, 80));
+        let mut from_vip = tcp_syn(DSR_VIP, 80, CLIENT, 48001);
+        from_vip.drain(..14);
+        let err = icmp4_frame(router, DSR_VIP, 3, 4, [0, 0, 0x05, 0x78], &from_vip[..28]);
+        let (v, out) = lb.run(&err);
+        assert_eq!(v, REDIRECT);
+        assert!(
+            [11, 12]
+                .map(|n| backend_mac(Ipv4Addr::new(198, 18, 1, n)))
+                .contains(&macs(&out).0)
+        );
+        assert_eq!(&out[12..], &err[12..]);
+
+        // An error about no flow of ours: the kernel's.
+        let mut stray = tcp_syn(WEB_VIP, 80, CLIENT, 1);
+        stray.drain(..14);
+        let err = icmp4_frame(router, WEB_VIP, 3, 4, [0, 0, 0x05, 0x78], &stray[..28]);
+        let (v, _) = lb.run(&err);
+        assert_eq!(v, PASS);
+
+        // IPv6 nat: "packet too big" quoting the translated reply.
+        let (_, fwd6) = lb.run(&tcp6(CLIENT_MAC, CLIENT6, 48002, WEB6_VIP, 80));
+        let f6 = inspect6(&fwd6);
+        let mut reply6 = Vec::new();
+        PacketBuilder::ethernet2(backend_mac(f6.dst), LBB_MAC)
+            .ipv6(f6.dst.octets(), SNAT6.octets(), 64)
+            .tcp(8080, f6.sport, 5000, 64240)
+            .ack(1001)
+            .write(&mut reply6, b"world6")
+            .unwrap();
+        let (_, back6) = lb.run(&reply6);
+        let router6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe);
+        let err6 = icmp6_frame(router6, WEB6_VIP, 2, 0, [0, 0, 0x05, 0x00], &back6[14..]);
+        let (v, out) = lb.run(&err6);
+        assert_eq!(v, REDIRECT);
+        assert_eq!(&out[14 + 24..14 + 40], &f6.dst.octets(), "to the backend");
+        assert!(icmp6_valid(&out), "ICMPv6 checksum");
+        let q = &out[14 + 48..];
+        assert_eq!(
+            (&q[8..24], &q[24..40]),
+            (&f6.dst.octets()[..], &SNAT6.octets()[..])
+        );
+        assert_eq!(u16::from_be_bytes([q[42], q[43]]), f6.sport);
     });
 }

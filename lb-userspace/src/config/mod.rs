@@ -234,6 +234,9 @@ pub struct Service {
     /// Tunnel mode's encapsulation.
     #[serde(default)]
     pub encap: Encap,
+    /// Answer ICMP/ICMPv6 echo requests to the VIP (from the balancer).
+    #[serde(default)]
+    pub icmp_echo: bool,
     #[serde(default)]
     pub hash: HashMode,
     /// None = backends are always up.

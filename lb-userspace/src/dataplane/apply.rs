@@ -5,8 +5,8 @@ use std::hash::{Hash, Hasher};
 
 use aya::maps::{Array, HashMap, PerCpuArray, PerCpuValues};
 use lb_common::{
-    Backend, BackendCounter, Counter, Globals, RING_SLOTS_PER_SERVICE, STATE_DRAIN, ServiceKey,
-    ServiceMeta,
+    Backend, BackendCounter, Counter, Globals, MODE_ECHO, RING_SLOTS_PER_SERVICE, STATE_DRAIN,
+    ServiceKey, ServiceMeta,
 };
 
 use super::{Dataplane, DataplaneError, Result, map_err};
@@ -76,12 +76,21 @@ impl Dataplane {
             }
         }
 
+        for (key, meta) in &plan.echo {
+            if self.shadow.services.get(key) != Some(meta) {
+                let mut services: HashMap<_, ServiceKey, ServiceMeta> = self.typed("SERVICES")?;
+                services.insert(key, meta, 0).map_err(map_err("SERVICES"))?;
+                self.shadow.services.insert(*key, *meta);
+            }
+        }
+
         // Services no longer in the plan stop matching.
         let stale: Vec<ServiceKey> = self
             .shadow
             .services
             .keys()
             .filter(|k| !plan.services.iter().any(|s| s.key == **k))
+            .filter(|k| !plan.echo.iter().any(|(e, _)| e == *k))
             .copied()
             .collect();
         for key in stale {
@@ -90,7 +99,9 @@ impl Dataplane {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_err("SERVICES")(e)),
             }
-            if let Some(meta) = self.shadow.services.remove(&key) {
+            if let Some(meta) = self.shadow.services.remove(&key)
+                && meta.mode != MODE_ECHO
+            {
                 self.shadow.rings.remove(&meta.id);
             }
         }

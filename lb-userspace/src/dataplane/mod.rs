@@ -30,6 +30,9 @@ pub static DECAP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 pub static BASELINES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baselines"));
 
 const PROGRAM_NAME: &str = "xdplb";
+const ICMP_PROGRAM: &str = "xdplb_icmp";
+/// `JUMP` slot of the ICMP handler (as in the program's main.rs).
+const JUMP_ICMP: u32 = 0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -161,6 +164,7 @@ impl Dataplane {
         program_mut(&mut ebpf)?
             .load()
             .map_err(DataplaneError::Program)?;
+        link_icmp(&mut ebpf)?;
         let mut dp = Self {
             ebpf,
             ring_size: limits.maglev_table_size,
@@ -339,6 +343,30 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap(name))?;
         T::try_from(map).map_err(map_err(name))
     }
+}
+
+/// Loads the ICMP handler and puts it where `xdplb` tail-calls it (also
+/// over an adopted, pinned jump table: the new program replaces the old).
+fn link_icmp(ebpf: &mut Ebpf) -> Result<()> {
+    let icmp: &mut Xdp = ebpf
+        .program_mut(ICMP_PROGRAM)
+        .ok_or(DataplaneError::MissingProgram(ICMP_PROGRAM))?
+        .try_into()
+        .map_err(DataplaneError::Program)?;
+    icmp.load().map_err(DataplaneError::Program)?;
+    let fd = icmp
+        .fd()
+        .map_err(DataplaneError::Program)?
+        .try_clone()
+        .map_err(|e| DataplaneError::Io {
+            what: "duplicating the ICMP program's fd".into(),
+            source: e,
+        })?;
+    let map = ebpf
+        .map_mut("JUMP")
+        .ok_or(DataplaneError::MissingMap("JUMP"))?;
+    let mut jump = aya::maps::ProgramArray::try_from(map).map_err(map_err("JUMP"))?;
+    jump.set(JUMP_ICMP, &fd, 0).map_err(map_err("JUMP"))
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

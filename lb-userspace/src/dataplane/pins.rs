@@ -87,6 +87,7 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
         ("FLOWS", spec::<FlowKey, Flow>(l.flow_table_size, true)),
         ("NAT_REV", spec::<FlowKey, NatRev>(l.flow_table_size, true)),
         ("GLOBAL_STATS", spec::<u32, u64>(GLOBAL_STATS_LEN, false)),
+        ("JUMP", spec::<u32, u32>(1, false)),
     ])
 }
 
