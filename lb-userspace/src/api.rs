@@ -39,6 +39,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/services/{name}", get(get_service))
         .route("/api/v1/services/{name}/backends/{addr}", put(put_backend))
         .route("/api/v1/reload", post(post_reload))
+        .route("/api/v1/explain", get(get_explain))
         .with_state(shared)
 }
 
@@ -165,6 +166,36 @@ async fn post_reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
     }
     match with_controller(&shared, |c| c.reload()).await {
         Ok(summary) => Json(summary).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    src: String,
+    dst: String,
+    #[serde(default)]
+    proto: crate::config::Protocol,
+}
+
+async fn get_explain(
+    State(shared): State<Arc<Shared>>,
+    query: Result<axum::extract::Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(axum::extract::Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query must be ?src=ADDR:PORT&dst=ADDR:PORT&proto=tcp|udp",
+        );
+    };
+    let (Ok(src), Ok(dst)) = (q.src.parse::<SocketAddr>(), q.dst.parse::<SocketAddr>()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("src {:?} and dst {:?} must be ADDR:PORT", q.src, q.dst),
+        );
+    };
+    match with_controller(&shared, move |c| c.explain(src, dst, q.proto)).await {
+        Ok(e) => Json(e).into_response(),
         Err(r) => r.into_response(),
     }
 }

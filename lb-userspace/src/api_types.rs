@@ -103,6 +103,23 @@ impl ReloadSummary {
     }
 }
 
+/// Answer to `GET /api/v1/explain?src=ADDR:PORT&dst=ADDR:PORT&proto=tcp|udp`:
+/// what the data plane does with a packet of that flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The service whose VIP it is, if any.
+    pub service: Option<String>,
+    /// The backend it goes to (None: not balanced, or no usable backend).
+    pub backend: Option<SocketAddr>,
+    /// The flow is in the flow table (its packets keep that backend).
+    pub existing_flow: bool,
+    /// For a new flow: the flow hash and the Maglev ring entry it picks.
+    pub hash: Option<u32>,
+    pub ring_index: Option<u32>,
+    /// In words.
+    pub reason: String,
+}
+
 /// Body of every 4xx/5xx answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

@@ -289,6 +289,21 @@ impl Client {
         self.json(Method::Post, "/api/v1/reload".into(), None)
     }
 
+    /// `GET /api/v1/explain`: where a packet of this flow goes.
+    pub fn explain(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        protocol: crate::config::Protocol,
+    ) -> Result<crate::api_types::Explanation, ClientError> {
+        let path = format!(
+            "/api/v1/explain?src={}&dst={}&proto={protocol}",
+            segment(&src.to_string()),
+            segment(&dst.to_string())
+        );
+        self.json(Method::Get, path, None)
+    }
+
     /// `GET /metrics`: Prometheus text.
     pub fn metrics(&self) -> Result<String, ClientError> {
         self.call(Method::Get, "/metrics".into(), None)

@@ -61,6 +61,22 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Which backend a flow goes to, and why (asks the running daemon: its
+    /// flow table first, else the flow hash and the service's Maglev ring).
+    Explain {
+        /// Client address and port.
+        src: std::net::SocketAddr,
+        /// VIP and port.
+        dst: std::net::SocketAddr,
+        /// tcp or udp.
+        #[arg(value_parser = parse_protocol)]
+        protocol: xdplb::config::Protocol,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// The backend side of tunnel mode (needs root): attach or detach the
     /// decapsulating XDP program on the interface tunnelled packets arrive
     /// on. It stays attached after this command exits (pinned link).
@@ -145,6 +161,14 @@ enum DecapCommand {
     },
     /// Detach it from IFACE.
     Detach { iface: String },
+}
+
+fn parse_protocol(s: &str) -> Result<xdplb::config::Protocol, String> {
+    match s {
+        "tcp" => Ok(xdplb::config::Protocol::Tcp),
+        "udp" => Ok(xdplb::config::Protocol::Udp),
+        _ => Err(format!("{s:?}: expected tcp or udp")),
+    }
 }
 
 fn parse_xdp_mode(s: &str) -> Result<xdplb::config::XdpModeSetting, String> {
@@ -409,6 +433,27 @@ fn main() -> ExitCode {
                 .client(true)
                 .and_then(|c| c.reload())
                 .map(|summary| print!("{}", client::render_reload(&summary))),
+        ),
+        Command::Explain {
+            src,
+            dst,
+            protocol,
+            json,
+            admin,
+        } => client_exit(
+            admin
+                .client(false)
+                .and_then(|c| c.explain(src, dst, protocol))
+                .map(|e| {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&e).expect("serializable")
+                        );
+                    } else {
+                        println!("{}", e.reason);
+                    }
+                }),
         ),
         Command::Trace(args) => trace(args),
         Command::Decap { command } => {

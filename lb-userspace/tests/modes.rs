@@ -339,3 +339,70 @@ fn all_ports_vips_and_source_ip_affinity() {
     let served = bed.spread("198.18.100.31:80", 40);
     assert_eq!(distinct(&served).len(), 1, "{:?}", distinct(&served));
 }
+
+#[test]
+fn explain_predicts_the_backend_the_program_picks() {
+    let bed = bed();
+    let vip: SocketAddr = "[2001:db8:100::11]:53".parse().unwrap();
+    let explain = |src: SocketAddr| {
+        netns::run_in(&bed.topo.lb_ns(), || {
+            Ok(xdplb::client::Client::new("127.0.0.1:9100", None).explain(
+                src,
+                vip,
+                xdplb::config::Protocol::Udp,
+            ))
+        })
+        .unwrap()
+        .unwrap()
+    };
+    for port in [45001u16, 45002, 45003, 45004, 45005] {
+        let src = SocketAddr::new(xdplb::testbed::topology::CLIENT_ADDR6.into(), port);
+        let before = explain(src);
+        assert!(!before.existing_flow, "{before:?}");
+        let predicted = before.backend.expect("a backend");
+        // The same flow for real, from that source port.
+        let sock = netns::run_in(&bed.topo.client_ns(), || {
+            Ok(std::net::UdpSocket::bind(src)?)
+        })
+        .unwrap();
+        sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut reply = Vec::new();
+        for _ in 0..5 {
+            sock.send_to(b"which", vip).unwrap();
+            let mut buf = [0u8; 512];
+            if let Ok(n) = sock.recv(&mut buf) {
+                reply = buf[..n].to_vec();
+                break;
+            }
+        }
+        let name = String::from_utf8_lossy(&reply).into_owned();
+        let i: usize = name
+            .trim_start_matches("backend-")
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("reply {name:?}"));
+        assert_eq!(
+            SocketAddr::new(backend_addr6(i).into(), 5353),
+            predicted,
+            "explain's prediction for {src}: {}",
+            before.reason
+        );
+        let after = explain(src);
+        assert!(after.existing_flow, "{after:?}");
+        assert_eq!(after.backend, Some(predicted));
+    }
+    let stray = explain("[2001:db8::2]:1".parse().unwrap());
+    assert!(stray.service.is_some());
+    let not_vip = netns::run_in(&bed.topo.lb_ns(), || {
+        Ok(xdplb::client::Client::new("127.0.0.1:9100", None).explain(
+            "198.18.0.2:1".parse().unwrap(),
+            "198.18.0.1:22".parse().unwrap(),
+            xdplb::config::Protocol::Tcp,
+        ))
+    })
+    .unwrap()
+    .unwrap();
+    assert!(not_vip.service.is_none() && not_vip.reason.contains("not a VIP"));
+}

@@ -297,6 +297,16 @@ impl Dataplane {
         Ok(flows.keys().filter(|k| k.is_ok()).count() as u64)
     }
 
+    /// The flow table's entry for `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<lb_common::Flow>> {
+        let flows: HashMap<_, FlowKey, lb_common::Flow> = self.typed_ref("FLOWS")?;
+        match flows.get(key, 0) {
+            Ok(f) => Ok(Some(f)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("FLOWS")(e)),
+        }
+    }
+
     /// The ring buffer on which the program asks for neighbour resolution.
     pub fn take_neigh_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
