@@ -61,6 +61,18 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Live packets per second per service and backend, refreshed every
+    /// --interval until Ctrl-C (or --count refreshes).
+    Top {
+        /// Time between refreshes ("1s", "500ms").
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Stop after this many refreshes (default: run until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Which backend a flow goes to, and why (asks the running daemon: its
     /// flow table first, else the flow hash and the service's Maglev ring).
     Explain {
@@ -349,6 +361,30 @@ fn status(
     Ok(())
 }
 
+/// `top`: the status table with rates, redrawn in place.
+fn top(admin: &AdminArgs, interval: Duration, count: Option<u64>) -> Result<(), ClientError> {
+    let client = admin.client(false)?;
+    let mut before = client.sample()?;
+    let mut shown = 0;
+    while count.is_none_or(|c| shown < c) {
+        std::thread::sleep(interval);
+        let after = client.sample()?;
+        let rates = Rates::between(&before, &after);
+        // Clear the screen and home the cursor, then the table.
+        print!(
+            "\x1b[2J\x1b[Hxdplb top: {} every {}\n\n{}",
+            client.admin(),
+            humantime::format_duration(interval),
+            client::render_status(&after.services, Some(&rates))
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        before = after;
+        shown += 1;
+    }
+    Ok(())
+}
+
 fn backend(command: &BackendCommand) -> Result<(), ClientError> {
     let (service, backend) = match command {
         BackendCommand::State {
@@ -434,6 +470,11 @@ fn main() -> ExitCode {
                 .and_then(|c| c.reload())
                 .map(|summary| print!("{}", client::render_reload(&summary))),
         ),
+        Command::Top {
+            interval,
+            count,
+            admin,
+        } => client_exit(top(&admin, interval, count)),
         Command::Explain {
             src,
             dst,

@@ -574,3 +574,26 @@ fn usage_errors_exit_2_without_a_request() {
     assert!(stderr(&out).contains("cannot read token file /nonexistent/token"));
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 }
+
+#[test]
+fn top_redraws_the_table_with_rates() {
+    let fake = Fake::start(None);
+    let out = xdplb(&[
+        "top",
+        "--admin",
+        &fake.admin(),
+        "--interval",
+        "100ms",
+        "--count",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert_eq!(text.matches("\x1b[2J").count(), 3, "three screens: {text}");
+    assert_eq!(
+        text.matches("web: 198.18.100.10:80 tcp").count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(fake.requests().len(), 4, "one read, then one per screen");
+}
