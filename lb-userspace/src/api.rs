@@ -1,5 +1,5 @@
-//! The admin HTTP server (design.md section 5): `/metrics`, and JSON under
-//! `/api/v1` (`api_types`). Errors are JSON `{"error": ...}` with a 4xx
+//! The admin HTTP server (design.md section 5): `/` (dashboard), `/metrics`,
+//! and JSON under `/api/v1` (`api_types`). Errors are JSON `{"error": ...}` with a 4xx
 //! code. With `admin.token_file`, mutating calls need
 //! `Authorization: Bearer TOKEN`.
 
@@ -34,6 +34,7 @@ pub struct Shared {
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/metrics", get(get_metrics))
         .route("/api/v1/services", get(list_services))
         .route("/api/v1/services/{name}", get(get_service))
@@ -87,6 +88,15 @@ fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
             "this call needs Authorization: Bearer <token from admin.token_file>",
         )),
     }
+}
+
+/// The live dashboard: one static page that polls the JSON API.
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {

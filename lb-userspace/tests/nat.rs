@@ -164,6 +164,16 @@ fn nat_end_to_end() {
         metric_sum(&after, "xdplb_backend_up", &[("service", "web")]),
         3.0
     );
+    // The dashboard page is served, and polls the API it documents.
+    let (status, page) = http_get(
+        &bed.topo.lb_ns(),
+        "127.0.0.1:9100".parse().unwrap(),
+        "/",
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>xdplb</title>") && page.contains("api/v1/services"));
 }
 
 #[test]
