@@ -1,241 +1,287 @@
 //! ns/packet of each path through the XDP program, from BPF_PROG_TEST_RUN,
-//! beside reference programs measured in the same run (design.md section 8).
+//! beside reference programs measured in the same run (design.md section 8),
+//! for each mode and address family.
 //!
 //! Every run uses `repeat = 1`: with `repeat > 1` the kernel does not reset
 //! the packet, so a rewritten frame would take another path on its second
-//! run. Each figure is the trimmed mean of many runs; the fixed cost of a test run
-//! is in the empty program's figure too, so "minus empty" is the program's
-//! own work. Needs root and the built program.
+//! run. Two clocks per figure:
+//! - `test_run`: the kernel's duration of the run, trimmed mean of many runs;
+//!   it includes the fixed cost of a test run (in the empty program's figure
+//!   too, so "minus empty" is the program's own work);
+//! - `bpf_stats`: the kernel's per-program run time (BPF_ENABLE_STATS), which
+//!   times only the program itself, mean over the same runs.
+//!
+//! Paths that leave the packet as they found it (non-VIP pass, dsr
+//! established: only the destination MAC changes, to the same value) are
+//! also timed over many repeats in one run, warm caches and no per-run
+//! overhead. Needs root and the built program.
 //!
 //! `cargo xtask bench` runs this; `-- --quick` makes every piece brief.
 
-use std::net::Ipv4Addr;
+mod common;
+#[path = "pktcost/frames.rs"]
+mod frames;
 
 use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use etherparse::PacketBuilder;
+use serde_json::json;
 use xdplb::{
     config::Config,
     dataplane::{BASELINES, Dataplane},
     plan,
-    testbed::{
-        fib_net::{CLIENT, CLIENT_MAC, FibNet, LBB_MAC, LBC_MAC, backend_mac},
-        netns,
-    },
+    testbed::{fib_net::FibNet, netns},
 };
+
+use frames::{Family, reply_to, tcp};
+use lb_common::FLAG_SKIP_FIB;
 
 const CONFIG: &str = r#"
 interfaces: [lbc, lbb]
-snat: { ipv4: 198.18.1.1, ports: 1024-65535 }  # room for every new flow below
-limits: { max_services: 4, max_backends: 16, maglev_table_size: 65537, flow_table_size: 1048576 }
+snat: { ipv4: 198.18.1.1, ipv6: "2001:db8:1::1", ports: 1024-65535 }  # room for every new flow below
+limits: { max_services: 8, max_backends: 32, maglev_table_size: 65537, flow_table_size: 1048576 }
 services:
-  - name: web
-    vip: 198.18.100.10
-    port: 80
-    protocol: tcp
-    backends:
-      - { address: 198.18.1.11, port: 8080 }
-      - { address: 198.18.1.12, port: 8080 }
-      - { address: 198.18.1.13, port: 8080 }
+  - { name: nat4, vip: 198.18.100.10, port: 80, protocol: tcp, mode: nat, backends: [ { address: 198.18.1.11, port: 8080 }, { address: 198.18.1.12, port: 8080 }, { address: 198.18.1.13, port: 8080 } ] }
+  - { name: dsr4, vip: 198.18.100.20, port: 80, protocol: tcp, mode: dsr, backends: [ { address: 198.18.1.11, port: 80 }, { address: 198.18.1.12, port: 80 }, { address: 198.18.1.13, port: 80 } ] }
+  - { name: nat6, vip: "2001:db8:100::10", port: 80, protocol: tcp, mode: nat, backends: [ { address: "2001:db8:1::11", port: 8080 }, { address: "2001:db8:1::12", port: 8080 }, { address: "2001:db8:1::13", port: 8080 } ] }
+  - { name: dsr6, vip: "2001:db8:100::20", port: 80, protocol: tcp, mode: dsr, backends: [ { address: "2001:db8:1::11", port: 80 }, { address: "2001:db8:1::12", port: 80 }, { address: "2001:db8:1::13", port: 80 } ] }
 "#;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
 
-fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
-        .ipv4(src.octets(), dst.octets(), 64)
-        .tcp(sport, dport, 1000, 64240)
-        .ack(1)
-        .write(&mut v, &[0u8; 64])
-        .unwrap();
-    v
+/// One measured path.
+struct Row {
+    path: String,
+    /// Trimmed mean of the test_run durations.
+    ns: f64,
+    /// Mean program run time from BPF stats.
+    stats_ns: f64,
 }
 
-/// One run of `frame`; returns (verdict, ns, output frame).
-fn run_once(prog: &Xdp, frame: &[u8]) -> (u32, u64, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, r.duration.as_nanos() as u64, out)
+struct Prog<'a> {
+    xdp: &'a Xdp,
 }
 
-/// Mean of the middle 80%: finer than the median (durations are whole ns)
-/// and robust to the odd interrupt.
-fn trimmed_mean(mut v: Vec<u64>) -> f64 {
-    v.sort_unstable();
-    let cut = v.len() / 10;
-    let mid = &v[cut..v.len() - cut];
-    mid.iter().sum::<u64>() as f64 / mid.len() as f64
-}
+impl Prog<'_> {
+    /// One run of `frame`; returns (verdict, ns, output frame).
+    fn run_once(&self, frame: &[u8]) -> (u32, u64, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = self
+            .xdp
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, r.duration.as_nanos() as u64, out)
+    }
 
-/// ns per run of running each frame once (frames may repeat).
-fn cost<'a>(what: &str, prog: &Xdp, frames: impl Iterator<Item = &'a [u8]>, expect: u32) -> f64 {
-    trimmed_mean(
-        frames
+    /// (run time ns, run count) so far, from BPF stats.
+    fn stats(&self) -> (u64, u64) {
+        let info = self.xdp.info().expect("program info");
+        (info.run_time().as_nanos() as u64, info.run_count())
+    }
+
+    /// Runs each frame once; both clocks.
+    fn cost(&self, what: &str, frames: &[Vec<u8>], expect: u32) -> Row {
+        let before = self.stats();
+        let durations: Vec<u64> = frames
+            .iter()
             .map(|f| {
-                let (verdict, ns, _) = run_once(prog, f);
+                let (verdict, ns, _) = self.run_once(f);
                 assert_eq!(verdict, expect, "unexpected verdict for {what}");
                 ns
             })
-            .collect(),
-    )
-}
+            .collect();
+        let after = self.stats();
+        Row {
+            path: what.to_owned(),
+            ns: common::trimmed_mean(durations),
+            stats_ns: (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64,
+        }
+    }
 
-struct Row {
-    path: &'static str,
-    ns: f64,
+    /// Mean ns per packet over `repeat` repeats in one run, `runs` times.
+    fn cost_repeated(&self, what: &str, frame: &[u8], repeat: u32, runs: usize) -> Row {
+        let before = self.stats();
+        let total: f64 = (0..runs)
+            .map(|_| {
+                self.xdp
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        repeat,
+                        ..Default::default()
+                    })
+                    .expect("BPF_PROG_TEST_RUN")
+                    .duration
+                    .as_nanos() as f64
+            })
+            .sum();
+        let after = self.stats();
+        Row {
+            path: what.to_owned(),
+            ns: total / runs as f64,
+            stats_ns: (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64,
+        }
+    }
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = common::quick();
     let runs = if quick { 2_000 } else { 50_000 };
+    let repeat: u32 = if quick { 1_000 } else { 10_000 };
     let net = FibNet::create(11..=13).expect("namespace");
-    let (rows, repeated) = netns::run_in(&net.ns.clone(), || Ok(measure(runs))).unwrap();
+    // Stats are on while this fd is open (and only then).
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let (rows, repeated) = netns::run_in(&net.ns.clone(), || Ok(measure(runs, repeat))).unwrap();
     drop(net);
 
-    let floor = rows.iter().find(|r| r.path == "empty program").unwrap().ns;
-    println!("\nns/packet, BPF_PROG_TEST_RUN, repeat=1, trimmed mean of {runs} runs each");
-    println!("{:<28} {:>10} {:>14}", "path", "ns/pkt", "minus empty");
+    let floor = |rows: &[Row]| {
+        rows.iter()
+            .find(|r| r.path == "empty program")
+            .map(|r| (r.ns, r.stats_ns))
+            .unwrap()
+    };
+    let (f_ns, f_stats) = floor(&rows);
+    println!("\nns/packet, BPF_PROG_TEST_RUN, repeat=1, {runs} runs each");
+    println!(
+        "{:<34} {:>10} {:>12} {:>11} {:>12}",
+        "path", "test_run", "minus empty", "bpf_stats", "minus empty"
+    );
     for r in &rows {
-        println!("{:<28} {:>10.1} {:>14.1}", r.path, r.ns, r.ns - floor);
+        println!(
+            "{:<34} {:>10.1} {:>12.1} {:>11.1} {:>12.1}",
+            r.path,
+            r.ns,
+            r.ns - f_ns,
+            r.stats_ns,
+            r.stats_ns - f_stats
+        );
     }
-    // At repeat=1 the timer's own cost (tens of ns, noisy) hides differences
-    // of a few ns; programs that leave the packet as they found it (or take
-    // the same path again) can be timed over many repeats in one run.
-    println!("\nsame-path programs, repeat={REPEAT} per run, mean of {REPEATED_RUNS} runs");
+    println!("\nsame-path programs, repeat={repeat} per run (warm)");
     for r in &repeated {
-        println!("{:<28} {:>10.2}", r.path, r.ns);
+        println!(
+            "{:<34} {:>10.2} {:>12} {:>11.2}",
+            r.path, r.ns, "", r.stats_ns
+        );
     }
+    let to_json = |rows: &[Row]| -> Vec<serde_json::Value> {
+        rows.iter()
+            .map(|r| json!({"path": r.path, "test_run_ns": r.ns, "bpf_stats_ns": r.stats_ns}))
+            .collect()
+    };
+    common::emit(
+        "pktcost",
+        json!({
+            "runs": runs,
+            "repeat": repeat,
+            "rows": to_json(&rows),
+            "repeated": to_json(&repeated),
+        }),
+    );
 }
 
-const REPEAT: u32 = 10_000;
-const REPEATED_RUNS: usize = 20;
-
-/// Mean ns per packet of `frame` over `REPEAT` repeats, `REPEATED_RUNS` times.
-fn cost_repeated(prog: &Xdp, frame: &[u8]) -> f64 {
-    let total: f64 = (0..REPEATED_RUNS)
-        .map(|_| {
-            prog.test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: REPEAT,
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN")
-            .duration
-            .as_nanos() as f64
-        })
-        .sum();
-    total / REPEATED_RUNS as f64
-}
-
-fn measure(runs: usize) -> (Vec<Row>, Vec<Row>) {
+fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
     let mut base = Ebpf::load(BASELINES).expect("baselines object");
     for name in ["empty", "macswap"] {
         let p: &mut Xdp = base.program_mut(name).unwrap().try_into().unwrap();
         p.load().unwrap();
     }
-    let prog = |name: &str| -> &Xdp { base.program(name).unwrap().try_into().unwrap() };
+    let empty = Prog {
+        xdp: base.program("empty").unwrap().try_into().unwrap(),
+    };
+    let macswap = Prog {
+        xdp: base.program("macswap").unwrap().try_into().unwrap(),
+    };
 
     let cfg = Config::from_yaml(CONFIG).unwrap();
     let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads");
-    dp.apply(&plan::from_config(&cfg).unwrap()).unwrap();
-    let lb = dp.program();
+    let plan = plan::from_config(&cfg).unwrap();
+    dp.apply(&plan).unwrap();
+    let (mut nofib, mut nofib_repeated) = (Vec::new(), Vec::new());
+    // Evidence for where the time goes: the established flow with the FIB
+    // lookup skipped (FLAG_SKIP_FIB: XDP_TX, MACs untouched; trace's mode).
+    {
+        let lb = Prog { xdp: dp.program() };
+        let dsr = tcp(Family::V4, 0, 40000, Family::V4.vip(20), 80);
+        let nat = tcp(Family::V4, 0, 40000, Family::V4.vip(10), 80);
+        lb.run_once(&dsr);
+        lb.run_once(&nat);
+    }
+    let mut skip = plan.clone();
+    skip.globals.flags |= FLAG_SKIP_FIB;
+    dp.apply(&skip).unwrap();
+    {
+        let lb = Prog { xdp: dp.program() };
+        let same = |f: &[u8]| std::iter::repeat_n(f.to_vec(), runs).collect::<Vec<_>>();
+        let dsr = tcp(Family::V4, 0, 40000, Family::V4.vip(20), 80);
+        let nat = tcp(Family::V4, 0, 40000, Family::V4.vip(10), 80);
+        nofib.push(lb.cost("xdplb nat IPv4: established, no FIB", &same(&nat), XDP_TX));
+        nofib_repeated.push(lb.cost_repeated(
+            "xdplb dsr IPv4: established, no FIB",
+            &dsr,
+            repeat,
+            20,
+        ));
+    }
+    dp.apply(&plan).unwrap();
+    let lb = Prog { xdp: dp.program() };
 
-    let established = syn(CLIENT, 40000, VIP, 80);
-    let (_, _, out) = run_once(lb, &established);
-    let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
-    let snat_port = u16::from_be_bytes([out[34], out[35]]);
-    let mut reply = Vec::new();
-    PacketBuilder::ethernet2(backend_mac(backend), LBB_MAC)
-        .ipv4(backend.octets(), [198, 18, 1, 1], 64)
-        .tcp(8080, snat_port, 5000, 64240)
-        .ack(1001)
-        .write(&mut reply, &[0u8; 64])
-        .unwrap();
-    let not_vip = syn(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 1), 22);
-    // New flows: a distinct 5-tuple each (60000 ports per client address).
-    let new_flows: Vec<Vec<u8>> = (0..runs)
-        .map(|i| {
-            let src = Ipv4Addr::new(198, 18, 2 + (i / 60_000) as u8, 1);
-            syn(src, 1024 + (i % 60_000) as u16, VIP, 80)
-        })
-        .collect();
-
-    let same = |f: &Vec<u8>| std::iter::repeat_n(f.clone(), runs).collect::<Vec<_>>();
-    let rows = vec![
-        Row {
-            path: "empty program",
-            ns: cost(
-                "empty program",
-                prog("empty"),
-                same(&established).iter().map(|f| &f[..]),
-                2,
-            ),
-        },
-        Row {
-            path: "MAC-swap XDP_TX",
-            ns: cost(
-                "MAC-swap XDP_TX",
-                prog("macswap"),
-                same(&established).iter().map(|f| &f[..]),
-                3,
-            ),
-        },
-        Row {
-            path: "xdplb: non-VIP pass",
-            ns: cost(
-                "xdplb: non-VIP pass",
-                lb,
-                same(&not_vip).iter().map(|f| &f[..]),
-                2,
-            ),
-        },
-        Row {
-            path: "xdplb: new flow",
-            ns: cost("xdplb: new flow", lb, new_flows.iter().map(|f| &f[..]), 4),
-        },
-        Row {
-            path: "xdplb: established flow",
-            ns: cost(
-                "xdplb: established flow",
-                lb,
-                same(&established).iter().map(|f| &f[..]),
-                4,
-            ),
-        },
-        Row {
-            path: "xdplb: nat reply",
-            ns: cost(
-                "xdplb: nat reply",
-                lb,
-                same(&reply).iter().map(|f| &f[..]),
-                4,
-            ),
-        },
-    ];
-    // The MAC swap, run twice, is where it started; a non-VIP packet stays one.
-    let repeated = vec![
-        Row {
-            path: "empty program",
-            ns: cost_repeated(prog("empty"), &established),
-        },
-        Row {
-            path: "MAC-swap XDP_TX",
-            ns: cost_repeated(prog("macswap"), &established),
-        },
-        Row {
-            path: "xdplb: non-VIP pass",
-            ns: cost_repeated(lb, &not_vip),
-        },
-    ];
+    let v4 = Family::V4;
+    let any = tcp(v4, 0, 40000, v4.lb_addr(), 22);
+    let same = |f: &[u8]| std::iter::repeat_n(f.to_vec(), runs).collect::<Vec<_>>();
+    let mut rows = Vec::from([
+        empty.cost("empty program", &same(&any), XDP_PASS),
+        macswap.cost("MAC-swap XDP_TX", &same(&any), XDP_TX),
+        lb.cost("xdplb: non-VIP pass", &same(&any), XDP_PASS),
+    ]);
+    let mut repeated = Vec::from([
+        empty.cost_repeated("empty program", &any, repeat, 20),
+        macswap.cost_repeated("MAC-swap XDP_TX", &any, repeat, 20),
+        lb.cost_repeated("xdplb: non-VIP pass", &any, repeat, 20),
+    ]);
+    for (family, mode, vip) in [
+        (Family::V4, "nat", Family::V4.vip(10)),
+        (Family::V6, "nat", Family::V6.vip(0x10)),
+        (Family::V4, "dsr", Family::V4.vip(20)),
+        (Family::V6, "dsr", Family::V6.vip(0x20)),
+    ] {
+        let tag = format!("{mode} {}", family.name());
+        // New flows: a distinct 5-tuple each.
+        let new_flows: Vec<Vec<u8>> = (0..runs)
+            .map(|i| tcp(family, 1 + i as u32, 40000, vip, 80))
+            .collect();
+        rows.push(lb.cost(&format!("xdplb {tag}: new flow"), &new_flows, XDP_REDIRECT));
+        let established = tcp(family, 0, 40000, vip, 80);
+        let (_, _, out) = lb.run_once(&established);
+        rows.push(lb.cost(
+            &format!("xdplb {tag}: established flow"),
+            &same(&established),
+            XDP_REDIRECT,
+        ));
+        if mode == "nat" {
+            let reply = reply_to(family, &out);
+            rows.push(lb.cost(
+                &format!("xdplb {tag}: nat reply"),
+                &same(&reply),
+                XDP_REDIRECT,
+            ));
+        } else {
+            // Only the destination MAC changes, to the same value each time.
+            repeated.push(lb.cost_repeated(
+                &format!("xdplb {tag}: established flow"),
+                &established,
+                repeat,
+                20,
+            ));
+        }
+    }
+    rows.extend(nofib);
+    repeated.extend(nofib_repeated);
     (rows, repeated)
 }

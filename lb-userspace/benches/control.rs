@@ -1,0 +1,215 @@
+//! The control plane (design.md section 8): Maglev table build time for
+//! 10, 100 and 1000 backends; the real daemon's start and reload times
+//! and its resident memory with 100 services (default ring size) and with
+//! 1000 services. Needs root (the daemon loads and attaches the program).
+
+mod common;
+
+use std::{
+    fmt::Write as _,
+    io::{Read, Write},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use xdplb::{
+    maglev::{MaglevBackend, build_table},
+    testbed::{Daemon, netns, tcp_connect},
+};
+
+const ADMIN: &str = "127.0.0.1:9100";
+
+fn main() -> Result<()> {
+    let quick = common::quick();
+    let maglev = maglev(if quick { 3 } else { 21 });
+    let (small, large) = if quick { (10, 20) } else { (100, 1000) };
+    let ns = Ns::create()?;
+    let daemons = [
+        daemon_run(&ns, small, 65_537, 2)?,
+        daemon_run(&ns, large, 4_093, 2)?,
+    ];
+    drop(ns);
+
+    println!("\nMaglev table build (M = 65537, equal weights), median");
+    for (n, ms) in &maglev {
+        println!("{n:>6} backends {ms:>10.2} ms");
+    }
+    println!("\ndaemon (2 backends per service)");
+    println!(
+        "{:>9} {:>7} {:>10} {:>12} {:>12} {:>12} {:>8}",
+        "services", "M", "start s", "reload same", "reload one", "reload all", "RSS MB"
+    );
+    for d in &daemons {
+        println!(
+            "{:>9} {:>7} {:>10.2} {:>10.1}ms {:>10.1}ms {:>10.1}ms {:>8.1}",
+            d.services,
+            d.ring,
+            d.start_s,
+            d.reload_same_ms,
+            d.reload_one_ms,
+            d.reload_all_ms,
+            d.rss_mb
+        );
+    }
+    common::emit(
+        "control",
+        json!({
+            "maglev": maglev.iter().map(|(n, ms)| json!({"backends": n, "ms": ms})).collect::<Vec<_>>(),
+            "daemon": daemons.iter().map(|d| json!({
+                "services": d.services,
+                "ring": d.ring,
+                "start_s": d.start_s,
+                "reload_same_ms": d.reload_same_ms,
+                "reload_one_ms": d.reload_one_ms,
+                "reload_all_ms": d.reload_all_ms,
+                "rss_mb": d.rss_mb,
+            })).collect::<Vec<_>>(),
+        }),
+    );
+    Ok(())
+}
+
+/// Median build time in ms for 10, 100 and 1000 backends.
+fn maglev(runs: usize) -> Vec<(usize, f64)> {
+    [10usize, 100, 1000]
+        .into_iter()
+        .map(|n| {
+            let backends: Vec<MaglevBackend> = (0..n)
+                .map(|i| MaglevBackend {
+                    addr: IpAddr::V4(Ipv4Addr::from(0xc612_0100u32 + i as u32)),
+                    port: 8080,
+                    weight: 100,
+                })
+                .collect();
+            let times = (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(build_table(&backends, 65_537, 0x5eed));
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            (n, common::median(times))
+        })
+        .collect()
+}
+
+struct DaemonRun {
+    services: usize,
+    ring: u32,
+    start_s: f64,
+    reload_same_ms: f64,
+    reload_one_ms: f64,
+    reload_all_ms: f64,
+    rss_mb: f64,
+}
+
+/// A namespace with one veth pair for the daemon to attach to.
+struct Ns(String);
+impl Ns {
+    fn create() -> Result<Ns> {
+        let ns = Ns(format!("xdplb-ctl-{}", std::process::id()));
+        netns::ip(&["netns", "add", &ns.0])?;
+        for args in [
+            "link set lo up",
+            "link add ca type veth peer name cb",
+            "link set ca up",
+            "link set cb up",
+            "addr add 198.18.1.1/24 dev ca",
+        ] {
+            let a: Vec<&str> = ["-n", ns.0.as_str()]
+                .into_iter()
+                .chain(args.split(' '))
+                .collect();
+            netns::ip(&a)?;
+        }
+        Ok(ns)
+    }
+}
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = netns::ip(&["netns", "del", &self.0]);
+    }
+}
+
+fn config(ns: &str, services: usize, ring: u32, weight: impl Fn(usize) -> u32) -> String {
+    let mut y = format!(
+        "interfaces: [ca]\nxdp_mode: native\npin_dir: /sys/fs/bpf/{ns}\nadmin: {{ listen: {ADMIN} }}\n\
+         snat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}\n\
+         limits: {{ max_services: {}, max_backends: {}, maglev_table_size: {ring}, flow_table_size: 65536 }}\nservices:\n",
+        services.next_power_of_two(),
+        (services * 2).next_power_of_two()
+    );
+    for s in 0..services {
+        let vip = Ipv4Addr::from(0xc612_6400u32 + (s / 200) as u32); // 198.18.100.x
+        let port = 1000 + (s % 200) as u16;
+        writeln!(
+            y,
+            "  - {{ name: s{s}, vip: {vip}, port: {port}, protocol: tcp, backends: [ \
+             {{ address: 198.18.1.11, port: {port}, weight: {w} }}, {{ address: 198.18.1.12, port: {port} }} ] }}",
+            w = weight(s)
+        )
+        .unwrap();
+    }
+    y
+}
+
+fn daemon_run(ns: &Ns, services: usize, ring: u32, _backends: usize) -> Result<DaemonRun> {
+    let bin = Path::new(env!("CARGO_BIN_EXE_xdplb"));
+    let admin: SocketAddr = ADMIN.parse()?;
+    let yaml = config(&ns.0, services, ring, |_| 100);
+    let t = Instant::now();
+    let daemon = Daemon::start(bin, &ns.0, &yaml, admin)?;
+    let start_s = t.elapsed().as_secs_f64();
+    let pid = common::find_process(&format!("{}.yaml", ns.0)).context("daemon pid")?;
+    let reload = |yaml: &str| -> Result<f64> {
+        std::fs::write(daemon.config_path(), yaml)?;
+        let t = Instant::now();
+        post_reload(&ns.0, admin)?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let reload_same_ms = reload(&yaml)?;
+    let reload_one_ms = reload(&config(&ns.0, services, ring, |s| {
+        if s == 0 { 50 } else { 100 }
+    }))?;
+    let reload_all_ms = reload(&config(&ns.0, services, ring, |_| 50))?;
+    let rss_mb = rss_kb(pid) as f64 / 1024.0;
+    eprintln!("control: {services} services: start {start_s:.2}s, RSS {rss_mb:.1} MB");
+    drop(daemon);
+    Ok(DaemonRun {
+        services,
+        ring,
+        start_s,
+        reload_same_ms,
+        reload_one_ms,
+        reload_all_ms,
+        rss_mb,
+    })
+}
+
+/// `POST /api/v1/reload`, which answers once the new config is applied.
+fn post_reload(ns: &str, admin: SocketAddr) -> Result<()> {
+    let mut s = tcp_connect(ns, admin, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(600)))?;
+    write!(
+        s,
+        "POST /api/v1/reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    if !answer.starts_with("HTTP/1.1 200") {
+        bail!("reload answered: {}", answer.lines().next().unwrap_or(""));
+    }
+    Ok(())
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}

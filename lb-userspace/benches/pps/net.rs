@@ -1,0 +1,282 @@
+//! The packets-per-second test bed: three namespaces, two veth pairs.
+//!
+//! ```text
+//! [gen] G 198.18.0.2 --- C 198.18.0.1 [lb] B 198.18.1.1 --- S [sink]
+//!   generator (CPU 0)      program under test on C      XDP_DROP on S
+//! ```
+//!
+//! The backends 198.18.1.11.. are static neighbours behind `S`: every frame
+//! sent toward them reaches the sink's XDP_DROP, which counts it. Interface
+//! names carry the process id, so the NAPI threads (`napi/NAME-ID`) are ours.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result, bail};
+use aya::{Ebpf, programs::Xdp};
+use etherparse::PacketBuilder;
+use xdplb::testbed::netns;
+
+use super::Variant;
+use crate::common;
+
+pub const GEN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const LBC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const LBB_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
+pub const SINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0xfe];
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+/// Enough SNAT room for every flow in nat mode: 4 x 31744 ports.
+pub const BACKENDS: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(198, 18, 1, 11),
+    Ipv4Addr::new(198, 18, 1, 12),
+    Ipv4Addr::new(198, 18, 1, 13),
+    Ipv4Addr::new(198, 18, 1, 14),
+];
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// The generator's template: 64 bytes, TCP ACK with 10 bytes of payload
+/// (the generator changes only the source port and checksum).
+pub fn frame() -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(GEN_MAC, LBC_MAC)
+        .ipv4(CLIENT.octets(), VIP.octets(), 64)
+        .tcp(1024, 80, 1, 65535)
+        .ack(1)
+        .write(&mut v, &[0u8; 10])
+        .expect("frame");
+    v
+}
+
+pub struct PpsNet {
+    pub gen_ns: String,
+    pub lb_ns: String,
+    pub sink_ns: String,
+    pub gen_if: String,
+    pub lbc: String,
+    pub lbb: String,
+    pub sink: String,
+    created: Vec<String>,
+}
+
+/// Frames received and forwarded so far.
+pub struct Counts {
+    pub rx: u64,
+    pub fwd: u64,
+}
+
+impl PpsNet {
+    pub fn create() -> Result<PpsNet> {
+        let id = std::process::id();
+        let ns = |n: &str| format!("xdplb-pps-{id}-{n}");
+        let dev = |n: &str| format!("p{}{n}", id % 1_000_000);
+        let mut net = PpsNet {
+            gen_ns: ns("gen"),
+            lb_ns: ns("lb"),
+            sink_ns: ns("sink"),
+            gen_if: dev("g"),
+            lbc: dev("c"),
+            lbb: dev("b"),
+            sink: dev("s"),
+            created: Vec::new(),
+        };
+        for n in [&net.gen_ns, &net.lb_ns, &net.sink_ns] {
+            netns::ip(&["netns", "add", n])?;
+            net.created.push(n.clone());
+            netns::ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        let (g, c, b, s) = (&net.gen_if, &net.lbc, &net.lbb, &net.sink);
+        let (gn, ln, sn) = (&net.gen_ns, &net.lb_ns, &net.sink_ns);
+        let mut script: Vec<(String, String)> = vec![
+            (
+                gn.clone(),
+                format!("link add {g} type veth peer name {c} netns {ln}"),
+            ),
+            (
+                ln.clone(),
+                format!("link add {b} type veth peer name {s} netns {sn}"),
+            ),
+            (
+                gn.clone(),
+                format!("link set {g} address {}", mac_text(GEN_MAC)),
+            ),
+            (
+                ln.clone(),
+                format!("link set {c} address {}", mac_text(LBC_MAC)),
+            ),
+            (
+                ln.clone(),
+                format!("link set {b} address {}", mac_text(LBB_MAC)),
+            ),
+            (
+                sn.clone(),
+                format!("link set {s} address {}", mac_text(SINK_MAC)),
+            ),
+            (gn.clone(), format!("link set {g} up")),
+            (ln.clone(), format!("link set {c} up")),
+            (ln.clone(), format!("link set {b} up")),
+            (sn.clone(), format!("link set {s} up")),
+            (gn.clone(), format!("addr add {CLIENT}/24 dev {g}")),
+            (ln.clone(), format!("addr add 198.18.0.1/24 dev {c}")),
+            (ln.clone(), format!("addr add 198.18.1.1/24 dev {b}")),
+            (
+                ln.clone(),
+                format!(
+                    "neigh replace {CLIENT} lladdr {} dev {c} nud permanent",
+                    mac_text(GEN_MAC)
+                ),
+            ),
+        ];
+        for be in BACKENDS {
+            script.push((
+                ln.clone(),
+                format!(
+                    "neigh replace {be} lladdr {} dev {b} nud permanent",
+                    mac_text(SINK_MAC)
+                ),
+            ));
+        }
+        for (n, line) in &script {
+            let args: Vec<&str> = ["-n", n.as_str()]
+                .into_iter()
+                .chain(line.split(' '))
+                .collect();
+            netns::ip(&args)?;
+        }
+        common::sh_in(
+            ln,
+            &format!(
+                "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.forwarding=1 \
+                 net.ipv4.conf.{c}.forwarding=1 net.ipv4.conf.{b}.forwarding=1"
+            ),
+        )?;
+        // GRO gives `C` a NAPI instance even without XDP (the nftables run),
+        // and the senders put full checksums on the wire.
+        common::sh_in(ln, &format!("ethtool -K {c} gro on"))?;
+        common::sh_in(gn, &format!("ethtool -K {g} tx off"))?;
+        Ok(net)
+    }
+
+    pub fn ifindex(&self, ns: &str, dev: &str) -> Result<u32> {
+        let out = netns::ip(&["-n", ns, "-o", "link", "show", dev])?;
+        Ok(out.split(':').next().unwrap_or_default().trim().parse()?)
+    }
+
+    /// XDP_DROP on the sink, and on the generator's interface (where
+    /// MAC-swap's XDP_TX frames land; a veth delivers XDP frames only to a
+    /// peer that runs XDP).
+    pub fn attach_sinks(&self, ebpf: &mut Ebpf) -> Result<()> {
+        let p: &mut Xdp = ebpf
+            .program_mut("drop_all")
+            .context("drop_all")?
+            .try_into()?;
+        for (ns, dev) in [(&self.sink_ns, &self.sink), (&self.gen_ns, &self.gen_if)] {
+            netns::run_in(ns, || {
+                p.attach(dev, aya::programs::XdpMode::Driver)
+                    .with_context(|| format!("attach the sink to {dev}"))?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Threaded NAPI on every interface, pinned: the balancer's (`C`) to
+    /// `lb_cpu`, the sinks' to `sink_cpu`, all SCHED_FIFO: the sinks then
+    /// take from the generator's CPU what they need to keep up (they must
+    /// never be the bottleneck), and no stray process slows the balancer.
+    /// Called after each attach (an XDP attach may create the NAPI anew).
+    pub fn threaded_napi(&self, lb_cpu: usize, sink_cpu: usize) -> Result<()> {
+        for (ns, dev) in [
+            (&self.lb_ns, &self.lbc),
+            (&self.sink_ns, &self.sink),
+            (&self.gen_ns, &self.gen_if),
+        ] {
+            common::sh_in(ns, &format!("echo 1 > /sys/class/net/{dev}/threaded"))?;
+        }
+        let want = [
+            (&self.lbc, lb_cpu),
+            (&self.sink, sink_cpu),
+            (&self.gen_if, sink_cpu),
+        ];
+        for (dev, cpu) in want {
+            let threads = common::kthreads(&format!("napi/{dev}-"));
+            if threads.is_empty() {
+                bail!("no NAPI thread for {dev}");
+            }
+            for (pid, _) in threads {
+                common::pin(Some(pid), cpu)?;
+                common::realtime(pid, 50)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Frames received by `C`'s NAPI (whatever the program did with them)
+    /// and frames that reached a sink.
+    pub fn counters(&self, v: Variant) -> Result<Counts> {
+        if std::env::var_os("PPS_DEBUG").is_some() {
+            for (ns, dev) in [(&self.gen_ns, &self.gen_if), (&self.lb_ns, &self.lbb)] {
+                let s = common::ethtool_stats(ns, dev)?;
+                eprintln!("{dev}: {s:?}");
+            }
+        }
+        let rx = rx_packets(&self.lb_ns, &self.lbc)?;
+        let fwd = match v {
+            Variant::Drop => 0,
+            Variant::MacSwap => rx_packets(&self.gen_ns, &self.gen_if)?,
+            _ => rx_packets(&self.sink_ns, &self.sink)?,
+        };
+        Ok(Counts { rx, fwd })
+    }
+
+    /// The daemon's config: one TCP service, four backends behind the sink.
+    pub fn daemon_config(&self, mode: &str) -> String {
+        let backends: String = BACKENDS
+            .iter()
+            .map(|b| format!("      - {{ address: {b}, port: 80 }}\n"))
+            .collect();
+        format!(
+            r#"interfaces: [{c}, {b}]
+xdp_mode: native
+pin_dir: /sys/fs/bpf/{ns}
+admin: {{ listen: 127.0.0.1:9100 }}
+snat: {{ ipv4: 198.18.1.1, ports: 1024-32767 }}
+limits: {{ max_services: 4, max_backends: 16, maglev_table_size: 65537, flow_table_size: 1048576 }}
+services:
+  - name: web
+    vip: {VIP}
+    port: 80
+    protocol: tcp
+    mode: {mode}
+    backends:
+{backends}"#,
+            c = self.lbc,
+            b = self.lbb,
+            ns = self.lb_ns,
+        )
+    }
+}
+
+/// Packets the veth's NAPI handled on `dev` (XDP or not): the driver's
+/// per-queue `xdp_packets` counter, summed over queues.
+fn rx_packets(ns: &str, dev: &str) -> Result<u64> {
+    let stats = common::ethtool_stats(ns, dev)?;
+    if std::env::var_os("PPS_DEBUG").is_some() {
+        eprintln!("{dev}: {stats:?}");
+    }
+    Ok(stats
+        .iter()
+        .filter(|(k, _)| k.starts_with("rx_queue_") && k.ends_with("_xdp_packets"))
+        .map(|(_, v)| v)
+        .sum())
+}
+
+impl Drop for PpsNet {
+    fn drop(&mut self) {
+        for n in self.created.iter().rev() {
+            let _ = netns::ip(&["netns", "del", n]);
+        }
+    }
+}

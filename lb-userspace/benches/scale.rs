@@ -1,0 +1,202 @@
+//! Per-packet cost as the state grows (design.md section 8): the
+//! established-flow path (nat, IPv4) with 1 to 1M flows in the table, and
+//! with 1 to 256 services. Flows are put in the table by running their
+//! first packet through the program (the real new-flow path); each sample
+//! then runs one packet of a random existing flow with `repeat = 1`, so the
+//! table's memory is touched as real traffic would. Needs root.
+
+mod common;
+#[path = "pktcost/frames.rs"]
+mod frames;
+
+use std::{fmt::Write as _, net::IpAddr};
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use serde_json::json;
+use xdplb::{
+    config::Config,
+    dataplane::Dataplane,
+    plan,
+    testbed::{fib_net::FibNet, netns},
+};
+
+use frames::{Family, tcp};
+
+const XDP_REDIRECT: u32 = 4;
+/// 64 backends: SNAT room for 1M flows (64 x 64512 ports, a quarter used).
+const BACKENDS: std::ops::RangeInclusive<u8> = 11..=74;
+
+/// A cheap deterministic PRNG (xorshift): the same samples every run.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as u32
+    }
+}
+
+/// Runs `frame` once; returns (verdict, test_run ns).
+fn run(prog: &Xdp, frame: &[u8]) -> (u32, u64) {
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    (r.return_value, r.duration.as_nanos() as u64)
+}
+
+/// (trimmed mean test_run ns, mean BPF-stats ns, packets not forwarded)
+/// of one packet each of `samples` flows drawn by `pick`.
+fn sample(prog: &Xdp, samples: usize, mut frame_of: impl FnMut() -> Vec<u8>) -> (f64, f64, u64) {
+    let stats = || {
+        let i = prog.info().expect("info");
+        (i.run_time().as_nanos() as u64, i.run_count())
+    };
+    let frames: Vec<Vec<u8>> = (0..samples).map(|_| frame_of()).collect();
+    let before = stats();
+    let mut bad = 0;
+    let ns: Vec<u64> = frames
+        .iter()
+        .map(|f| {
+            let (verdict, ns) = run(prog, f);
+            bad += (verdict != XDP_REDIRECT) as u64;
+            ns
+        })
+        .collect();
+    let after = stats();
+    let stats_ns = (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64;
+    (common::trimmed_mean(ns), stats_ns, bad)
+}
+
+fn config(services: u32, backends: u8, ring: u32, flow_table: u32) -> String {
+    let n_backends = backends as usize;
+    let backends: String = (11..11 + backends)
+        .map(|b| format!("{{ address: 198.18.1.{b}, port: 8080 }}, "))
+        .collect();
+    let mut y = format!(
+        "interfaces: [lbc, lbb]\nsnat: {{ ipv4: 198.18.1.1, ports: 1024-65535 }}\n\
+         limits: {{ max_services: {services}, max_backends: {}, maglev_table_size: {ring}, flow_table_size: {flow_table} }}\nservices:\n",
+        services as usize * n_backends
+    );
+    for s in 0..services {
+        let vip = Family::V4.vip(10);
+        let port = 80 + s as u16;
+        writeln!(
+            y,
+            "  - {{ name: s{s}, vip: {vip}, port: {port}, protocol: tcp, backends: [ {backends}] }}"
+        )
+        .unwrap();
+    }
+    y
+}
+
+fn main() {
+    let quick = common::quick();
+    let (flow_steps, samples, table): (&[u32], usize, u32) = if quick {
+        (&[1, 100, 1_000], 1_000, 65_536)
+    } else {
+        (&[1, 100, 10_000, 100_000, 1_000_000], 20_000, 2_097_152)
+    };
+    let service_steps: &[u32] = if quick { &[1, 4] } else { &[1, 16, 64, 256] };
+    let net = FibNet::create(BACKENDS).expect("namespace");
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let ns = net.ns.clone();
+    let (flows, services) = netns::run_in(&ns, || {
+        Ok((
+            flows(flow_steps, samples, table),
+            services(service_steps, samples),
+        ))
+    })
+    .unwrap();
+    drop(net);
+
+    println!(
+        "\nestablished flow (nat, IPv4), ns/packet vs flows in the table ({samples} samples of random flows, repeat=1)"
+    );
+    println!(
+        "{:>9} {:>10} {:>10} {:>9}",
+        "flows", "test_run", "bpf_stats", "not fwd"
+    );
+    for r in &flows {
+        println!("{:>9} {:>10.1} {:>10.1} {:>9}", r.0, r.1, r.2, r.3);
+    }
+    println!(
+        "\nestablished flow (nat, IPv4), ns/packet vs services (10000 flows spread over them)"
+    );
+    println!(
+        "{:>9} {:>10} {:>10} {:>9}",
+        "services", "test_run", "bpf_stats", "not fwd"
+    );
+    for r in &services {
+        println!("{:>9} {:>10.1} {:>10.1} {:>9}", r.0, r.1, r.2, r.3);
+    }
+    let rows = |v: &[(u32, f64, f64, u64)], key: &str| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(|r| json!({key: r.0, "test_run_ns": r.1, "bpf_stats_ns": r.2, "not_forwarded": r.3}))
+            .collect()
+    };
+    common::emit(
+        "scale",
+        json!({
+            "samples": samples,
+            "flow_table_size": table,
+            "flows": rows(&flows, "flows"),
+            "services": rows(&services, "services"),
+        }),
+    );
+}
+
+/// Grows the flow table through `steps` (cumulative), sampling at each.
+fn flows(steps: &[u32], samples: usize, table: u32) -> Vec<(u32, f64, f64, u64)> {
+    let cfg = Config::from_yaml(&config(1, *BACKENDS.end() - 10, 65537, table)).unwrap();
+    let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads");
+    dp.apply(&plan::from_config(&cfg).unwrap()).unwrap();
+    let prog = dp.program();
+    let vip: IpAddr = Family::V4.vip(10);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut have = 0;
+    let mut out = Vec::new();
+    for &n in steps {
+        let mut failed = 0u64;
+        for flow in have..n {
+            failed += (run(prog, &tcp(Family::V4, flow, 0, vip, 80)).0 != XDP_REDIRECT) as u64;
+        }
+        if failed > 0 {
+            eprintln!("scale: {failed} of the new flows up to {n} were not forwarded");
+        }
+        have = n;
+        let (t, s, bad) = sample(prog, samples, || tcp(Family::V4, rng.below(n), 0, vip, 80));
+        eprintln!("scale: {n} flows: {t:.1} ns (test_run), {s:.1} ns (bpf_stats)");
+        out.push((n, t, s, bad));
+    }
+    out
+}
+
+/// 10000 flows spread over the first `n` services of 256 (ports 80..).
+fn services(steps: &[u32], samples: usize) -> Vec<(u32, f64, f64, u64)> {
+    let max = *steps.iter().max().unwrap();
+    // The established path never reads the Maglev ring: a small one keeps
+    // writing 256 of them short.
+    let cfg = Config::from_yaml(&config(max, 3, 4093, 65_536)).unwrap();
+    let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads");
+    dp.apply(&plan::from_config(&cfg).unwrap()).unwrap();
+    let prog = dp.program();
+    let vip = Family::V4.vip(10);
+    let mut out = Vec::new();
+    let mut rng = Rng(7);
+    for (step, &n) in steps.iter().enumerate() {
+        // Flow f goes to service f % n; a fresh set of flows per step.
+        let base = 20_000 * step as u32;
+        let frame = |f: u32| tcp(Family::V4, base + f, 0, vip, 80 + (f % n) as u16);
+        for f in 0..10_000 {
+            run(prog, &frame(f));
+        }
+        let (t, s, bad) = sample(prog, samples, || frame(rng.below(10_000)));
+        eprintln!("scale: {n} services: {t:.1} ns (test_run), {s:.1} ns (bpf_stats)");
+        out.push((n, t, s, bad));
+    }
+    out
+}
