@@ -46,6 +46,9 @@ services:
   - { name: dsr4, vip: 198.18.100.20, port: 80, protocol: tcp, mode: dsr, backends: [ { address: 198.18.1.11, port: 80 }, { address: 198.18.1.12, port: 80 }, { address: 198.18.1.13, port: 80 } ] }
   - { name: nat6, vip: "2001:db8:100::10", port: 80, protocol: tcp, mode: nat, backends: [ { address: "2001:db8:1::11", port: 8080 }, { address: "2001:db8:1::12", port: 8080 }, { address: "2001:db8:1::13", port: 8080 } ] }
   - { name: dsr6, vip: "2001:db8:100::20", port: 80, protocol: tcp, mode: dsr, backends: [ { address: "2001:db8:1::11", port: 80 }, { address: "2001:db8:1::12", port: 80 }, { address: "2001:db8:1::13", port: 80 } ] }
+  - { name: tun4, vip: 198.18.100.40, port: 80, protocol: tcp, mode: tunnel, backends: [ { address: 198.18.1.11, port: 80 }, { address: 198.18.1.12, port: 80 }, { address: 198.18.1.13, port: 80 } ] }
+  - { name: tun6, vip: "2001:db8:100::40", port: 80, protocol: tcp, mode: tunnel, backends: [ { address: "2001:db8:1::11", port: 80 }, { address: "2001:db8:1::12", port: 80 }, { address: "2001:db8:1::13", port: 80 } ] }
+  - { name: gue4, vip: 198.18.100.42, port: 80, protocol: tcp, mode: tunnel, encap: gue, backends: [ { address: 198.18.1.11, port: 80 }, { address: 198.18.1.12, port: 80 }, { address: 198.18.1.13, port: 80 } ] }
 "#;
 
 const XDP_PASS: u32 = 2;
@@ -250,6 +253,9 @@ fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
         (Family::V6, "nat", Family::V6.vip(0x10)),
         (Family::V4, "dsr", Family::V4.vip(20)),
         (Family::V6, "dsr", Family::V6.vip(0x20)),
+        (Family::V4, "tunnel ipip", Family::V4.vip(40)),
+        (Family::V6, "tunnel ip6ip6", Family::V6.vip(0x40)),
+        (Family::V4, "tunnel gue", Family::V4.vip(42)),
     ] {
         let tag = format!("{mode} {}", family.name());
         // New flows: a distinct 5-tuple each.
@@ -271,7 +277,7 @@ fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
                 &same(&reply),
                 XDP_REDIRECT,
             ));
-        } else {
+        } else if mode == "dsr" {
             // Only the destination MAC changes, to the same value each time.
             repeated.push(lb.cost_repeated(
                 &format!("xdplb {tag}: established flow"),
