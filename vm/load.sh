@@ -4,6 +4,8 @@
 # natively to a veth; then detaches on SIGTERM. A verifier rejection shows
 # up in the daemon's output just above the FAIL marker.
 set -u
+# shellcheck source=/dev/null # written by xtask/src/vm/rootfs.rs
+. /vm/env
 fail() { echo "load: $*"; exit 1; }
 
 ip link add vt0 type veth peer name vt1 || fail "cannot create a veth pair"

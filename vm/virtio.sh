@@ -8,9 +8,19 @@
 #
 #   [vcli] NIC .02 198.18.0.2 ==qemu hub== NIC .01 198.18.0.1 [LB] lbb 198.18.1.1 --- eth0 198.18.1.11 [vbe: httpd]
 set -u
+# shellcheck source=/dev/null # written by xtask/src/vm/rootfs.rs
+. /vm/env
 pid=
 fail() {
     echo "virtio: $*"
+    echo "virtio: state for diagnosis:"
+    ip -s link show dev "$lb"
+    ip neigh
+    ip -n vcli -s link
+    ip -n vcli neigh
+    ip -n vbe -s link
+    ip -n vbe neigh
+    wget -q -O - http://127.0.0.1:9100/metrics 2>/dev/null | grep -E '^xdplb_(xdp_packets|dataplane_events|backend_packets)'
     [ -n "$pid" ] && kill "$pid"
     exit 1
 }
@@ -22,7 +32,9 @@ nic() { # MAC: the interface that has it
 
 lb=$(nic 52:54:00:78:64:01)
 cli=$(nic 52:54:00:78:64:02)
-[ -n "$lb" ] && [ -n "$cli" ] || fail "the two virtio-net NICs are missing: $(ls /sys/class/net)"
+if [ -z "$lb" ] || [ -z "$cli" ]; then
+    fail "the two virtio-net NICs are missing: $(ls /sys/class/net)"
+fi
 driver=$(basename "$(readlink "/sys/class/net/$lb/device/driver")")
 echo "virtio: LB NIC $lb (driver $driver), client NIC $cli"
 
@@ -81,10 +93,11 @@ case "$link" in
 *) fail "no XDP program on $lb" ;;
 esac
 
-get() { ip netns exec vcli wget -q -T 5 -O "$2" "http://198.18.100.10$1"; }
+# (busybox 1.35's wget -T crashes: bound it with timeout instead.)
+get() { ip netns exec vcli timeout 10 wget -q -O "$2" "http://198.18.100.10$1"; }
 # The first connection may wait for ARP.
 n=0
-until get / /tmp/body 2>/dev/null; do
+until get / /tmp/body; do
     n=$((n + 1))
     [ $n -lt 10 ] || fail "no answer through the VIP"
 done
@@ -103,6 +116,10 @@ grep '^xdplb_xdp_packets_total' /tmp/metrics
 redirects=$(awk '/^xdplb_xdp_packets_total.*action="redirect"/ { s += $NF } END { print s + 0 }' /tmp/metrics)
 [ "$redirects" -gt 0 ] || fail "no packet was redirected by XDP"
 echo "virtio: $redirects packets redirected by XDP"
+
+# What the driver said about XDP (e.g. fewer TX queues than CPUs: XDP_TX
+# and redirects then share them under a lock).
+dmesg | grep -i xdp | sed 's/^/virtio: kernel: /'
 
 kill -TERM "$pid"
 wait "$pid" || fail "xdplb exited $? on SIGTERM"

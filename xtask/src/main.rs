@@ -36,12 +36,13 @@ enum Cmd {
     /// Run the tests inside QEMU guests booting Debian's 6.1 and 6.12 kernels
     /// (kernel packages fetched through apt and cached in target/vm-cache).
     VmTest {
-        /// Kernel to test: 6.1, 6.12 or all (repeatable).
-        #[arg(long = "kernel", default_value = "all")]
+        /// Kernels to test: 6.1, 6.12 or all (comma-separated or repeated).
+        #[arg(long = "kernel", default_value = "all", value_delimiter = ',')]
         kernels: Vec<String>,
-        /// Run only these tests (repeatable): load, packet, testbed, nat,
-        /// operations, virtio, or any other lb-userspace test target.
-        #[arg(long)]
+        /// Run only these tests, in this order (comma-separated or repeated):
+        /// load, packet, trace, testbed, nat, modes, operations, virtio (the
+        /// default, in that order), or any other lb-userspace test target.
+        #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Accelerator; default: KVM if a guest really runs with it, else TCG.
         #[arg(long, value_enum)]
@@ -56,7 +57,8 @@ enum Cmd {
         /// Show the guest's whole console, not only the test markers.
         #[arg(long, short)]
         verbose: bool,
-        /// Arguments for every test executable (e.g. a filter, `--test-threads=1`).
+        /// Arguments for every test executable (e.g. a filter); tests run one
+        /// at a time (`--test-threads=1`) unless these set `--test-threads`.
         #[arg(last = true)]
         test_args: Vec<String>,
     },

@@ -69,7 +69,7 @@ pub fn kvm_works(vmlinuz: &Path) -> bool {
     cmd.arg("-kernel")
         .arg(vmlinuz)
         .args(["-append", "console=ttyS0 panic=-1"]);
-    match run(cmd, Duration::from_secs(15), |_| {}) {
+    match run(cmd, Duration::from_secs(10), |_| {}) {
         Ok(out) => !out.timed_out && out.lines.iter().any(|l| l.text.contains("Kernel panic")),
         Err(_) => false,
     }

@@ -1,5 +1,5 @@
 //! What the guest said: init.sh's markers on the console
-//! (`VMTEST BOOT`, `VMTEST START name`, `VMTEST PASS|FAIL name`,
+//! (`VMTEST BOOT`, `VMTEST START name`, `VMTEST PASS|FAIL|SKIP name`,
 //! `VMTEST DONE`) turned into per-test results and timings, and the
 //! summary table over kernels.
 
@@ -13,6 +13,8 @@ pub enum Status {
     Fail,
     /// Started, never finished: the guest hung (timeout) or died.
     Unfinished,
+    /// Skipped by the guest (the program did not load).
+    Skipped,
     /// Never started.
     NotRun,
 }
@@ -66,20 +68,24 @@ pub fn parse(plan: &[String], lines: &[Line]) -> (Option<Duration>, Vec<TestResu
         let Some(words) = marker(&line.text) else {
             continue;
         };
-        let find =
-            |tests: &mut Vec<TestResult>, name: &str| tests.iter().position(|t| t.name == name);
+        let find = |tests: &[TestResult], name: &str| tests.iter().position(|t| t.name == name);
         match words.as_slice() {
             ["BOOT", ..] => boot = Some(line.at),
             ["DONE", ..] => done = true,
             ["START", name, ..] => {
-                if let Some(t) = find(&mut tests, name) {
+                if let Some(t) = find(&tests, name) {
                     tests[t].status = Status::Unfinished;
                     tests[t].lines = i..lines.len();
                     started = Some((i, line.at));
                 }
             }
+            ["SKIP", name, ..] => {
+                if let Some(t) = find(&tests, name) {
+                    tests[t].status = Status::Skipped;
+                }
+            }
             [verdict @ ("PASS" | "FAIL"), name, ..] => {
-                if let Some(t) = find(&mut tests, name) {
+                if let Some(t) = find(&tests, name) {
                     let (from, at) = started.take().unwrap_or((i, line.at));
                     tests[t].status = if *verdict == "PASS" {
                         Status::Pass
@@ -132,6 +138,7 @@ pub fn table(reports: &[KernelReport]) -> String {
                 Status::Fail => format!("FAIL{time}"),
                 Status::Unfinished if r.timed_out => "TIMEOUT".to_owned(),
                 Status::Unfinished => "DIED".to_owned(),
+                Status::Skipped => "skipped".to_owned(),
                 Status::NotRun => "not run".to_owned(),
             });
         }

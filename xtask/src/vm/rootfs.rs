@@ -62,11 +62,14 @@ pub fn common(
     a.file("/vm/plan", 0o644, lines(plan).as_bytes());
     a.file("/vm/test-args", 0o644, test_args.join(" ").as_bytes());
     let xdplb = payload.xdplb.to_str().context("non-UTF-8 path")?;
-    a.file(
-        "/vm/env",
-        0o644,
-        format!("XDPLB={xdplb}\nexport XDPLB\n").as_bytes(),
-    );
+    // init.sh mounts over these.
+    if ["/proc/", "/sys/", "/dev/", "/run/"]
+        .iter()
+        .any(|d| xdplb.starts_with(d))
+    {
+        bail!("{xdplb}: the guest mounts over this directory; use another target dir");
+    }
+    a.file("/vm/env", 0o644, env(xdplb).as_bytes());
 
     let mut elfs = Vec::new();
     for tool in HOST_TOOLS {
@@ -108,6 +111,17 @@ pub fn with_modules(common: &Archive, modules: &[Module]) -> Vec<u8> {
     let names: Vec<String> = modules.iter().map(|m| m.name.clone()).collect();
     a.file("/vm/modules.list", 0o644, lines(&names).as_bytes());
     a.finish()
+}
+
+/// Sourced by the guest scripts: the daemon's path, and functions that run
+/// the host's tools, because busybox sh runs its own applet of the same
+/// name before anything in PATH (the Rust tests go through PATH).
+fn env(xdplb: &str) -> String {
+    let mut env = format!("XDPLB={xdplb}\nexport XDPLB\n");
+    for tool in HOST_TOOLS {
+        env += &format!("{tool}() {{ /usr/local/sbin/{tool} \"$@\"; }}\n");
+    }
+    env
 }
 
 fn lines(items: &[String]) -> String {
