@@ -42,6 +42,15 @@ pub enum DataplaneError {
     Load(#[from] EbpfError),
     #[error("loading the XDP program into the kernel: {0}")]
     Program(#[source] ProgramError),
+    #[error(
+        "the kernel ({kernel}) refused program {program}: {summary} \
+         (the verifier's whole log is logged at debug level: XDPLB_LOG=debug)"
+    )]
+    Verifier {
+        program: &'static str,
+        kernel: String,
+        summary: String,
+    },
     #[error("attaching XDP to {iface} ({mode}): {source}")]
     Attach {
         iface: String,
@@ -163,7 +172,7 @@ impl Dataplane {
         let mut ebpf = loader.load(PROGRAM)?;
         program_mut(&mut ebpf)?
             .load()
-            .map_err(DataplaneError::Program)?;
+            .map_err(|e| refused(PROGRAM_NAME, e))?;
         link_icmp(&mut ebpf)?;
         let mut dp = Self {
             ebpf,
@@ -363,7 +372,7 @@ fn link_icmp(ebpf: &mut Ebpf) -> Result<()> {
         .ok_or(DataplaneError::MissingProgram(ICMP_PROGRAM))?
         .try_into()
         .map_err(DataplaneError::Program)?;
-    icmp.load().map_err(DataplaneError::Program)?;
+    icmp.load().map_err(|e| refused(ICMP_PROGRAM, e))?;
     let fd = icmp
         .fd()
         .map_err(DataplaneError::Program)?
@@ -379,9 +388,75 @@ fn link_icmp(ebpf: &mut Ebpf) -> Result<()> {
     jump.set(JUMP_ICMP, &fd, 0).map_err(map_err("JUMP"))
 }
 
+/// A verifier rejection in one line (the whole log goes to the debug log:
+/// it runs to thousands of lines).
+fn refused(program: &'static str, e: ProgramError) -> DataplaneError {
+    let ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = &e
+    else {
+        return DataplaneError::Program(e);
+    };
+    let log = format!("{verifier_log}");
+    tracing::debug!("verifier log of {program}:\n{log}");
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| format!("Linux {}", u.release().to_string_lossy()))
+        .unwrap_or_else(|_| "this kernel".into());
+    DataplaneError::Verifier {
+        program,
+        kernel,
+        summary: format!("{} ({io_error})", verifier_summary(&log)),
+    }
+}
+
+/// The verifier's reason: its last line that is neither an instruction
+/// nor a statistic.
+fn verifier_summary(log: &str) -> String {
+    let statistic = [
+        "verification time",
+        "stack depth",
+        "processed ",
+        "max_states",
+    ];
+    log.lines()
+        .map(str::trim)
+        .rev()
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with(|c: char| c.is_ascii_digit() || c == ';' || c == '[')
+                && !statistic.iter().any(|s| l.starts_with(s))
+                && !l.starts_with(':')
+        })
+        .unwrap_or("rejected without a reason in its log")
+        .to_owned()
+}
+
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
     let prog = ebpf
         .program_mut(PROGRAM_NAME)
         .ok_or(DataplaneError::MissingProgram(PROGRAM_NAME))?;
     prog.try_into().map_err(DataplaneError::Program)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_summary;
+
+    #[test]
+    fn the_verifier_reason_is_picked_from_its_log() {
+        let log = "0: R1=ctx(off=0,imm=0) R10=fp0\n\
+                   ; let port = ((min + h % span) as u16).to_be();\n\
+                   2059: (9f) r1 %= r2 ; R1_w=scalar()\n\
+                   BPF program is too large. Processed 1000001 insn\n\
+                   verification time 20807654 usec\n\
+                   stack depth 464+0+0\n\
+                   processed 1000001 insns (limit 1000000) max_states_per_insn 31\n";
+        assert_eq!(
+            verifier_summary(log),
+            "BPF program is too large. Processed 1000001 insn"
+        );
+        let log = "109: (71) r5 = *(u8 *)(r5 +0)\ninvalid access to packet, off=0 size=1, R5(id=6,off=0,r=0)\nR5 offset is outside of the packet\nprocessed 139 insns\n";
+        assert_eq!(verifier_summary(log), "R5 offset is outside of the packet");
+    }
 }
