@@ -12,6 +12,7 @@ use lb_common::{
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ServiceKey,
     csum::{replace2, replace4},
 };
+use lb_ebpf::{ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, bytes, words};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::{
@@ -21,10 +22,6 @@ use crate::{
     service, stats,
     tunnel::{self, Inner},
 };
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
 
 /// The outer IP header of an ICMP packet.
 #[derive(Clone, Copy)]
@@ -43,21 +40,6 @@ struct Msg {
     /// Offset of the ICMP header.
     at: usize,
     kind: u8,
-}
-
-#[inline(always)]
-fn words(a: [u8; 16]) -> [u32; 4] {
-    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-    [w(0), w(4), w(8), w(12)]
-}
-
-#[inline(always)]
-fn bytes(w: &[u32; 4]) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    for i in 0..4 {
-        b[i * 4..i * 4 + 4].copy_from_slice(&w[i].to_ne_bytes());
-    }
-    b
 }
 
 /// An ICMP or ICMPv6 message (no fragments, no IPv6 extension headers).

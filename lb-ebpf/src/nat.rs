@@ -5,6 +5,8 @@ use lb_common::{
     csum::{replace2, replace4},
 };
 
+use lb_ebpf::bytes;
+
 use crate::parse::{L3, Packet};
 
 /// Rewrites the IP addresses and L4 ports (all in wire order), updating the
@@ -31,8 +33,8 @@ pub fn rewrite(pkt: &mut Packet, src: &[u32; 4], dst: &[u32; 4], sport: u16, dpo
             for i in 0..4 {
                 c = c.map(|c| replace4(replace4(c, old.src[i], src[i]), old.dst[i], dst[i]));
             }
-            ip.src_addr = words_to_bytes(src);
-            ip.dst_addr = words_to_bytes(dst);
+            ip.src_addr = bytes(src);
+            ip.dst_addr = bytes(dst);
         },
     }
     if let (Some(p), Some(mut c)) = (pkt.l4_check, c) {
@@ -48,13 +50,4 @@ pub fn rewrite(pkt: &mut Packet, src: &[u32; 4], dst: &[u32; 4], sport: u16, dpo
     pkt.key.dst = *dst;
     pkt.key.sport = sport;
     pkt.key.dport = dport;
-}
-
-#[inline(always)]
-fn words_to_bytes(w: &[u32; 4]) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    for i in 0..4 {
-        b[i * 4..i * 4 + 4].copy_from_slice(&w[i].to_ne_bytes());
-    }
-    b
 }

@@ -3,10 +3,10 @@
 //! Returns `None` for anything the balancer leaves to the kernel:
 //! other protocols, fragments, truncated or malformed headers.
 
-use core::mem;
-
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
+pub use lb_ebpf::ptr_at;
+use lb_ebpf::words;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -51,17 +51,6 @@ pub struct Packet {
     /// TCP FIN or RST flag set.
     pub fin_or_rst: bool,
     pub frame_len: u64,
-}
-
-/// The one bounds-checked way to point into the packet.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + mem::size_of::<T>() > end {
-        return None;
-    }
-    Some((start + offset) as *mut T)
 }
 
 /// Network header fields the rest of parsing needs.
@@ -191,10 +180,6 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Option<Net> {
     if next == IPPROTO_FRAGMENT || (next != PROTO_TCP && next != PROTO_UDP) {
         return None;
     }
-    let words = |a: [u8; 16]| {
-        let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-        [w(0), w(4), w(8), w(12)]
-    };
     let (src, dst, payload_len) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).payload_len) };
     Some(Net {
         l3: L3::V6(ip),

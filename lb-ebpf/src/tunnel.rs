@@ -9,16 +9,13 @@ use lb_common::{
     Backend, ENCAP_GUE, FAMILY_V4, FlowKey, Globals, HASH_FIVE_TUPLE, PROTO_UDP, csum,
     hash::flow_hash,
 };
+use lb_ebpf::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6};
 
 use crate::{
     fib::Route,
     parse::{Packet, ptr_at},
 };
 
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 const OUTER_TTL: u8 = 64;
 const V4_HDR: usize = 20;
 const V6_HDR: usize = 40;

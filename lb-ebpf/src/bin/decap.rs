@@ -14,25 +14,14 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
+use lb_ebpf::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, ptr_at};
 
 /// GUE destination port, host order; set at load time.
 #[unsafe(no_mangle)]
 static GUE_PORT: u16 = 6080;
 
 const ETH_LEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
 const IPPROTO_UDP: u8 = 17;
-
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
-    if ctx.data() + offset + core::mem::size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((ctx.data() + offset) as *mut T)
-}
 
 #[xdp]
 pub fn xdplb_decap(ctx: XdpContext) -> u32 {
