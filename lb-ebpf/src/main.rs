@@ -1,7 +1,8 @@
 //! xdplb's XDP program: a layer-4 load balancer in the kernel.
 //!
-//! Packet walk (one module per stage): `parse` -> service lookup -> `flow`
-//! (conntrack, `select` on a miss) -> `nat` rewrite -> `fib` forward, with
+//! Packet walk (one module per stage): `parse` -> service lookup -> (tail
+//! call, `handoff`) -> `flow` (conntrack, `select` on a miss) -> `nat`
+//! rewrite, `tunnel` encapsulation or neither (dsr) -> `fib` forward, with
 //! `stats` counting along the way. Anything that is not for a VIP or a NAT
 //! reply leaves untouched with XDP_PASS.
 #![no_std]
@@ -9,6 +10,7 @@
 
 mod fib;
 mod flow;
+mod handoff;
 mod icmp;
 mod nat;
 mod parse;
@@ -63,12 +65,49 @@ static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GLOBAL_STA
 #[map]
 static NEIGH_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
-/// Programs reached by tail call: `JUMP_ICMP` is `xdplb_icmp`. Fixed size.
+/// Programs reached by tail call, by slot (`JUMP_*`). Fixed size.
 #[map]
-static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+static JUMP: ProgramArray = ProgramArray::with_max_entries(3, 0);
 const JUMP_ICMP: u32 = 0;
+const JUMP_BALANCE: u32 = 1;
+const JUMP_REPLY: u32 = 2;
 
-/// ICMP for VIPs (`icmp.rs`), tail-called by `xdplb` for what is not TCP/UDP.
+/// Entry: parses, and hands packets for a service to `xdplb_balance`, nat
+/// replies to `xdplb_reply`, ICMP to `xdplb_icmp` (see `handoff.rs` for
+/// why these are programs of their own). Everything else passes.
+#[xdp]
+pub fn xdplb(ctx: XdpContext) -> u32 {
+    let action = entry(&ctx).unwrap_or(XDP_ABORTED);
+    stats::count_action(action);
+    action
+}
+
+/// `Err` only for states that should not exist (a map or program slot the
+/// daemon fills is empty): those abort, so they show up in the action
+/// counters.
+#[inline(always)]
+fn entry(ctx: &XdpContext) -> Result<u32, ()> {
+    let globals = CONFIG.get(0).ok_or(())?;
+    let Some(pkt) = parse::parse(ctx) else {
+        // Not TCP/UDP: maybe ICMP for a VIP; without the handler, pass.
+        unsafe { JUMP.tail_call(ctx, JUMP_ICMP) };
+        return Ok(XDP_PASS);
+    };
+    // Replies from backends (nat mode) arrive at the SNAT address.
+    let (svc, slot) = if pkt.key.dst == globals.snat(pkt.key.family) {
+        (None, JUMP_REPLY)
+    } else {
+        match service(&pkt.key, globals.flags) {
+            Some(svc) => (Some(svc), JUMP_BALANCE),
+            None => return Ok(XDP_PASS),
+        }
+    };
+    handoff::save(ctx, &pkt, svc).ok_or(())?;
+    unsafe { JUMP.tail_call(ctx, slot) };
+    Err(())
+}
+
+/// ICMP for VIPs (`icmp.rs`).
 #[xdp]
 pub fn xdplb_icmp(ctx: XdpContext) -> u32 {
     let action = CONFIG
@@ -79,53 +118,19 @@ pub fn xdplb_icmp(ctx: XdpContext) -> u32 {
     action
 }
 
+/// A packet to a service: its flow's backend, the mode's rewrite, out.
 #[xdp]
-pub fn xdplb(ctx: XdpContext) -> u32 {
-    let action = try_xdplb(&ctx).unwrap_or(XDP_ABORTED);
+pub fn xdplb_balance(ctx: XdpContext) -> u32 {
+    let action = balance(&ctx).unwrap_or(XDP_ABORTED);
     stats::count_action(action);
     action
 }
 
-/// `Err` only for states that should not exist (a map the daemon fills is
-/// missing its entry): those abort, so they show up in the action counters.
 #[inline(always)]
-fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
+fn balance(ctx: &XdpContext) -> Result<u32, ()> {
     let globals = CONFIG.get(0).ok_or(())?;
-    let Some(mut pkt) = parse::parse(ctx) else {
-        // Not TCP/UDP: maybe ICMP for a VIP. The handler is a program of its
-        // own (a tail call gets a fresh 512-byte stack); without it, pass.
-        unsafe { JUMP.tail_call(ctx, JUMP_ICMP) };
-        return Ok(XDP_PASS);
-    };
-    let snat = globals.snat(pkt.key.family);
-
-    // Replies from backends (nat mode) arrive at the SNAT address.
-    if pkt.key.dst == snat {
-        return match unsafe { NAT_REV.get(pkt.key) } {
-            Some(rev) => {
-                let rev = *rev;
-                stats::count_service(rev.service, pkt.frame_len);
-                stats::count_backend(rev.backend, pkt.frame_len, false);
-                nat::rewrite(
-                    &mut pkt,
-                    &rev.vip,
-                    &rev.client,
-                    rev.vip_port,
-                    rev.client_port,
-                );
-                Ok(fib::forward(
-                    ctx,
-                    &Route::of(&pkt, &rev.client),
-                    globals.flags,
-                ))
-            }
-            None => Ok(XDP_PASS),
-        };
-    }
-
-    let Some(svc) = service(&pkt.key, globals.flags) else {
-        return Ok(XDP_PASS);
-    };
+    let (mut pkt, h) = handoff::restore(ctx).ok_or(())?;
+    let svc = &h.svc;
     stats::count_service(svc.id, pkt.frame_len);
 
     let Some(conn) = flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst) else {
@@ -144,11 +149,44 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, ()> {
             }
         }
         _ => {
+            let snat = globals.snat(pkt.key.family);
             nat::rewrite(&mut pkt, &snat, &backend, conn.snat_port, conn.backend_port);
             Route::of(&pkt, &backend)
         }
     };
     Ok(fib::forward(ctx, &route, globals.flags))
+}
+
+/// A backend's reply to a nat-mode flow: back to VIP -> client.
+#[xdp]
+pub fn xdplb_reply(ctx: XdpContext) -> u32 {
+    let action = reply(&ctx).unwrap_or(XDP_ABORTED);
+    stats::count_action(action);
+    action
+}
+
+#[inline(always)]
+fn reply(ctx: &XdpContext) -> Result<u32, ()> {
+    let globals = CONFIG.get(0).ok_or(())?;
+    let (mut pkt, _) = handoff::restore(ctx).ok_or(())?;
+    let Some(rev) = (unsafe { NAT_REV.get(pkt.key) }) else {
+        return Ok(XDP_PASS);
+    };
+    let rev = *rev;
+    stats::count_service(rev.service, pkt.frame_len);
+    stats::count_backend(rev.backend, pkt.frame_len, false);
+    nat::rewrite(
+        &mut pkt,
+        &rev.vip,
+        &rev.client,
+        rev.vip_port,
+        rev.client_port,
+    );
+    Ok(fib::forward(
+        ctx,
+        &Route::of(&pkt, &rev.client),
+        globals.flags,
+    ))
 }
 
 /// The service of (destination, port, protocol); with all-ports services

@@ -30,9 +30,9 @@ pub static DECAP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 pub static BASELINES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baselines"));
 
 const PROGRAM_NAME: &str = "xdplb";
-const ICMP_PROGRAM: &str = "xdplb_icmp";
-/// `JUMP` slot of the ICMP handler (as in the program's main.rs).
-const JUMP_ICMP: u32 = 0;
+/// The programs `xdplb` tail-calls, by their `JUMP` slot (as in the
+/// program's main.rs).
+const STAGES: [(&str, u32); 3] = [("xdplb_icmp", 0), ("xdplb_balance", 1), ("xdplb_reply", 2)];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -168,12 +168,13 @@ impl Dataplane {
             for name in sizes.keys() {
                 loader.map_pin_path(name, p.map_path(name));
             }
+            loader.map_pin_path("JUMP", p.jump_path());
         }
         let mut ebpf = loader.load(PROGRAM)?;
         program_mut(&mut ebpf)?
             .load()
             .map_err(|e| refused(PROGRAM_NAME, e))?;
-        link_icmp(&mut ebpf)?;
+        link_stages(&mut ebpf)?;
         let mut dp = Self {
             ebpf,
             ring_size: limits.maglev_table_size,
@@ -245,9 +246,15 @@ impl Dataplane {
 
     /// Detaches the program from interfaces that have a pinned link but
     /// are not in `keep` (an earlier run's interfaces, since removed).
+    /// Also frees the jump tables of earlier runs' programs, which no
+    /// link runs any more once every interface is attached.
     pub fn detach_others(&mut self, keep: &[String]) -> Result<Vec<String>> {
         match &self.pins {
-            Some(p) => Ok(p.unpin_links_except(keep)?),
+            Some(p) => {
+                let gone = p.unpin_links_except(keep)?;
+                p.remove_old_jumps()?;
+                Ok(gone)
+            }
             None => Ok(Vec::new()),
         }
     }
@@ -364,28 +371,35 @@ impl Dataplane {
     }
 }
 
-/// Loads the ICMP handler and puts it where `xdplb` tail-calls it (also
-/// over an adopted, pinned jump table: the new program replaces the old).
-fn link_icmp(ebpf: &mut Ebpf) -> Result<()> {
-    let icmp: &mut Xdp = ebpf
-        .program_mut(ICMP_PROGRAM)
-        .ok_or(DataplaneError::MissingProgram(ICMP_PROGRAM))?
-        .try_into()
-        .map_err(DataplaneError::Program)?;
-    icmp.load().map_err(|e| refused(ICMP_PROGRAM, e))?;
-    let fd = icmp
-        .fd()
-        .map_err(DataplaneError::Program)?
-        .try_clone()
-        .map_err(|e| DataplaneError::Io {
-            what: "duplicating the ICMP program's fd".into(),
-            source: e,
-        })?;
+/// Loads the programs `xdplb` tail-calls and puts them in its jump table
+/// (this run's own: see `Pins::new_jump_path`).
+fn link_stages(ebpf: &mut Ebpf) -> Result<()> {
+    let mut fds = Vec::new();
+    for (name, slot) in STAGES {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        prog.load().map_err(|e| refused(name, e))?;
+        let fd = prog
+            .fd()
+            .map_err(DataplaneError::Program)?
+            .try_clone()
+            .map_err(|e| DataplaneError::Io {
+                what: format!("duplicating the fd of {name}"),
+                source: e,
+            })?;
+        fds.push((slot, fd));
+    }
     let map = ebpf
         .map_mut("JUMP")
         .ok_or(DataplaneError::MissingMap("JUMP"))?;
     let mut jump = aya::maps::ProgramArray::try_from(map).map_err(map_err("JUMP"))?;
-    jump.set(JUMP_ICMP, &fd, 0).map_err(map_err("JUMP"))
+    for (slot, fd) in fds {
+        jump.set(slot, &fd, 0).map_err(map_err("JUMP"))?;
+    }
+    Ok(())
 }
 
 /// A verifier rejection in one line (the whole log goes to the debug log:

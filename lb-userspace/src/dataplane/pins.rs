@@ -3,6 +3,13 @@
 //! and so is each interface's XDP link (`link-IFACE`), which keeps the
 //! program attached while no daemon runs. The next run reuses maps whose
 //! shape matches and swaps its program into the pinned links.
+//!
+//! The jump table (`JUMP`, the programs `xdplb` tail-calls) is pinned too
+//! (a program array loses its entries when no file holds it), but once per
+//! run (`jump-PID-NANOS`): an entry program must only ever tail-call the
+//! stages it was built with (they share its hand-off scratch map), so a
+//! new run brings its own table and frees the old ones only once its
+//! program runs on every link.
 
 use std::{
     collections::BTreeMap,
@@ -87,13 +94,16 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
         ("FLOWS", spec::<FlowKey, Flow>(l.flow_table_size, true)),
         ("NAT_REV", spec::<FlowKey, NatRev>(l.flow_table_size, true)),
         ("GLOBAL_STATS", spec::<u32, u64>(GLOBAL_STATS_LEN, false)),
-        ("JUMP", spec::<u32, u32>(1, false)),
     ])
 }
 
 pub struct Pins {
     dir: PathBuf,
+    /// This run's jump table pin.
+    jump: PathBuf,
 }
+
+const JUMP_PREFIX: &str = "jump-";
 
 impl Pins {
     /// Makes sure `dir` exists on a bpf filesystem (mounting one at
@@ -102,8 +112,12 @@ impl Pins {
     /// a half-adopted state would be worse than a fresh one).
     pub fn prepare(dir: &Path, sizes: &BTreeMap<&'static str, MapSpec>) -> Result<Pins, PinError> {
         ensure_pin_dir(dir)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let pins = Pins {
             dir: dir.to_owned(),
+            jump: dir.join(format!("{JUMP_PREFIX}{}-{nanos}", std::process::id())),
         };
         let mismatch: Vec<String> = sizes
             .iter()
@@ -136,6 +150,27 @@ impl Pins {
 
     pub fn map_path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// Where this run pins its jump table.
+    pub fn jump_path(&self) -> &Path {
+        &self.jump
+    }
+
+    /// Unpins the jump tables of earlier runs (and of versions that pinned
+    /// it as plain `JUMP`): their programs are detached by now.
+    pub fn remove_old_jumps(&self) -> Result<(), PinError> {
+        for entry in
+            fs::read_dir(&self.dir).map_err(io_err(format!("reading {}", self.dir.display())))?
+        {
+            let entry = entry.map_err(io_err("reading the pin dir"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_jump = name == "JUMP" || name.starts_with(JUMP_PREFIX);
+            if is_jump && entry.path() != self.jump {
+                remove_if_exists(&entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     fn link_path(&self, iface: &str) -> PathBuf {

@@ -1,0 +1,109 @@
+//! The hand-off between the entry program and the stage it tail-calls.
+//!
+//! Why two programs: the verifier walks every path, and the parser alone
+//! ends in many distinct states (VLAN tag or not, any IPv4 header length,
+//! up to four IPv6 extension headers, TCP or UDP). Inlined into one
+//! program, the balancing code behind it was verified once per parser
+//! state: close to the 1M-instruction limit on 6.18, over it on 6.1. The
+//! parser's results cross the tail call as plain numbers in a per-CPU
+//! scratch entry, so the stage behind it is verified once, with offsets it
+//! checks again. XDP runs a packet start to finish on one CPU, so nothing
+//! else writes the scratch entry in between.
+
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
+use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, ServiceMeta};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+
+use crate::parse::{L3, Packet, ptr_at};
+
+/// Offsets are checked against this before use: the verifier needs a bound
+/// on them, and no XDP frame is this long.
+const MAX_OFFSET: usize = 0x3fff;
+const ETH_VLAN_LEN: usize = EthHdr::LEN + VlanHdr::LEN;
+
+/// A parsed packet as plain numbers (see [`Packet`]), and for a packet to a
+/// service, that service.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Handoff {
+    pub key: FlowKey,
+    pub svc: ServiceMeta,
+    frame_len: u32,
+    l2_len: u16,
+    l4_off: u16,
+    ip_len: u16,
+    fin_or_rst: u8,
+    has_l4_check: u8,
+}
+
+/// One entry: the packet in flight on this CPU.
+#[map]
+static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
+
+/// Stores `pkt` (and `svc`, if any) for the stage about to be tail-called.
+#[inline(always)]
+pub fn save(ctx: &XdpContext, pkt: &Packet, svc: Option<&ServiceMeta>) -> Option<()> {
+    let h = HANDOFF.get_ptr_mut(0)?;
+    let l4_off = pkt.ports as usize - ctx.data();
+    unsafe {
+        *h = Handoff {
+            key: pkt.key,
+            svc: svc.copied().unwrap_or_default(),
+            frame_len: pkt.frame_len as u32,
+            l2_len: pkt.l2_len as u16,
+            l4_off: l4_off as u16,
+            ip_len: pkt.ip_len,
+            fin_or_rst: pkt.fin_or_rst as u8,
+            has_l4_check: pkt.l4_check.is_some() as u8,
+        }
+    };
+    Some(())
+}
+
+/// The packet `save` stored, its pointers taken (and checked) anew.
+#[inline(always)]
+pub fn restore(ctx: &XdpContext) -> Option<(Packet, &'static Handoff)> {
+    let h: &'static Handoff = unsafe { &*HANDOFF.get_ptr(0)? };
+    // Ethernet, or Ethernet and one 802.1Q tag: a constant offset is
+    // cheaper to verify (and for LLVM to keep checked) than a variable one.
+    let l2_len = if h.l2_len as usize == ETH_VLAN_LEN {
+        ETH_VLAN_LEN
+    } else {
+        EthHdr::LEN
+    };
+    let l4 = h.l4_off as usize;
+    if l4 > MAX_OFFSET {
+        return None;
+    }
+    let l3 = if h.key.family == FAMILY_V4 {
+        L3::V4(ptr_at::<Ipv4Hdr>(ctx, l2_len)?)
+    } else {
+        L3::V6(ptr_at::<Ipv6Hdr>(ctx, l2_len)?)
+    };
+    let l4_check = if h.has_l4_check == 0 {
+        None
+    } else if h.key.proto == PROTO_TCP {
+        let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
+        Some(unsafe { &raw mut (*tcp).check })
+    } else {
+        let udp: *mut UdpHdr = ptr_at(ctx, l4)?;
+        Some(unsafe { &raw mut (*udp).check })
+    };
+    let pkt = Packet {
+        l2_len,
+        l3,
+        ports: ptr_at(ctx, l4)?,
+        l4_check,
+        key: h.key,
+        ip_len: h.ip_len,
+        fin_or_rst: h.fin_or_rst != 0,
+        frame_len: h.frame_len as u64,
+    };
+    Some((pkt, h))
+}
