@@ -16,8 +16,7 @@ use crate::parse::{L3, Packet};
 #[inline(always)]
 pub fn rewrite(pkt: &mut Packet, src: &[u32; 4], dst: &[u32; 4], sport: u16, dport: u16) {
     let old = pkt.key;
-    let mut c = pkt.l4_check.map(|p| u16::from_ne_bytes(unsafe { *p }));
-    match pkt.l3 {
+    let v4 = match pkt.l3 {
         L3::V4(ip) => unsafe {
             let ip = &mut *ip;
             let mut check = u16::from_ne_bytes(ip.check);
@@ -26,18 +25,26 @@ pub fn rewrite(pkt: &mut Packet, src: &[u32; 4], dst: &[u32; 4], sport: u16, dpo
             ip.check = check.to_ne_bytes();
             ip.src_addr = src[0].to_ne_bytes();
             ip.dst_addr = dst[0].to_ne_bytes();
-            c = c.map(|c| replace4(replace4(c, old.src[0], src[0]), old.dst[0], dst[0]));
+            true
         },
         L3::V6(ip) => unsafe {
             let ip = &mut *ip;
-            for i in 0..4 {
-                c = c.map(|c| replace4(replace4(c, old.src[i], src[i]), old.dst[i], dst[i]));
-            }
             ip.src_addr = bytes(src);
             ip.dst_addr = bytes(dst);
+            false
         },
-    }
-    if let (Some(p), Some(mut c)) = (pkt.l4_check, c) {
+    };
+    // Read, update and write the L4 checksum in one place: split over
+    // separate branches, LLVM's merged conditions lost the older verifiers
+    // (6.1 walked a path writing through the absent pointer).
+    if let Some(p) = pkt.l4_check {
+        let mut c = u16::from_ne_bytes(unsafe { *p });
+        let words = if v4 { 1 } else { 4 };
+        for i in 0..4 {
+            if i < words {
+                c = replace4(replace4(c, old.src[i], src[i]), old.dst[i], dst[i]);
+            }
+        }
         c = replace2(replace2(c, old.sport, sport), old.dport, dport);
         // UDP: 0 means "no checksum", so a computed 0 is sent as 0xffff.
         if c == 0 && old.proto == PROTO_UDP {
