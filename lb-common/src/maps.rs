@@ -110,6 +110,32 @@ pub struct Flow {
     /// 1 once a TCP FIN or RST went by: the flow expires sooner.
     pub closing: u8,
     pub _pad: [u8; 3],
+    /// Where the flow's packets leave toward the backend.
+    pub hop: NextHop,
+}
+
+/// A flow's cached `bpf_fib_lookup` answer (in `Flow` and `NatRev`): the
+/// lookup costs more than the rest of an established flow's work, and its
+/// answer is the same for every packet of the flow. Trusted during the
+/// second it was made in (so route and neighbour changes apply within a
+/// second), for packets that arrive on the same interface and are no longer
+/// than one the lookup's MTU check passed; otherwise the lookup runs again.
+/// The program writes it in place: a packet racing a refresh on another CPU
+/// could read half-old MACs only if the route changed in that second.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Egress interface; 0: nothing cached.
+    pub ifindex: u32,
+    /// Ingress interface of the lookup.
+    pub ingress: u32,
+    /// Second of the kernel's monotonic clock the lookup was made in.
+    pub stamp: u32,
+    /// Longest IP packet (bytes) the lookup's MTU check passed.
+    pub max_len: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 impl Flow {
@@ -157,6 +183,8 @@ pub struct NatRev {
     pub vip_port: u16,
     pub backend: u32,
     pub service: u32,
+    /// Where the replies leave toward the client.
+    pub hop: NextHop,
 }
 
 /// `CONFIG[0]`: settings that apply to every packet.
@@ -235,6 +263,8 @@ pub const STAT_NO_BACKEND: u32 = 7;
 pub const STAT_FIB_FAIL: u32 = 8;
 /// Flows whose flow-table insert failed (they still forward).
 pub const STAT_FLOW_INSERT_FAIL: u32 = 9;
+/// Rewritten packets forwarded on their flow's cached FIB answer.
+pub const STAT_FIB_CACHED: u32 = 10;
 pub const GLOBAL_STATS_LEN: u32 = 16;
 
 /// Event sent to the daemon (`NEIGH_EVENTS` ring buffer) when a next hop
@@ -257,6 +287,7 @@ mod pod {
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for NatRev {}
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for Counter {}

@@ -3,6 +3,7 @@
 //! `bpf_redirect`. A rewritten packet is never passed to the kernel (its
 //! addresses are now the balancer's own): without a resolved next hop it is
 //! dropped, counted, and the daemon is asked to resolve the neighbour.
+//! A flow keeps the lookup's answer for a second (`lb_common::NextHop`).
 
 use core::mem;
 
@@ -15,7 +16,9 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{FAMILY_V4, FLAG_SKIP_FIB, NeighEvent, STAT_FIB_FAIL, STAT_NEIGH_MISS};
+use lb_common::{
+    FAMILY_V4, FLAG_SKIP_FIB, NeighEvent, NextHop, STAT_FIB_CACHED, STAT_FIB_FAIL, STAT_NEIGH_MISS,
+};
 
 use network_types::eth::EthHdr;
 
@@ -59,14 +62,31 @@ impl Route {
     }
 }
 
-/// Sets the frame's MACs for `route` and picks the way out.
+/// Sets the frame's MACs for `route` and picks the way out. `hop`: the
+/// flow's cached answer, used if still good, else refreshed; `now` in
+/// seconds of the monotonic clock.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, route: &Route, flags: u32) -> u32 {
+pub fn forward(
+    ctx: &XdpContext,
+    route: &Route,
+    flags: u32,
+    hop: Option<&mut NextHop>,
+    now: u32,
+) -> u32 {
     if flags & FLAG_SKIP_FIB != 0 {
         return XDP_TX;
     }
-    let mut p: FibParams = unsafe { mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
+    if let Some(h) = &hop
+        && h.ifindex != 0
+        && h.stamp == now
+        && h.ingress == ingress
+        && route.ip_len <= h.max_len
+    {
+        stats::bump(STAT_FIB_CACHED);
+        return send(ctx, h.ifindex, &h.smac, &h.dmac, ingress);
+    }
+    let mut p: FibParams = unsafe { mem::zeroed() };
     let v4 = route.family == FAMILY_V4;
     p.family = if v4 { AF_INET } else { AF_INET6 };
     p.l4_protocol = route.proto;
@@ -85,19 +105,25 @@ pub fn forward(ctx: &XdpContext, route: &Route, flags: u32) -> u32 {
     let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut p, mem::size_of::<FibParams>() as i32, 0) };
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            // Pointers from before an encapsulation are stale: take it anew.
-            let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-                return XDP_DROP;
-            };
-            unsafe {
-                (*eth).dst_addr = p.dmac;
-                (*eth).src_addr = p.smac;
+            if let Some(h) = hop {
+                let same = h.stamp == now
+                    && h.ingress == ingress
+                    && h.ifindex == p.ifindex
+                    && h.smac == p.smac
+                    && h.dmac == p.dmac;
+                // The same route this second: it also passes this length.
+                h.max_len = if same && h.max_len > route.ip_len {
+                    h.max_len
+                } else {
+                    route.ip_len
+                };
+                h.ifindex = p.ifindex;
+                h.ingress = ingress;
+                h.stamp = now;
+                h.smac = p.smac;
+                h.dmac = p.dmac;
             }
-            if p.ifindex == ingress {
-                XDP_TX
-            } else {
-                unsafe { bpf_redirect(p.ifindex, 0) as u32 }
-            }
+            send(ctx, p.ifindex, &p.smac, &p.dmac, ingress)
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
             stats::bump(STAT_NEIGH_MISS);
@@ -120,5 +146,23 @@ pub fn forward(ctx: &XdpContext, route: &Route, flags: u32) -> u32 {
             stats::bump(STAT_FIB_FAIL);
             XDP_DROP
         }
+    }
+}
+
+/// Writes the MACs and leaves by `ifindex`.
+#[inline(always)]
+fn send(ctx: &XdpContext, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6], ingress: u32) -> u32 {
+    // Pointers from before an encapsulation are stale: take it anew.
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return XDP_DROP;
+    };
+    unsafe {
+        (*eth).dst_addr = *dmac;
+        (*eth).src_addr = *smac;
+    }
+    if ifindex == ingress {
+        XDP_TX
+    } else {
+        unsafe { bpf_redirect(ifindex, 0) as u32 }
     }
 }

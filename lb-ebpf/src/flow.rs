@@ -9,7 +9,7 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns,
 };
 use lb_common::{
-    Backend, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, MODE_NAT, NatRev, SNAT_PORT_TRIES,
+    Backend, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, MODE_NAT, NatRev, NextHop, SNAT_PORT_TRIES,
     STAT_FLOW_INSERT_FAIL, STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, STATE_DRAIN, STATE_READY,
     ServiceMeta, hash::flow_hash, nat_rev_key,
 };
@@ -26,6 +26,8 @@ pub struct Conn {
     pub backend_port: u16,
     /// This packet created the flow.
     pub new: bool,
+    /// The flow entry's next-hop cache (an existing flow's).
+    pub hop: Option<*mut NextHop>,
 }
 
 #[inline(always)]
@@ -35,20 +37,21 @@ fn usable(state: u8) -> bool {
 
 /// Seconds of the kernel's monotonic clock (coarse: a tick is plenty).
 #[inline(always)]
-fn now_secs() -> u32 {
+pub fn now_secs() -> u32 {
     (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
 }
 
 /// `None`: drop the packet (no backend, or no free SNAT port); counted.
 /// `fin_or_rst`: the packet is a TCP FIN or RST (the flow is closing).
+/// `now`: `now_secs()`.
 #[inline(always)]
 pub fn lookup_or_create(
     key: &FlowKey,
     svc: &ServiceMeta,
     globals: &Globals,
     fin_or_rst: bool,
+    now: u32,
 ) -> Option<Conn> {
-    let now = now_secs();
     let existing = FLOWS.get_ptr_mut(key);
     if let Some(flow) = existing {
         let f = unsafe { &mut *flow };
@@ -70,6 +73,7 @@ pub fn lookup_or_create(
                 snat_port: f.snat_port,
                 backend_port: f.backend_port,
                 new: false,
+                hop: Some(&raw mut f.hop),
             });
         }
     }
@@ -115,6 +119,7 @@ pub fn lookup_or_create(
         last_seen: now,
         closing: fin_or_rst as u8,
         _pad: [0; 3],
+        hop: NextHop::default(),
     };
     if FLOWS.insert(key, flow, BPF_ANY as u64).is_err() {
         stats::bump(STAT_FLOW_INSERT_FAIL);
@@ -125,6 +130,7 @@ pub fn lookup_or_create(
         snat_port,
         backend_port,
         new: true,
+        hop: None,
     })
 }
 
@@ -156,6 +162,7 @@ fn alloc_snat_port(
         vip_port: key.dport,
         backend: backend_id,
         service: svc.id,
+        hop: NextHop::default(),
     };
     let snat = globals.snat(key.family);
     for attempt in 0..SNAT_PORT_TRIES {

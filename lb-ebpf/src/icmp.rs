@@ -257,7 +257,7 @@ fn error(ctx: &XdpContext, msg: &Msg, globals: &Globals) -> Option<u32> {
             }
         }
     };
-    Some(fib::forward(ctx, &route, globals.flags))
+    Some(fib::forward(ctx, &route, globals.flags, None, 0))
 }
 
 /// nat mode: make the error look like it is about the packet the backend

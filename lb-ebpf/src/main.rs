@@ -93,17 +93,19 @@ fn entry(ctx: &XdpContext) -> Result<u32, ()> {
         unsafe { JUMP.tail_call(ctx, JUMP_ICMP) };
         return Ok(XDP_PASS);
     };
+    // Each tail call names its slot as a constant: the JIT then makes it a
+    // direct jump instead of an indirect one (a retpoline on most CPUs).
     // Replies from backends (nat mode) arrive at the SNAT address.
-    let (svc, slot) = if pkt.key.dst == globals.snat(pkt.key.family) {
-        (None, JUMP_REPLY)
+    if pkt.key.dst == globals.snat(pkt.key.family) {
+        handoff::save(ctx, &pkt, None).ok_or(())?;
+        unsafe { JUMP.tail_call(ctx, JUMP_REPLY) };
     } else {
-        match service(&pkt.key, globals.flags) {
-            Some(svc) => (Some(svc), JUMP_BALANCE),
-            None => return Ok(XDP_PASS),
-        }
-    };
-    handoff::save(ctx, &pkt, svc).ok_or(())?;
-    unsafe { JUMP.tail_call(ctx, slot) };
+        let Some(svc) = service(&pkt.key, globals.flags) else {
+            return Ok(XDP_PASS);
+        };
+        handoff::save(ctx, &pkt, Some(svc)).ok_or(())?;
+        unsafe { JUMP.tail_call(ctx, JUMP_BALANCE) };
+    }
     Err(())
 }
 
@@ -133,7 +135,8 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
     let svc = &h.svc;
     stats::count_service(svc.id, pkt.frame_len);
 
-    let Some(conn) = flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst) else {
+    let now = flow::now_secs();
+    let Some(conn) = flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst, now) else {
         return Ok(XDP_DROP);
     };
     stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
@@ -154,7 +157,8 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
             Route::of(&pkt, &backend)
         }
     };
-    Ok(fib::forward(ctx, &route, globals.flags))
+    let hop = conn.hop.map(|h| unsafe { &mut *h });
+    Ok(fib::forward(ctx, &route, globals.flags, hop, now))
 }
 
 /// A backend's reply to a nat-mode flow: back to VIP -> client.
@@ -169,10 +173,10 @@ pub fn xdplb_reply(ctx: XdpContext) -> u32 {
 fn reply(ctx: &XdpContext) -> Result<u32, ()> {
     let globals = CONFIG.get(0).ok_or(())?;
     let (mut pkt, _) = handoff::restore(ctx).ok_or(())?;
-    let Some(rev) = (unsafe { NAT_REV.get(pkt.key) }) else {
+    let Some(rev) = NAT_REV.get_ptr_mut(pkt.key) else {
         return Ok(XDP_PASS);
     };
-    let rev = *rev;
+    let rev = unsafe { &mut *rev };
     stats::count_service(rev.service, pkt.frame_len);
     stats::count_backend(rev.backend, pkt.frame_len, false);
     nat::rewrite(
@@ -182,10 +186,13 @@ fn reply(ctx: &XdpContext) -> Result<u32, ()> {
         rev.vip_port,
         rev.client_port,
     );
+    let route = Route::of(&pkt, &rev.client);
     Ok(fib::forward(
         ctx,
-        &Route::of(&pkt, &rev.client),
+        &route,
         globals.flags,
+        Some(&mut rev.hop),
+        flow::now_secs(),
     ))
 }
 

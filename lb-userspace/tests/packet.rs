@@ -19,7 +19,7 @@ use etherparse::{
     IpHeaders, IpNumber, Ipv4Header, Ipv4Options, NetSlice, PacketBuilder, SlicedPacket,
     TransportSlice,
 };
-use lb_common::{NeighEvent, STAT_NEIGH_MISS};
+use lb_common::{NeighEvent, STAT_FIB_CACHED, STAT_NEIGH_MISS};
 use xdplb::{
     config::Config,
     dataplane::Dataplane,
@@ -615,6 +615,85 @@ fn unresolved_next_hop_drops_counts_and_asks_the_daemon() {
         let ev: NeighEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
         assert_eq!(ev.addr[0].to_ne_bytes(), [198, 18, 1, 14]);
         assert_eq!(ev.ifindex, bed.ifindex("lbb").unwrap());
+    });
+}
+
+/// A TCP segment of `payload_len` bytes on an existing flow.
+fn tcp_data(src: Ipv4Addr, sport: u16, payload_len: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LBC_MAC)
+        .ipv4(src.octets(), WEB_VIP.octets(), 64)
+        .tcp(sport, 80, 2000, 64240)
+        .ack(1)
+        .write(&mut v, &vec![7u8; payload_len])
+        .unwrap();
+    v
+}
+
+#[test]
+fn flows_reuse_their_fib_answer_for_a_second() {
+    with_lb(|bed, lb| {
+        let cached = |lb: &Lb| lb.global(STAT_FIB_CACHED);
+        let short = tcp_data(CLIENT, 43000, 10);
+        // New flow: looked up; the next packet looks up and keeps the answer.
+        let (v, first) = lb.run(&short);
+        assert_eq!(v, REDIRECT);
+        let backend = inspect(&first).dst;
+        assert_eq!(lb.run(&short).0, REDIRECT);
+        // Of the next four, at most one (crossing a second) looks up again.
+        let before = cached(lb);
+        for _ in 0..4 {
+            let (v, out) = lb.run(&short);
+            assert_eq!(v, REDIRECT);
+            assert_eq!(macs(&out), macs(&first), "same MACs from the cache");
+        }
+        assert!(cached(lb) - before >= 3, "served from the cache");
+
+        // Longer than any packet the lookup checked (MTU): looked up again.
+        let before = cached(lb);
+        assert_eq!(lb.run(&tcp_data(CLIENT, 43000, 1000)).0, REDIRECT);
+        assert_eq!(cached(lb), before, "a longer packet is looked up");
+
+        // Replies use their own cache the same way.
+        let o = inspect(&first);
+        let reply = tcp_from(backend_mac(o.dst), o.dst, 8080, SNAT, o.sport);
+        assert_eq!(lb.run(&reply).0, REDIRECT);
+        let before = cached(lb);
+        for _ in 0..4 {
+            assert_eq!(lb.run(&reply).0, REDIRECT);
+        }
+        assert!(cached(lb) - before >= 3, "replies served from the cache");
+
+        // The backend's MAC changes: within about a second, packets use the
+        // new one (the cached answer is good for the second it was made in).
+        let new_mac = "02:00:00:00:0a:0b";
+        netns::ip(&[
+            "-n",
+            &bed.ns,
+            "neigh",
+            "replace",
+            &backend.to_string(),
+            "lladdr",
+            new_mac,
+            "dev",
+            "lbb",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let (v, out) = lb.run(&short);
+            assert_eq!(v, REDIRECT);
+            if macs(&out).0 == [0x02, 0, 0, 0, 0x0a, 0x0b] {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new neighbour MAC is not used after 3 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     });
 }
 
