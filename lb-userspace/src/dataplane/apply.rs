@@ -9,7 +9,7 @@ use lb_common::{
     ServiceKey, ServiceMeta,
 };
 
-use super::{Dataplane, DataplaneError, Result, map_err};
+use super::{Dataplane, DataplaneError, Result, batch, map_err};
 use crate::plan::Plan;
 
 /// Stable within a process; only compares rings with each other.
@@ -147,15 +147,17 @@ impl Dataplane {
         Ok(())
     }
 
+    /// One syscall for the whole ring (`batch`).
     fn write_ring(&mut self, slot: u32, ring: &[u32]) -> Result<()> {
         let base = slot * self.ring_size;
-        let mut rings: Array<_, u32> = self.typed("RINGS")?;
-        for (i, backend) in ring.iter().enumerate() {
-            rings
-                .set(base + i as u32, backend, 0)
-                .map_err(map_err("RINGS"))?;
-        }
-        Ok(())
+        let keys: Vec<u32> = (base..).take(ring.len()).collect();
+        let Some(aya::maps::Map::Array(rings)) = self.ebpf.map("RINGS") else {
+            return Err(DataplaneError::MissingMap("RINGS"));
+        };
+        batch::update(rings, &keys, ring).map_err(|source| DataplaneError::Io {
+            what: format!("writing ring slot {slot} (RINGS)"),
+            source,
+        })
     }
 
     fn zero_service_counters(&mut self, id: u32) -> Result<()> {

@@ -3,6 +3,7 @@
 //! write plans into its maps (`apply`), read its counters.
 
 mod apply;
+mod batch;
 mod gc;
 mod pins;
 
@@ -171,9 +172,9 @@ impl Dataplane {
             loader.map_pin_path("JUMP", p.jump_path());
         }
         let mut ebpf = loader.load(PROGRAM)?;
-        program_mut(&mut ebpf)?
-            .load()
-            .map_err(|e| refused(PROGRAM_NAME, e))?;
+        let entry = program_mut(&mut ebpf)?;
+        entry.load().map_err(|e| refused(PROGRAM_NAME, e))?;
+        log_verified(PROGRAM_NAME, entry);
         link_stages(&mut ebpf)?;
         let mut dp = Self {
             ebpf,
@@ -382,6 +383,7 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<()> {
             .try_into()
             .map_err(DataplaneError::Program)?;
         prog.load().map_err(|e| refused(name, e))?;
+        log_verified(name, prog);
         let fd = prog
             .fd()
             .map_err(DataplaneError::Program)?
@@ -400,6 +402,18 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<()> {
         jump.set(slot, &fd, 0).map_err(map_err("JUMP"))?;
     }
     Ok(())
+}
+
+/// How much work the verifier did: the number to watch against its limit
+/// of 1M processed instructions (docs/kernels.md).
+fn log_verified(name: &str, prog: &Xdp) {
+    if let Some(n) = prog
+        .info()
+        .ok()
+        .and_then(|i| i.verified_instruction_count())
+    {
+        tracing::debug!("program {name}: the verifier processed {n} instructions");
+    }
 }
 
 /// A verifier rejection in one line (the whole log goes to the debug log:
