@@ -120,8 +120,12 @@ fn main() {
         "{:>9} {:>10} {:>10} {:>9}",
         "flows", "test_run", "bpf_stats", "not fwd"
     );
+    println!("{:>9} {:>10} {:>10}", "", "count ms", "sweep ms");
     for r in &flows {
-        println!("{:>9} {:>10.1} {:>10.1} {:>9}", r.0, r.1, r.2, r.3);
+        println!(
+            "{:>9} {:>10.1} {:>10.1} {:>9} {:>10.1} {:>10.1}",
+            r.0, r.1, r.2, r.3, r.4, r.5
+        );
     }
     println!(
         "\nestablished flow (nat, IPv4), ns/packet vs services (10000 flows spread over them)"
@@ -143,23 +147,32 @@ fn main() {
         json!({
             "samples": samples,
             "flow_table_size": table,
-            "flows": rows(&flows, "flows"),
+            "flows": flows
+                .iter()
+                .map(|r| json!({"flows": r.0, "test_run_ns": r.1, "bpf_stats_ns": r.2,
+                    "not_forwarded": r.3, "count_ms": r.4, "sweep_ms": r.5}))
+                .collect::<Vec<_>>(),
             "services": rows(&services, "services"),
         }),
     );
 }
 
+/// A row of the flows table: flows, test_run ns, bpf_stats ns, packets not
+/// forwarded, and the daemon's work on that table: counting its entries
+/// (`xdplb_flow_table_entries`) and one expiry sweep, in ms.
+type FlowRow = (u32, f64, f64, u64, f64, f64);
+
 /// Grows the flow table through `steps` (cumulative), sampling at each.
-fn flows(steps: &[u32], samples: usize, table: u32) -> Vec<(u32, f64, f64, u64)> {
+fn flows(steps: &[u32], samples: usize, table: u32) -> Vec<FlowRow> {
     let cfg = Config::from_yaml(&config(1, *BACKENDS.end() - 10, 65537, table)).unwrap();
     let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads");
     dp.apply(&plan::from_config(&cfg).unwrap()).unwrap();
-    let prog = dp.program();
     let vip: IpAddr = Family::V4.vip(10);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut have = 0;
     let mut out = Vec::new();
     for &n in steps {
+        let prog = dp.program();
         let mut failed = 0u64;
         for flow in have..n {
             failed += (run(prog, &tcp(Family::V4, flow, 0, vip, 80)).0 != XDP_REDIRECT) as u64;
@@ -170,7 +183,16 @@ fn flows(steps: &[u32], samples: usize, table: u32) -> Vec<(u32, f64, f64, u64)>
         have = n;
         let (t, s, bad) = sample(prog, samples, || tcp(Family::V4, rng.below(n), 0, vip, 80));
         eprintln!("scale: {n} flows: {t:.1} ns (test_run), {s:.1} ns (bpf_stats)");
-        out.push((n, t, s, bad));
+        let start = std::time::Instant::now();
+        let counted = dp.flow_entries().expect("flow count");
+        let count_ms = start.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(counted, n as u64, "flow table entries");
+        let start = std::time::Instant::now();
+        let expired = dp.expire_flows().expect("sweep");
+        let sweep_ms = start.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(expired, 0, "no flow is idle past its timeout yet");
+        eprintln!("scale: {n} flows: count {count_ms:.1} ms, sweep {sweep_ms:.1} ms");
+        out.push((n, t, s, bad, count_ms, sweep_ms));
     }
     out
 }

@@ -115,9 +115,11 @@ fn nat_end_to_end() {
     }
     println!("300 connections: {served:?}");
     assert_eq!(served.len(), 3, "{served:?}");
+    // Each backend's count is binomial (n = 300, p = 1/3: 100 +- 8.2); the
+    // bounds are 5 standard deviations wide, so only a skewed choice, not
+    // chance, fails them (3.4 sigma happened once in CI with tighter ones).
     for (name, n) in &served {
-        let share = *n as f64 / 300.0;
-        assert!((0.25..=0.42).contains(&share), "{name}: {share:.3}");
+        assert!((59..=141).contains(n), "{name}: {n} of 300");
     }
 
     // The counters agree: one new flow per connection, on the backend that

@@ -6,7 +6,7 @@
 use aya::maps::{HashMap, MapError};
 use lb_common::{Flow, FlowKey, NatRev, nat_rev_key};
 
-use super::{Dataplane, Result, map_err};
+use super::{Dataplane, DataplaneError, Result, batch, map_err};
 
 /// Seconds of CLOCK_MONOTONIC, the clock of `bpf_ktime_get_coarse_ns`.
 pub fn monotonic_secs() -> u32 {
@@ -20,20 +20,20 @@ pub fn monotonic_secs() -> u32 {
 }
 
 impl Dataplane {
-    /// Deletes expired flows; returns how many. Walks the whole table (a
-    /// syscall per entry): run it every few seconds, not per packet.
+    /// Deletes expired flows; returns how many. Reads the whole table
+    /// (thousands of entries per syscall), then deletes one by one.
     pub fn expire_flows(&mut self) -> Result<u64> {
         let Some(globals) = self.shadow.globals else {
             return Ok(0);
         };
         let now = monotonic_secs();
-        let mut flows: HashMap<_, FlowKey, Flow> = self.typed("FLOWS")?;
-        let expired: Vec<FlowKey> = flows
-            .iter()
-            .filter_map(|r| r.ok())
+        let expired: Vec<FlowKey> = self
+            .flow_table()?
+            .into_iter()
             .filter(|(k, f)| f.expired(k.proto, &globals, now))
             .map(|(k, _)| k)
             .collect();
+        let mut flows: HashMap<_, FlowKey, Flow> = self.typed("FLOWS")?;
         let mut gone = Vec::new();
         for key in expired {
             // A packet may have revived it since the walk: look again.
@@ -64,5 +64,18 @@ impl Dataplane {
             }
         }
         Ok(gone.len() as u64)
+    }
+}
+
+impl Dataplane {
+    /// Every entry of the flow table.
+    pub(super) fn flow_table(&self) -> Result<Vec<(FlowKey, Flow)>> {
+        let Some(aya::maps::Map::LruHashMap(flows)) = self.ebpf.map("FLOWS") else {
+            return Err(DataplaneError::MissingMap("FLOWS"));
+        };
+        batch::entries(flows).map_err(|source| DataplaneError::Io {
+            what: "reading the flow table (FLOWS)".into(),
+            source,
+        })
     }
 }

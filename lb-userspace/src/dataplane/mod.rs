@@ -307,11 +307,10 @@ impl Dataplane {
         Ok(out)
     }
 
-    /// Entries in the flow table. Walks the keys (one syscall each): fine
-    /// for a scrape every few seconds, slow for millions of flows.
+    /// Entries in the flow table (read in batches: ~250 syscalls for a
+    /// million flows).
     pub fn flow_entries(&self) -> Result<u64> {
-        let flows: HashMap<_, FlowKey, lb_common::Flow> = self.typed_ref("FLOWS")?;
-        Ok(flows.keys().filter(|k| k.is_ok()).count() as u64)
+        Ok(self.flow_table()?.len() as u64)
     }
 
     /// The flow table's entry for `key`, if any.

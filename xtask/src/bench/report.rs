@@ -406,18 +406,22 @@ fn scale_section(s: &mut String, scale: &Value) {
         "## Scale: flows and services\n\n\
          Established flow (nat, IPv4), one packet each of {n} random existing flows, `repeat = 1`. Flows \
          were created by running their first packet through the program (flow table size {t}, 64 backends \
-         for SNAT room).\n\n| flows | test_run ns | bpf_stats ns | not forwarded |\n|---|---|---|---|\n",
+         for SNAT room). *count ms*: the daemon counting the table's entries (`xdplb_flow_table_entries`, \
+         at every scrape); *sweep ms*: one pass of its expiry sweep (every 5 s).\n\n\
+         | flows | test_run ns | bpf_stats ns | not forwarded | count ms | sweep ms |\n|---|---|---|---|---|---|\n",
         n = scale["samples"],
         t = scale["flow_table_size"]
     );
     for r in scale["flows"].as_array().cloned().unwrap_or_default() {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             r["flows"],
             num(f(&r["test_run_ns"]), 0),
             num(f(&r["bpf_stats_ns"]), 0),
-            r["not_forwarded"]
+            r["not_forwarded"],
+            num(f(&r["count_ms"]), 1),
+            num(f(&r["sweep_ms"]), 1)
         );
     }
     *s += "\nServices: 10000 flows spread over the first N of 256 configured services (ring size 4093: \
