@@ -110,18 +110,18 @@ pub struct Flow {
     /// 1 once a TCP FIN or RST went by: the flow expires sooner.
     pub closing: u8,
     pub _pad: [u8; 3],
-    /// Where the flow's packets leave toward the backend.
-    pub hop: NextHop,
 }
 
-/// A flow's cached `bpf_fib_lookup` answer (in `Flow` and `NatRev`): the
-/// lookup costs more than the rest of an established flow's work, and its
-/// answer is the same for every packet of the flow. Trusted during the
+/// A cached `bpf_fib_lookup` answer: per backend and CPU toward backends
+/// (`BACKEND_HOPS`), per flow toward clients (`NatRev::hop`). The lookup
+/// costs more than the rest of an established flow's work, and its answer
+/// is the same for every packet to that destination. Trusted during the
 /// second it was made in (so route and neighbour changes apply within a
 /// second), for packets that arrive on the same interface and are no longer
 /// than one the lookup's MTU check passed; otherwise the lookup runs again.
-/// The program writes it in place: a packet racing a refresh on another CPU
-/// could read half-old MACs only if the route changed in that second.
+/// A `NatRev` entry is written in place: a packet racing a refresh on
+/// another CPU could read half-old MACs only if the route changed in that
+/// second.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {

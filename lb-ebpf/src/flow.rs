@@ -26,8 +26,6 @@ pub struct Conn {
     pub backend_port: u16,
     /// This packet created the flow.
     pub new: bool,
-    /// The flow entry's next-hop cache (an existing flow's).
-    pub hop: Option<*mut NextHop>,
 }
 
 #[inline(always)]
@@ -73,7 +71,6 @@ pub fn lookup_or_create(
                 snat_port: f.snat_port,
                 backend_port: f.backend_port,
                 new: false,
-                hop: Some(&raw mut f.hop),
             });
         }
     }
@@ -119,7 +116,6 @@ pub fn lookup_or_create(
         last_seen: now,
         closing: fin_or_rst as u8,
         _pad: [0; 3],
-        hop: NextHop::default(),
     };
     if FLOWS.insert(key, flow, BPF_ANY as u64).is_err() {
         stats::bump(STAT_FLOW_INSERT_FAIL);
@@ -130,7 +126,6 @@ pub fn lookup_or_create(
         snat_port,
         backend_port,
         new: true,
-        hop: None,
     })
 }
 

@@ -27,7 +27,7 @@ use aya_ebpf::{
 use fib::Route;
 use lb_common::{
     Backend, BackendCounter, Counter, FLAG_ALL_PORTS, Flow, FlowKey, GLOBAL_STATS_LEN, Globals,
-    MODE_DSR, MODE_TUNNEL, NatRev, ServiceKey, ServiceMeta,
+    MODE_DSR, MODE_TUNNEL, NatRev, NextHop, ServiceKey, ServiceMeta,
 };
 use tunnel::Inner;
 
@@ -52,6 +52,9 @@ static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(1, 0);
 /// Backend-side 5-tuple of a NAT flow (backend -> snat:port) -> client and VIP.
 #[map]
 static NAT_REV: LruHashMap<FlowKey, NatRev> = LruHashMap::with_max_entries(1, 0);
+/// Per-CPU next-hop cache by backend id (`lb_common::NextHop`).
+#[map]
+static BACKEND_HOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU counters by service id.
 #[map]
 static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
@@ -157,7 +160,8 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
             Route::of(&pkt, &backend)
         }
     };
-    let hop = conn.hop.map(|h| unsafe { &mut *h });
+    let hop = BACKEND_HOPS.get_ptr_mut(conn.backend_id);
+    let hop = hop.map(|h| unsafe { &mut *h });
     Ok(fib::forward(ctx, &route, globals.flags, hop, now))
 }
 

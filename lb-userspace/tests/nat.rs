@@ -11,7 +11,7 @@ use std::{
 
 use xdplb::testbed::{
     Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, http_get, http_request, is_pattern,
-    metric_sum, udp_request,
+    metric_sum, udp_request, udp_request_from,
 };
 
 const WEB: &str = "198.18.100.10:80";
@@ -236,9 +236,19 @@ fn udp_request_response() {
     }
     let answer = answer.unwrap_or_else(|| panic!("no UDP answer:\n{}", bed.daemon.log()));
     assert_eq!(answer, b"udp-1:query-1");
+    // 20 more, each from a source port of its own (a free port chosen by
+    // the kernel may repeat one: the same flow again).
     for i in 0..20 {
         let payload = format!("q{i}");
-        let a = udp_request(&bed.topo.client_ns(), dns, payload.as_bytes(), TIMEOUT).unwrap();
+        let port = 61000 + i; // above the ephemeral range: never the first request's
+        let a = udp_request_from(
+            &bed.topo.client_ns(),
+            port,
+            dns,
+            payload.as_bytes(),
+            TIMEOUT,
+        )
+        .unwrap();
         assert_eq!(a, format!("udp-1:{payload}").as_bytes());
     }
     let m = bed.daemon.metrics().unwrap();

@@ -26,7 +26,7 @@ use aya::{
     },
 };
 use lb_common::{
-    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, NatRev,
+    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, NatRev, NextHop,
     RING_SLOTS_PER_SERVICE, ServiceKey, ServiceMeta,
 };
 use tracing::{info, warn};
@@ -91,6 +91,7 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
             "BACKEND_STATS",
             spec::<u32, BackendCounter>(l.max_backends, true),
         ),
+        ("BACKEND_HOPS", spec::<u32, NextHop>(l.max_backends, true)),
         ("FLOWS", spec::<FlowKey, Flow>(l.flow_table_size, true)),
         ("NAT_REV", spec::<FlowKey, NatRev>(l.flow_table_size, true)),
         ("GLOBAL_STATS", spec::<u32, u64>(GLOBAL_STATS_LEN, false)),

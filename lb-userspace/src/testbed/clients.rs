@@ -113,10 +113,21 @@ pub fn udp_request(
     payload: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>> {
+    udp_request_from(ns, 0, target, payload, timeout)
+}
+
+/// [`udp_request`] from source port `port` (0: any free one).
+pub fn udp_request_from(
+    ns: &str,
+    port: u16,
+    target: SocketAddr,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>> {
     let unspecified: SocketAddr = if target.is_ipv4() {
-        "0.0.0.0:0"
+        format!("0.0.0.0:{port}")
     } else {
-        "[::]:0"
+        format!("[::]:{port}")
     }
     .parse()?;
     let sock = run_in(ns, || Ok(UdpSocket::bind(unspecified)?))?;

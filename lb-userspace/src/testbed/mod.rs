@@ -10,7 +10,9 @@ pub mod netns;
 pub mod servers;
 pub mod topology;
 
-pub use clients::{HttpResponse, http_get, http_request, tcp_connect, udp_request};
+pub use clients::{
+    HttpResponse, http_get, http_request, tcp_connect, udp_request, udp_request_from,
+};
 pub use daemon::{Daemon, Sample, metric_sum, parse_metrics};
 pub use load::{Load, Outcome, Outcomes, Stream};
 pub use servers::{HttpServer, UdpEchoServer, is_pattern, pattern_byte, wait_until};
