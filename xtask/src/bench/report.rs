@@ -449,8 +449,8 @@ fn control_section(s: &mut String, ctl: &Value) {
            API answers; `POST /api/v1/reload` (answers once applied) with the file unchanged, with one \
            service's weight changed, with every service's weight changed (every ring rewritten); resident \
            memory (VmRSS) after those. The 1000-service run uses ring size 4093: at the default 65537 \
-           the rings alone would take 2 x 1024 x 65537 x 4 B = 537 MB of kernel memory, and each ring is \
-           written one entry per syscall (the 65537 row shows the cost per ring).\n\n\
+           the rings alone would take 2 x 1024 x 65537 x 8 B (array entries are 8-byte aligned) = 1074 MB \
+           of kernel memory (the 65537 row shows the cost per ring).\n\n\
            | services | ring M | start s | reload, same | reload, one changed | reload, all changed | RSS MB |\n\
            |---|---|---|---|---|---|---|\n";
     for d in ctl["daemon"].as_array().cloned().unwrap_or_default() {
@@ -488,8 +488,8 @@ fn suspects(s: &mut String, pkt: &Value, scale: &Value, pps: &Value) {
         "## Where the time goes (what to optimize next)\n\n\
          1. **The FIB step.** Flows reuse their `bpf_fib_lookup` answer (see Optimizations); what \
          remains of forwarding on the established nat path is {} ns of program time over skipping the \
-         step entirely (`FLAG_SKIP_FIB`), {} ns on the warm dsr path. The IPv6 established flow costs \
-         {} ns more than IPv4.\n\
+         step entirely (`FLAG_SKIP_FIB`), {} ns on the warm dsr path. IPv6 minus IPv4, established nat \
+         flow: {} ns (the IPv6 FIB lookup, the big difference before, is cached too).\n\
          2. **Flow-table memory.** Established-flow cost at 1 flow vs the largest table: {} ns vs {} ns \
          (test_run). `FLOWS` and `NAT_REV` are preallocated LRU hashes of `flow_table_size` entries each \
          (40-byte keys); at many flows every lookup misses the caches and, in a VM, the TLB. In the live \
@@ -501,10 +501,12 @@ fn suspects(s: &mut String, pkt: &Value, scale: &Value, pps: &Value) {
          4. **Per-packet counters**: four per-CPU map updates (verdict, service, backend, drop reasons) \
          plus `CONFIG` and `BACKENDS` lookups: small each, a few tens of ns together (non-VIP pass, which \
          does the parse, one service lookup and the verdict counter, costs {} ns over the empty program).\n\
-         5. **Control plane**: ring writes are one `bpf(MAP_UPDATE_ELEM)` per entry (65537 per ring); \
-         `BPF_MAP_UPDATE_BATCH` or a per-service inner map swapped whole would cut reloads of many \
-         services from seconds to milliseconds. The flow sweep walks the whole table with two syscalls \
-         per entry every 5 s.\n\n",
+         5. **Control plane**: rings are written with one batch syscall each and the flow table is read \
+         in batches (Optimizations 2 and 3 below), yet a reload that changes every ring of 100 services \
+         still takes over a second (see Control plane): not profiled yet (Maglev builds are ~5 ms each; \
+         per-service map updates and the shadow bookkeeping are the suspects). Counting a million flows \
+         still copies the whole table (~0.4 s); the program cannot keep an exact count itself (LRU \
+         evictions are silent).\n\n",
         num(fib_nat, 0),
         num(fib_dsr, 0),
         num(v6, 0),
