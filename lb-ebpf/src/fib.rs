@@ -3,7 +3,8 @@
 //! `bpf_redirect`. A rewritten packet is never passed to the kernel (its
 //! addresses are now the balancer's own): without a resolved next hop it is
 //! dropped, counted, and the daemon is asked to resolve the neighbour.
-//! A flow keeps the lookup's answer for a second (`lb_common::NextHop`).
+//! Answers are kept for a second (`lb_common::NextHop`): per backend toward
+//! backends, per flow toward clients.
 
 use core::mem;
 
@@ -63,8 +64,8 @@ impl Route {
 }
 
 /// Sets the frame's MACs for `route` and picks the way out. `hop`: the
-/// flow's cached answer, used if still good, else refreshed; `now` in
-/// seconds of the monotonic clock.
+/// cached answer for this destination, used if still good, else refreshed;
+/// `now` in seconds of the monotonic clock.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
