@@ -36,14 +36,13 @@ struct BatchAttr {
 /// as the kernel allows (it may stop early; the rest is sent again).
 pub fn update<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Result<()> {
     assert_eq!(keys.len(), values.len(), "one value per key");
-    let fd = map.fd().as_fd().as_raw_fd();
     let mut done = 0;
     while done < keys.len() {
         let mut attr = BatchAttr {
             keys: keys[done..].as_ptr() as u64,
             values: values[done..].as_ptr() as u64,
             count: u32::try_from(keys.len() - done).unwrap_or(u32::MAX),
-            map_fd: fd as u32,
+            map_fd: map_fd(map),
             ..Default::default()
         };
         // SAFETY: `attr` points at `count` keys and values that outlive the
@@ -74,7 +73,7 @@ pub fn entries<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)>> {
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
             count: CHUNK as u32,
-            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            map_fd: map_fd(map),
             ..Default::default()
         };
         // SAFETY: the buffers hold `count` keys and values and a token of
@@ -96,6 +95,10 @@ pub fn entries<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)>> {
         token = next;
         first = false;
     }
+}
+
+fn map_fd(map: &MapData) -> u32 {
+    map.fd().as_fd().as_raw_fd() as u32
 }
 
 /// The `bpf(2)` syscall with a batch command.

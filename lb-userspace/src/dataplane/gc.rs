@@ -65,9 +65,7 @@ impl Dataplane {
         }
         Ok(gone.len() as u64)
     }
-}
 
-impl Dataplane {
     /// Every entry of the flow table.
     pub(super) fn flow_table(&self) -> Result<Vec<(FlowKey, Flow)>> {
         let Some(aya::maps::Map::LruHashMap(flows)) = self.ebpf.map("FLOWS") else {
