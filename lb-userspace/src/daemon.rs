@@ -1,18 +1,22 @@
 //! `xdplb run`: load (adopting pinned state), fill the maps, attach, then
-//! serve the admin API, health checks, neighbour requests and SIGHUP
-//! reloads until SIGINT/SIGTERM, which detach or keep the program as
-//! `on_exit` says.
+//! serve the admin API, health checks, neighbour requests, flow expiry and
+//! SIGHUP reloads until SIGINT/SIGTERM, which detach or keep the program
+//! as `on_exit` says. The API server and every background task are
+//! watched: one that ends stops the daemon with an error (a supervisor
+//! restarts it; with a pin dir, traffic never notices).
 
 use std::{
     path::Path,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use prometheus::Registry;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
+    task::JoinSet,
 };
 use tracing::{debug, error, info, warn};
 
@@ -20,13 +24,16 @@ use crate::{
     api::{self, Shared},
     config::{self, Config, OnExit},
     controller::Controller,
-    dataplane::Dataplane,
+    dataplane::{Dataplane, FlowTable},
     health::{HealthChecker, HealthMetrics},
-    host, neigh,
+    host,
+    ids::Ids,
+    metrics::DataplaneCollector,
+    neigh,
 };
 
-/// How often flows idle past their timeout are deleted.
-const FLOW_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often flows idle past their timeout are deleted (and counted).
+const FLOW_GC_INTERVAL: Duration = Duration::from_secs(5);
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(config_path)?;
@@ -43,12 +50,29 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
     let events = dp.take_neigh_events()?;
+    let adopted = dp.adopted();
+    if !adopted.services.is_empty() {
+        info!(
+            "adopted {} services and {} backends from pinned maps",
+            adopted.services.len(),
+            adopted.backends.len()
+        );
+    }
+    let ids = Ids::adopt(&cfg, &adopted).map_err(anyhow::Error::msg)?;
+    let counters = dp.counter_reader()?;
+    let flows = dp.flow_table()?;
+
     let registry = Registry::new();
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
     let health = HealthChecker::new(health_tx, HealthMetrics::new(&registry)?);
     // Maps first, attach last: the first packet already sees the whole config.
-    let mut controller = Controller::new(config_path.to_owned(), cfg.clone(), dp, health)
+    let mut controller = Controller::new(config_path.to_owned(), cfg.clone(), ids, dp, health)
         .context("filling the data-plane maps")?;
+    registry.register(Box::new(DataplaneCollector::new(
+        controller.shared_plan(),
+        counters,
+        flows.swept_entries(),
+    )))?;
     for b in controller.plan().services.iter().flat_map(|s| &s.backends) {
         neigh::resolve(b.addr.ip());
     }
@@ -78,71 +102,62 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
         .with_context(|| format!("admin.listen {}", cfg.admin.listen))?;
-    let api_task = tokio::spawn(axum::serve(listener, api::router(shared.clone())).into_future());
-    let neigh_task = tokio::spawn(async move {
-        if let Err(e) = neigh::watch(events).await {
-            error!("neighbour watcher stopped: {e}");
+
+    // Each task returns its name if it ever ends.
+    let mut tasks = JoinSet::new();
+    let router = api::router(shared.clone());
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            error!("admin API server: {e}");
         }
+        "the admin API server"
+    });
+    tasks.spawn(async move {
+        if let Err(e) = neigh::watch(events).await {
+            error!("neighbour watcher: {e}");
+        }
+        "the neighbour watcher"
     });
     let health_shared = shared.clone();
-    let health_task = tokio::spawn(async move {
+    tasks.spawn(async move {
         while let Some(t) = health_rx.recv().await {
             let s = health_shared.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                s.controller.lock().expect("controller lock").on_health(&t)
-            })
-            .await;
-        }
-    });
-
-    let gc_shared = shared.clone();
-    let gc_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(FLOW_GC_INTERVAL);
-        loop {
-            tick.tick().await;
-            let s = gc_shared.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                s.controller
-                    .lock()
-                    .expect("controller lock")
-                    .dataplane_mut()
-                    .expire_flows()
-            })
-            .await;
-            match done {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => debug!("deleted {n} expired flows"),
-                Ok(Err(e)) => warn!("expiring flows: {e}"),
-                Err(e) => warn!("flow expiry task: {e}"),
+            if let Err(e) = tokio::task::spawn_blocking(move || s.controller().on_health(&t)).await
+            {
+                error!("applying a health transition: {e}");
             }
         }
+        "the health-check listener"
     });
+    tasks.spawn(expire_flows(flows));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    loop {
+    let failed = loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM"); break }
-            _ = int.recv() => { info!("SIGINT"); break }
+            _ = term.recv() => { info!("SIGTERM"); break None }
+            _ = int.recv() => { info!("SIGINT"); break None }
             _ = hup.recv() => {
                 let s = shared.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    s.controller.lock().expect("controller lock").reload()
-                })
-                .await?;
-                match result {
-                    Ok(summary) => info!("SIGHUP: reloaded: {summary:?}"),
-                    Err(e) => error!("SIGHUP: reload refused, nothing changed: {}", e.message),
+                match tokio::task::spawn_blocking(move || s.controller().reload()).await {
+                    Ok(Ok(summary)) => info!("SIGHUP: reloaded: {summary:?}"),
+                    Ok(Err(e)) => error!("SIGHUP: reload refused, nothing changed: {e}"),
+                    Err(e) => error!("SIGHUP: the reload failed ({e}); nothing changed"),
                 }
             }
+            Some(ended) = tasks.join_next() => {
+                let what = match ended {
+                    Ok(name) => format!("{name} stopped"),
+                    Err(e) => format!("a daemon task failed: {e}"),
+                };
+                error!("{what}: exiting");
+                break Some(what);
+            }
         }
-    }
-    api_task.abort();
-    health_task.abort();
-    gc_task.abort();
-    neigh_task.abort();
-    let mut controller = shared.controller.lock().expect("controller lock");
+    };
+    tasks.abort_all();
+    let mut controller = shared.controller();
     match cfg.on_exit {
         OnExit::Detach => {
             controller.dataplane_mut().unpin_all()?;
@@ -157,7 +172,38 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     .to_string())
         ),
     }
+    if let Some(what) = failed {
+        bail!("{what}");
+    }
     Ok(())
+}
+
+/// Every `FLOW_GC_INTERVAL`: deletes expired flows and counts the rest,
+/// on the flow table's own handle (never waits for the controller).
+async fn expire_flows(mut table: FlowTable) -> &'static str {
+    let mut tick = tokio::time::interval(FLOW_GC_INTERVAL);
+    loop {
+        tick.tick().await;
+        let swept = tokio::task::spawn_blocking(move || {
+            let done = table.expire();
+            (table, done)
+        })
+        .await;
+        match swept {
+            Ok((t, done)) => {
+                table = t;
+                match done {
+                    Ok(0) => {}
+                    Ok(n) => debug!("deleted {n} expired flows"),
+                    Err(e) => warn!("expiring flows: {e}"),
+                }
+            }
+            Err(e) => {
+                error!("flow expiry: {e}");
+                return "the flow expiry sweep";
+            }
+        }
+    }
 }
 
 fn read_token(cfg: &Config) -> anyhow::Result<Option<String>> {

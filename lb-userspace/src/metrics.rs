@@ -1,13 +1,26 @@
-//! Prometheus exposition, read from the data plane's per-CPU counters at
-//! scrape time (so the numbers are never stale and cost nothing between
-//! scrapes).
+//! The data plane's Prometheus series (docs/design.md section 5): a
+//! `Collector` registered once in the daemon's registry beside the health
+//! checks' metrics, so `/metrics` is one `gather` and one text encoder. It
+//! reads the per-CPU counters at scrape time (never stale, no cost between
+//! scrapes) on its own map fds, labelled from the plan in force, without
+//! the controller: a scrape never waits for a reload, nor a reload for a
+//! scrape. The flow-table size is the count of the last expiry sweep, so a
+//! scrape does not copy the table.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use prometheus::{
-    Encoder, IntCounterVec, IntGaugeVec, Opts, TextEncoder, core::Collector, proto::MetricFamily,
+    IntCounterVec, IntGaugeVec, Opts,
+    core::{Collector, Desc},
+    proto::MetricFamily,
 };
 
 use crate::{
-    dataplane::{Dataplane, DataplaneError},
+    controller::SharedPlan,
+    dataplane::{CounterReader, Counters},
     plan::Plan,
 };
 
@@ -21,6 +34,22 @@ const EVENTS: [(u32, &str); 6] = [
     (lb_common::STAT_FIB_CACHED, "fib_cached"),
 ];
 
+const BACKEND: [&str; 2] = ["service", "backend"];
+
+/// The series, empty: filled afresh at every scrape, so a service or
+/// backend that left the config leaves the output too.
+struct Series {
+    xdp: IntCounterVec,
+    events: IntCounterVec,
+    svc_packets: IntCounterVec,
+    svc_bytes: IntCounterVec,
+    be_packets: IntCounterVec,
+    be_bytes: IntCounterVec,
+    be_flows: IntCounterVec,
+    be_up: IntGaugeVec,
+    flows: IntGaugeVec,
+}
+
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
 }
@@ -29,110 +58,222 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition")
 }
 
-/// Renders every series of design.md section 5 in the text format.
-pub fn render(dp: &Dataplane, plan: &Plan) -> Result<String, DataplaneError> {
-    let service_ids: Vec<u32> = plan.services.iter().map(|s| s.id).collect();
-    let backend_ids: Vec<u32> = plan
-        .services
-        .iter()
-        .flat_map(|s| s.backends.iter().map(|b| b.id))
-        .collect();
-    let c = dp.counters(&service_ids, &backend_ids)?;
+impl Series {
+    fn new() -> Self {
+        Series {
+            xdp: counter(
+                "xdplb_xdp_packets_total",
+                "Packets seen by the XDP program, by CPU and verdict.",
+                &["cpu", "action"],
+            ),
+            events: counter(
+                "xdplb_dataplane_events_total",
+                "Data-plane events, mostly reasons for dropping a packet.",
+                &["event"],
+            ),
+            svc_packets: counter(
+                "xdplb_service_packets_total",
+                "Packets of a service, both directions.",
+                &["service"],
+            ),
+            svc_bytes: counter(
+                "xdplb_service_bytes_total",
+                "Bytes (whole frames) of a service, both directions.",
+                &["service"],
+            ),
+            be_packets: counter(
+                "xdplb_backend_packets_total",
+                "Packets to and from a backend.",
+                &BACKEND,
+            ),
+            be_bytes: counter(
+                "xdplb_backend_bytes_total",
+                "Bytes (whole frames) to and from a backend.",
+                &BACKEND,
+            ),
+            be_flows: counter(
+                "xdplb_backend_flows_total",
+                "New flows assigned to a backend.",
+                &BACKEND,
+            ),
+            be_up: gauge(
+                "xdplb_backend_up",
+                "1 if the backend passes its health check (or has none).",
+                &BACKEND,
+            ),
+            flows: gauge(
+                "xdplb_flow_table_entries",
+                "Entries in the connection-tracking table, as of the last expiry sweep (every 5 s).",
+                &[],
+            ),
+        }
+    }
 
-    let xdp = counter(
-        "xdplb_xdp_packets_total",
-        "Packets seen by the XDP program, by CPU and verdict.",
-        &["cpu", "action"],
-    );
+    fn collectors(&self) -> [&dyn Collector; 9] {
+        [
+            &self.xdp,
+            &self.events,
+            &self.svc_packets,
+            &self.svc_bytes,
+            &self.be_packets,
+            &self.be_bytes,
+            &self.be_flows,
+            &self.be_up,
+            &self.flows,
+        ]
+    }
+}
+
+/// Every data-plane series from one counters snapshot: pure, so the
+/// output is unit-tested without a kernel.
+pub fn families(plan: &Plan, c: &Counters, flow_entries: u64) -> Vec<MetricFamily> {
+    let s = Series::new();
     for (cpu, actions) in c.actions.iter().enumerate() {
         for (action, n) in lb_common::XDP_ACTIONS.iter().zip(actions) {
-            xdp.with_label_values(&[&cpu.to_string(), *action])
+            s.xdp
+                .with_label_values(&[&cpu.to_string(), *action])
                 .inc_by(*n);
         }
     }
-    let events = counter(
-        "xdplb_dataplane_events_total",
-        "Data-plane events, mostly reasons for dropping a packet.",
-        &["event"],
-    );
     for (slot, name) in EVENTS {
-        events
-            .with_label_values(&[name])
-            .inc_by(c.global[slot as usize]);
+        let n = c.global.get(slot as usize).copied().unwrap_or(0);
+        s.events.with_label_values(&[name]).inc_by(n);
     }
-
-    let svc_packets = counter(
-        "xdplb_service_packets_total",
-        "Packets of a service, both directions.",
-        &["service"],
-    );
-    let svc_bytes = counter(
-        "xdplb_service_bytes_total",
-        "Bytes (whole frames) of a service, both directions.",
-        &["service"],
-    );
-    let be_labels = ["service", "backend"];
-    let be_packets = counter(
-        "xdplb_backend_packets_total",
-        "Packets to and from a backend.",
-        &be_labels,
-    );
-    let be_bytes = counter(
-        "xdplb_backend_bytes_total",
-        "Bytes (whole frames) to and from a backend.",
-        &be_labels,
-    );
-    let be_flows = counter(
-        "xdplb_backend_flows_total",
-        "New flows assigned to a backend.",
-        &be_labels,
-    );
-    let be_up = gauge(
-        "xdplb_backend_up",
-        "1 if the backend passes its health check (or has none).",
-        &be_labels,
-    );
     for svc in &plan.services {
-        let sc = c.services[&svc.id];
-        svc_packets
+        let sc = c.services.get(&svc.id).copied().unwrap_or_default();
+        s.svc_packets
             .with_label_values(&[&svc.name])
             .inc_by(sc.packets);
-        svc_bytes.with_label_values(&[&svc.name]).inc_by(sc.bytes);
+        s.svc_bytes.with_label_values(&[&svc.name]).inc_by(sc.bytes);
         for b in &svc.backends {
-            let bc = c.backends[&b.id];
+            let bc = c.backends.get(&b.id).copied().unwrap_or_default();
             let labels = [svc.name.as_str(), &b.addr.to_string()];
-            be_packets.with_label_values(&labels).inc_by(bc.packets);
-            be_bytes.with_label_values(&labels).inc_by(bc.bytes);
-            be_flows.with_label_values(&labels).inc_by(bc.flows);
-            be_up.with_label_values(&labels).set(i64::from(b.up));
+            s.be_packets.with_label_values(&labels).inc_by(bc.packets);
+            s.be_bytes.with_label_values(&labels).inc_by(bc.bytes);
+            s.be_flows.with_label_values(&labels).inc_by(bc.flows);
+            s.be_up.with_label_values(&labels).set(i64::from(b.up));
         }
     }
-    let flows = gauge(
-        "xdplb_flow_table_entries",
-        "Entries in the connection-tracking table.",
-        &[],
-    );
-    flows
+    s.flows
         .with_label_values(&[] as &[&str])
-        .set(dp.flow_entries()? as i64);
+        .set(i64::try_from(flow_entries).unwrap_or(i64::MAX));
+    s.collectors().iter().flat_map(|c| c.collect()).collect()
+}
 
-    let families: Vec<MetricFamily> = [
-        xdp.collect(),
-        events.collect(),
-        svc_packets.collect(),
-        svc_bytes.collect(),
-        be_packets.collect(),
-        be_bytes.collect(),
-        be_flows.collect(),
-        be_up.collect(),
-        flows.collect(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&families, &mut out)
-        .expect("text encoding into a Vec cannot fail");
-    Ok(String::from_utf8(out).expect("prometheus text is UTF-8"))
+/// The data plane as a prometheus `Collector`.
+pub struct DataplaneCollector {
+    plan: SharedPlan,
+    counters: CounterReader,
+    flow_entries: Arc<AtomicU64>,
+    descs: Vec<Desc>,
+}
+
+impl DataplaneCollector {
+    pub fn new(plan: SharedPlan, counters: CounterReader, flow_entries: Arc<AtomicU64>) -> Self {
+        let descs = Series::new()
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned())
+            .collect();
+        DataplaneCollector {
+            plan,
+            counters,
+            flow_entries,
+            descs,
+        }
+    }
+}
+
+impl Collector for DataplaneCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(plan) = self.plan.get() else {
+            return Vec::new();
+        };
+        let sids: Vec<u32> = plan.services.iter().map(|s| s.id).collect();
+        let bids: Vec<u32> = plan
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| b.id))
+            .collect();
+        match self.counters.read(&sids, &bids) {
+            Ok(c) => families(&plan, &c, self.flow_entries.load(Ordering::Relaxed)),
+            Err(e) => {
+                // A scrape has no error channel of its own: the series go
+                // missing (Prometheus marks them stale) and the log says why.
+                tracing::warn!("reading the data plane's counters for /metrics: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::{BackendCounter, Counter};
+    use prometheus::{Encoder, TextEncoder};
+
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn every_series_is_rendered_from_one_snapshot() {
+        let cfg = Config::from_yaml(
+            "interfaces: [eth0]\nsnat: { ipv4: 198.18.1.1, ipv6: 2001:db8:1::1 }\n\
+             limits: { maglev_table_size: 101 }\nservices:\n\
+             \x20 - name: web\n    vip: 198.18.100.10\n    port: 80\n    backends:\n\
+             \x20     - { address: 198.18.1.11, port: 8080 }\n\
+             \x20 - name: web6\n    vip: 2001:db8:100::10\n    port: 80\n    backends:\n\
+             \x20     - { address: 2001:db8:1::12, port: 8080 }\n",
+        )
+        .unwrap();
+        let plan = crate::plan::from_config(&cfg).unwrap();
+        let svc = &plan.services[0];
+        let mut c = Counters {
+            actions: vec![[1, 2, 3, 4, 5], [10, 20, 30, 40, 50]],
+            global: vec![0; lb_common::GLOBAL_STATS_LEN as usize],
+            ..Counters::default()
+        };
+        c.global[lb_common::STAT_NEIGH_MISS as usize] = 7;
+        c.services.insert(
+            svc.id,
+            Counter {
+                packets: 100,
+                bytes: 6400,
+            },
+        );
+        c.backends.insert(
+            svc.backends[0].id,
+            BackendCounter {
+                packets: 60,
+                bytes: 3840,
+                flows: 3,
+            },
+        );
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&families(&plan, &c, 42), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            "xdplb_xdp_packets_total{action=\"tx\",cpu=\"1\"} 40",
+            "xdplb_dataplane_events_total{event=\"neigh_miss\"} 7",
+            "xdplb_service_packets_total{service=\"web\"} 100",
+            "xdplb_service_bytes_total{service=\"web\"} 6400",
+            "xdplb_backend_packets_total{backend=\"198.18.1.11:8080\",service=\"web\"} 60",
+            "xdplb_backend_flows_total{backend=\"198.18.1.11:8080\",service=\"web\"} 3",
+            "xdplb_service_packets_total{service=\"web6\"} 0",
+            "xdplb_backend_packets_total{backend=\"[2001:db8:1::12]:8080\",service=\"web6\"} 0",
+            "xdplb_backend_up{backend=\"[2001:db8:1::12]:8080\",service=\"web6\"} 1",
+            "xdplb_flow_table_entries 42",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
 }

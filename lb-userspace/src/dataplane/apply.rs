@@ -44,6 +44,7 @@ impl Dataplane {
             }
         }
         self.write_backends(plan)?;
+        self.remove_stale_services(plan)?;
 
         for svc in &plan.services {
             let current = self.shadow.services.get(&svc.key).copied();
@@ -84,7 +85,13 @@ impl Dataplane {
             }
         }
 
-        // Services no longer in the plan stop matching.
+        Ok(())
+    }
+
+    /// Services no longer in the plan stop matching. This goes before any
+    /// insert, so a map at capacity still takes a change (a VIP moved, one
+    /// service replaced by another) and a reused id never has two keys.
+    fn remove_stale_services(&mut self, plan: &Plan) -> Result<()> {
         let stale: Vec<ServiceKey> = self
             .shadow
             .services

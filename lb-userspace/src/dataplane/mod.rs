@@ -4,24 +4,28 @@
 
 mod apply;
 mod batch;
+mod counters;
 mod gc;
+mod handles;
 mod pins;
 
 use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, RingBuf},
     programs::{ProgramError, Xdp, XdpMode, links::FdLink},
 };
-use lb_common::{
-    Backend, BackendCounter, Counter, FlowKey, GLOBAL_STATS_LEN, ServiceKey, ServiceMeta,
-};
+use lb_common::{Backend, FlowKey, ServiceKey, ServiceMeta};
 
-pub use gc::monotonic_secs;
+pub use counters::{CounterReader, Counters};
+pub use gc::{FlowTable, monotonic_secs};
 pub use pins::{PinError, ensure_pin_dir};
 
-use crate::config::{Limits, XdpModeSetting};
+use crate::{
+    config::{Limits, XdpModeSetting},
+    plan::Plan,
+};
 
 /// The XDP object built by build.rs (empty when built with AYA_BUILD_SKIP).
 pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdplb"));
@@ -95,6 +99,41 @@ pub struct Dataplane {
     pins: Option<pins::Pins>,
     /// Links this process created and pinned; closing them leaves the pins.
     links: Vec<FdLink>,
+    counters: CounterReader,
+    flows: FlowTable,
+}
+
+/// What the controller needs of a data plane: write a plan, read counters,
+/// look up a flow. `Dataplane` is the kernel's; the controller's tests use
+/// a fake.
+pub trait DataplaneOps {
+    /// Writes `plan`, changes only (see `Dataplane::apply`).
+    fn apply(&mut self, plan: &Plan) -> Result<()>;
+    /// Writes `plan` whole, trusting nothing remembered of earlier writes
+    /// (after a write was interrupted).
+    fn resync(&mut self, plan: &Plan) -> Result<()>;
+    fn counters(&self, service_ids: &[u32], backend_ids: &[u32]) -> Result<Counters>;
+    fn flow(&self, key: &FlowKey) -> Result<Option<lb_common::Flow>>;
+}
+
+impl DataplaneOps for Dataplane {
+    fn apply(&mut self, plan: &Plan) -> Result<()> {
+        Dataplane::apply(self, plan)
+    }
+
+    fn resync(&mut self, plan: &Plan) -> Result<()> {
+        self.shadow = Shadow::default();
+        self.read_shadow()?;
+        Dataplane::apply(self, plan)
+    }
+
+    fn counters(&self, service_ids: &[u32], backend_ids: &[u32]) -> Result<Counters> {
+        Dataplane::counters(self, service_ids, backend_ids)
+    }
+
+    fn flow(&self, key: &FlowKey) -> Result<Option<lb_common::Flow>> {
+        Dataplane::flow(self, key)
+    }
 }
 
 #[derive(Default)]
@@ -104,19 +143,6 @@ struct Shadow {
     /// Hash of the ring last written for each service id.
     rings: StdHashMap<u32, u64>,
     globals: Option<lb_common::Globals>,
-}
-
-/// Counters summed over CPUs, except the per-CPU XDP action counts.
-#[derive(Debug, Clone, Default)]
-pub struct Counters {
-    /// `actions[cpu][action]`, action as in `lb_common::XDP_ACTIONS`.
-    pub actions: Vec<[u64; lb_common::XDP_ACTIONS.len()]>,
-    /// `GLOBAL_STATS` slots summed over CPUs.
-    pub global: Vec<u64>,
-    /// By service id (only ids asked for).
-    pub services: StdHashMap<u32, Counter>,
-    /// By backend id (only ids asked for).
-    pub backends: StdHashMap<u32, BackendCounter>,
 }
 
 /// Map entries found in pinned maps from an earlier run.
@@ -177,6 +203,8 @@ impl Dataplane {
         log_verified(PROGRAM_NAME, entry);
         link_stages(&mut ebpf)?;
         let mut dp = Self {
+            counters: CounterReader::open(&ebpf)?,
+            flows: FlowTable::open(&ebpf)?,
             ebpf,
             ring_size: limits.maglev_table_size,
             shadow: Shadow::default(),
@@ -271,46 +299,29 @@ impl Dataplane {
 
     /// Reads the counters of the given service and backend ids.
     pub fn counters(&self, service_ids: &[u32], backend_ids: &[u32]) -> Result<Counters> {
-        let global: PerCpuArray<_, u64> = self.typed_ref("GLOBAL_STATS")?;
-        let mut out = Counters::default();
-        for slot in 0..GLOBAL_STATS_LEN {
-            let per_cpu = global.get(&slot, 0).map_err(map_err("GLOBAL_STATS"))?;
-            out.global.push(per_cpu.iter().sum());
-            if (slot as usize) < lb_common::XDP_ACTIONS.len() {
-                out.actions.resize(per_cpu.len(), Default::default());
-                for (cpu, v) in per_cpu.iter().enumerate() {
-                    out.actions[cpu][slot as usize] = *v;
-                }
-            }
-        }
-        let services: PerCpuArray<_, Counter> = self.typed_ref("SERVICE_STATS")?;
-        for &id in service_ids {
-            let per_cpu = services.get(&id, 0).map_err(map_err("SERVICE_STATS"))?;
-            let sum = per_cpu.iter().fold(Counter::default(), |a, c| Counter {
-                packets: a.packets + c.packets,
-                bytes: a.bytes + c.bytes,
-            });
-            out.services.insert(id, sum);
-        }
-        let backends: PerCpuArray<_, BackendCounter> = self.typed_ref("BACKEND_STATS")?;
-        for &id in backend_ids {
-            let per_cpu = backends.get(&id, 0).map_err(map_err("BACKEND_STATS"))?;
-            let sum = per_cpu
-                .iter()
-                .fold(BackendCounter::default(), |a, c| BackendCounter {
-                    packets: a.packets + c.packets,
-                    bytes: a.bytes + c.bytes,
-                    flows: a.flows + c.flows,
-                });
-            out.backends.insert(id, sum);
-        }
-        Ok(out)
+        self.counters.read(service_ids, backend_ids)
+    }
+
+    /// A counter reader of its own, for use beside this data plane (metrics).
+    pub fn counter_reader(&self) -> Result<CounterReader> {
+        CounterReader::open(&self.ebpf)
+    }
+
+    /// A flow table handle of its own, for use beside this data plane (the
+    /// expiry sweep).
+    pub fn flow_table(&self) -> Result<FlowTable> {
+        FlowTable::open(&self.ebpf)
     }
 
     /// Entries in the flow table (read in batches: ~250 syscalls for a
     /// million flows).
     pub fn flow_entries(&self) -> Result<u64> {
-        Ok(self.flow_table()?.len() as u64)
+        Ok(self.flows.entries()?.len() as u64)
+    }
+
+    /// Deletes flows idle past their timeout (`FlowTable::expire`).
+    pub fn expire_flows(&mut self) -> Result<u64> {
+        self.flows.expire()
     }
 
     /// The flow table's entry for `key`, if any.

@@ -80,9 +80,11 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
         .saturating_mul(l.maglev_table_size);
     BTreeMap::from([
         ("CONFIG", spec::<u32, Globals>(1, false)),
+        // One entry per service, and at most one more per service for the
+        // echo entry of its VIP (icmp_echo).
         (
             "SERVICES",
-            spec::<ServiceKey, ServiceMeta>(l.max_services, true),
+            spec::<ServiceKey, ServiceMeta>(l.max_services.saturating_mul(2), true),
         ),
         ("SERVICE_STATS", spec::<u32, Counter>(l.max_services, true)),
         ("RINGS", spec::<u32, u32>(rings, true)),

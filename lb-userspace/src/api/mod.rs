@@ -1,0 +1,287 @@
+//! The admin HTTP server (docs/design.md section 5): `/` (dashboard),
+//! `/metrics`, and JSON under `/api/v1` (`api_types`). Errors are JSON
+//! `{"error": ...}` with a 4xx code (5xx when the data plane fails). With
+//! `admin.token_file`, mutating calls need `Authorization: Bearer TOKEN`.
+
+mod views;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{
+        Path, Query, State,
+        rejection::{PathRejection, QueryRejection},
+    },
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::{
+    api_types::{ApiError, BackendUpdate},
+    controller::{ControlError, Controller},
+};
+
+/// What the daemon shares with its API.
+pub struct Shared {
+    pub controller: Mutex<Controller>,
+    /// Every metric: the data plane's collector and the health checks'.
+    pub registry: Registry,
+    /// Bearer token required on mutating calls, if configured.
+    pub token: Option<String>,
+}
+
+impl Shared {
+    /// The controller. A call that panicked while holding it may have left
+    /// a write half done: the lock is taken back and the whole plan written
+    /// again, so one bad call does not take every later one down.
+    pub fn controller(&self) -> MutexGuard<'_, Controller> {
+        self.controller.lock().unwrap_or_else(|poisoned| {
+            tracing::error!(
+                "a controller call panicked; writing the whole plan again before going on"
+            );
+            self.controller.clear_poison();
+            let mut c = poisoned.into_inner();
+            if let Err(e) = c.resync() {
+                tracing::error!("writing the whole plan again: {e}");
+            }
+            c
+        })
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/metrics", get(get_metrics))
+        .route("/api/v1/services", get(list_services))
+        .route("/api/v1/services/{name}", get(get_service))
+        .route("/api/v1/services/{name}/backends/{addr}", put(put_backend))
+        .route("/api/v1/reload", post(post_reload))
+        .route("/api/v1/explain", get(get_explain))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ControlError::NoService(_) | ControlError::NoBackend { .. } => StatusCode::NOT_FOUND,
+            ControlError::BadRequest(_)
+            | ControlError::Config(_)
+            | ControlError::RestartOnly(_)
+            | ControlError::Capacity(_) => StatusCode::BAD_REQUEST,
+            ControlError::Dataplane(_) | ControlError::RollbackFailed { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        error(status, self.to_string())
+    }
+}
+
+/// The JSON answer of a controller call, or its error answer.
+fn json<T: serde::Serialize>(result: Result<T, Response>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Runs `f` on the controller off the async workers (writing a ring is a
+/// large syscall). A panic in `f` answers 500 and leaves the daemon up.
+async fn with_controller<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&mut Controller) -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, Response> {
+    let shared = shared.clone();
+    match tokio::task::spawn_blocking(move || f(&mut shared.controller())).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.into_response()),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: the request failed ({e}); the daemon goes on"),
+        )),
+    }
+}
+
+/// `None` if the call may go ahead, else the 401 answer.
+fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let token = shared.token.as_ref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if t.trim() == token => None,
+        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong bearer token")),
+        None => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "this call needs Authorization: Bearer <token from admin.token_file>",
+        )),
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint: {} (see docs/design.md section 5)",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// The live dashboard: one static page that polls the JSON API.
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
+}
+
+/// Every metric, gathered without the controller (`metrics`).
+async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&shared.registry.gather(), &mut out)
+            .map(|()| out)
+    })
+    .await;
+    match text {
+        Ok(Ok(text)) => (
+            [(header::CONTENT_TYPE, TextEncoder::new().format_type())],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn list_services(State(shared): State<Arc<Shared>>) -> Response {
+    json(with_controller(&shared, |c| views::services(c)).await)
+}
+
+async fn get_service(
+    State(shared): State<Arc<Shared>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    json(
+        with_controller(&shared, move |c| {
+            views::services(c)?
+                .into_iter()
+                .find(|s| s.name == name)
+                .ok_or(ControlError::NoService(name))
+        })
+        .await,
+    )
+}
+
+async fn put_backend(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    let (name, addr) = match path {
+        Ok(Path(p)) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{addr:?} is not a backend address (ADDR:PORT)"),
+        );
+    };
+    let update: BackendUpdate = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be {{\"state\": \"ready|drain|maint\"}} and/or {{\"weight\": N}}: {e}"
+                ),
+            );
+        }
+    };
+    json(
+        with_controller(&shared, move |c| {
+            c.update_backend(&name, addr, update.state, update.weight)?;
+            views::backend_of(c, &(name, addr))
+        })
+        .await,
+    )
+}
+
+async fn post_reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    json(with_controller(&shared, |c| c.reload()).await)
+}
+
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    src: String,
+    dst: String,
+    #[serde(default)]
+    proto: crate::config::Protocol,
+}
+
+async fn get_explain(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<ExplainQuery>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "query must be ?src=ADDR:PORT&dst=ADDR:PORT&proto=tcp|udp: {}",
+                    e.body_text()
+                ),
+            );
+        }
+    };
+    let (Ok(src), Ok(dst)) = (q.src.parse::<SocketAddr>(), q.dst.parse::<SocketAddr>()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("src {:?} and dst {:?} must be ADDR:PORT", q.src, q.dst),
+        );
+    };
+    json(with_controller(&shared, move |c| c.explain(src, dst, q.proto)).await)
+}

@@ -1,0 +1,324 @@
+//! The daemon's state and every change to it: the config in force, run-time
+//! admin changes (state, weight), health, and the data plane they are
+//! written to. Each change re-plans from those inputs and writes only what
+//! differs, so flows of untouched services and backends never notice. A
+//! change whose write fails is rolled back (docs/architecture.md, "Control
+//! plane").
+//!
+//! The data plane and the health checker sit behind small traits
+//! (`DataplaneOps`, `HealthSource`): the daemon uses the kernel's and the
+//! real checker, the unit tests (`tests.rs`) fakes.
+
+mod diff;
+mod error;
+mod explain;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use tracing::{error, info, warn};
+
+pub use crate::dataplane::DataplaneOps;
+pub use error::ControlError;
+
+use crate::{
+    api_types::ReloadSummary,
+    config::{self, BackendConfig, BackendState, Config},
+    dataplane::{Counters, Dataplane, DataplaneError},
+    health::{self, HealthChecker, Target, Transition},
+    ids::{BackendKey, Ids},
+    plan::{self, Plan, Status},
+};
+
+/// What the controller needs of health checking.
+pub trait HealthSource {
+    /// Checks these backends from now on (and only these).
+    fn set_targets(&mut self, targets: Vec<Target>);
+    /// Whether checks let the backend take traffic (true when unchecked).
+    fn is_up(&self, key: &BackendKey) -> bool;
+    /// The checks' detail, if the backend is checked.
+    fn status(&self, key: &BackendKey) -> Option<health::Status>;
+}
+
+impl HealthSource for HealthChecker {
+    fn set_targets(&mut self, targets: Vec<Target>) {
+        HealthChecker::set_targets(self, targets)
+    }
+
+    fn is_up(&self, key: &BackendKey) -> bool {
+        HealthChecker::is_up(self, key)
+    }
+
+    fn status(&self, key: &BackendKey) -> Option<health::Status> {
+        HealthChecker::status(self, key)
+    }
+}
+
+/// The plan in force, shared with readers that must not wait for the
+/// controller (metrics): the lock is held only to swap or clone the `Arc`.
+#[derive(Clone, Default)]
+pub struct SharedPlan(Arc<RwLock<Option<Arc<Plan>>>>);
+
+impl SharedPlan {
+    pub fn get(&self) -> Option<Arc<Plan>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, plan: Arc<Plan>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(plan);
+    }
+}
+
+/// An admin change made through the API, with the config values it was
+/// made against: it lasts until the config says something new about that
+/// backend (then the config wins) or the backend leaves the config.
+#[derive(Debug, Clone, Default)]
+struct Override {
+    state: Option<BackendState>,
+    weight: Option<u32>,
+    baseline: (BackendState, u32),
+}
+
+/// What a plan is made from, besides health: restored as a whole when a
+/// change cannot be written.
+#[derive(Clone)]
+struct Inputs {
+    config: Config,
+    ids: Ids,
+    overrides: HashMap<BackendKey, Override>,
+}
+
+pub struct Controller<D = Dataplane, H = HealthChecker> {
+    config_path: PathBuf,
+    inputs: Inputs,
+    health: H,
+    dataplane: D,
+    plan: Arc<Plan>,
+    shared_plan: SharedPlan,
+}
+
+impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
+    /// Takes over a loaded data plane with `ids` (from `Ids::adopt`: those
+    /// of state pinned by an earlier run kept), then writes the whole
+    /// config and starts checking backends.
+    pub fn new(
+        config_path: PathBuf,
+        config: Config,
+        ids: Ids,
+        mut dataplane: D,
+        mut health: H,
+    ) -> Result<Self, ControlError> {
+        let plan = plan::plan(&config, &ids, |_, b| plan::configured(b));
+        dataplane.apply(&plan)?;
+        health.set_targets(diff::health_targets(&config));
+        let plan = Arc::new(plan);
+        let shared_plan = SharedPlan::default();
+        shared_plan.set(plan.clone());
+        Ok(Controller {
+            config_path,
+            inputs: Inputs {
+                config,
+                ids,
+                overrides: HashMap::new(),
+            },
+            health,
+            dataplane,
+            plan,
+            shared_plan,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inputs.config
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The plan in force, readable without the controller (`SharedPlan`).
+    pub fn shared_plan(&self) -> SharedPlan {
+        self.shared_plan.clone()
+    }
+
+    pub fn dataplane_mut(&mut self) -> &mut D {
+        &mut self.dataplane
+    }
+
+    /// The health checks' detail of a backend, if it is checked.
+    pub fn health_status(&self, key: &BackendKey) -> Option<health::Status> {
+        self.health.status(key)
+    }
+
+    /// Counters of every service and backend in the plan.
+    pub fn counters(&self) -> Result<Counters, ControlError> {
+        let sids: Vec<u32> = self.plan.services.iter().map(|s| s.id).collect();
+        let bids: Vec<u32> = self
+            .plan
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| b.id))
+            .collect();
+        Ok(self.dataplane.counters(&sids, &bids)?)
+    }
+
+    fn status(&self, key: &BackendKey, b: &BackendConfig) -> Status {
+        let o = self.inputs.overrides.get(key);
+        Status {
+            admin: o.and_then(|o| o.state).unwrap_or(b.state),
+            weight: o.and_then(|o| o.weight).unwrap_or(b.weight),
+            up: self.health.is_up(key),
+        }
+    }
+
+    /// Re-plans from the current inputs and writes the differences.
+    fn replan(&mut self) -> Result<(), DataplaneError> {
+        let plan = plan::plan(&self.inputs.config, &self.inputs.ids, |k, b| {
+            self.status(k, b)
+        });
+        self.dataplane.apply(&plan)?;
+        self.plan = Arc::new(plan);
+        self.shared_plan.set(self.plan.clone());
+        Ok(())
+    }
+
+    /// Applies `change` to the inputs and writes the result; if the write
+    /// fails, the previous inputs come back and are written again.
+    fn change(&mut self, change: impl FnOnce(&mut Inputs)) -> Result<(), ControlError> {
+        let previous = self.inputs.clone();
+        change(&mut self.inputs);
+        let Err(apply) = self.replan() else {
+            return Ok(());
+        };
+        self.inputs = previous;
+        match self.replan() {
+            Ok(()) => {
+                warn!("a change failed to apply and was rolled back: {apply}");
+                Err(ControlError::Dataplane(apply))
+            }
+            Err(rollback) => {
+                let e = ControlError::RollbackFailed {
+                    apply: Box::new(apply),
+                    rollback: Box::new(rollback),
+                };
+                error!("{e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the whole plan again, trusting nothing remembered of earlier
+    /// writes: after a call was interrupted (a panic) half way.
+    pub fn resync(&mut self) -> Result<(), ControlError> {
+        let plan = plan::plan(&self.inputs.config, &self.inputs.ids, |k, b| {
+            self.status(k, b)
+        });
+        self.dataplane.resync(&plan)?;
+        self.plan = Arc::new(plan);
+        self.shared_plan.set(self.plan.clone());
+        Ok(())
+    }
+
+    /// A health check changed a backend's state. Health is a fact, not a
+    /// request: if the write fails there is nothing to roll back, and the
+    /// next change writes it.
+    pub fn on_health(&mut self, t: &Transition) {
+        if let Err(e) = self.replan() {
+            warn!("applying the health change of {}/{}: {e}", t.key.0, t.key.1);
+        }
+    }
+
+    /// An admin change of a backend's state and/or weight (`PUT
+    /// .../backends/{addr}`).
+    pub fn update_backend(
+        &mut self,
+        service: &str,
+        addr: SocketAddr,
+        state: Option<BackendState>,
+        weight: Option<u32>,
+    ) -> Result<(), ControlError> {
+        let svc = self
+            .inputs
+            .config
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .ok_or_else(|| ControlError::NoService(service.to_owned()))?;
+        let b = svc
+            .backends
+            .iter()
+            .find(|b| SocketAddr::new(b.address, b.port) == addr)
+            .ok_or_else(|| ControlError::NoBackend {
+                service: service.to_owned(),
+                addr,
+            })?;
+        if state.is_none() && weight.is_none() {
+            return Err(ControlError::BadRequest(
+                "give \"state\" and/or \"weight\"".into(),
+            ));
+        }
+        if let Some(w) = weight
+            && w > config::MAX_WEIGHT
+        {
+            return Err(ControlError::BadRequest(format!(
+                "weight {w} is above the maximum {}",
+                config::MAX_WEIGHT
+            )));
+        }
+        let baseline = (b.state, b.weight);
+        self.change(|inputs| {
+            let o = inputs
+                .overrides
+                .entry((service.to_owned(), addr))
+                .or_default();
+            o.baseline = baseline;
+            o.state = state.or(o.state);
+            o.weight = weight.or(o.weight);
+        })?;
+        info!(
+            "{service}/{addr}: set{}{}",
+            state.map(|s| format!(" state {s:?}")).unwrap_or_default(),
+            weight.map(|w| format!(" weight {w}")).unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    /// Re-reads the config file and applies the difference. An invalid file,
+    /// one changing what only a restart can change, or one whose write
+    /// fails leaves everything as it was.
+    pub fn reload(&mut self) -> Result<ReloadSummary, ControlError> {
+        let new = Config::load(&self.config_path)?;
+        config::check_host(&new)?;
+        let fixed = diff::restart_only_changes(&self.inputs.config, &new);
+        if !fixed.is_empty() {
+            return Err(ControlError::RestartOnly(fixed));
+        }
+        let mut ids = self.inputs.ids.clone();
+        ids.assign(&new).map_err(ControlError::Capacity)?;
+        let summary = diff::summarize(&self.inputs.config, &new);
+        self.change(|inputs| {
+            // Admin changes survive unless the config now says otherwise.
+            let now: HashMap<BackendKey, (BackendState, u32)> = diff::backend_configs(&new)
+                .map(|(k, b)| (k, (b.state, b.weight)))
+                .collect();
+            inputs
+                .overrides
+                .retain(|k, o| now.get(k) == Some(&o.baseline));
+            inputs.config = new;
+            inputs.ids = ids;
+        })?;
+        self.health
+            .set_targets(diff::health_targets(&self.inputs.config));
+        info!("reloaded {}: {summary:?}", self.config_path.display());
+        Ok(summary)
+    }
+}
