@@ -38,21 +38,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The controller. A call that panicked while holding it may have left
-    /// a write half done: the lock is taken back and the whole plan written
-    /// again, so one bad call does not take every later one down.
+    /// The controller (`Controller::lock`: a panicked call does not poison it).
     pub fn controller(&self) -> MutexGuard<'_, Controller> {
-        self.controller.lock().unwrap_or_else(|poisoned| {
-            tracing::error!(
-                "a controller call panicked; writing the whole plan again before going on"
-            );
-            self.controller.clear_poison();
-            let mut c = poisoned.into_inner();
-            if let Err(e) = c.resync() {
-                tracing::error!("writing the whole plan again: {e}");
-            }
-            c
-        })
+        Controller::lock(&self.controller)
     }
 }
 

@@ -19,7 +19,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
 };
 
 use tracing::{error, info, warn};
@@ -214,6 +214,22 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
                 Err(e)
             }
         }
+    }
+
+    /// Locks the controller shared by the daemon's tasks. A call that
+    /// panicked while holding the lock may have left a write half done:
+    /// the lock is taken back and the whole plan written again, so one bad
+    /// call does not take every later one down.
+    pub fn lock(shared: &Mutex<Self>) -> MutexGuard<'_, Self> {
+        shared.lock().unwrap_or_else(|poisoned| {
+            error!("a controller call panicked; writing the whole plan again before going on");
+            shared.clear_poison();
+            let mut c = poisoned.into_inner();
+            if let Err(e) = c.resync() {
+                error!("writing the whole plan again: {e}");
+            }
+            c
+        })
     }
 
     /// Writes the whole plan again, trusting nothing remembered of earlier

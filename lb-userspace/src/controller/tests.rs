@@ -534,3 +534,33 @@ fn explain_follows_the_flow_table_then_the_ring() {
         Err(ControlError::BadRequest(_))
     ));
 }
+
+#[test]
+fn a_panicked_call_does_not_poison_the_controller() {
+    let (c, _f) = start(&yaml(WEB, ""));
+    let shared = std::sync::Mutex::new(c);
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _guard = Controller::lock(&shared);
+            panic!("a request handler bug");
+        })
+        .join()
+    });
+    assert!(panicked.is_err());
+    assert!(shared.is_poisoned());
+    let mut c = Controller::lock(&shared);
+    assert_eq!(
+        c.dataplane_mut().resyncs,
+        1,
+        "the whole plan was written again"
+    );
+    c.update_backend(
+        "web",
+        addr("198.18.1.11:8080"),
+        Some(BackendState::Drain),
+        None,
+    )
+    .expect("later calls work");
+    drop(c);
+    assert!(!shared.is_poisoned());
+}
