@@ -2,10 +2,10 @@
 //! `explain`): a small blocking client of the daemon's admin API
 //! (design.md section 5) and the text the commands print.
 //!
-//! - [`settings`]: where the daemon is and where its token is.
-//! - [`transport`]: the HTTP requests ([`Client`]).
-//! - [`rates`]: packets and bytes per second between two reads.
-//! - [`render`]: the tables and lines the commands print.
+//! - `settings`: where the daemon is and where its token is ([`Settings`]).
+//! - `transport`: the HTTP requests ([`Client`]).
+//! - `rates`: packets and bytes per second between two reads ([`Rates`]).
+//! - `render`: the tables and lines the commands print.
 
 mod rates;
 mod render;
