@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod neigh;
 pub mod plan;
 pub mod testbed;
+pub mod token;
 pub mod trace;

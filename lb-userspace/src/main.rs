@@ -1,15 +1,22 @@
 //! `xdplb`: the command line. Exit codes: 0 ok, 1 runtime failure (for
 //! client commands: daemon unreachable, timeout, 5xx), 2 usage or invalid
 //! config (for client commands: also a 4xx answer, with its message).
+//!
+//! This file holds the commands and their arguments and hands each to its
+//! handler in `cli/` (a module of this binary, not of the `xdplb` library).
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+mod cli;
 
-use clap::{Args, Parser, Subcommand, builder::PossibleValuesParser, builder::TypedValueParser};
-use xdplb::{
-    api_types::BackendState,
-    client::{self, Client, ClientError, Rates, Settings},
-    config::Config,
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
 };
+
+use clap::{Parser, Subcommand};
+use cli::{admin::AdminArgs, changes::BackendCommand, decap::DecapCommand, trace::TraceArgs};
+use xdplb::config::Protocol;
 
 #[derive(Parser)]
 #[command(name = "xdplb", version, about = "XDP layer-4 load balancer")]
@@ -77,12 +84,12 @@ enum Command {
     /// flow table first, else the flow hash and the service's Maglev ring).
     Explain {
         /// Client address and port.
-        src: std::net::SocketAddr,
+        src: SocketAddr,
         /// VIP and port.
-        dst: std::net::SocketAddr,
+        dst: SocketAddr,
         /// tcp or udp.
-        #[arg(value_parser = parse_protocol)]
-        protocol: xdplb::config::Protocol,
+        #[arg(value_parser = cli::explain::parse_protocol)]
+        protocol: Protocol,
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
@@ -102,7 +109,7 @@ enum Command {
     BackendSetup {
         /// A VIP this backend serves in dsr mode (repeat for several).
         #[arg(long = "vip", required = true, value_name = "VIP")]
-        vips: Vec<std::net::IpAddr>,
+        vips: Vec<IpAddr>,
         /// Remove the VIPs from lo instead.
         #[arg(long)]
         remove: bool,
@@ -126,299 +133,8 @@ enum Command {
     /// untouched) and the lookup it would make is shown. With --fib the
     /// lookup is the kernel's, in this network namespace: verdicts REDIRECT,
     /// TX and DROP (neigh_miss, fib_fail) are then the real ones.
-    #[command(after_long_help = TRACE_JSON_HELP)]
+    #[command(after_long_help = cli::trace::JSON_HELP)]
     Trace(TraceArgs),
-}
-
-const TRACE_JSON_HELP: &str = "\
-JSON lines (--json), one object per frame:
-  index        frame number, from 1
-  verdict      PASS | DROP | TX | REDIRECT | ABORTED | ERROR
-  service      service that counted the packet, or null
-  backend      its backend, \"ADDR:PORT\", or null
-  mode         the service's mode: nat | dsr | tunnel, or null
-  new_flow     true if the packet created a flow (a backend was selected)
-  reply        true for a backend's reply translated back to the client
-  pass_reason  PASS only: not_ip | stacked_vlan | malformed | fragment |
-               not_tcp_udp | no_nat_entry | not_a_vip | passed
-  drop_reason  DROP only: no_backend | snat_exhausted | neigh_miss |
-               fib_fail | unknown
-  fib          skipped | ok | no_neigh | failed, or null (not forwarded)
-  fib_lookup   {dst, ifindex, iface}: the lookup made (or skipped)
-  egress       interface the frame leaves by (fib ok), or null
-  next_hop     {addr, iface}: neighbour to resolve (no_neigh), or null
-  note         a remark (frame cut by the capture, FIB hint), or null
-  error        ERROR only: why the kernel refused the frame
-  in, out      the frame as it came and as the program left it (out is
-               null for ERROR): {len, src_mac, dst_mac, vlan, ethertype,
-               src, dst, proto, sport, dport, flags, fragment, inner,
-               malformed, text}; flags in tcpdump's letters (S, F, R, P,
-               . for ACK, U, E, W); inner: the packet inside an IP-in-IP
-               tunnel; text: the one-line summary
-
-Exit codes: 0 ok; 2 invalid config, capture (not pcap or pcapng, not
-Ethernet, truncated, no packets), hex or interface; 1 anything else.";
-
-#[derive(Subcommand)]
-enum DecapCommand {
-    /// Attach (or replace) the decapsulator on IFACE.
-    Attach {
-        iface: String,
-        /// UDP port of GUE packets (the balancer's `gue_port`).
-        #[arg(long, default_value_t = xdplb::config::DEFAULT_GUE_PORT)]
-        gue_port: u16,
-        /// XDP mode: auto (native, else generic), native or generic.
-        #[arg(long, default_value = "auto", value_parser = parse_xdp_mode)]
-        mode: xdplb::config::XdpModeSetting,
-    },
-    /// Detach it from IFACE.
-    Detach { iface: String },
-}
-
-fn parse_protocol(s: &str) -> Result<xdplb::config::Protocol, String> {
-    match s {
-        "tcp" => Ok(xdplb::config::Protocol::Tcp),
-        "udp" => Ok(xdplb::config::Protocol::Udp),
-        _ => Err(format!("{s:?}: expected tcp or udp")),
-    }
-}
-
-fn parse_xdp_mode(s: &str) -> Result<xdplb::config::XdpModeSetting, String> {
-    use xdplb::config::XdpModeSetting::*;
-    match s {
-        "auto" => Ok(Auto),
-        "native" => Ok(Native),
-        "generic" => Ok(Generic),
-        _ => Err(format!("{s:?}: expected auto, native or generic")),
-    }
-}
-
-#[derive(Args)]
-#[command(group = clap::ArgGroup::new("frames").required(true).args(["pcap", "hex"]))]
-struct TraceArgs {
-    /// The balancer's config (its services, backends, SNAT and limits).
-    #[arg(long, short, value_name = "FILE")]
-    config: PathBuf,
-    /// Frames to run: a pcap or pcapng capture of Ethernet frames (tcpdump
-    /// -w, tshark -w, scapy's wrpcap).
-    #[arg(long, value_name = "IN.pcap")]
-    pcap: Option<PathBuf>,
-    /// A frame in hex, from the Ethernet header on (spaces and colons are
-    /// ignored); repeat for several frames, run in order.
-    #[arg(long, value_name = "FRAME")]
-    hex: Vec<String>,
-    /// Write the frames that leave as a pcap: the rewrite for TX and
-    /// REDIRECT, the frame unchanged for PASS; dropped frames are left out.
-    #[arg(long, value_name = "OUT.pcap")]
-    out: Option<PathBuf>,
-    /// Print JSON lines instead of text (fields: see --help).
-    #[arg(long)]
-    json: bool,
-    /// Do the real FIB lookup (routes and neighbours of this network
-    /// namespace; forwarding must be on for the ingress interface) instead
-    /// of skipping it.
-    #[arg(long)]
-    fib: bool,
-    /// The interface frames arrive on, in this namespace [default: lo].
-    #[arg(long, value_name = "IFACE")]
-    iface: Option<String>,
-}
-
-impl TraceArgs {
-    fn options(self) -> xdplb::trace::Options {
-        xdplb::trace::Options {
-            config: self.config,
-            input: match self.pcap {
-                Some(path) => xdplb::trace::Input::Pcap(path),
-                None => xdplb::trace::Input::Hex(self.hex),
-            },
-            out: self.out,
-            json: self.json,
-            fib: if self.fib {
-                xdplb::trace::FibMode::Kernel
-            } else {
-                xdplb::trace::FibMode::Skip
-            },
-            iface: self.iface,
-        }
-    }
-}
-
-fn trace(args: TraceArgs) -> ExitCode {
-    let options = args.options();
-    let stdout = std::io::stdout();
-    let mut report = std::io::BufWriter::new(stdout.lock());
-    match xdplb::trace::run(&options, &mut report) {
-        Ok(_) => ExitCode::SUCCESS,
-        // `xdplb trace ... | head`: not an error.
-        Err(xdplb::trace::TraceError::Report(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            drop(report);
-            eprintln!("xdplb trace: {e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum BackendCommand {
-    /// Set a backend's admin state: ready (new flows), drain (keeps its
-    /// flows, no new ones), maint (loses its flows too).
-    State {
-        /// Service name.
-        service: String,
-        /// Backend, as ADDR:PORT.
-        #[arg(value_name = "ADDR:PORT")]
-        backend: SocketAddr,
-        #[arg(value_parser = PossibleValuesParser::new(["ready", "drain", "maint"])
-            .map(|s| match s.as_str() {
-                "ready" => BackendState::Ready,
-                "drain" => BackendState::Drain,
-                _ => BackendState::Maint,
-            }))]
-        state: BackendState,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Set a backend's weight (0: no new flows, like drain).
-    Weight {
-        /// Service name.
-        service: String,
-        /// Backend, as ADDR:PORT.
-        #[arg(value_name = "ADDR:PORT")]
-        backend: SocketAddr,
-        weight: u32,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-}
-
-/// Where the daemon's admin API is, and its token.
-#[derive(Args)]
-struct AdminArgs {
-    /// The daemon's admin address [default: admin.listen of --config, else
-    /// 127.0.0.1:9100].
-    #[arg(long, value_name = "ADDR:PORT", value_parser = client::parse_admin)]
-    admin: Option<String>,
-    /// The daemon's config file: only admin.listen and admin.token_file are
-    /// read from it.
-    #[arg(long, short, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// File holding the bearer token for changes [default: admin.token_file
-    /// of --config].
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-}
-
-impl AdminArgs {
-    /// A client of the daemon; `changes`: it sends the token (read now).
-    fn client(&self, changes: bool) -> Result<Client, ClientError> {
-        let settings = Settings::resolve(
-            self.admin.as_deref(),
-            self.config.as_deref(),
-            self.token_file.as_deref(),
-        )?;
-        let token = if changes { settings.token()? } else { None };
-        Ok(Client::new(&settings.admin, token))
-    }
-}
-
-fn status(
-    admin: &AdminArgs,
-    json: bool,
-    rates: bool,
-    interval: Duration,
-) -> Result<(), ClientError> {
-    let client = admin.client(false)?;
-    if json {
-        let answer = if rates && !interval.is_zero() {
-            let first = client.sample()?;
-            std::thread::sleep(interval);
-            let (second, mut answer) = client.sample_with_json()?;
-            Rates::between(&first, &second).add_to_json(&mut answer);
-            answer
-        } else {
-            client.services_json()?
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&answer).expect("JSON prints")
-        );
-        return Ok(());
-    }
-    let first = client.sample()?;
-    let (services, rates) = if interval.is_zero() {
-        (first.services, None)
-    } else {
-        std::thread::sleep(interval);
-        let second = client.sample()?;
-        let rates = Rates::between(&first, &second);
-        (second.services, Some(rates))
-    };
-    print!("{}", client::render_status(&services, rates.as_ref()));
-    Ok(())
-}
-
-/// `top`: the status table with rates, redrawn in place.
-fn top(admin: &AdminArgs, interval: Duration, count: Option<u64>) -> Result<(), ClientError> {
-    let client = admin.client(false)?;
-    let mut before = client.sample()?;
-    let mut shown = 0;
-    while count.is_none_or(|c| shown < c) {
-        std::thread::sleep(interval);
-        let after = client.sample()?;
-        let rates = Rates::between(&before, &after);
-        // Clear the screen and home the cursor, then the table.
-        print!(
-            "\x1b[2J\x1b[Hxdplb top: {} every {}\n\n{}",
-            client.admin(),
-            humantime::format_duration(interval),
-            client::render_status(&after.services, Some(&rates))
-        );
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-        before = after;
-        shown += 1;
-    }
-    Ok(())
-}
-
-fn backend(command: &BackendCommand) -> Result<(), ClientError> {
-    let (service, backend) = match command {
-        BackendCommand::State {
-            service,
-            backend,
-            state,
-            admin,
-        } => (
-            service,
-            admin.client(true)?.set_state(service, *backend, *state)?,
-        ),
-        BackendCommand::Weight {
-            service,
-            backend,
-            weight,
-            admin,
-        } => (
-            service,
-            admin.client(true)?.set_weight(service, *backend, *weight)?,
-        ),
-    };
-    print!("{}", client::render_backend(service, &backend));
-    Ok(())
-}
-
-/// Exit code of a client command; errors on one line.
-fn client_exit(result: Result<(), ClientError>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xdplb: {e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -437,125 +153,30 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Check { config } => {
-            // Load errors name the file already; host checks do not.
-            let checked = Config::load(&config)
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    xdplb::config::check_host(&c)
-                        .map(|()| c)
-                        .map_err(|e| format!("{}: {e}", config.display()))
-                });
-            match checked {
-                Ok(c) => {
-                    println!("{}: ok ({} services)", config.display(), c.services.len());
-                    ExitCode::SUCCESS
-                }
-                Err(message) => {
-                    eprintln!("{message}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        Command::Run { config } => cli::daemon::run(&config),
+        Command::Check { config } => cli::daemon::check(&config),
         Command::Status {
             json,
             rates,
             interval,
             admin,
-        } => client_exit(status(&admin, json, rates, interval)),
-        Command::Backend { command } => client_exit(backend(&command)),
-        Command::Reload { admin } => client_exit(
-            admin
-                .client(true)
-                .and_then(|c| c.reload())
-                .map(|summary| print!("{}", client::render_reload(&summary))),
-        ),
+        } => cli::admin::exit(cli::status::status(&admin, json, rates, interval)),
         Command::Top {
             interval,
             count,
             admin,
-        } => client_exit(top(&admin, interval, count)),
+        } => cli::admin::exit(cli::status::top(&admin, interval, count)),
+        Command::Backend { command } => cli::admin::exit(cli::changes::backend(&command)),
+        Command::Reload { admin } => cli::admin::exit(cli::changes::reload(&admin)),
         Command::Explain {
             src,
             dst,
             protocol,
             json,
             admin,
-        } => client_exit(
-            admin
-                .client(false)
-                .and_then(|c| c.explain(src, dst, protocol))
-                .map(|e| {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&e).expect("serializable")
-                        );
-                    } else {
-                        println!("{}", e.reason);
-                    }
-                }),
-        ),
-        Command::Trace(args) => trace(args),
-        Command::Decap { command } => {
-            let done = match command {
-                DecapCommand::Attach {
-                    iface,
-                    gue_port,
-                    mode,
-                } => xdplb::decap::attach(&iface, gue_port, mode).map(|how| {
-                    format!("decapsulator attached to {iface} in {how} (GUE port {gue_port})")
-                }),
-                DecapCommand::Detach { iface } => xdplb::decap::detach(&iface).map(|was| {
-                    if was {
-                        format!("decapsulator detached from {iface}")
-                    } else {
-                        format!("no decapsulator on {iface}")
-                    }
-                }),
-            };
-            match done {
-                Ok(line) => {
-                    println!("{line}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("xdplb: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::BackendSetup { vips, remove } => {
-            let done = if remove {
-                xdplb::backend_setup::dsr_teardown(&vips)
-            } else {
-                xdplb::backend_setup::dsr_setup(&vips)
-            };
-            match done {
-                Ok(lines) if lines.is_empty() => {
-                    println!("nothing to change");
-                    ExitCode::SUCCESS
-                }
-                Ok(lines) => {
-                    lines.iter().for_each(|l| println!("{l}"));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("xdplb: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Run { config } => {
-            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(xdplb::daemon::run(&config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("xdplb: {e:#}");
-                    let invalid = e.downcast_ref::<xdplb::config::ConfigError>().is_some();
-                    ExitCode::from(if invalid { 2 } else { 1 })
-                }
-            }
-        }
+        } => cli::admin::exit(cli::explain::explain(&admin, src, dst, protocol, json)),
+        Command::Decap { command } => cli::decap::decap(command),
+        Command::BackendSetup { vips, remove } => cli::backend_setup::backend_setup(&vips, remove),
+        Command::Trace(args) => cli::trace::trace(args),
     }
 }

@@ -2,9 +2,11 @@
 //! `reload`) against a fake admin API on 127.0.0.1 that follows the
 //! contract (design.md section 5) with canned data and records requests.
 
+mod cli_support;
+
 use std::{
     net::{SocketAddr, TcpListener},
-    process::{Command, Output},
+    process::Output,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -16,6 +18,7 @@ use axum::{
     http::{HeaderMap, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
+use cli_support::{TempFile, assert_exit, assert_fails, stderr, stdout, xdplb};
 use serde_json::{Value, json};
 
 #[derive(Clone, Debug)]
@@ -83,6 +86,11 @@ impl Fake {
 
     fn admin(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Runs `xdplb` with `args` against this fake.
+    fn xdplb(&self, args: &[&str]) -> Output {
+        xdplb_at(&self.admin(), args)
     }
 
     fn requests(&self) -> Vec<Request> {
@@ -198,32 +206,31 @@ async fn handle(
     }
 }
 
-fn xdplb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xdplb"))
-        .args(args)
-        .output()
-        .expect("run xdplb")
+/// Runs `xdplb` with `args` and `--admin admin`.
+fn xdplb_at(admin: &str, args: &[&str]) -> Output {
+    xdplb(&[args, &["--admin", admin]].concat())
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("xdplb-cli-client-{}-{name}", std::process::id()));
-    std::fs::write(&path, text).unwrap();
-    path
+/// The updated backend's line and the one request it took: a PUT of
+/// web's 198.18.1.12:8080 with `body`, carrying `auth`.
+#[track_caller]
+fn assert_backend_put(fake: &Fake, out: &Output, line: &str, auth: &str, body: Value) {
+    assert_exit(out, 0);
+    assert_eq!(stdout(out), line);
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let r = &requests[0];
+    assert_eq!(r.method, "PUT");
+    assert_eq!(r.path, "/api/v1/services/web/backends/198.18.1.12:8080");
+    assert_eq!(r.auth.as_deref(), Some(auth));
+    assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap(), body);
 }
 
 #[test]
 fn status_shows_services_backends_health_and_rates() {
     let fake = Fake::start(None);
-    let out = xdplb(&["status", "--admin", &fake.admin(), "--interval", "200ms"]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = fake.xdplb(&["status", "--interval", "200ms"]);
+    assert_exit(&out, 0);
     let text = stdout(&out);
     assert!(
         text.contains("web: 198.18.100.10:80 tcp, mode nat, hash five-tuple"),
@@ -266,8 +273,8 @@ fn status_shows_services_backends_health_and_rates() {
 #[test]
 fn status_interval_0_reads_once_and_shows_no_rates() {
     let fake = Fake::start(None);
-    let out = xdplb(&["status", "--admin", &fake.admin(), "--interval", "0"]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = fake.xdplb(&["status", "--interval", "0"]);
+    assert_exit(&out, 0);
     assert!(stdout(&out).contains("web: 198.18.100.10:80 tcp, mode nat, hash five-tuple, - pkt/s"));
     assert_eq!(fake.requests().len(), 1);
 }
@@ -275,8 +282,8 @@ fn status_interval_0_reads_once_and_shows_no_rates() {
 #[test]
 fn status_json_is_the_api_answer() {
     let fake = Fake::start(None);
-    let out = xdplb(&["status", "--json", "--admin", &fake.admin()]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = fake.xdplb(&["status", "--json"]);
+    assert_exit(&out, 0);
     let printed: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
     assert_eq!(printed, services(1, "drain", 100));
     assert_eq!(fake.requests().len(), 1, "no second read without --rates");
@@ -291,16 +298,8 @@ fn status_json_is_the_api_answer() {
 #[test]
 fn status_json_rates_adds_per_second_fields() {
     let fake = Fake::start(None);
-    let out = xdplb(&[
-        "status",
-        "--json",
-        "--rates",
-        "--interval",
-        "100ms",
-        "--admin",
-        &fake.admin(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = fake.xdplb(&["status", "--json", "--rates", "--interval", "100ms"]);
+    assert_exit(&out, 0);
     let printed: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
     assert_eq!(printed[0]["packets"], 1140, "the second read's counters");
     let pps = printed[0]["backends"][0]["packets_per_second"]
@@ -310,58 +309,42 @@ fn status_json_rates_adds_per_second_fields() {
     assert_eq!(printed[1]["backends"][0]["bytes_per_second"], 0.0);
     assert_eq!(fake.requests().len(), 2);
     // --rates means nothing without --json.
-    assert_eq!(
-        xdplb(&["status", "--rates", "--admin", &fake.admin()])
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_exit(&fake.xdplb(&["status", "--rates"]), 2);
 }
 
 #[test]
 fn backend_state_puts_the_state_with_the_token_from_token_file() {
     let fake = Fake::start(Some("s3cret"));
-    let token = temp_file("token", "s3cret\n");
-    let out = xdplb(&[
+    let token = TempFile::new("token", "s3cret\n");
+    let out = fake.xdplb(&[
         "backend",
         "state",
         "web",
         "198.18.1.12:8080",
         "ready",
-        "--admin",
-        &fake.admin(),
         "--token-file",
-        token.to_str().unwrap(),
+        token.arg(),
     ]);
-    std::fs::remove_file(&token).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(
-        stdout(&out),
-        "web 198.18.1.12:8080: state ready, weight 100, health down, effective down\n"
-    );
-    let requests = fake.requests();
-    assert_eq!(requests.len(), 1, "{requests:?}");
-    let r = &requests[0];
-    assert_eq!(r.method, "PUT");
-    assert_eq!(r.path, "/api/v1/services/web/backends/198.18.1.12:8080");
-    assert_eq!(r.auth.as_deref(), Some("Bearer s3cret"));
-    assert_eq!(
-        serde_json::from_str::<Value>(&r.body).unwrap(),
-        json!({"state": "ready"})
+    assert_backend_put(
+        &fake,
+        &out,
+        "web 198.18.1.12:8080: state ready, weight 100, health down, effective down\n",
+        "Bearer s3cret",
+        json!({"state": "ready"}),
     );
 }
 
 #[test]
 fn backend_weight_finds_admin_and_token_in_the_config() {
     let fake = Fake::start(Some("from-config"));
-    let token = temp_file("config-token", "  from-config  \n");
+    let token = TempFile::new("config-token", "  from-config  \n");
     // Keys the daemon may not take today are fine: only admin.* is read.
-    let config = temp_file(
+    let config = TempFile::new(
         "config.yaml",
         &format!(
             "interfaces: [eth0]\nadmin:\n  listen: {}\n  token_file: {}\nsnat: {{ ipv4: 198.18.1.1 }}\nservices: []\n",
             fake.admin(),
-            token.display()
+            token.arg()
         ),
     );
     let out = xdplb(&[
@@ -371,40 +354,24 @@ fn backend_weight_finds_admin_and_token_in_the_config() {
         "198.18.1.12:8080",
         "50",
         "--config",
-        config.to_str().unwrap(),
+        config.arg(),
     ]);
-    std::fs::remove_file(&token).unwrap();
-    std::fs::remove_file(&config).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(
-        stdout(&out),
-        "web 198.18.1.12:8080: state drain, weight 50, health down, effective down\n"
-    );
-    let r = &fake.requests()[0];
-    assert_eq!(r.path, "/api/v1/services/web/backends/198.18.1.12:8080");
-    assert_eq!(r.auth.as_deref(), Some("Bearer from-config"));
-    assert_eq!(
-        serde_json::from_str::<Value>(&r.body).unwrap(),
-        json!({"weight": 50})
+    assert_backend_put(
+        &fake,
+        &out,
+        "web 198.18.1.12:8080: state drain, weight 50, health down, effective down\n",
+        "Bearer from-config",
+        json!({"weight": 50}),
     );
 }
 
 #[test]
 fn a_4xx_answer_exits_2_with_the_api_message() {
     let fake = Fake::start(None);
-    let out = xdplb(&[
-        "backend",
-        "state",
-        "nope",
-        "1.2.3.4:80",
-        "drain",
-        "--admin",
-        &fake.admin(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = stderr(&out);
+    let out = fake.xdplb(&["backend", "state", "nope", "1.2.3.4:80", "drain"]);
+    assert_exit(&out, 2);
     assert_eq!(
-        err,
+        stderr(&out),
         "xdplb: PUT /api/v1/services/nope/backends/1.2.3.4:80: no service named \"nope\" (HTTP 404)\n"
     );
     assert!(stdout(&out).is_empty());
@@ -413,16 +380,8 @@ fn a_4xx_answer_exits_2_with_the_api_message() {
 #[test]
 fn a_401_without_a_token_says_how_to_give_one() {
     let fake = Fake::start(Some("s3cret"));
-    let out = xdplb(&[
-        "backend",
-        "weight",
-        "web",
-        "198.18.1.12:8080",
-        "0",
-        "--admin",
-        &fake.admin(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = fake.xdplb(&["backend", "weight", "web", "198.18.1.12:8080", "0"]);
+    assert_exit(&out, 2);
     let err = stderr(&out);
     assert!(
         err.contains("missing or wrong bearer token (HTTP 401)"),
@@ -435,17 +394,8 @@ fn a_401_without_a_token_says_how_to_give_one() {
 #[test]
 fn a_5xx_answer_exits_1() {
     let fake = Fake::start(None);
-    let out = xdplb(&[
-        "backend",
-        "state",
-        "broken",
-        "1.2.3.4:80",
-        "maint",
-        "--admin",
-        &fake.admin(),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(stderr(&out).contains("map update failed: E2BIG (HTTP 500)"));
+    let out = fake.xdplb(&["backend", "state", "broken", "1.2.3.4:80", "maint"]);
+    assert_fails(&out, 1, "map update failed: E2BIG (HTTP 500)");
 }
 
 #[test]
@@ -460,10 +410,7 @@ fn an_unreachable_daemon_exits_1() {
         &["reload"],
         &["backend", "state", "web", "1.2.3.4:80", "drain"],
     ] {
-        let mut args = args.to_vec();
-        let admin = addr.to_string();
-        args.extend(["--admin", &admin]);
-        let out = xdplb(&args);
+        let out = xdplb_at(&addr.to_string(), args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         assert_eq!(
             stderr(&out),
@@ -480,10 +427,10 @@ fn a_daemon_that_never_answers_times_out_in_5s() {
     let addr = listener.local_addr().unwrap();
     // Accepts (the kernel does) and never answers.
     let start = Instant::now();
-    let out = xdplb(&["status", "--admin", &addr.to_string()]);
+    let out = xdplb_at(&addr.to_string(), &["status"]);
     let took = start.elapsed();
     drop(listener);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_exit(&out, 1);
     assert!(
         took >= Duration::from_secs(4) && took < Duration::from_secs(15),
         "{took:?}"
@@ -497,8 +444,8 @@ fn a_daemon_that_never_answers_times_out_in_5s() {
 #[test]
 fn reload_prints_the_summary() {
     let fake = Fake::start(None);
-    let out = xdplb(&["reload", "--admin", &fake.admin()]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = fake.xdplb(&["reload"]);
+    assert_exit(&out, 0);
     assert_eq!(
         stdout(&out),
         "services added: dns\nservices changed: web\nbackends removed: web/198.18.1.13:8080\n"
@@ -514,7 +461,7 @@ fn reload_prints_the_summary() {
         json!({"services_added": [], "services_removed": [], "services_changed": [],
                "backends_added": [], "backends_removed": []}),
     );
-    let out = xdplb(&["reload", "--admin", &fake.admin()]);
+    let out = fake.xdplb(&["reload"]);
     assert_eq!(
         (out.status.code(), stdout(&out).as_str()),
         (Some(0), "no changes\n")
@@ -524,70 +471,43 @@ fn reload_prints_the_summary() {
         400,
         json!({"error": "/etc/xdplb.yaml: services[0].port: invalid value (line 7)"}),
     );
-    let out = xdplb(&["reload", "--admin", &fake.admin()]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(stderr(&out).contains("services[0].port: invalid value (line 7)"));
+    let out = fake.xdplb(&["reload"]);
+    assert_fails(&out, 2, "services[0].port: invalid value (line 7)");
 }
 
 #[test]
 fn usage_errors_exit_2_without_a_request() {
     let fake = Fake::start(None);
-    let admin = fake.admin();
     for args in [
-        &["backend", "state", "web", "1.2.3.4:80", "sleepy"][..],
-        &["backend", "state", "web", "1.2.3.4", "drain"],
+        &["backend", "state", "web", "1.2.3.4", "drain"][..],
         &["backend", "weight", "web", "1.2.3.4:80", "-1"],
         &["backend", "weight", "web", "1.2.3.4:80", "heavy"],
         &["backend"],
     ] {
-        let mut args = args.to_vec();
-        args.extend(["--admin", &admin]);
-        let out = xdplb(&args);
+        let out = fake.xdplb(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
-    let out = xdplb(&[
-        "backend",
-        "state",
-        "web",
-        "1.2.3.4:80",
-        "sleepy",
-        "--admin",
-        &admin,
-    ]);
-    assert!(stderr(&out).contains("sleepy"));
-    assert_eq!(
-        xdplb(&["status", "--admin", "nowhere"]).status.code(),
-        Some(2)
-    );
-    let out = xdplb(&[
+    let out = fake.xdplb(&["backend", "state", "web", "1.2.3.4:80", "sleepy"]);
+    assert_fails(&out, 2, "sleepy");
+    assert_exit(&xdplb(&["status", "--admin", "nowhere"]), 2);
+    let out = fake.xdplb(&[
         "backend",
         "weight",
         "web",
         "1.2.3.4:80",
         "1",
-        "--admin",
-        &admin,
         "--token-file",
         "/nonexistent/token",
     ]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(stderr(&out).contains("cannot read token file /nonexistent/token"));
+    assert_fails(&out, 2, "cannot read token file /nonexistent/token");
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 }
 
 #[test]
 fn top_redraws_the_table_with_rates() {
     let fake = Fake::start(None);
-    let out = xdplb(&[
-        "top",
-        "--admin",
-        &fake.admin(),
-        "--interval",
-        "100ms",
-        "--count",
-        "3",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = fake.xdplb(&["top", "--interval", "100ms", "--count", "3"]);
+    assert_exit(&out, 0);
     let text = stdout(&out);
     assert_eq!(text.matches("\x1b[2J").count(), 3, "three screens: {text}");
     assert_eq!(

@@ -1,0 +1,110 @@
+//! The client side of the CLI (`xdplb status`, `backend`, `reload`, `top`,
+//! `explain`): a small blocking client of the daemon's admin API
+//! (design.md section 5) and the text the commands print.
+//!
+//! - `settings`: where the daemon is and where its token is ([`Settings`]).
+//! - `transport`: the HTTP requests ([`Client`]).
+//! - `rates`: packets and bytes per second between two reads ([`Rates`]).
+//! - `render`: the tables and lines the commands print.
+
+mod rates;
+mod render;
+mod settings;
+mod transport;
+
+use std::time::Duration;
+
+pub use rates::{Rate, Rates, Sample};
+pub use render::{
+    effective_word, health_word, render_backend, render_reload, render_status, state_word,
+};
+pub use settings::{DEFAULT_ADMIN, Settings, parse_admin};
+pub use transport::Client;
+
+use crate::token::TokenError;
+
+/// Limit for one whole request: connect, send, answer.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a client command failed. [`ClientError::exit_code`] maps it to the
+/// CLI's exit codes (1 runtime, 2 usage/config or refused by the API).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Bad `--admin`, unreadable config or token file: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the daemon at {admin}: {reason} (is xdplb run going?)")]
+    Unreachable { admin: String, reason: String },
+    #[error("no answer from the daemon at {admin} within {}s to {request}", TIMEOUT.as_secs())]
+    Timeout { admin: String, request: String },
+    #[error("{request} to the daemon at {admin} failed: {reason}")]
+    Transport {
+        admin: String,
+        request: String,
+        reason: String,
+    },
+    /// A 4xx (exit 2) or 5xx (exit 1) answer; `message` is the API's.
+    #[error("{request}: {message} (HTTP {status}){hint}")]
+    Api {
+        request: String,
+        status: u16,
+        message: String,
+        hint: &'static str,
+    },
+    /// Not the JSON the contract says (another version of xdplb?).
+    #[error("unexpected answer from the daemon at {admin} to {request}: {detail}")]
+    BadAnswer {
+        admin: String,
+        request: String,
+        detail: String,
+    },
+}
+
+impl ClientError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Usage(_) => 2,
+            ClientError::Api { status, .. } if (400..500).contains(status) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl From<TokenError> for ClientError {
+    fn from(e: TokenError) -> ClientError {
+        ClientError::Usage(e.to_string())
+    }
+}
+
+/// Canned API answers for the unit tests of the rates and the rendering.
+#[cfg(test)]
+mod fixtures {
+    use crate::api_types::{Backend, BackendState, Effective, HashMode, Health, Mode, Protocol};
+
+    pub use crate::api_types::Service;
+
+    /// Service "web" (198.18.100.10:80) with one backend, 198.18.1.11:8080;
+    /// both counted `packets` packets of 100 bytes.
+    pub fn service(packets: u64) -> Service {
+        Service {
+            name: "web".into(),
+            vip: "198.18.100.10:80".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            mode: Mode::Nat,
+            hash: HashMode::FiveTuple,
+            packets,
+            bytes: packets * 100,
+            backends: vec![Backend {
+                address: "198.18.1.11:8080".parse().unwrap(),
+                weight: 100,
+                state: BackendState::Ready,
+                health: Health::Unchecked,
+                effective: Effective::Ready,
+                packets,
+                bytes: packets * 100,
+                flows: 1,
+                check: None,
+            }],
+        }
+    }
+}

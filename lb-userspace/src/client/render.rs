@@ -1,0 +1,230 @@
+//! The text the client commands print: the `status` tables, the line of an
+//! updated backend, the `reload` summary.
+
+use std::fmt::Write as _;
+
+use super::rates::{Rate, Rates};
+use crate::api_types::{
+    Backend, BackendState, Effective, HashMode, Health, Mode, Protocol, ReloadSummary, Service,
+};
+
+/// The words of the API, as in the YAML.
+pub fn state_word(state: BackendState) -> &'static str {
+    match state {
+        BackendState::Ready => "ready",
+        BackendState::Drain => "drain",
+        BackendState::Maint => "maint",
+    }
+}
+
+pub fn health_word(health: Health) -> &'static str {
+    match health {
+        Health::Up => "up",
+        Health::Down => "down",
+        Health::Unchecked => "unchecked",
+    }
+}
+
+pub fn effective_word(effective: Effective) -> &'static str {
+    match effective {
+        Effective::Ready => "ready",
+        Effective::Drain => "drain",
+        Effective::Maint => "maint",
+        Effective::Down => "down",
+    }
+}
+
+fn protocol_word(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+fn mode_word(m: Mode) -> &'static str {
+    match m {
+        Mode::Nat => "nat",
+        Mode::Dsr => "dsr",
+        Mode::Tunnel => "tunnel",
+    }
+}
+
+fn hash_word(h: HashMode) -> &'static str {
+    match h {
+        HashMode::FiveTuple => "five-tuple",
+        HashMode::SourceIp => "source-ip",
+    }
+}
+
+/// Packets per second, or `-` when unknown.
+fn format_rate(rate: Option<Rate>) -> String {
+    match rate.map(|r| r.packets_per_second) {
+        None => "-".into(),
+        Some(pps) if pps >= 100.0 => format!("{pps:.0}"),
+        Some(pps) => format!("{pps:.1}"),
+    }
+}
+
+/// `xdplb status`: per service a header line and a table of its backends.
+/// Without `rates`, the packets-per-second columns show `-`.
+pub fn render_status(services: &[Service], rates: Option<&Rates>) -> String {
+    if services.is_empty() {
+        return "no services\n".into();
+    }
+    let mut out = String::new();
+    for (i, svc) in services.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "{}: {} {}, mode {}, hash {}, {} pkt/s",
+            svc.name,
+            svc.vip,
+            protocol_word(svc.protocol),
+            mode_word(svc.mode),
+            hash_word(svc.hash),
+            format_rate(rates.and_then(|r| r.service(&svc.name))),
+        );
+        if svc.backends.is_empty() {
+            out.push_str("  (no backends)\n");
+            continue;
+        }
+        let mut rows = vec![
+            [
+                "BACKEND",
+                "WEIGHT",
+                "STATE",
+                "HEALTH",
+                "EFFECTIVE",
+                "FLOWS",
+                "PKT/S",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for b in &svc.backends {
+            rows.push(vec![
+                b.address.to_string(),
+                b.weight.to_string(),
+                state_word(b.state).into(),
+                health_word(b.health).into(),
+                effective_word(b.effective).into(),
+                b.flows.to_string(),
+                format_rate(rates.and_then(|r| r.backend(&svc.name, b.address))),
+            ]);
+        }
+        let right = [false, true, false, false, false, true, true];
+        table(&mut out, &rows, &right);
+    }
+    out
+}
+
+/// Columns as wide as their widest cell, two spaces apart; `right`: which
+/// columns are right-aligned (numbers).
+fn table(out: &mut String, rows: &[Vec<String>], right: &[bool]) {
+    let columns = rows[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str("  ");
+            if right[c] {
+                let _ = write!(line, "{cell:>w$}", w = widths[c]);
+            } else {
+                let _ = write!(line, "{cell:<w$}", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+/// `xdplb backend state|weight`: the updated backend on one line.
+pub fn render_backend(service: &str, b: &Backend) -> String {
+    format!(
+        "{service} {}: state {}, weight {}, health {}, effective {}\n",
+        b.address,
+        state_word(b.state),
+        b.weight,
+        health_word(b.health),
+        effective_word(b.effective),
+    )
+}
+
+/// `xdplb reload`: one line per non-empty list, or "no changes".
+pub fn render_reload(summary: &ReloadSummary) -> String {
+    if summary.is_empty() {
+        return "no changes\n".into();
+    }
+    let mut out = String::new();
+    for (what, list) in [
+        ("services added", &summary.services_added),
+        ("services removed", &summary.services_removed),
+        ("services changed", &summary.services_changed),
+        ("backends added", &summary.backends_added),
+        ("backends removed", &summary.backends_removed),
+    ] {
+        if !list.is_empty() {
+            let _ = writeln!(out, "{what}: {}", list.join(", "));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::client::Sample;
+    use crate::client::fixtures::service;
+
+    #[test]
+    fn status_table_with_and_without_rates() {
+        let t0 = Instant::now();
+        let sample = |packets, secs| Sample {
+            services: vec![service(packets)],
+            at: t0 + Duration::from_secs(secs),
+        };
+        let (before, after) = (sample(1000, 0), sample(3000, 2));
+        let rates = Rates::between(&before, &after);
+
+        let text = render_status(&after.services, Some(&rates));
+        assert!(
+            text.starts_with("web: 198.18.100.10:80 tcp, mode nat, hash five-tuple, 1000 pkt/s\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("198.18.1.11:8080     100  ready  unchecked  ready          1   1000"),
+            "{text}"
+        );
+        assert!(render_status(&after.services, None).contains(" -\n"));
+        assert_eq!(render_status(&[], None), "no services\n");
+    }
+
+    #[test]
+    fn backend_line() {
+        let svc = service(0);
+        assert_eq!(
+            render_backend("web", &svc.backends[0]),
+            "web 198.18.1.11:8080: state ready, weight 100, health unchecked, effective ready\n"
+        );
+    }
+
+    #[test]
+    fn reload_summary_lines() {
+        assert_eq!(render_reload(&ReloadSummary::default()), "no changes\n");
+        let s = ReloadSummary {
+            services_added: vec!["dns".into(), "ntp".into()],
+            backends_removed: vec!["web/198.18.1.12:8080".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            render_reload(&s),
+            "services added: dns, ntp\nbackends removed: web/198.18.1.12:8080\n"
+        );
+    }
+}
