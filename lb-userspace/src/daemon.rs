@@ -30,6 +30,7 @@ use crate::{
     ids::Ids,
     metrics::DataplaneCollector,
     neigh,
+    token::read_token_file,
 };
 
 /// How often flows idle past their timeout are deleted (and counted).
@@ -38,7 +39,13 @@ const FLOW_GC_INTERVAL: Duration = Duration::from_secs(5);
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(config_path)?;
     config::check_host(&cfg)?;
-    let token = read_token(&cfg)?;
+    let token = cfg
+        .admin
+        .token_file
+        .as_deref()
+        .map(read_token_file)
+        .transpose()
+        .context("admin.token_file")?;
 
     let mut dp =
         Dataplane::load(&cfg.limits, cfg.pin_dir.as_deref()).context("loading the XDP program")?;
@@ -204,19 +211,4 @@ async fn expire_flows(mut table: FlowTable) -> &'static str {
             }
         }
     }
-}
-
-fn read_token(cfg: &Config) -> anyhow::Result<Option<String>> {
-    let Some(path) = &cfg.admin.token_file else {
-        return Ok(None);
-    };
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("admin.token_file {}", path.display()))?;
-    let token = token.trim().to_owned();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "admin.token_file {} is empty",
-        path.display()
-    );
-    Ok(Some(token))
 }
