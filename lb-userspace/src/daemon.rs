@@ -26,7 +26,6 @@ use crate::{
     controller::Controller,
     dataplane::{Dataplane, FlowTable},
     health::{HealthChecker, HealthMetrics},
-    host,
     ids::Ids,
     metrics::DataplaneCollector,
     neigh,
@@ -49,13 +48,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let mut dp =
         Dataplane::load(&cfg.limits, cfg.pin_dir.as_deref()).context("loading the XDP program")?;
-    for iface in &cfg.interfaces {
-        if host::enable_ipv4_forwarding(iface)
-            .with_context(|| format!("enabling IPv4 forwarding on {iface}"))?
-        {
-            info!("enabled net.ipv4.conf.{iface}.forwarding (bpf_fib_lookup needs it)");
-        }
-    }
     let events = dp.take_neigh_events()?;
     let adopted = dp.adopted();
     if !adopted.services.is_empty() {

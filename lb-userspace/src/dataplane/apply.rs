@@ -31,6 +31,7 @@ impl Dataplane {
             plan.globals.ring_size, self.ring_size,
             "ring size is fixed at load"
         );
+        self.forward_ipv6_if(plan)?;
         if self.shadow.globals != Some(plan.globals) {
             let mut config: Array<_, Globals> = self.typed("CONFIG")?;
             config.set(0, plan.globals, 0).map_err(map_err("CONFIG"))?;

@@ -24,6 +24,7 @@ pub use pins::{PinError, ensure_pin_dir};
 
 use crate::{
     config::{Limits, XdpModeSetting},
+    host::{self, Family},
     plan::Plan,
 };
 
@@ -101,6 +102,10 @@ pub struct Dataplane {
     links: Vec<FdLink>,
     counters: CounterReader,
     flows: FlowTable,
+    /// Interfaces attached by this process.
+    attached: Vec<String>,
+    /// IPv6 forwarding is on where attached: the plan has IPv6 services.
+    ipv6_forwarding: bool,
 }
 
 /// What the controller needs of a data plane: write a plan, read counters,
@@ -210,6 +215,8 @@ impl Dataplane {
             shadow: Shadow::default(),
             pins,
             links: Vec::new(),
+            attached: Vec::new(),
+            ipv6_forwarding: false,
         };
         dp.read_shadow()?;
         Ok(dp)
@@ -236,6 +243,33 @@ impl Dataplane {
     /// first, then generic. With a pin dir the new link is pinned, so the
     /// program keeps running if this process dies.
     pub fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached> {
+        forward(iface, Family::V4)?;
+        if self.ipv6_forwarding {
+            forward(iface, Family::V6)?;
+        }
+        self.attached.push(iface.to_owned());
+        self.attach_program(iface, mode)
+    }
+
+    /// Turns IPv6 forwarding on where attached once a plan has IPv6
+    /// services (and for interfaces attached later). Only then: it also
+    /// makes an interface ignore router advertisements (unless accept_ra
+    /// is 2).
+    fn forward_ipv6_if(&mut self, plan: &Plan) -> Result<()> {
+        let ipv6 = plan.services.iter().any(|s| {
+            s.key.family == lb_common::FAMILY_V6
+                || s.backends.iter().any(|b| b.entry.family == lb_common::FAMILY_V6)
+        });
+        if ipv6 && !self.ipv6_forwarding {
+            for iface in &self.attached {
+                forward(iface, Family::V6)?;
+            }
+            self.ipv6_forwarding = true;
+        }
+        Ok(())
+    }
+
+    fn attach_program(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached> {
         if let Some(pins) = &self.pins
             && let Some(link) = pins.take_link(iface)
         {
@@ -468,6 +502,23 @@ fn verifier_summary(log: &str) -> String {
         })
         .unwrap_or("rejected without a reason in its log")
         .to_owned()
+}
+
+/// `bpf_fib_lookup` answers FWD_DISABLED unless forwarding is on for the
+/// ingress interface, per family.
+fn forward(iface: &str, family: Family) -> Result<()> {
+    let changed = host::enable_forwarding(iface, family).map_err(|source| DataplaneError::Io {
+        what: format!("enabling {family:?} forwarding on {iface}"),
+        source,
+    })?;
+    if changed {
+        let v = match family {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        };
+        tracing::info!("enabled net.{v}.conf.{iface}.forwarding (bpf_fib_lookup needs it)");
+    }
+    Ok(())
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
