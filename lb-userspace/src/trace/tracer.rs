@@ -110,11 +110,11 @@ impl Tracer {
             ));
             return Ok((record, Vec::new()));
         }
-        let (verdict, out) = match self.run(&frame.data) {
+        let (verdict, out) = match run_frame(self.dp.program(), &frame.data, self.ingress) {
             Ok(run) => run,
             Err(e) => {
                 record.verdict = "ERROR".into();
-                record.error = Some(format!("the kernel refused to run it: {e}"));
+                record.error = Some(format!("the kernel refused to run it: {}", chain(&e)));
                 return Ok((record, Vec::new()));
             }
         };
@@ -132,11 +132,6 @@ impl Tracer {
         };
         self.why.attribute(&mut record, seen);
         Ok((record, out))
-    }
-
-    /// One frame through the program, arriving on `--iface` if given.
-    fn run(&self, data: &[u8]) -> Result<(u32, Vec<u8>), String> {
-        run_frame(self.dp.program(), data, self.ingress).map_err(|e| chain(&e))
     }
 
     /// The neighbours the program asked to have resolved since the last
