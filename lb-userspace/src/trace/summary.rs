@@ -4,8 +4,8 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use etherparse::{
-    EtherType, IpNumber, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, LinkSlice, TransportSlice,
-    err::packet::SliceError,
+    EtherType, IpNumber, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, LinkSlice, TcpSlice,
+    TransportSlice, err::packet::SliceError,
 };
 use serde::Serialize;
 
@@ -190,22 +190,7 @@ impl Summary {
             Some(TransportSlice::Tcp(t)) => {
                 self.sport = Some(t.source_port());
                 self.dport = Some(t.destination_port());
-                let mut f = String::new();
-                for (set, letter) in [
-                    (t.fin(), 'F'),
-                    (t.syn(), 'S'),
-                    (t.rst(), 'R'),
-                    (t.psh(), 'P'),
-                    (t.ack(), '.'),
-                    (t.urg(), 'U'),
-                    (t.ece(), 'E'),
-                    (t.cwr(), 'W'),
-                ] {
-                    if set {
-                        f.push(letter);
-                    }
-                }
-                self.flags = Some(f);
+                self.flags = Some(tcp_flags(t));
             }
             Some(TransportSlice::Udp(u)) => {
                 self.sport = Some(u.source_port());
@@ -300,6 +285,25 @@ fn proto_text(proto: &str) -> String {
         "tcp" | "udp" => proto.to_uppercase(),
         number => format!("IP proto {number}"),
     }
+}
+
+/// TCP flags in tcpdump's letters and order (`flags`).
+fn tcp_flags(t: &TcpSlice) -> String {
+    let set = [
+        t.fin(),
+        t.syn(),
+        t.rst(),
+        t.psh(),
+        t.ack(),
+        t.urg(),
+        t.ece(),
+        t.cwr(),
+    ];
+    "FSRP.UEW"
+        .chars()
+        .zip(set)
+        .filter_map(|(letter, on)| on.then_some(letter))
+        .collect()
 }
 
 /// `ARP who-has 198.18.0.1 tell 198.18.0.2` (Ethernet/IPv4 ARP).
