@@ -139,7 +139,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             _ = int.recv() => { info!("SIGINT"); break None }
             _ = hup.recv() => {
                 let s = shared.clone();
-                match tokio::task::spawn_blocking(move || s.controller().reload()).await {
+                match tokio::task::spawn_blocking(move || s.reload()).await {
                     Ok(Ok(summary)) => info!("SIGHUP: reloaded: {summary:?}"),
                     Ok(Err(e)) => error!("SIGHUP: reload refused, nothing changed: {e}"),
                     Err(e) => error!("SIGHUP: the reload failed ({e}); nothing changed"),

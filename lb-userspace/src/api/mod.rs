@@ -24,8 +24,9 @@ use axum::{
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::{
-    api_types::{ApiError, BackendUpdate},
+    api_types::{ApiError, BackendUpdate, ReloadSummary},
     controller::{ControlError, Controller},
+    neigh,
 };
 
 /// What the daemon shares with its API.
@@ -41,6 +42,20 @@ impl Shared {
     /// The controller (`Controller::lock`: a panicked call does not poison it).
     pub fn controller(&self) -> MutexGuard<'_, Controller> {
         Controller::lock(&self.controller)
+    }
+
+    /// A reload (SIGHUP or the API); then the kernel is asked to resolve
+    /// every backend's neighbour, so a new backend's first packets find
+    /// its MAC (as at start).
+    pub fn reload(&self) -> Result<ReloadSummary, ControlError> {
+        let mut c = self.controller();
+        let summary = c.reload()?;
+        if !summary.backends_added.is_empty() {
+            for b in c.plan().services.iter().flat_map(|s| &s.backends) {
+                neigh::resolve(b.addr.ip());
+            }
+        }
+        Ok(summary)
     }
 }
 
@@ -238,7 +253,12 @@ async fn post_reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
     if let Some(r) = unauthorized(&shared, &headers) {
         return r;
     }
-    json(with_controller(&shared, |c| c.reload()).await)
+    let s = shared.clone();
+    let reloaded = tokio::task::spawn_blocking(move || s.reload()).await;
+    match reloaded {
+        Ok(result) => json(result.map_err(IntoResponse::into_response)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")),
+    }
 }
 
 #[derive(serde::Deserialize)]
