@@ -20,6 +20,15 @@ fn main() -> anyhow::Result<()> {
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
         return Ok(());
     }
+    // aya-build relays every line the nested cargo prints on stderr as a
+    // cargo warning, "Compiling ..." included. Quiet, that cargo prints only
+    // what matters (compiler diagnostics, errors), so a clean build shows no
+    // warning and a failing one still shows its errors. (Cargo refuses
+    // quiet together with CARGO_TERM_VERBOSE, which asks for the output.)
+    if env::var_os("CARGO_TERM_VERBOSE").is_none() {
+        // SAFETY: no other thread runs yet; aya-build's child inherits it.
+        unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
+    }
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "lb-ebpf",

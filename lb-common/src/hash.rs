@@ -62,12 +62,12 @@ pub fn hash_words(words: &[u32], seed: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::maps::PROTO_TCP;
+    use crate::{addr::v4_words, maps::PROTO_TCP};
 
     fn key(sport: u16) -> FlowKey {
         FlowKey {
-            src: [u32::from_ne_bytes([198, 18, 0, 2]), 0, 0, 0],
-            dst: [u32::from_ne_bytes([198, 18, 100, 10]), 0, 0, 0],
+            src: v4_words([198, 18, 0, 2]),
+            dst: v4_words([198, 18, 100, 10]),
             sport: sport.to_be(),
             dport: 80u16.to_be(),
             proto: PROTO_TCP,

@@ -4,13 +4,15 @@
 //! only integers (no bool, Option or enum), so both sides agree on the bytes.
 //!
 //! Byte order: addresses (`[u32; 4]`) and ports (`u16`) hold the packet's
-//! bytes as they are on the wire, read as native integers
-//! (`u32::from_ne_bytes(ip.octets())`). IPv4 uses word 0 and zeroes the rest.
-//! Everything else is host order.
+//! bytes as they are on the wire, read as native integers (`addr` converts
+//! both ways). IPv4 uses word 0 and zeroes the rest. Everything else is host
+//! order.
 #![no_std]
 
+pub mod addr;
 pub mod csum;
 pub mod hash;
 pub mod maps;
 
+pub use addr::*;
 pub use maps::*;

@@ -1,5 +1,9 @@
 //! Map keys, values and constants.
 
+use core::net::IpAddr;
+
+use crate::addr::addr_words;
+
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMP: u8 = 1;
@@ -45,6 +49,19 @@ pub struct ServiceKey {
     pub port: u16,
     pub proto: u8,
     pub family: u8,
+}
+
+impl ServiceKey {
+    /// The key of `vip`:`port` (host order) for protocol `proto`.
+    pub fn new(vip: IpAddr, port: u16, proto: u8) -> ServiceKey {
+        let (addr, family) = addr_words(vip);
+        ServiceKey {
+            addr,
+            port: port.to_be(),
+            proto,
+            family,
+        }
+    }
 }
 
 /// `SERVICES` value.

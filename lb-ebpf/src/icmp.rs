@@ -11,8 +11,9 @@ use lb_common::{
     Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, Globals, MODE_DSR, MODE_ECHO, MODE_TUNNEL,
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ServiceKey,
     csum::{replace2, replace4},
+    v4_bytes, v4_words, v6_bytes, v6_words,
 };
-use lb_ebpf::{ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, bytes, words};
+use lb_ebpf::{ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::{
@@ -62,8 +63,8 @@ fn parse(ctx: &XdpContext) -> Option<Msg> {
         {
             return None;
         }
-        let src = [u32::from_ne_bytes(h.src_addr), 0, 0, 0];
-        let dst = [u32::from_ne_bytes(h.dst_addr), 0, 0, 0];
+        let src = v4_words(h.src_addr);
+        let dst = v4_words(h.dst_addr);
         let len = u16::from_be_bytes(h.tot_len);
         (Outer::V4(ip), FAMILY_V4, src, dst, len, l2 + ihl)
     } else if ethertype == ETH_P_IPV6 {
@@ -73,7 +74,7 @@ fn parse(ctx: &XdpContext) -> Option<Msg> {
             return None;
         }
         let len = u16::from_be_bytes(h.payload_len).saturating_add(40);
-        let (src, dst) = (words(h.src_addr), words(h.dst_addr));
+        let (src, dst) = (v6_words(h.src_addr), v6_words(h.dst_addr));
         (Outer::V6(ip), FAMILY_V6, src, dst, len, l2 + 40)
     } else {
         return None;
@@ -177,13 +178,18 @@ fn quoted(ctx: &XdpContext, msg: &Msg) -> Option<Quoted> {
         if h.vihl >> 4 != 4 || ihl < 20 {
             return None;
         }
-        let src = [u32::from_ne_bytes(h.src_addr), 0, 0, 0];
-        let dst = [u32::from_ne_bytes(h.dst_addr), 0, 0, 0];
+        let src = v4_words(h.src_addr);
+        let dst = v4_words(h.dst_addr);
         (h.proto, src, dst, ip + ihl)
     } else {
         let h: *const Ipv6Hdr = ptr_at(ctx, ip)?;
         let h = unsafe { &*h };
-        (h.next_hdr, words(h.src_addr), words(h.dst_addr), ip + 40)
+        (
+            h.next_hdr,
+            v6_words(h.src_addr),
+            v6_words(h.dst_addr),
+            ip + 40,
+        )
     };
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;
@@ -286,14 +292,14 @@ fn translate(
             let h = &mut *ip;
             let check = replace4(u16::from_ne_bytes(h.check), msg.dst[0], backend.addr[0]);
             h.check = check.to_ne_bytes();
-            h.dst_addr = backend.addr[0].to_ne_bytes();
+            h.dst_addr = v4_bytes(&backend.addr);
         },
         Outer::V6(ip) => unsafe {
             // ICMPv6's pseudo-header holds the outer addresses.
             for i in 0..4 {
                 c = replace4(c, msg.dst[i], backend.addr[i]);
             }
-            (*ip).dst_addr = bytes(&backend.addr);
+            (*ip).dst_addr = v6_bytes(&backend.addr);
         },
     }
 
@@ -319,14 +325,14 @@ fn translate(
         let old = u16::from_ne_bytes(h.check);
         let check = replace4(replace4(old, q.src[0], new_src[0]), q.dst[0], new_dst[0]);
         h.check = check.to_ne_bytes();
-        h.src_addr = new_src[0].to_ne_bytes();
-        h.dst_addr = new_dst[0].to_ne_bytes();
+        h.src_addr = v4_bytes(&new_src);
+        h.dst_addr = v4_bytes(&new_dst);
         c = replace2(c, old, check);
     } else {
         let h: *mut Ipv6Hdr = ptr_at(ctx, q.ip)?;
         let h = unsafe { &mut *h };
-        h.src_addr = bytes(&new_src);
-        h.dst_addr = bytes(&new_dst);
+        h.src_addr = v6_bytes(&new_src);
+        h.dst_addr = v6_bytes(&new_dst);
     }
     for i in 0..n {
         c = replace4(replace4(c, q.src[i], new_src[i]), q.dst[i], new_dst[i]);

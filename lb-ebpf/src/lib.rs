@@ -1,6 +1,7 @@
 //! Pieces shared by the crate's XDP programs (the `xdplb` balancer and the
-//! `decap` backend program): bounds-checked packet access, wire constants,
-//! address conversions. Everything is `#[inline(always)]`: BPF has no
+//! `decap` backend program): bounds-checked packet access, wire constants.
+//! (Address conversions are lb-common's `addr`, shared with the daemon.)
+//! Everything is `#[inline(always)]`: BPF has no
 //! shared library, each program gets its own copy.
 #![no_std]
 
@@ -21,21 +22,4 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
         return None;
     }
     Some((start + offset) as *mut T)
-}
-
-/// An IPv6 address's bytes as four wire-order words (see lb-common).
-#[inline(always)]
-pub fn words(a: [u8; 16]) -> [u32; 4] {
-    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-    [w(0), w(4), w(8), w(12)]
-}
-
-/// Inverse of [`words`].
-#[inline(always)]
-pub fn bytes(w: &[u32; 4]) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    for i in 0..4 {
-        b[i * 4..i * 4 + 4].copy_from_slice(&w[i].to_ne_bytes());
-    }
-    b
 }

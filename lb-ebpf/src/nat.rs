@@ -3,9 +3,8 @@
 use lb_common::{
     PROTO_UDP,
     csum::{replace2, replace4},
+    v4_bytes, v6_bytes,
 };
-
-use lb_ebpf::bytes;
 
 use crate::parse::{L3, Packet};
 
@@ -23,14 +22,14 @@ pub fn rewrite(pkt: &mut Packet, src: &[u32; 4], dst: &[u32; 4], sport: u16, dpo
             check = replace4(check, old.src[0], src[0]);
             check = replace4(check, old.dst[0], dst[0]);
             ip.check = check.to_ne_bytes();
-            ip.src_addr = src[0].to_ne_bytes();
-            ip.dst_addr = dst[0].to_ne_bytes();
+            ip.src_addr = v4_bytes(src);
+            ip.dst_addr = v4_bytes(dst);
             true
         },
         L3::V6(ip) => unsafe {
             let ip = &mut *ip;
-            ip.src_addr = bytes(src);
-            ip.dst_addr = bytes(dst);
+            ip.src_addr = v6_bytes(src);
+            ip.dst_addr = v6_bytes(dst);
             false
         },
     };

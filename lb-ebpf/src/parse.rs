@@ -4,9 +4,8 @@
 //! other protocols, fragments, truncated or malformed headers.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
+use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, v4_words, v6_words};
 pub use lb_ebpf::ptr_at;
-use lb_ebpf::words;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -145,8 +144,8 @@ fn parse_v4(ctx: &XdpContext, l3: usize) -> Option<Net> {
         l3: L3::V4(ip),
         l4: l3 + ihl,
         proto,
-        src: [u32::from_ne_bytes(src), 0, 0, 0],
-        dst: [u32::from_ne_bytes(dst), 0, 0, 0],
+        src: v4_words(src),
+        dst: v4_words(dst),
         family: FAMILY_V4,
         ip_len: u16::from_be_bytes(tot_len),
     })
@@ -185,8 +184,8 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Option<Net> {
         l3: L3::V6(ip),
         l4,
         proto: next,
-        src: words(src),
-        dst: words(dst),
+        src: v6_words(src),
+        dst: v6_words(dst),
         family: FAMILY_V6,
         ip_len: u16::from_be_bytes(payload_len).saturating_add(Ipv6Hdr::LEN as u16),
     })

@@ -7,7 +7,7 @@
 use aya_ebpf::{EbpfContext, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     Backend, ENCAP_GUE, FAMILY_V4, FlowKey, Globals, HASH_FIVE_TUPLE, PROTO_UDP, csum,
-    hash::flow_hash,
+    hash::flow_hash, v4_bytes, v6_bytes,
 };
 use lb_ebpf::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6};
 
@@ -101,8 +101,8 @@ pub fn encap(
         h[6] = 0x40; // don't fragment: the inner packet may not be split
         h[8] = OUTER_TTL;
         h[9] = proto;
-        h[12..16].copy_from_slice(&src[0].to_ne_bytes());
-        h[16..20].copy_from_slice(&backend.addr[0].to_ne_bytes());
+        h[12..16].copy_from_slice(&v4_bytes(&src));
+        h[16..20].copy_from_slice(&v4_bytes(&backend.addr));
         let check = csum::checksum(&h);
         h[10..12].copy_from_slice(&check.to_ne_bytes());
         unsafe { ptr_at::<[u8; V4_HDR]>(ctx, ip_at)?.write_unaligned(h) };
@@ -113,10 +113,8 @@ pub fn encap(
         h[4..6].copy_from_slice(&payload.to_be_bytes());
         h[6] = proto;
         h[7] = OUTER_TTL;
-        for i in 0..4 {
-            h[8 + i * 4..12 + i * 4].copy_from_slice(&src[i].to_ne_bytes());
-            h[24 + i * 4..28 + i * 4].copy_from_slice(&backend.addr[i].to_ne_bytes());
-        }
+        h[8..24].copy_from_slice(&v6_bytes(&src));
+        h[24..40].copy_from_slice(&v6_bytes(&backend.addr));
         unsafe { ptr_at::<[u8; V6_HDR]>(ctx, ip_at)?.write_unaligned(h) };
     }
     if gue {

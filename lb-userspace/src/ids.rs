@@ -9,7 +9,9 @@ use std::{
     net::SocketAddr,
 };
 
-use crate::{config::Config, dataplane::Adopted, plan::words_addr};
+use lb_common::{ServiceKey, words_addr};
+
+use crate::{config::Config, dataplane::Adopted};
 
 /// A backend of a service: (service name, backend address:port).
 pub type BackendKey = (String, SocketAddr);
@@ -63,7 +65,7 @@ impl Ids {
     pub fn adopt(cfg: &Config, adopted: &Adopted) -> Result<Ids, String> {
         let mut ids = Ids::default();
         for svc in &cfg.services {
-            let key = crate::plan::service_key(svc);
+            let key = ServiceKey::new(svc.vip, svc.port, svc.protocol.number());
             let Some((_, meta)) = adopted.services.iter().find(|(k, _)| *k == key) else {
                 continue;
             };

@@ -3,16 +3,16 @@
 //! map entries and each service's Maglev ring. Pure, so it is unit-tested
 //! without a kernel.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use lb_common::{
-    Backend, ENCAP_GUE, ENCAP_IPIP, FAMILY_V4, FAMILY_V6, FLAG_ALL_PORTS, Globals, HASH_FIVE_TUPLE,
-    HASH_SOURCE_IP, MODE_DSR, MODE_ECHO, MODE_NAT, MODE_TUNNEL, NO_BACKEND, PROTO_ICMP,
-    PROTO_ICMPV6, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, ServiceKey, ServiceMeta,
+    Backend, ENCAP_GUE, ENCAP_IPIP, FLAG_ALL_PORTS, Globals, HASH_FIVE_TUPLE, HASH_SOURCE_IP,
+    MODE_DSR, MODE_ECHO, MODE_NAT, MODE_TUNNEL, NO_BACKEND, PROTO_ICMP, PROTO_ICMPV6, STATE_DOWN,
+    STATE_DRAIN, STATE_MAINT, STATE_READY, ServiceKey, ServiceMeta, v4_words, v6_words,
 };
 
 use crate::{
-    config::{BackendConfig, BackendState, Config, Encap, HashMode, Mode, Service},
+    config::{BackendConfig, BackendState, Config, Encap, HashMode, Mode},
     ids::{BackendKey, Ids},
     maglev::{MaglevBackend, build_table},
 };
@@ -64,41 +64,9 @@ pub struct Status {
     pub up: bool,
 }
 
-/// Address as four wire-order words and its family (see lb-common).
-pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
-    match addr {
-        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], FAMILY_V4),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
-        }
-    }
-}
-
-/// Inverse of [`addr_words`].
-pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
-    if family == FAMILY_V4 {
-        IpAddr::from(words[0].to_ne_bytes())
-    } else {
-        let mut o = [0u8; 16];
-        for (i, w) in words.iter().enumerate() {
-            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        IpAddr::from(o)
-    }
-}
-
-/// The `SERVICES` key of a service.
-pub fn service_key(s: &Service) -> ServiceKey {
-    let (addr, family) = addr_words(s.vip);
-    ServiceKey {
-        addr,
-        port: s.port.to_be(),
-        proto: s.protocol.number(),
-        family,
-    }
-}
+// Re-exported until controller.rs, neigh.rs and trace/ import them from
+// lb-common; then this becomes `use lb_common::addr_words;`.
+pub use lb_common::{addr_words, words_addr};
 
 /// The config's own view of a backend, with no run-time changes.
 pub fn configured(b: &BackendConfig) -> Status {
@@ -125,7 +93,7 @@ pub fn plan(
 ) -> Plan {
     let m = cfg.limits.maglev_table_size;
     let globals = Globals {
-        snat_v4: cfg.snat.ipv4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
+        snat_v4: cfg.snat.ipv4.map_or(0, |a| v4_words(a.octets())[0]),
         snat_port_min: cfg.snat.ports.min,
         snat_port_max: cfg.snat.ports.max,
         hash_seed: cfg.hash_seed,
@@ -136,10 +104,7 @@ pub fn plan(
         } else {
             0
         },
-        snat_v6: cfg
-            .snat
-            .ipv6
-            .map_or([0; 4], |a| addr_words(IpAddr::V6(a)).0),
+        snat_v6: cfg.snat.ipv6.map_or([0; 4], |a| v6_words(a.octets())),
         udp_timeout: cfg.flow_timeouts.udp.as_secs() as u32,
         tcp_timeout: cfg.flow_timeouts.tcp.as_secs() as u32,
         tcp_closing_timeout: cfg.flow_timeouts.tcp_closing.as_secs() as u32,
@@ -177,7 +142,7 @@ pub fn plan(
             ServicePlan {
                 name: s.name.clone(),
                 id,
-                key: service_key(s),
+                key: ServiceKey::new(s.vip, s.port, s.protocol.number()),
                 mode: match s.mode {
                     Mode::Nat => MODE_NAT,
                     Mode::Dsr => MODE_DSR,
@@ -263,6 +228,8 @@ fn ring_for(backends: &[BackendPlan], m: u32, seed: u32) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     const CFG: &str = "interfaces: [eth0]\nsnat: { ipv4: 198.18.1.1 }\nlimits: { maglev_table_size: 1021 }\nservices:\n  - name: web\n    vip: 198.18.100.10\n    port: 80\n    backends:\n      - { address: 198.18.1.11, port: 80 }\n      - { address: 198.18.1.12, port: 80, state: drain }\n      - { address: 198.18.1.13, port: 80 }\n";

@@ -121,6 +121,8 @@ fn bpf_linker() -> Result<bool> {
         "bpf-linker",
         "--version",
         BPF_LINKER_VERSION,
+        // The versions in bpf-linker's own lockfile, not whatever resolves today.
+        "--locked",
         "--no-default-features",
         "--features",
         "llvm-22",
