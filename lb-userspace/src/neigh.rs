@@ -14,7 +14,7 @@ use lb_common::NeighEvent;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
-use crate::plan::words_addr;
+use lb_common::words_addr;
 
 /// UDP discard port: the datagram itself is meant to be ignored.
 const DISCARD_PORT: u16 = 9;

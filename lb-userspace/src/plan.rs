@@ -66,7 +66,7 @@ pub struct Status {
 
 // Re-exported until controller.rs, neigh.rs and trace/ import them from
 // lb-common; then this becomes `use lb_common::addr_words;`.
-pub use lb_common::{addr_words, words_addr};
+use lb_common::addr_words;
 
 /// The config's own view of a backend, with no run-time changes.
 pub fn configured(b: &BackendConfig) -> Status {

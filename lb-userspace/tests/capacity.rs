@@ -53,7 +53,7 @@ fn in_kernel(cfg: &Config, pins: &PinDir) -> Vec<(String, u8)> {
         .adopted()
         .services
         .iter()
-        .map(|(k, m)| (plan::words_addr(k.addr, k.family).to_string(), m.mode))
+        .map(|(k, m)| (lb_common::words_addr(k.addr, k.family).to_string(), m.mode))
         .collect();
     entries.sort();
     entries

@@ -257,7 +257,10 @@ async fn post_reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
     let reloaded = tokio::task::spawn_blocking(move || s.reload()).await;
     match reloaded {
         Ok(result) => json(result.map_err(IntoResponse::into_response)),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        ),
     }
 }
 

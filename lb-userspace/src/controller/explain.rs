@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use lb_common::{FlowKey, STATE_DRAIN, STATE_READY};
 
 use super::{ControlError, Controller, DataplaneOps, HealthSource};
-use crate::{api_types::Explanation, config::Protocol, plan};
+use crate::{api_types::Explanation, config::Protocol};
 
 impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
     pub fn explain(
@@ -21,8 +21,8 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
                 "src and dst must be of one address family".into(),
             ));
         }
-        let (s, family) = plan::addr_words(src.ip());
-        let (d, _) = plan::addr_words(dst.ip());
+        let (s, family) = lb_common::addr_words(src.ip());
+        let (d, _) = lb_common::addr_words(dst.ip());
         let key = FlowKey {
             src: s,
             dst: d,

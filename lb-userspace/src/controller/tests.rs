@@ -504,10 +504,10 @@ fn explain_follows_the_flow_table_then_the_ring() {
         .find(|b| b.id != owner)
         .unwrap()
         .clone();
-    let (s, family) = plan::addr_words(src.ip());
+    let (s, family) = lb_common::addr_words(src.ip());
     let key = FlowKey {
         src: s,
-        dst: plan::addr_words(dst.ip()).0,
+        dst: lb_common::addr_words(dst.ip()).0,
         sport: src.port().to_be(),
         dport: dst.port().to_be(),
         proto: Protocol::Tcp.number(),

@@ -258,7 +258,9 @@ impl Dataplane {
     fn forward_ipv6_if(&mut self, plan: &Plan) -> Result<()> {
         let ipv6 = plan.services.iter().any(|s| {
             s.key.family == lb_common::FAMILY_V6
-                || s.backends.iter().any(|b| b.entry.family == lb_common::FAMILY_V6)
+                || s.backends
+                    .iter()
+                    .any(|b| b.entry.family == lb_common::FAMILY_V6)
         });
         if ipv6 && !self.ipv6_forwarding {
             for iface in &self.attached {

@@ -10,15 +10,11 @@ use std::{
 
 use lb_common::{
     MODE_DSR, MODE_NAT, MODE_TUNNEL, NeighEvent, STAT_FIB_FAIL, STAT_NEIGH_MISS, STAT_NO_BACKEND,
-    STAT_SNAT_EXHAUSTED,
+    STAT_SNAT_EXHAUSTED, words_addr,
 };
 
 use super::{FibLookup, FibMode, NextHop, Record, Summary, summary};
-use crate::{
-    config::Config,
-    dataplane::Counters,
-    plan::{Plan, words_addr},
-};
+use crate::{config::Config, dataplane::Counters, plan::Plan};
 
 /// The drop counters, in the order they are reported: slot, name in the
 /// record, text.
