@@ -93,28 +93,33 @@ fn full_maps_take_every_change() {
     write(&mut dp, &cfg, &mut ids).expect("every service with its echo entry fits");
     assert_eq!(in_kernel(&cfg, &pins), expected(&vips));
 
-    // A VIP moves while the map is full.
-    let moved = [
-        "198.18.100.1",
-        "198.18.100.2",
-        "198.18.100.3",
-        "198.18.100.9",
+    let steps: [(&str, [&str; 4], [&str; 4]); 2] = [
+        (
+            "a VIP moved while the map is full",
+            names,
+            [
+                "198.18.100.1",
+                "198.18.100.2",
+                "198.18.100.3",
+                "198.18.100.9",
+            ],
+        ),
+        (
+            "a service replaced by another (new name, new VIP) while full",
+            ["a", "b", "c", "e"],
+            [
+                "198.18.100.1",
+                "198.18.100.2",
+                "198.18.100.3",
+                "198.18.100.5",
+            ],
+        ),
     ];
-    let cfg = config(&names, &moved);
-    write(&mut dp, &cfg, &mut ids).expect("a VIP change at capacity");
-    assert_eq!(in_kernel(&cfg, &pins), expected(&moved));
-
-    // A service is replaced by another (new name, new VIP) while full.
-    let renamed = ["a", "b", "c", "e"];
-    let replaced = [
-        "198.18.100.1",
-        "198.18.100.2",
-        "198.18.100.3",
-        "198.18.100.5",
-    ];
-    let cfg = config(&renamed, &replaced);
-    write(&mut dp, &cfg, &mut ids).expect("a service replaced at capacity");
-    assert_eq!(in_kernel(&cfg, &pins), expected(&replaced));
+    for (what, names, vips) in steps {
+        let cfg = config(&names, &vips);
+        write(&mut dp, &cfg, &mut ids).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(in_kernel(&cfg, &pins), expected(&vips), "{what}");
+    }
 
     dp.unpin_all().unwrap();
 }

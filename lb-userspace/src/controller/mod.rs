@@ -182,10 +182,19 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
 
     /// Re-plans from the current inputs and writes the differences.
     fn replan(&mut self) -> Result<(), DataplaneError> {
+        self.write(D::apply)
+    }
+
+    /// Plans from the current inputs, writes the plan with `how`, and on
+    /// success makes it the plan in force.
+    fn write(
+        &mut self,
+        how: impl FnOnce(&mut D, &Plan) -> Result<(), DataplaneError>,
+    ) -> Result<(), DataplaneError> {
         let plan = plan::plan(&self.inputs.config, &self.inputs.ids, |k, b| {
             self.status(k, b)
         });
-        self.dataplane.apply(&plan)?;
+        how(&mut self.dataplane, &plan)?;
         self.plan = Arc::new(plan);
         self.shared_plan.set(self.plan.clone());
         Ok(())
@@ -235,13 +244,7 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
     /// Writes the whole plan again, trusting nothing remembered of earlier
     /// writes: after a call was interrupted (a panic) half way.
     pub fn resync(&mut self) -> Result<(), ControlError> {
-        let plan = plan::plan(&self.inputs.config, &self.inputs.ids, |k, b| {
-            self.status(k, b)
-        });
-        self.dataplane.resync(&plan)?;
-        self.plan = Arc::new(plan);
-        self.shared_plan.set(self.plan.clone());
-        Ok(())
+        Ok(self.write(D::resync)?)
     }
 
     /// A health check changed a backend's state. Health is a fact, not a
