@@ -789,3 +789,33 @@ fn line_map_follows_paths() {
     assert_eq!(lines.find("w"), Some((5, 1)));
     assert_eq!(lines.find("x.y"), Some((3, 9)));
 }
+
+#[test]
+fn schema_messages_are_serdes_placed_by_serde_yaml() {
+    // A plain scalar that the tree types as a number, before the error
+    // and at it: the message is still serde's, for the right key.
+    assert_eq!(
+        parse(&base_with("name: web\n", "name: 2024\n    colour: blue\n"))
+            .unwrap_err()
+            .to_string(),
+        "services[0].colour: unknown field `colour`, expected one of `name`, `vip`, `port`, \
+         `protocol`, `mode`, `encap`, `icmp_echo`, `hash`, `health_check`, `backends` \
+         (line 5, column 5)"
+    );
+    assert_err(
+        &health("interval: 5"),
+        &[
+            "services[0].health_check.interval: invalid value: string \"5\"",
+            "(line 7, column 31)",
+        ],
+    );
+    assert_eq!(
+        parse("- eth0").unwrap_err().to_string(),
+        "(top level): invalid type: sequence, expected struct Config (line 1, column 1)"
+    );
+    // What serde cannot give back bare is serde_yaml's whole text.
+    let err = parse(&base_with("name: web\n", "name: ~\n    colour: blue\n")).unwrap_err();
+    assert!(matches!(err, ConfigError::Schema(_)), "{err:?}");
+    assert_eq!(err.line(), Some(5));
+    assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+}
