@@ -14,6 +14,7 @@ mod tests;
 mod validate;
 mod yaml_error;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -455,6 +456,16 @@ impl Config {
             e.with_line(&Lines::scan(text).unwrap_or_default())
         })?;
         Ok(config)
+    }
+
+    /// The services whose VIP answers ICMP echo requests, the first one of
+    /// each VIP: each VIP takes one more `SERVICES` entry (port 0, protocol
+    /// ICMP or ICMPv6), on top of one per service.
+    pub fn echo_services(&self) -> impl Iterator<Item = &Service> {
+        let mut seen = HashSet::new();
+        self.services
+            .iter()
+            .filter(move |s| s.icmp_echo && seen.insert(s.vip))
     }
 
     /// Reads and validates `path`; errors name the file.
