@@ -15,12 +15,10 @@ pub enum ConfigError {
         path: PathBuf,
         err: Box<ConfigError>,
     },
-    #[error("YAML syntax error: {message}{}", Loc(Some(*.line), Some(*.column)))]
-    Syntax {
-        message: String,
-        line: usize,
-        column: usize,
-    },
+    /// Not YAML (or YAML serde_yaml cannot read): libyaml's words, which
+    /// say where.
+    #[error("YAML syntax error: {0}")]
+    Syntax(serde_yaml::Error),
     /// Unknown key, wrong type, bad or conflicting value.
     #[error("{path}: {message}{}", Loc(*.line, *.column))]
     Invalid {
@@ -29,6 +27,11 @@ pub enum ConfigError {
         line: Option<usize>,
         column: Option<usize>,
     },
+    /// A schema error whose bare message serde could not give back (see
+    /// `yaml_error`): serde_yaml's own text, which names the key path and
+    /// the line.
+    #[error("{0}")]
+    Schema(serde_yaml::Error),
     #[error("{path}: {what} is not supported yet{}", Loc(*.line, None))]
     Unsupported {
         path: String,
@@ -56,7 +59,9 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => None,
             ConfigError::InFile { err, .. } => err.line(),
-            ConfigError::Syntax { line, .. } => Some(*line),
+            ConfigError::Syntax(error) | ConfigError::Schema(error) => {
+                error.location().map(|l| l.line())
+            }
             ConfigError::Invalid { line, .. } | ConfigError::Unsupported { line, .. } => *line,
         }
     }

@@ -1,50 +1,11 @@
 //! The line map: where each key path is in the YAML text, found with
-//! saphyr-parser since serde_yaml keeps no spans.
+//! saphyr-parser since serde_yaml keeps no spans. Semantic errors (found
+//! after deserializing) take their line from it, and a duplicate key its
+//! place.
 
 use std::collections::{HashMap, HashSet};
 
 use saphyr_parser::{Event, Parser, ScanError};
-
-use super::ConfigError;
-
-/// A serde error as "path: message (line, column)". serde_yaml's own text
-/// is "<its path>: <message> at line L column C"; keep only the message.
-pub(super) fn schema_error(
-    e: serde_path_to_error::Error<serde_yaml::Error>,
-    lines: &Lines,
-) -> ConfigError {
-    let mut path = e.path().to_string();
-    let inner = e.into_inner();
-    let mut message = inner.to_string();
-    let mut pos = inner.location().map(|l| (l.line(), l.column()));
-    if let Some((l, c)) = pos {
-        message = message.replacen(&format!(" at line {l} column {c}"), "", 1);
-    }
-    if let Some((head, rest)) = message.split_once(": ")
-        && !head.contains(' ')
-        && path.starts_with(head)
-    {
-        message = rest.to_string();
-    }
-    if message.starts_with("duplicate field")
-        && let Some((p, l, c)) = &lines.duplicate
-    {
-        // serde_yaml only knows the enclosing mapping.
-        (path, pos) = (p.clone(), Some((*l, *c)));
-    } else if let Some(&exact) = lines.keys.get(&path) {
-        // The key's own position beats the enclosing node's.
-        pos = Some(exact);
-    }
-    if path == "." {
-        path = "(top level)".into();
-    }
-    ConfigError::Invalid {
-        path,
-        message,
-        line: pos.map(|p| p.0),
-        column: pos.map(|p| p.1),
-    }
-}
 
 /// Position (line, column, both 1-based) of every key path in the first
 /// document, like `services[1].backends[0].port`, as serde_path_to_error
@@ -53,7 +14,16 @@ pub(super) fn schema_error(
 pub(super) struct Lines {
     keys: HashMap<String, (usize, usize)>,
     /// First key that appears twice in one mapping.
-    duplicate: Option<(String, usize, usize)>,
+    pub(super) duplicate: Option<Duplicate>,
+}
+
+/// A key seen twice in one mapping: its path, and where it is the second time.
+#[derive(Debug)]
+pub(super) struct Duplicate {
+    pub(super) path: String,
+    pub(super) key: String,
+    pub(super) line: usize,
+    pub(super) column: usize,
 }
 
 struct Frame {
@@ -116,7 +86,12 @@ impl Lines {
                             Event::Scalar(k, ..) => {
                                 let p = join(path, k);
                                 if !seen.insert(k.to_string()) && lines.duplicate.is_none() {
-                                    lines.duplicate = Some((p.clone(), pos.0, pos.1));
+                                    lines.duplicate = Some(Duplicate {
+                                        path: p.clone(),
+                                        key: k.to_string(),
+                                        line: pos.0,
+                                        column: pos.1,
+                                    });
                                 }
                                 lines.keys.entry(p).or_insert(pos);
                                 *key = Some(k.to_string());

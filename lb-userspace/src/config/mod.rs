@@ -2,29 +2,32 @@
 //! validation.
 //!
 //! Parsing is serde_yaml (+ serde_path_to_error for the key path of schema
-//! errors). serde_yaml keeps no spans, so a second pass with saphyr-parser
-//! maps every key path to its line: semantic errors (duplicates, ranges...)
-//! name their line too, and syntax errors get saphyr's precise message.
-//! A config is validated whole before anything is applied.
+//! errors, see `yaml_error`). serde_yaml keeps no spans, so when a semantic
+//! error (duplicates, ranges...) is found, a pass with saphyr-parser maps
+//! its key path to its line. A config is validated whole before anything
+//! is applied.
 
 mod error;
 mod lines;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod yaml_error;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 pub use error::ConfigError;
 pub use validate::{MAX_WEIGHT, check_host};
 
-use lines::{Lines, schema_error};
+use lines::Lines;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -149,8 +152,8 @@ pub struct Snat {
 }
 
 /// Inclusive port range, written `MIN-MAX` in YAML.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
 pub struct PortRange {
     pub min: u16,
     pub max: u16,
@@ -184,10 +187,21 @@ impl FromStr for PortRange {
     }
 }
 
-impl TryFrom<String> for PortRange {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Parsed in the visitor, so that serde_yaml places an error at
+        // the value (`try_from` would, at the enclosing mapping).
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = PortRange;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port range MIN-MAX")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<PortRange, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -434,26 +448,24 @@ pub enum BackendState {
 impl Config {
     /// Parses and validates a whole config.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let lines = Lines::scan(text);
         let de = serde_yaml::Deserializer::from_str(text);
-        let config: Config = match serde_path_to_error::deserialize(de) {
-            Ok(config) => config,
-            Err(e) => {
-                return Err(match lines {
-                    // saphyr's message and position are the precise ones.
-                    Err(e) => ConfigError::Syntax {
-                        message: e.info().to_string(),
-                        line: e.marker().line(),
-                        column: e.marker().col() + 1,
-                    },
-                    Ok(lines) => schema_error(e, &lines),
-                });
-            }
-        };
-        // serde_yaml accepted it: a saphyr failure only costs line numbers.
-        let lines = lines.unwrap_or_default();
-        config.validate().map_err(|e| e.with_line(&lines))?;
+        let config: Config =
+            serde_path_to_error::deserialize(de).map_err(|e| yaml_error::read_error(text, e))?;
+        config.validate().map_err(|e| {
+            // serde_yaml accepted the text: a saphyr failure only costs the line.
+            e.with_line(&Lines::scan(text).unwrap_or_default())
+        })?;
         Ok(config)
+    }
+
+    /// The services whose VIP answers ICMP echo requests, the first one of
+    /// each VIP: each VIP takes one more `SERVICES` entry (port 0, protocol
+    /// ICMP or ICMPv6), on top of one per service.
+    pub fn echo_services(&self) -> impl Iterator<Item = &Service> {
+        let mut seen = HashSet::new();
+        self.services
+            .iter()
+            .filter(move |s| s.icmp_echo && seen.insert(s.vip))
     }
 
     /// Reads and validates `path`; errors name the file.

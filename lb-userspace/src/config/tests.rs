@@ -127,71 +127,125 @@ fn values_parse() {
     assert_eq!(Config::from_yaml(&text).unwrap(), c);
 }
 
+/// Each config must be rejected with a message holding all its parts.
+#[track_caller]
+fn assert_errs(cases: &[(String, &[&str])]) {
+    for (text, parts) in cases {
+        assert_err(text, parts);
+    }
+}
+
+/// Each config must be accepted.
+#[track_caller]
+fn assert_ok(texts: &[String]) {
+    for text in texts {
+        if let Err(e) = parse(text) {
+            panic!("{e}\n{text}");
+        }
+    }
+}
+
 #[test]
 fn syntax_error_has_line_and_column() {
-    assert_err(
-        "interfaces: [eth0\nservices: []",
-        &["YAML syntax error", "line 2"],
-    );
-    assert_err(
-        "interfaces: [eth0]\nservices:\n  - name: a\n   port: 7\n",
-        &["YAML syntax error", "line 4"],
-    );
+    assert_errs(&[
+        (
+            "interfaces: [eth0\nservices: []".into(),
+            &["YAML syntax error", "line 2"],
+        ),
+        (
+            "interfaces: [eth0]\nservices:\n  - name: a\n   port: 7\n".into(),
+            &["YAML syntax error", "line 4"],
+        ),
+    ]);
 }
 
 #[test]
 fn unknown_key_names_path_and_line() {
-    assert_err(
-        &base_with("port: 80\n", "port: 80\n    colour: blue\n"),
-        &["services[0].colour", "unknown field `colour`", "line 7"],
-    );
-    assert_err(
-        &format!("{}\nsnats: {{}}", yaml(BASE)),
-        &["snats", "unknown field", "line 11"],
-    );
-    assert_err(
-        &base_with("port: 8080 }", "port: 8080, wieght: 5 }"),
-        &["services[0].backends[0].wieght", "line 8"],
-    );
+    assert_errs(&[
+        (
+            base_with("port: 80\n", "port: 80\n    colour: blue\n"),
+            &["services[0].colour", "unknown field `colour`", "line 7"],
+        ),
+        (
+            format!("{}\nsnats: {{}}", yaml(BASE)),
+            &["snats", "unknown field", "line 11"],
+        ),
+        (
+            base_with("port: 8080 }", "port: 8080, wieght: 5 }"),
+            &["services[0].backends[0].wieght", "line 8"],
+        ),
+    ]);
 }
 
 #[test]
 fn wrong_type_or_value_names_path_and_line() {
-    assert_err(
-        &base_with("port: 80", "port: eighty"),
-        &["services[0].port", "invalid type", "line 6"],
-    );
-    assert_err(
-        &base_with("port: 80", "port: 70000"),
-        &["services[0].port", "expected u16", "line 6"],
-    );
-    assert_err(
-        &base_with("198.18.100.10", "198.18.100"),
-        &["services[0].vip", "invalid IP address", "line 5"],
-    );
-    assert_err(
-        &base_with("port: 80", "port: 80\n    mode: magic"),
-        &["services[0].mode", "unknown variant `magic`", "line 7"],
-    );
-    assert_err(
-        &base_with("1.1 }", "1.1, ports: 2000 }"),
-        &["snat.ports", "invalid port range \"2000\"", "line 2"],
-    );
-    assert_err(
-        &base_with(
-            "snat: { ipv4: 198.18.1.1 }",
-            "snat:\n  ipv4: 198.18.1.1\n  ports: 30000..40000",
+    assert_errs(&[
+        (
+            base_with("port: 80", "port: eighty"),
+            &["services[0].port", "invalid type", "line 6"],
         ),
-        &["snat.ports", "expected MIN-MAX", "line 4"],
+        (
+            base_with("port: 80", "port: 70000"),
+            &["services[0].port", "expected u16", "line 6"],
+        ),
+        (
+            base_with("198.18.100.10", "198.18.100"),
+            &["services[0].vip", "invalid IP address", "line 5"],
+        ),
+        (
+            base_with("port: 80", "port: 80\n    mode: magic"),
+            &["services[0].mode", "unknown variant `magic`", "line 7"],
+        ),
+        (
+            base_with("1.1 }", "1.1, ports: 2000 }"),
+            &["snat.ports", "invalid port range \"2000\"", "line 2"],
+        ),
+        (
+            base_with(
+                "snat: { ipv4: 198.18.1.1 }",
+                "snat:\n  ipv4: 198.18.1.1\n  ports: 30000..40000",
+            ),
+            &["snat.ports", "expected MIN-MAX", "line 4"],
+        ),
+        (
+            base_with("name: web\n    ", ""),
+            &["services[0]", "missing field `name`", "line 4"],
+        ),
+        (
+            "interfaces: eth0".into(),
+            &["interfaces", "invalid type", "line 1"],
+        ),
+    ]);
+}
+
+#[test]
+fn schema_messages_are_serdes_placed_by_serde_yaml() {
+    // A plain scalar that the tree types as a number, before the error
+    // and at it: the message is still serde's, for the right key.
+    assert_eq!(
+        parse(&base_with("name: web\n", "name: 2024\n    colour: blue\n"))
+            .unwrap_err()
+            .to_string(),
+        "services[0].colour: unknown field `colour`, expected one of `name`, `vip`, `port`, \
+         `protocol`, `mode`, `encap`, `icmp_echo`, `hash`, `health_check`, `backends` \
+         (line 5, column 5)"
     );
     assert_err(
-        &base_with("name: web\n    ", ""),
-        &["services[0]", "missing field `name`", "line 4"],
+        &health("interval: 5"),
+        &[
+            "services[0].health_check.interval: invalid value: string \"5\"",
+            "(line 7, column 31)",
+        ],
     );
-    assert_err(
-        "interfaces: eth0",
-        &["interfaces", "invalid type", "line 1"],
+    assert_eq!(
+        parse("- eth0").unwrap_err().to_string(),
+        "(top level): invalid type: sequence, expected struct Config (line 1, column 1)"
     );
+    // What serde cannot give back bare is serde_yaml's whole text.
+    let err = parse(&base_with("name: web\n", "name: ~\n    colour: blue\n")).unwrap_err();
+    assert!(matches!(err, ConfigError::Schema(_)), "{err:?}");
+    assert_eq!(err.line(), Some(5));
+    assert!(err.to_string().contains("unknown field `colour`"), "{err}");
 }
 
 #[test]
@@ -204,62 +258,66 @@ fn duplicate_key_names_its_line() {
 
 #[test]
 fn interfaces_required_and_unique() {
-    assert_err(
-        &base_with("[eth0]", "[]"),
-        &["interfaces: at least one interface", "line 1"],
-    );
-    assert_err(
-        &base_with("interfaces: [eth0]\n", ""),
-        &["interfaces: at least one"],
-    );
-    assert_err(
-        &base_with("[eth0]", "[eth0, eth1, eth0]"),
-        &["interfaces[2]", "duplicate interface \"eth0\"", "line 1"],
-    );
-    assert_err(
-        &base_with("[eth0]", "[\"eth 0\"]"),
-        &["interfaces[0]", "invalid interface name"],
-    );
-    assert_err(
-        &base_with("[eth0]", "[averyveryverylongname]"),
-        &["interfaces[0]", "invalid interface name"],
-    );
+    assert_errs(&[
+        (
+            base_with("[eth0]", "[]"),
+            &["interfaces: at least one interface", "line 1"],
+        ),
+        (
+            base_with("interfaces: [eth0]\n", ""),
+            &["interfaces: at least one"],
+        ),
+        (
+            base_with("[eth0]", "[eth0, eth1, eth0]"),
+            &["interfaces[2]", "duplicate interface \"eth0\"", "line 1"],
+        ),
+        (
+            base_with("[eth0]", "[\"eth 0\"]"),
+            &["interfaces[0]", "invalid interface name"],
+        ),
+        (
+            base_with("[eth0]", "[averyveryverylongname]"),
+            &["interfaces[0]", "invalid interface name"],
+        ),
+    ]);
 }
 
+/// BASE with a second service, `second` (a flow mapping), on line 11.
 fn two_services(second: &str) -> String {
     format!("{}\n  - {second}", yaml(BASE))
 }
 
 #[test]
 fn service_names() {
-    assert_err(
-        &base_with("name: web", "name: \"\""),
-        &["services[0].name", "must not be empty", "line 4"],
-    );
-    assert_err(
-        &base_with("name: web", "name: web/api"),
-        &[
-            "services[0].name",
-            "invalid service name \"web/api\"",
-            "line 4",
-        ],
-    );
-    assert_err(
-        &base_with("name: web", "name: \"..\""),
-        &["services[0].name", "invalid service name"],
-    );
-    assert_err(
-        &two_services("{ name: web, vip: 198.18.100.11, port: 80, backends: [] }"),
-        &[
-            "services[1].name",
-            "duplicate service name \"web\" (also services[0])",
-            "line 11",
-        ],
-    );
-    parse(&two_services(
+    assert_errs(&[
+        (
+            base_with("name: web", "name: \"\""),
+            &["services[0].name", "must not be empty", "line 4"],
+        ),
+        (
+            base_with("name: web", "name: web/api"),
+            &[
+                "services[0].name",
+                "invalid service name \"web/api\"",
+                "line 4",
+            ],
+        ),
+        (
+            base_with("name: web", "name: \"..\""),
+            &["services[0].name", "invalid service name"],
+        ),
+        (
+            two_services("{ name: web, vip: 198.18.100.11, port: 80, backends: [] }"),
+            &[
+                "services[1].name",
+                "duplicate service name \"web\" (also services[0])",
+                "line 11",
+            ],
+        ),
+    ]);
+    assert_ok(&[two_services(
         "{ name: Web_2.a-b, vip: 198.18.100.11, port: 80, backends: [] }",
-    ))
-    .unwrap();
+    )]);
 }
 
 #[test]
@@ -273,51 +331,47 @@ fn duplicate_vip() {
         ],
     );
     // Another port or protocol on the same address is another service.
-    parse(&two_services(
-        "{ name: web2, vip: 198.18.100.10, port: 81, backends: [] }",
-    ))
-    .unwrap();
-    parse(&two_services(
-        "{ name: web2, vip: 198.18.100.10, port: 80, protocol: udp, backends: [] }",
-    ))
-    .unwrap();
+    assert_ok(&[
+        two_services("{ name: web2, vip: 198.18.100.10, port: 81, backends: [] }"),
+        two_services("{ name: web2, vip: 198.18.100.10, port: 80, protocol: udp, backends: [] }"),
+    ]);
 }
 
 #[test]
 fn backends() {
-    assert_err(
-        &base_with("198.18.1.12, port: 8080", "198.18.1.11, port: 8080"),
-        &[
-            "services[0].backends[1]: duplicate backend 198.18.1.11:8080 (also backends[0])",
-            "line 9",
-        ],
-    );
-    parse(&base_with(
-        "198.18.1.12, port: 8080",
-        "198.18.1.11, port: 8081",
-    ))
-    .unwrap();
-    assert_err(
-        &base_with("port: 8080 }", "port: 8080, weight: 65536 }"),
-        &["services[0].backends[0].weight", "65535", "line 8"],
-    );
-    parse(&base_with("port: 8080 }", "port: 8080, weight: 65535 }")).unwrap();
-    assert_err(
-        &base_with("port: 8080 }", "port: 0 }"),
-        &["services[0].backends[0].port", "1-65535", "line 8"],
-    );
-    assert_err(
-        &base_with("198.18.1.11", "0.0.0.0"),
-        &[
-            "services[0].backends[0].address",
-            "not a usable unicast",
-            "line 8",
-        ],
-    );
-    assert_err(
-        &base_with("198.18.100.10", "224.0.0.1"),
-        &["services[0].vip", "not a usable unicast", "line 5"],
-    );
+    assert_errs(&[
+        (
+            base_with("198.18.1.12, port: 8080", "198.18.1.11, port: 8080"),
+            &[
+                "services[0].backends[1]: duplicate backend 198.18.1.11:8080 (also backends[0])",
+                "line 9",
+            ],
+        ),
+        (
+            base_with("port: 8080 }", "port: 8080, weight: 65536 }"),
+            &["services[0].backends[0].weight", "65535", "line 8"],
+        ),
+        (
+            base_with("port: 8080 }", "port: 0 }"),
+            &["services[0].backends[0].port", "1-65535", "line 8"],
+        ),
+        (
+            base_with("198.18.1.11", "0.0.0.0"),
+            &[
+                "services[0].backends[0].address",
+                "not a usable unicast",
+                "line 8",
+            ],
+        ),
+        (
+            base_with("198.18.100.10", "224.0.0.1"),
+            &["services[0].vip", "not a usable unicast", "line 5"],
+        ),
+    ]);
+    assert_ok(&[
+        base_with("198.18.1.12, port: 8080", "198.18.1.11, port: 8081"),
+        base_with("port: 8080 }", "port: 8080, weight: 65535 }"),
+    ]);
 }
 
 #[test]
@@ -328,11 +382,13 @@ fn snat_ports() {
             &format!("{{ ipv4: 198.18.1.1, ports: {ports} }}"),
         )
     };
-    assert_err(
-        &snat("30000-20000"),
-        &["snat.ports", "min is greater than max", "line 2"],
-    );
-    assert_err(&snat("1000-2000"), &["snat.ports", "below 1024", "line 2"]);
+    assert_errs(&[
+        (
+            snat("30000-20000"),
+            &["snat.ports", "min is greater than max", "line 2"],
+        ),
+        (snat("1000-2000"), &["snat.ports", "below 1024", "line 2"]),
+    ]);
     assert_eq!(
         parse(&snat("1024-1024")).unwrap().snat.ports,
         PortRange {
@@ -344,67 +400,133 @@ fn snat_ports() {
 
 #[test]
 fn snat_ipv4_required_for_nat_over_ipv4() {
-    assert_err(
-        &base_with("snat: { ipv4: 198.18.1.1 }\n", ""),
-        &["snat.ipv4: required", "service \"web\" uses mode nat"],
-    );
-    assert_err(
-        &base_with("snat: { ipv4: 198.18.1.1 }", "snat: { ports: 20000-20100 }"),
-        &["snat.ipv4: required", "line 2"],
-    );
-    assert_err(
-        &base_with("ipv4: 198.18.1.1", "ipv4: 198.18.100.10"),
-        &["snat.ipv4", "also the VIP of service \"web\""],
-    );
+    assert_errs(&[
+        (
+            base_with("snat: { ipv4: 198.18.1.1 }\n", ""),
+            &["snat.ipv4: required", "service \"web\" uses mode nat"],
+        ),
+        (
+            base_with("snat: { ipv4: 198.18.1.1 }", "snat: { ports: 20000-20100 }"),
+            &["snat.ipv4: required", "line 2"],
+        ),
+        (
+            base_with("ipv4: 198.18.1.1", "ipv4: 198.18.100.10"),
+            &["snat.ipv4", "also the VIP of service \"web\""],
+        ),
+    ]);
     // No service: no snat needed.
-    parse("interfaces: [eth0]").unwrap();
+    assert_ok(&["interfaces: [eth0]".into()]);
 }
 
-fn limits(text: &str) -> String {
-    format!("{}\nlimits: {{ {text} }}", yaml(BASE))
+/// `text` with `limits: { LIMITS }` on line 11.
+fn with_limits(text: &str, limits: &str) -> String {
+    format!("{}\nlimits: {{ {limits} }}", yaml(text))
 }
 
 #[test]
 fn limit_checks() {
-    assert_err(
-        &limits("maglev_table_size: 65536"),
-        &["limits.maglev_table_size", "not prime", "line 11"],
-    );
-    assert_err(
-        &limits("maglev_table_size: 1000033"),
-        &[
-            "limits.maglev_table_size",
-            "larger than the maximum 1000003",
-        ],
-    );
-    assert_err(
-        &limits("maglev_table_size: 19"),
-        &[
-            "limits.maglev_table_size",
-            "too small for service \"web\" with 2 backends",
-        ],
-    );
-    parse(&limits("maglev_table_size: 23")).unwrap();
-    assert_err(
-        &limits("flow_table_size: 0"),
-        &["limits.flow_table_size", "at least 1"],
-    );
-    assert_err(
-        &limits("max_backends: 1"),
-        &["limits.max_backends", "2 backends configured", "line 11"],
-    );
-    assert_err(
-        &two_services("{ name: b, vip: 198.18.100.11, port: 80, backends: [] }").replacen(
-            "interfaces",
-            "limits: { max_services: 1 }\ninterfaces",
-            1,
+    let limits = |l: &str| with_limits(BASE, l);
+    assert_errs(&[
+        (
+            limits("maglev_table_size: 65536"),
+            &["limits.maglev_table_size", "not prime", "line 11"],
         ),
-        &["limits.max_services", "2 services configured", "line 1"],
+        (
+            limits("maglev_table_size: 1000033"),
+            &[
+                "limits.maglev_table_size",
+                "larger than the maximum 1000003",
+            ],
+        ),
+        (
+            limits("maglev_table_size: 19"),
+            &[
+                "limits.maglev_table_size",
+                "too small for service \"web\" with 2 backends",
+            ],
+        ),
+        (
+            limits("flow_table_size: 0"),
+            &["limits.flow_table_size", "at least 1"],
+        ),
+        (
+            limits("max_services: 65536, maglev_table_size: 65537"),
+            &["limits:", "exceed the 2^32"],
+        ),
+    ]);
+    assert_ok(&[limits("maglev_table_size: 23")]);
+}
+
+/// Two services on two VIPs, the first answering echo requests on its VIP.
+const ECHO: &str = "
+        interfaces: [eth0]
+        snat: { ipv4: 198.18.1.1 }
+        services:
+          - { name: a, vip: 198.18.100.10, port: 80, icmp_echo: true, backends: [] }
+          - { name: b, vip: 198.18.100.11, port: 80, backends: [] }
+    ";
+
+#[test]
+fn max_services_counts_the_services_map_entries() {
+    // One entry per service, plus one per VIP answering echo requests.
+    let both = ECHO.replace("80, backends", "80, icmp_echo: true, backends");
+    // Two services on one VIP: one echo entry.
+    let same_vip = both.replace("198.18.100.11, port: 80", "198.18.100.10, port: 81");
+    assert_ok(&[
+        with_limits(BASE, "max_services: 1"),
+        with_limits(ECHO, "max_services: 3"),
+        with_limits(&both, "max_services: 4"),
+        with_limits(&same_vip, "max_services: 3"),
+    ]);
+    assert_errs(&[
+        (
+            two_services("{ name: b, vip: 198.18.100.11, port: 80, backends: [] }").replacen(
+                "interfaces",
+                "limits: { max_services: 1 }\ninterfaces",
+                1,
+            ),
+            &["limits.max_services", "2 services configured", "line 1"],
+        ),
+        (
+            with_limits(ECHO, "max_services: 2"),
+            &[
+                "limits.max_services: 2 services configured, plus one entry per VIP answering \
+                 icmp_echo (1): 3 entries, above max_services 2",
+                "line 7",
+            ],
+        ),
+        (
+            with_limits(&both, "max_services: 3"),
+            &["(2): 4 entries, above max_services 3"],
+        ),
+        (
+            with_limits(&same_vip, "max_services: 2"),
+            &["(1): 3 entries, above max_services 2"],
+        ),
+    ]);
+}
+
+#[test]
+fn max_backends_counts_the_backends_map_entries() {
+    // One per backend of each service: the same address in two services
+    // is two entries.
+    let shared = two_services(
+        "{ name: b, vip: 198.18.100.11, port: 80, backends: [{ address: 198.18.1.11, port: 8080 }] }",
     );
-    assert_err(
-        &limits("max_services: 65536, maglev_table_size: 65537"),
-        &["limits:", "exceed the 2^32"],
-    );
+    assert_ok(&[
+        with_limits(BASE, "max_backends: 2"),
+        with_limits(&shared, "max_backends: 3"),
+    ]);
+    assert_errs(&[
+        (
+            with_limits(BASE, "max_backends: 1"),
+            &["limits.max_backends", "2 backends configured", "line 11"],
+        ),
+        (
+            with_limits(&shared, "max_backends: 2"),
+            &["limits.max_backends: 3 backends configured in all, above max_backends 2"],
+        ),
+    ]);
 }
 
 #[test]
@@ -586,27 +708,41 @@ fn health_check_parses() {
 
 #[test]
 fn health_check_schema_errors() {
-    assert_err(
-        &health("type: icmp"),
-        &[
-            "services[0].health_check.type",
-            "unknown variant `icmp`",
-            "line 7",
-        ],
-    );
-    assert_err(
-        &health("type: tcp, colour: red"),
-        &["services[0].health_check.colour", "unknown field", "line 7"],
-    );
-    assert_err(
-        &health("interval: soon"),
-        &["services[0].health_check.interval", "line 7"],
-    );
+    assert_errs(&[
+        (
+            health("type: icmp"),
+            &[
+                "services[0].health_check.type",
+                "unknown variant `icmp`",
+                "line 7",
+            ],
+        ),
+        (
+            health("type: tcp, colour: red"),
+            &["services[0].health_check.colour", "unknown field", "line 7"],
+        ),
+        (
+            health("interval: soon"),
+            &["services[0].health_check.interval", "line 7"],
+        ),
+    ]);
+}
+
+/// Each `(FIELDS, KEY, MESSAGE)`: `health(FIELDS)` is rejected with
+/// "services[0].health_check.KEY: MESSAGE", on line 7.
+#[track_caller]
+fn assert_health_errs(cases: &[(&str, &str, &str)]) {
+    for (fields, key, msg) in cases {
+        assert_err(
+            &health(fields),
+            &[&format!("services[0].health_check.{key}: {msg}"), "line 7"],
+        );
+    }
 }
 
 #[test]
 fn health_check_keys_need_their_type() {
-    for (fields, key, msg) in [
+    assert_health_errs(&[
         (
             "path: /",
             "path",
@@ -632,17 +768,14 @@ fn health_check_keys_need_their_type() {
             "expect",
             "only valid with type udp, not with type tcp",
         ),
-    ] {
-        assert_err(
-            &health(fields),
-            &[&format!("services[0].health_check.{key}: {msg}"), "line 7"],
-        );
-    }
+    ]);
 }
 
 #[test]
 fn health_check_values() {
-    for (fields, key, msg) in [
+    let body = "x".repeat(HealthCheck::MAX_HTTP_BODY + 1);
+    let datagram = "x".repeat(HealthCheck::MAX_UDP_PAYLOAD + 1);
+    assert_health_errs(&[
         (
             "type: http, path: healthz",
             "path",
@@ -663,6 +796,16 @@ fn health_check_values() {
             "expect_status",
             "HTTP status 600 is not in 100-599",
         ),
+        (
+            &format!("type: http, expect_body: {body}"),
+            "expect_body",
+            "65537 bytes, longer than the 65536 bytes of the body that are searched",
+        ),
+        (
+            &format!("type: udp, send: {datagram}"),
+            "send",
+            "65508 bytes, larger than a UDP datagram (65507 bytes)",
+        ),
         ("port: 0", "port", "check port must be 1-65535"),
         (
             "interval: 9ms, timeout: 1ms",
@@ -677,32 +820,13 @@ fn health_check_values() {
         ),
         ("rise: 0", "rise", "must be at least 1"),
         ("fall: 0", "fall", "must be at least 1"),
-    ] {
-        assert_err(
-            &health(fields),
-            &[&format!("services[0].health_check.{key}: {msg}"), "line 7"],
-        );
-    }
-    let long = "x".repeat(HealthCheck::MAX_HTTP_BODY + 1);
-    assert_err(
-        &health(&format!("type: http, expect_body: {long}")),
-        &[
-            "services[0].health_check.expect_body",
-            "longer than the 65536 bytes",
-        ],
-    );
-    let long = "x".repeat(HealthCheck::MAX_UDP_PAYLOAD + 1);
-    assert_err(
-        &health(&format!("type: udp, send: {long}")),
-        &[
-            "services[0].health_check.send",
-            "larger than a UDP datagram",
-        ],
-    );
+    ]);
     // The limits themselves are fine.
-    parse(&health("type: http, expect_status: 100, path: /")).unwrap();
-    parse(&health("type: http, expect_status: 599, port: 65535")).unwrap();
-    parse(&health("interval: 10ms, timeout: 10ms, rise: 1, fall: 1")).unwrap();
+    assert_ok(&[
+        health("type: http, expect_status: 100, path: /"),
+        health("type: http, expect_status: 599, port: 65535"),
+        health("interval: 10ms, timeout: 10ms, rise: 1, fall: 1"),
+    ]);
 }
 
 #[test]

@@ -1,0 +1,59 @@
+//! `services`: names, VIPs, encapsulation, and each service's health
+//! check and backends.
+
+use std::collections::HashMap;
+
+use super::{backends, check_unicast, health_check};
+use crate::config::error::invalid;
+use crate::config::{ConfigError, Encap, Mode, Service};
+
+pub(super) fn check(services: &[Service]) -> Result<(), ConfigError> {
+    // (vip, port, protocol) -> index of the service that owns it.
+    let mut vips = HashMap::new();
+    let mut names = HashMap::new();
+    for (i, s) in services.iter().enumerate() {
+        let at = |key: &str| format!("services[{i}].{key}");
+        check_name(&at("name"), &s.name)?;
+        if let Some(j) = names.insert(s.name.as_str(), i) {
+            return Err(invalid(
+                at("name"),
+                format!("duplicate service name {:?} (also services[{j}])", s.name),
+            ));
+        }
+        if s.encap != Encap::Ipip && s.mode != Mode::Tunnel {
+            return Err(invalid(at("encap"), "only for mode tunnel"));
+        }
+        if let Some(hc) = &s.health_check {
+            health_check::check(&at("health_check"), hc)?;
+        }
+        check_unicast(&at("vip"), s.vip)?;
+        if let Some(j) = vips.insert((s.vip, s.port, s.protocol), i) {
+            return Err(invalid(
+                at("vip"),
+                format!(
+                    "{}:{}/{} is already used by service {:?} (services[{j}])",
+                    s.vip, s.port, s.protocol, services[j].name
+                ),
+            ));
+        }
+        backends::check(&format!("services[{i}]"), s)?;
+    }
+    Ok(())
+}
+
+/// A service name is a metrics label value and a URL path segment.
+fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(invalid(path, "service name must not be empty"));
+    }
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b"_.-".contains(&b);
+    if !name.bytes().all(ok) || name == "." || name == ".." {
+        return Err(invalid(
+            path,
+            format!(
+                "invalid service name {name:?}: use letters, digits, '_', '.' and '-' (it is a metrics label and a URL segment)"
+            ),
+        ));
+    }
+    Ok(())
+}
