@@ -162,26 +162,22 @@ pub fn plan(
         })
         .collect();
     let services: Vec<ServicePlan> = services;
-    let mut echo: Vec<(ServiceKey, ServiceMeta)> = Vec::new();
-    for (s, p) in cfg.services.iter().zip(&services) {
-        let key = ServiceKey {
-            port: 0,
-            proto: if s.vip.is_ipv4() {
+    let echo = cfg
+        .echo_services()
+        .map(|s| {
+            let proto = if s.vip.is_ipv4() {
                 PROTO_ICMP
             } else {
                 PROTO_ICMPV6
-            },
-            ..p.key
-        };
-        if s.icmp_echo && !echo.iter().any(|(k, _)| *k == key) {
+            };
             let meta = ServiceMeta {
-                id: p.id,
+                id: ids.service(&s.name),
                 mode: MODE_ECHO,
                 ..ServiceMeta::default()
             };
-            echo.push((key, meta));
-        }
-    }
+            (ServiceKey::new(s.vip, 0, proto), meta)
+        })
+        .collect();
     Plan {
         globals,
         services,

@@ -459,8 +459,8 @@ impl Config {
     }
 
     /// The services whose VIP answers ICMP echo requests, the first one of
-    /// each VIP: each VIP takes one more `SERVICES` entry (port 0, protocol
-    /// ICMP or ICMPv6), on top of one per service.
+    /// each VIP: each such VIP has one more `SERVICES` entry (port 0,
+    /// protocol ICMP or ICMPv6) beside its services' (`plan::plan`).
     pub fn echo_services(&self) -> impl Iterator<Item = &Service> {
         let mut seen = HashSet::new();
         self.services

@@ -50,26 +50,18 @@ pub(super) fn check_sizes(limits: &Limits) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The config against the sizes: what `SERVICES` and `BACKENDS` will hold
-/// (see `plan::plan`), and a ring large enough for the largest service.
+/// The config against the sizes: the services and backends that index the
+/// maps (see `plan::plan`), and a ring large enough for the largest service.
 pub(super) fn check_capacity(config: &Config) -> Result<(), ConfigError> {
     let limits = &config.limits;
-    // One entry per service, plus one per VIP that answers echo requests.
+    // One entry per service (SERVICES has as many more for the echo
+    // entries of VIPs with icmp_echo: at most one per service).
     let services = config.services.len();
-    let echo = config.echo_services().count();
-    if (services + echo) as u64 > limits.max_services as u64 {
-        let needed = if echo == 0 {
-            String::new()
-        } else {
-            format!(
-                ", plus one entry per VIP answering icmp_echo ({echo}): {} entries",
-                services + echo
-            )
-        };
+    if services as u64 > limits.max_services as u64 {
         return Err(invalid(
             "limits.max_services",
             format!(
-                "{services} services configured{needed}, above max_services {}",
+                "{services} services configured, above max_services {}",
                 limits.max_services
             ),
         ));

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use crate::config::error::invalid;
 use crate::config::{Config, ConfigError, Mode};
+use crate::token::{TokenError, read_token_file};
 
 pub use backends::MAX_WEIGHT;
 #[cfg(test)]
@@ -36,16 +37,10 @@ impl Config {
 /// file, and the kernel's ephemeral ports against the snat range.
 pub fn check_host(config: &Config) -> Result<(), ConfigError> {
     if let Some(path) = &config.admin.token_file {
-        let token = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
-            path: path.clone(),
-            err,
+        read_token_file(path).map_err(|e| match e {
+            TokenError::Read { path, source } => ConfigError::Read { path, err: source },
+            other => invalid("admin.token_file", other.to_string()),
         })?;
-        if token.trim().is_empty() {
-            return Err(invalid(
-                "admin.token_file",
-                format!("{} is empty", path.display()),
-            ));
-        }
     }
     if !config.services.iter().any(|s| s.mode == Mode::Nat) {
         return Ok(());
