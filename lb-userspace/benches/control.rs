@@ -14,11 +14,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use lb_testbed::{Daemon, netns, tcp_connect};
 use serde_json::json;
-use xdplb::{
-    maglev::{MaglevBackend, build_table},
-    testbed::{Daemon, netns, tcp_connect},
-};
+use xdplb::maglev::{MaglevBackend, build_table};
 
 const ADMIN: &str = "127.0.0.1:9100";
 

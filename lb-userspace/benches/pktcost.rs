@@ -26,12 +26,12 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, Xdp},
 };
+use lb_testbed::{fib_net::FibNet, netns};
 use serde_json::json;
 use xdplb::{
     config::Config,
     dataplane::{BASELINES, Dataplane},
     plan,
-    testbed::{fib_net::FibNet, netns},
 };
 
 use frames::{Family, reply_to, tcp};

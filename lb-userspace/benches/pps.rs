@@ -25,11 +25,9 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
+use lb_testbed::{Daemon, netns};
 use serde_json::json;
-use xdplb::{
-    dataplane::BASELINES,
-    testbed::{Daemon, netns},
-};
+use xdplb::dataplane::BASELINES;
 
 use pps_net::{BACKENDS, PpsNet, VIP};
 

@@ -12,8 +12,8 @@ mod procs;
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context, Result, bail};
+use lb_testbed::{Daemon, Topology, backend_addr, netns};
 use serde_json::json;
-use xdplb::testbed::{Daemon, Topology, backend_addr, netns};
 
 use procs::{Proc, Tools};
 

@@ -12,13 +12,9 @@ mod frames;
 use std::{fmt::Write as _, net::IpAddr};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+use lb_testbed::{fib_net::FibNet, netns};
 use serde_json::json;
-use xdplb::{
-    config::Config,
-    dataplane::Dataplane,
-    plan,
-    testbed::{fib_net::FibNet, netns},
-};
+use xdplb::{config::Config, dataplane::Dataplane, plan};
 
 use frames::{Family, tcp};
 

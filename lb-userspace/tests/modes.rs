@@ -10,15 +10,11 @@ use std::{
     time::Duration,
 };
 
-use xdplb::{
-    backend_setup,
-    config::XdpModeSetting,
-    decap,
-    testbed::{
-        Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, backend_addr6, http_get,
-        http_request, is_pattern, netns, udp_request, wait_until,
-    },
+use lb_testbed::{
+    Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, backend_addr6, http_get,
+    http_request, is_pattern, netns, udp_request, wait_until,
 };
+use xdplb::{backend_setup, config::XdpModeSetting, decap};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const N: usize = 3;
@@ -305,20 +301,17 @@ fn dsr_replies_do_not_come_back_through_the_balancer() {
     let before = bed.daemon.metrics().unwrap();
     bed.spread("198.18.100.20:80", 20);
     let after = bed.daemon.metrics().unwrap();
-    let count = |m: &str| {
-        xdplb::testbed::metric_sum(m, "xdplb_service_packets_total", &[("service", "dsr4")])
-    };
-    let nat_like = |m: &str| {
-        xdplb::testbed::metric_sum(m, "xdplb_service_packets_total", &[("service", "web6")])
-    };
+    let count =
+        |m: &str| lb_testbed::metric_sum(m, "xdplb_service_packets_total", &[("service", "dsr4")]);
+    let nat_like =
+        |m: &str| lb_testbed::metric_sum(m, "xdplb_service_packets_total", &[("service", "web6")]);
     // Only the client's packets cross the program for dsr (each connection:
     // SYN, ACK, request, FIN, ACK and such); the backends answer the client
     // without being translated back.
     let packets = count(&after) - count(&before);
     assert!(packets >= 60.0, "{packets}");
     assert_eq!(nat_like(&after), nat_like(&before));
-    let flows =
-        xdplb::testbed::metric_sum(&after, "xdplb_backend_flows_total", &[("service", "dsr4")]);
+    let flows = lb_testbed::metric_sum(&after, "xdplb_backend_flows_total", &[("service", "dsr4")]);
     assert!(flows >= 21.0, "{flows}");
 }
 
@@ -356,7 +349,7 @@ fn explain_predicts_the_backend_the_program_picks() {
         .unwrap()
     };
     for port in [45001u16, 45002, 45003, 45004, 45005] {
-        let src = SocketAddr::new(xdplb::testbed::topology::CLIENT_ADDR6.into(), port);
+        let src = SocketAddr::new(lb_testbed::topology::CLIENT_ADDR6.into(), port);
         let before = explain(src);
         assert!(!before.existing_flow, "{before:?}");
         let predicted = before.backend.expect("a backend");

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use xdplb::testbed::{
+use lb_testbed::{
     Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, http_get, http_request, is_pattern,
     metric_sum, udp_request, udp_request_from,
 };
@@ -269,7 +269,7 @@ fn daemon_detaches_on_sigterm() {
     let bed = bed();
     warm_up(&bed);
     let Bed { topo, daemon, .. } = bed;
-    let links = || xdplb::testbed::netns::ip(&["-n", &topo.lb_ns(), "link", "show"]).unwrap();
+    let links = || lb_testbed::netns::ip(&["-n", &topo.lb_ns(), "link", "show"]).unwrap();
     assert_eq!(
         links().matches("prog/xdp").count(),
         2,
@@ -290,7 +290,7 @@ fn unknown_next_hops_are_resolved_by_the_daemon() {
     // and back to the client meet unknown MACs.
     let lb = bed.topo.lb_ns();
     for dev in ["lbc", "lbb"] {
-        xdplb::testbed::netns::ip(&["-n", &lb, "neigh", "flush", "dev", dev]).unwrap();
+        lb_testbed::netns::ip(&["-n", &lb, "neigh", "flush", "dev", dev]).unwrap();
     }
     let before = bed.daemon.metrics().unwrap();
     let neigh_miss = |m: &str| {
@@ -312,7 +312,7 @@ fn unknown_next_hops_are_resolved_by_the_daemon() {
         neigh_miss(&after) > neigh_miss(&before),
         "the flush should have caused at least one miss"
     );
-    let neigh = xdplb::testbed::netns::ip(&["-n", &lb, "neigh", "show"]).unwrap();
+    let neigh = lb_testbed::netns::ip(&["-n", &lb, "neigh", "show"]).unwrap();
     assert!(
         neigh.contains("198.18.0.2"),
         "client resolved again:\n{neigh}"

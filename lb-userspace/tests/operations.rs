@@ -10,13 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_testbed::{
+    Daemon, HttpServer, Load, Outcomes, Stream, Topology, backend_addr, metric_sum, netns,
+    wait_until,
+};
 use xdplb::{
     api_types::{BackendState, Effective, Health},
     client::Client,
-    testbed::{
-        Daemon, HttpServer, Load, Outcomes, Stream, Topology, backend_addr, metric_sum, netns,
-        wait_until,
-    },
 };
 
 const VIP: &str = "198.18.100.10:80";
@@ -112,7 +112,7 @@ impl Bed {
     /// Every backend answers through the VIP (ARP done, checks passing).
     fn warm_up(&self) {
         let ok = wait_until(Duration::from_secs(10), || {
-            xdplb::testbed::http_get(&self.client_ns(), vip(), "/", Duration::from_secs(2)).is_ok()
+            lb_testbed::http_get(&self.client_ns(), vip(), "/", Duration::from_secs(2)).is_ok()
         });
         assert!(ok, "no answer through the VIP:\n{}", self.daemon.log());
     }
@@ -459,7 +459,7 @@ fn weight_zero_takes_no_new_connections_and_weights_split_traffic() {
     let mut canary = 0;
     for _ in 0..200 {
         let (_, body) =
-            xdplb::testbed::http_get(&bed.client_ns(), vip(), "/", Duration::from_secs(2)).unwrap();
+            lb_testbed::http_get(&bed.client_ns(), vip(), "/", Duration::from_secs(2)).unwrap();
         canary += usize::from(body.trim() == name(2));
     }
     println!("canary share with weights 300:100: {canary} of 200");

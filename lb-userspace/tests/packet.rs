@@ -20,15 +20,11 @@ use etherparse::{
     TransportSlice,
 };
 use lb_common::{NeighEvent, STAT_FIB_CACHED, STAT_NEIGH_MISS};
-use xdplb::{
-    config::Config,
-    dataplane::Dataplane,
-    plan,
-    testbed::{
-        fib_net::{CLIENT, CLIENT_MAC, CLIENT6, FibNet, LBB_MAC, LBC_MAC, backend_mac, backend6},
-        netns,
-    },
+use lb_testbed::{
+    fib_net::{CLIENT, CLIENT_MAC, CLIENT6, FibNet, LBB_MAC, LBC_MAC, backend_mac, backend6},
+    netns,
 };
+use xdplb::{config::Config, dataplane::Dataplane, plan};
 
 const PASS: u32 = 2;
 const DROP: u32 = 1;

@@ -18,6 +18,10 @@ use etherparse::{
     IpHeaders, IpNumber, Ipv4Header, Ipv4Options, NetSlice, PacketBuilder, SlicedPacket,
     TransportSlice,
 };
+use lb_testbed::{
+    fib_net::{CLIENT, CLIENT_MAC, CLIENT6, FibNet, LBB_MAC, LBC_MAC, backend_mac, backend6},
+    netns,
+};
 use pcap_file::{
     DataLink, Endianness, TsResolution,
     pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter},
@@ -29,10 +33,6 @@ use pcap_file::{
     },
 };
 use serde_json::{Value, json};
-use xdplb::testbed::{
-    fib_net::{CLIENT, CLIENT_MAC, CLIENT6, FibNet, LBB_MAC, LBC_MAC, backend_mac, backend6},
-    netns,
-};
 
 const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const WEB_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);

@@ -10,8 +10,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use lb_testbed::netns;
 use nix::{sched::CpuSet, unistd::Pid};
-use xdplb::testbed::netns;
 
 /// `-- --quick`: every piece briefly (a smoke run of the harness).
 pub fn quick() -> bool {

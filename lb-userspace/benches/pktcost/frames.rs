@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use xdplb::testbed::fib_net::{CLIENT, CLIENT_MAC, CLIENT6, LBB_MAC, LBC_MAC, backend_mac};
+use lb_testbed::fib_net::{CLIENT, CLIENT_MAC, CLIENT6, LBB_MAC, LBC_MAC, backend_mac};
 
 #[derive(Clone, Copy, PartialEq)]
 pub enum Family {

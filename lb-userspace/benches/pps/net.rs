@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result, bail};
 use aya::{Ebpf, programs::Xdp};
 use etherparse::PacketBuilder;
-use xdplb::testbed::netns;
+use lb_testbed::netns;
 
 use super::Variant;
 use crate::common;

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::netns::run_in;
+use crate::netns::run_in;
 
 /// A TCP connection opened from namespace `ns`.
 pub fn tcp_connect(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {

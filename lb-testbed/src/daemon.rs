@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::clients::http_get;
-use crate::config::Config;
+use crate::clients::http_get;
+use xdplb::config::Config;
 
 /// A running daemon; stopped with SIGTERM (then SIGKILL) on drop, its config
 /// and log files removed.

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Result;
 
-use super::netns;
+use crate::netns;
 
 pub const LBC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const LBB_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];

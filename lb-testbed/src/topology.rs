@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 
-use super::netns::{self, find_program, ip, run};
+use crate::netns::{self, find_program, ip, run};
 
 /// Client address (on `cli0`).
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -38,7 +38,7 @@ pub const BACKEND_IF: &str = "eth0";
 
 /// IPv6 address of backend `i` (1-based): 2001:db8:1::(10+i), same digits.
 pub fn backend_addr6(i: usize) -> Ipv6Addr {
-    super::fib_net::backend6(backend_addr(i).octets()[3])
+    crate::fib_net::backend6(backend_addr(i).octets()[3])
 }
 
 /// Address of backend `i` (1-based): 198.18.1.(10+i).

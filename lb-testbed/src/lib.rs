@@ -1,6 +1,9 @@
-//! Test bed: the reference namespace topology (design.md section 6), real
-//! test servers and clients. Used by the integration tests and by
-//! `cargo xtask demo`. Needs root, iproute2 and ethtool.
+//! The test bed of xdplb (dev only, never published): the reference
+//! namespace topology (design.md section 6), real test servers and clients,
+//! the daemon run as a process. Used by lb-userspace's integration tests,
+//! its benches and the demo behind `cargo xtask demo` (all dev-dependency
+//! users: this crate depends on the `xdplb` library, not the reverse).
+//! Needs root, iproute2 and ethtool.
 
 pub mod clients;
 pub mod daemon;
