@@ -18,6 +18,14 @@ pub fn tcp_connect(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<TcpS
     })
 }
 
+/// Waits until `GET /` on `addr` from `ns` answers (the first connection
+/// through a VIP may wait for the daemon to resolve neighbours).
+pub fn wait_answering(ns: &str, addr: SocketAddr, timeout: Duration) -> bool {
+    crate::servers::wait_until(timeout, || {
+        http_get(ns, addr, "/", Duration::from_secs(2)).is_ok()
+    })
+}
+
 /// An HTTP response read by [`http_request`].
 #[derive(Debug, Clone)]
 pub struct HttpResponse {

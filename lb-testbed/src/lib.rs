@@ -8,15 +8,31 @@
 pub mod clients;
 pub mod daemon;
 pub mod fib_net;
+pub mod fixtures;
+pub mod frames;
+pub mod inspect;
 pub mod load;
 pub mod netns;
 pub mod servers;
+pub mod test_run;
 pub mod topology;
 
 pub use clients::{
     HttpResponse, http_get, http_request, tcp_connect, udp_request, udp_request_from,
+    wait_answering,
 };
-pub use daemon::{Daemon, Sample, metric_sum, parse_metrics};
+pub use daemon::{ADMIN, Daemon, Sample, metric_sum, parse_metrics};
 pub use load::{Load, Outcome, Outcomes, Stream};
 pub use servers::{HttpServer, UdpEchoServer, is_pattern, pattern_byte, wait_until};
+pub use test_run::{Ran, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, run_frame};
 pub use topology::{Topology, backend_addr, backend_addr6};
+
+/// The `xdplb` binary cargo built beside the calling integration test or
+/// bench, as a `&Path`. A macro: `CARGO_BIN_EXE_xdplb` is only set when
+/// cargo compiles those targets, not this crate.
+#[macro_export]
+macro_rules! xdplb_bin {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_xdplb"))
+    };
+}
