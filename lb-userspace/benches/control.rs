@@ -6,27 +6,35 @@
 mod common;
 
 use std::{
-    fmt::Write as _,
     io::{Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
-use xdplb::{
-    maglev::{MaglevBackend, build_table},
-    testbed::{Daemon, netns, tcp_connect},
+use lb_testbed::{
+    ADMIN, Daemon,
+    fixtures::daemon_config,
+    netns::{self, Netns},
+    tcp_connect, xdplb_bin,
 };
-
-const ADMIN: &str = "127.0.0.1:9100";
+use serde_json::json;
+use xdplb::maglev::{MaglevBackend, build_table};
 
 fn main() -> Result<()> {
     let quick = common::quick();
     let maglev = maglev(if quick { 3 } else { 21 });
     let (small, large) = if quick { (10, 20) } else { (100, 1000) };
-    let ns = Ns::create()?;
+    let ns = Netns::create(&format!("xdplb-ctl-{}", std::process::id()))?;
+    netns::ip_script(
+        ns.name(),
+        [
+            "link add ca type veth peer name cb",
+            "link set ca up",
+            "link set cb up",
+            "addr add 198.18.1.1/24 dev ca",
+        ],
+    )?;
     let daemons = [
         daemon_run(&ns, small, 65_537, 2)?,
         daemon_run(&ns, large, 4_093, 2)?,
@@ -106,75 +114,53 @@ struct DaemonRun {
     rss_mb: f64,
 }
 
-/// A namespace with one veth pair for the daemon to attach to.
-struct Ns(String);
-impl Ns {
-    fn create() -> Result<Ns> {
-        let ns = Ns(format!("xdplb-ctl-{}", std::process::id()));
-        netns::ip(&["netns", "add", &ns.0])?;
-        for args in [
-            "link set lo up",
-            "link add ca type veth peer name cb",
-            "link set ca up",
-            "link set cb up",
-            "addr add 198.18.1.1/24 dev ca",
-        ] {
-            let a: Vec<&str> = ["-n", ns.0.as_str()]
-                .into_iter()
-                .chain(args.split(' '))
-                .collect();
-            netns::ip(&a)?;
-        }
-        Ok(ns)
-    }
-}
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = netns::ip(&["netns", "del", &self.0]);
-    }
-}
-
+/// `services` services of 2 backends each on one veth end (`ca`).
 fn config(ns: &str, services: usize, ring: u32, weight: impl Fn(usize) -> u32) -> String {
-    let mut y = format!(
-        "interfaces: [ca]\nxdp_mode: native\npin_dir: /sys/fs/bpf/{ns}\nadmin: {{ listen: {ADMIN} }}\n\
-         snat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}\n\
-         limits: {{ max_services: {}, max_backends: {}, maglev_table_size: {ring}, flow_table_size: 65536 }}\nservices:\n",
+    let settings = format!(
+        "xdp_mode: native\nsnat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}\n\
+         limits: {{ max_services: {}, max_backends: {}, maglev_table_size: {ring}, flow_table_size: 65536 }}",
         services.next_power_of_two(),
         (services * 2).next_power_of_two()
     );
-    for s in 0..services {
-        let vip = Ipv4Addr::from(0xc612_6400u32 + (s / 200) as u32); // 198.18.100.x
-        let port = 1000 + (s % 200) as u16;
-        writeln!(
-            y,
-            "  - {{ name: s{s}, vip: {vip}, port: {port}, protocol: tcp, backends: [ \
-             {{ address: 198.18.1.11, port: {port}, weight: {w} }}, {{ address: 198.18.1.12, port: {port} }} ] }}",
-            w = weight(s)
-        )
-        .unwrap();
-    }
-    y
+    // Flow style, one line a service: the file stays short at 1000.
+    let entries: Vec<String> = (0..services)
+        .map(|s| {
+            let vip = Ipv4Addr::from(0xc612_6400u32 + (s / 200) as u32); // 198.18.100.x
+            let port = 1000 + (s % 200) as u16;
+            format!(
+                "  - {{ name: s{s}, vip: {vip}, port: {port}, protocol: tcp, backends: [ \
+                 {{ address: 198.18.1.11, port: {port}, weight: {w} }}, {{ address: 198.18.1.12, port: {port} }} ] }}\n",
+                w = weight(s)
+            )
+        })
+        .collect();
+    daemon_config(&["ca"], &format!("/sys/fs/bpf/{ns}"), &settings, &entries)
 }
 
-fn daemon_run(ns: &Ns, services: usize, ring: u32, _backends: usize) -> Result<DaemonRun> {
-    let bin = Path::new(env!("CARGO_BIN_EXE_xdplb"));
+fn daemon_run(ns: &Netns, services: usize, ring: u32, _backends: usize) -> Result<DaemonRun> {
+    let ns = ns.name();
     let admin: SocketAddr = ADMIN.parse()?;
-    let yaml = config(&ns.0, services, ring, |_| 100);
+    let yaml = config(ns, services, ring, |_| 100);
     let t = Instant::now();
-    let daemon = Daemon::start(bin, &ns.0, &yaml, admin)?;
+    let daemon = Daemon::start(xdplb_bin!(), ns, &yaml, admin)?;
     let start_s = t.elapsed().as_secs_f64();
-    let pid = common::find_process(&format!("{}.yaml", ns.0)).context("daemon pid")?;
+    let pid = common::find_process(&format!("{ns}.yaml")).context("daemon pid")?;
     let reload = |yaml: &str| -> Result<f64> {
         std::fs::write(daemon.config_path(), yaml)?;
         let t = Instant::now();
-        post_reload(&ns.0, admin)?;
+        post_reload(ns, admin)?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
     };
     let reload_same_ms = reload(&yaml)?;
-    let reload_one_ms = reload(&config(&ns.0, services, ring, |s| {
-        if s == 0 { 50 } else { 100 }
-    }))?;
-    let reload_all_ms = reload(&config(&ns.0, services, ring, |_| 50))?;
+    let reload_one_ms = reload(&config(
+        ns,
+        services,
+        ring,
+        |s| {
+            if s == 0 { 50 } else { 100 }
+        },
+    ))?;
+    let reload_all_ms = reload(&config(ns, services, ring, |_| 50))?;
     let rss_mb = rss_kb(pid) as f64 / 1024.0;
     eprintln!("control: {services} services: start {start_s:.2}s, RSS {rss_mb:.1} MB");
     drop(daemon);

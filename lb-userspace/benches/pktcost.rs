@@ -26,13 +26,9 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, Xdp},
 };
+use lb_testbed::{XDP_PASS, XDP_REDIRECT, XDP_TX, fib_net::FibNet, fixtures::dataplane, run_frame};
 use serde_json::json;
-use xdplb::{
-    config::Config,
-    dataplane::{BASELINES, Dataplane},
-    plan,
-    testbed::{fib_net::FibNet, netns},
-};
+use xdplb::dataplane::BASELINES;
 
 use frames::{Family, reply_to, tcp};
 use lb_common::FLAG_SKIP_FIB;
@@ -51,10 +47,6 @@ services:
   - { name: gue4, vip: 198.18.100.42, port: 80, protocol: tcp, mode: tunnel, encap: gue, backends: [ { address: 198.18.1.11, port: 80 }, { address: 198.18.1.12, port: 80 }, { address: 198.18.1.13, port: 80 } ] }
 "#;
 
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
-
 /// One measured path.
 struct Row {
     path: String,
@@ -71,17 +63,8 @@ struct Prog<'a> {
 impl Prog<'_> {
     /// One run of `frame`; returns (verdict, ns, output frame).
     fn run_once(&self, frame: &[u8]) -> (u32, u64, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = self
-            .xdp
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, r.duration.as_nanos() as u64, out)
+        let r = run_frame(self.xdp, frame);
+        (r.verdict, r.duration.as_nanos() as u64, r.out)
     }
 
     /// (run time ns, run count) so far, from BPF stats.
@@ -141,7 +124,7 @@ fn main() {
     let net = FibNet::create(11..=13).expect("namespace");
     // Stats are on while this fd is open (and only then).
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
-    let (rows, repeated) = netns::run_in(&net.ns.clone(), || Ok(measure(runs, repeat))).unwrap();
+    let (rows, repeated) = net.run_in(|| Ok(measure(runs, repeat))).unwrap();
     drop(net);
 
     let floor = |rows: &[Row]| {
@@ -202,17 +185,14 @@ fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
         xdp: base.program("macswap").unwrap().try_into().unwrap(),
     };
 
-    let cfg = Config::from_yaml(CONFIG).unwrap();
-    let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads");
-    let plan = plan::from_config(&cfg).unwrap();
-    dp.apply(&plan).unwrap();
+    let (mut dp, plan) = dataplane(CONFIG);
     let (mut nofib, mut nofib_repeated) = (Vec::new(), Vec::new());
     // Evidence for where the time goes: the established flow with the FIB
     // lookup skipped (FLAG_SKIP_FIB: XDP_TX, MACs untouched; trace's mode).
     {
         let lb = Prog { xdp: dp.program() };
-        let dsr = tcp(Family::V4, 0, 40000, Family::V4.vip(20), 80);
-        let nat = tcp(Family::V4, 0, 40000, Family::V4.vip(10), 80);
+        let dsr = tcp(Family::V4, 0, Family::V4.vip(20), 80);
+        let nat = tcp(Family::V4, 0, Family::V4.vip(10), 80);
         lb.run_once(&dsr);
         lb.run_once(&nat);
     }
@@ -222,8 +202,8 @@ fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
     {
         let lb = Prog { xdp: dp.program() };
         let same = |f: &[u8]| std::iter::repeat_n(f.to_vec(), runs).collect::<Vec<_>>();
-        let dsr = tcp(Family::V4, 0, 40000, Family::V4.vip(20), 80);
-        let nat = tcp(Family::V4, 0, 40000, Family::V4.vip(10), 80);
+        let dsr = tcp(Family::V4, 0, Family::V4.vip(20), 80);
+        let nat = tcp(Family::V4, 0, Family::V4.vip(10), 80);
         nofib.push(lb.cost("xdplb nat IPv4: established, no FIB", &same(&nat), XDP_TX));
         nofib_repeated.push(lb.cost_repeated(
             "xdplb dsr IPv4: established, no FIB",
@@ -236,7 +216,7 @@ fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
     let lb = Prog { xdp: dp.program() };
 
     let v4 = Family::V4;
-    let any = tcp(v4, 0, 40000, v4.lb_addr(), 22);
+    let any = tcp(v4, 0, v4.lb_addr(), 22);
     let same = |f: &[u8]| std::iter::repeat_n(f.to_vec(), runs).collect::<Vec<_>>();
     let mut rows = Vec::from([
         empty.cost("empty program", &same(&any), XDP_PASS),
@@ -260,10 +240,10 @@ fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
         let tag = format!("{mode} {}", family.name());
         // New flows: a distinct 5-tuple each.
         let new_flows: Vec<Vec<u8>> = (0..runs)
-            .map(|i| tcp(family, 1 + i as u32, 40000, vip, 80))
+            .map(|i| tcp(family, 1 + i as u32, vip, 80))
             .collect();
         rows.push(lb.cost(&format!("xdplb {tag}: new flow"), &new_flows, XDP_REDIRECT));
-        let established = tcp(family, 0, 40000, vip, 80);
+        let established = tcp(family, 0, vip, 80);
         let (_, _, out) = lb.run_once(&established);
         rows.push(lb.cost(
             &format!("xdplb {tag}: established flow"),

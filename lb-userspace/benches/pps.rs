@@ -15,7 +15,6 @@ mod common;
 mod pps_net;
 
 use std::{
-    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -25,11 +24,9 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
+use lb_testbed::{ADMIN, Daemon, fib_net::LBB_MAC, netns, xdplb_bin};
 use serde_json::json;
-use xdplb::{
-    dataplane::BASELINES,
-    testbed::{Daemon, netns},
-};
+use xdplb::dataplane::BASELINES;
 
 use pps_net::{BACKENDS, PpsNet, VIP};
 
@@ -104,15 +101,7 @@ struct Rate {
 enum Setup {
     Xdp(#[allow(dead_code)] Ebpf),
     Daemon(Daemon),
-    Nft(#[allow(dead_code)] NftGuard),
-}
-
-struct NftGuard(String);
-
-impl Drop for NftGuard {
-    fn drop(&mut self) {
-        let _ = common::sh_in(&self.0, "nft delete table ip kproxy");
-    }
+    Nft(#[allow(dead_code)] common::Undo),
 }
 
 fn main() -> Result<()> {
@@ -232,11 +221,11 @@ fn report(rates: &[Rate], span: Duration) {
 
 /// The baselines object with `redirect` aimed at the sink.
 fn load_baselines(net: &PpsNet, programs: &[&str]) -> Result<Ebpf> {
-    let ifindex = net.ifindex(&net.lb_ns, &net.lbb)?;
+    let ifindex = netns::ifindex(&net.lb_ns, &net.lbb)?;
     let macs: [u8; 12] = {
         let mut m = [0u8; 12];
         m[..6].copy_from_slice(&pps_net::SINK_MAC);
-        m[6..].copy_from_slice(&pps_net::LBB_MAC);
+        m[6..].copy_from_slice(&LBB_MAC);
         m
     };
     let flows = FLOWS;
@@ -280,45 +269,16 @@ fn setup(net: &PpsNet, v: Variant) -> Result<Setup> {
         Variant::XdplbNat | Variant::XdplbDsr => {
             let mode = if v == Variant::XdplbNat { "nat" } else { "dsr" };
             let yaml = net.daemon_config(mode);
-            let bin = Path::new(env!("CARGO_BIN_EXE_xdplb"));
-            let admin = "127.0.0.1:9100".parse().unwrap();
-            Ok(Setup::Daemon(Daemon::start(bin, &net.lb_ns, &yaml, admin)?))
+            let daemon = Daemon::start(xdplb_bin!(), &net.lb_ns, &yaml, ADMIN.parse()?)?;
+            Ok(Setup::Daemon(daemon))
         }
         Variant::Nftables => {
-            common::sh_in(
-                &net.lb_ns,
-                &format!("nft -f - <<'EOF'\n{}\nEOF", nft_rules()),
-            )?;
-            Ok(Setup::Nft(NftGuard(net.lb_ns.clone())))
+            let backends = BACKENDS.map(|b| b.to_string());
+            Ok(Setup::Nft(common::kube_proxy_nft(
+                &net.lb_ns, VIP, &backends,
+            )?))
         }
     }
-}
-
-/// kube-proxy's nftables mode in small: DNAT to a random endpoint
-/// (`numgen random mod N`), masquerade toward the endpoints; conntrack
-/// keeps each flow on its endpoint.
-fn nft_rules() -> String {
-    let map: Vec<String> = BACKENDS
-        .iter()
-        .enumerate()
-        .map(|(i, b)| format!("{i} : {b}"))
-        .collect();
-    let set: Vec<String> = BACKENDS.iter().map(|b| b.to_string()).collect();
-    format!(
-        "table ip kproxy {{
-  chain prerouting {{
-    type nat hook prerouting priority dstnat; policy accept;
-    ip daddr {VIP} tcp dport 80 dnat to numgen random mod {n} map {{ {map} }}
-  }}
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-    ip daddr {{ {set} }} masquerade
-  }}
-}}",
-        n = BACKENDS.len(),
-        map = map.join(", "),
-        set = set.join(", "),
-    )
 }
 
 /// Runs the generator for `warmup + span` and reads the counters over the
@@ -328,7 +288,7 @@ fn measure(net: &PpsNet, v: Variant, warmup: Duration, span: Duration) -> Result
     let gen_ebpf = load_baselines(net, &["generator"])?;
     let prog: &Xdp = gen_ebpf.program("generator").unwrap().try_into()?;
     let frame = pps_net::frame();
-    let gen_ifindex = net.ifindex(&net.gen_ns, &net.gen_if)?;
+    let gen_ifindex = netns::ifindex(&net.gen_ns, &net.gen_if)?;
     std::thread::scope(|s| -> Result<Rate> {
         let generator = s.spawn(|| generate(prog, &net.gen_ns, gen_ifindex, &frame, &stop));
         std::thread::sleep(warmup);

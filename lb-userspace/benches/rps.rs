@@ -12,8 +12,12 @@ mod procs;
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context, Result, bail};
+use lb_testbed::{
+    Topology, backend_addr,
+    fixtures::{backend, service},
+    netns, xdplb_bin,
+};
 use serde_json::json;
-use xdplb::testbed::{Daemon, Topology, backend_addr, netns};
 
 use procs::{Proc, Tools};
 
@@ -185,23 +189,18 @@ fn report(rows: &[Row], secs: u64, conns: u32) {
 /// Whatever keeps a variant running; dropped to tear it down.
 type Guard = Box<dyn std::any::Any>;
 
-/// Runs `undo` in the LB namespace on drop.
-struct Undo(String, &'static str);
-impl Drop for Undo {
-    fn drop(&mut self) {
-        let _ = common::sh_in(&self.0, self.1);
-    }
-}
-
 fn setup(topo: &Topology, tools: &Tools, v: Variant) -> Result<Guard> {
     let lb = topo.lb_ns();
     let backends: Vec<String> = (1..=BACKENDS)
         .map(|i| backend_addr(i).to_string())
         .collect();
     // The userspace proxies listen on the VIP: the LB host owns it.
-    let own_vip = || -> Result<Undo> {
+    let own_vip = || -> Result<common::Undo> {
         common::sh_in(&lb, &format!("ip addr add {VIP}/32 dev lo"))?;
-        Ok(Undo(lb.clone(), "ip addr del 198.18.100.10/32 dev lo"))
+        Ok(common::Undo(
+            lb.clone(),
+            format!("ip addr del {VIP}/32 dev lo"),
+        ))
     };
     let need = |p: &Option<std::path::PathBuf>, name: &str| -> Result<std::path::PathBuf> {
         p.clone()
@@ -210,34 +209,12 @@ fn setup(topo: &Topology, tools: &Tools, v: Variant) -> Result<Guard> {
     Ok(match v {
         Variant::Direct => Box::new(()),
         Variant::Xdplb => {
-            let bin = Path::new(env!("CARGO_BIN_EXE_xdplb"));
-            let yaml = xdplb_config(topo, &backends);
-            Box::new(Daemon::start(bin, &lb, &yaml, "127.0.0.1:9100".parse()?)?)
+            let yaml = xdplb_config(topo);
+            Box::new(topo.start_daemon(xdplb_bin!(), &yaml)?)
         }
         Variant::Nftables => {
             need(&tools.nft, "nft")?;
-            let map: Vec<String> = backends
-                .iter()
-                .enumerate()
-                .map(|(i, b)| format!("{i} : {b}"))
-                .collect();
-            let rules = format!(
-                "table ip kproxy {{
-  chain prerouting {{
-    type nat hook prerouting priority dstnat; policy accept;
-    ip daddr {VIP} tcp dport 80 dnat to numgen random mod {n} map {{ {map} }}
-  }}
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-    ip daddr {{ {set} }} tcp dport 80 masquerade
-  }}
-}}",
-                n = backends.len(),
-                map = map.join(", "),
-                set = backends.join(", ")
-            );
-            common::sh_in(&lb, &format!("nft -f - <<'EOF'\n{rules}\nEOF"))?;
-            Box::new(Undo(lb.clone(), "nft delete table ip kproxy"))
+            Box::new(common::kube_proxy_nft(&lb, VIP, &backends)?)
         }
         Variant::Haproxy => {
             let bin = need(&tools.haproxy, "haproxy")?;
@@ -260,26 +237,15 @@ fn setup(topo: &Topology, tools: &Tools, v: Variant) -> Result<Guard> {
 /// Short closing timeout: with `Connection: close` every request is a new
 /// flow, and a SNAT port is reusable only once its flow has expired (and
 /// the daemon's 5 s sweep has freed it).
-fn xdplb_config(topo: &Topology, backends: &[String]) -> String {
-    let list: String = backends
-        .iter()
-        .map(|b| format!("      - {{ address: {b}, port: 80 }}\n"))
+fn xdplb_config(topo: &Topology) -> String {
+    let list: Vec<String> = (1..=BACKENDS)
+        .map(|i| backend(backend_addr(i), 80))
         .collect();
-    format!(
-        r#"interfaces: [lbc, lbb]
-pin_dir: /sys/fs/bpf/{pin}
-admin: {{ listen: 127.0.0.1:9100 }}
-snat: {{ ipv4: 198.18.1.1, ports: 1024-32767 }}
-flow_timeouts: {{ tcp_closing: 2s }}
-limits: {{ max_services: 4, max_backends: 16, maglev_table_size: 65537, flow_table_size: 1048576 }}
-services:
-  - name: web
-    vip: {VIP}
-    port: 80
-    protocol: tcp
-    backends:
-{list}"#,
-        pin = topo.prefix().trim_end_matches('-'),
+    topo.daemon_config(
+        "snat: { ipv4: 198.18.1.1, ports: 1024-32767 }\n\
+         flow_timeouts: { tcp_closing: 2s }\n\
+         limits: { max_services: 4, max_backends: 16, maglev_table_size: 65537, flow_table_size: 1048576 }",
+        &[service("web", VIP, 80, &["protocol: tcp"], &list)],
     )
 }
 

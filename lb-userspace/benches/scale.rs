@@ -11,18 +11,12 @@ mod frames;
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
+use lb_testbed::{XDP_REDIRECT, fib_net::FibNet, fixtures::dataplane, run_frame};
 use serde_json::json;
-use xdplb::{
-    config::Config,
-    dataplane::Dataplane,
-    plan,
-    testbed::{fib_net::FibNet, netns},
-};
 
 use frames::{Family, tcp};
 
-const XDP_REDIRECT: u32 = 4;
 /// 64 backends: SNAT room for 1M flows (64 x 64512 ports, a quarter used).
 const BACKENDS: std::ops::RangeInclusive<u8> = 11..=74;
 
@@ -39,13 +33,8 @@ impl Rng {
 
 /// Runs `frame` once; returns (verdict, test_run ns).
 fn run(prog: &Xdp, frame: &[u8]) -> (u32, u64) {
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    (r.return_value, r.duration.as_nanos() as u64)
+    let r = run_frame(prog, frame);
+    (r.verdict, r.duration.as_nanos() as u64)
 }
 
 /// (trimmed mean test_run ns, mean BPF-stats ns, packets not forwarded)
@@ -103,14 +92,14 @@ fn main() {
     let service_steps: &[u32] = if quick { &[1, 4] } else { &[1, 16, 64, 256] };
     let net = FibNet::create(BACKENDS).expect("namespace");
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
-    let ns = net.ns.clone();
-    let (flows, services) = netns::run_in(&ns, || {
-        Ok((
-            flows(flow_steps, samples, table),
-            services(service_steps, samples),
-        ))
-    })
-    .unwrap();
+    let (flows, services) = net
+        .run_in(|| {
+            Ok((
+                flows(flow_steps, samples, table),
+                services(service_steps, samples),
+            ))
+        })
+        .unwrap();
     drop(net);
 
     println!(
@@ -164,9 +153,7 @@ type FlowRow = (u32, f64, f64, u64, f64, f64);
 
 /// Grows the flow table through `steps` (cumulative), sampling at each.
 fn flows(steps: &[u32], samples: usize, table: u32) -> Vec<FlowRow> {
-    let cfg = Config::from_yaml(&config(1, *BACKENDS.end() - 10, 65537, table)).unwrap();
-    let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads");
-    dp.apply(&plan::from_config(&cfg).unwrap()).unwrap();
+    let (mut dp, _) = dataplane(&config(1, *BACKENDS.end() - 10, 65537, table));
     let vip: IpAddr = Family::V4.vip(10);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut have = 0;
@@ -175,13 +162,13 @@ fn flows(steps: &[u32], samples: usize, table: u32) -> Vec<FlowRow> {
         let prog = dp.program();
         let mut failed = 0u64;
         for flow in have..n {
-            failed += (run(prog, &tcp(Family::V4, flow, 0, vip, 80)).0 != XDP_REDIRECT) as u64;
+            failed += (run(prog, &tcp(Family::V4, flow, vip, 80)).0 != XDP_REDIRECT) as u64;
         }
         if failed > 0 {
             eprintln!("scale: {failed} of the new flows up to {n} were not forwarded");
         }
         have = n;
-        let (t, s, bad) = sample(prog, samples, || tcp(Family::V4, rng.below(n), 0, vip, 80));
+        let (t, s, bad) = sample(prog, samples, || tcp(Family::V4, rng.below(n), vip, 80));
         eprintln!("scale: {n} flows: {t:.1} ns (test_run), {s:.1} ns (bpf_stats)");
         let start = std::time::Instant::now();
         let counted = dp.flow_entries().expect("flow count");
@@ -202,9 +189,7 @@ fn services(steps: &[u32], samples: usize) -> Vec<(u32, f64, f64, u64)> {
     let max = *steps.iter().max().unwrap();
     // The established path never reads the Maglev ring: a small one keeps
     // writing 256 of them short.
-    let cfg = Config::from_yaml(&config(max, 3, 4093, 65_536)).unwrap();
-    let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads");
-    dp.apply(&plan::from_config(&cfg).unwrap()).unwrap();
+    let (dp, _) = dataplane(&config(max, 3, 4093, 65_536));
     let prog = dp.program();
     let vip = Family::V4.vip(10);
     let mut out = Vec::new();
@@ -212,7 +197,7 @@ fn services(steps: &[u32], samples: usize) -> Vec<(u32, f64, f64, u64)> {
     for (step, &n) in steps.iter().enumerate() {
         // Flow f goes to service f % n; a fresh set of flows per step.
         let base = 20_000 * step as u32;
-        let frame = |f: u32| tcp(Family::V4, base + f, 0, vip, 80 + (f % n) as u16);
+        let frame = |f: u32| tcp(Family::V4, base + f, vip, 80 + (f % n) as u16);
         for f in 0..10_000 {
             run(prog, &frame(f));
         }

@@ -18,13 +18,11 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use xdplb::{
-    config::Config,
-    testbed::{
-        Daemon, HttpServer, Sample, Topology, UdpEchoServer, backend_addr, http_get, http_request,
-        parse_metrics, udp_request,
-    },
+use lb_testbed::{
+    Daemon, HttpServer, Sample, Topology, UdpEchoServer, backend_addr, http_get, http_request,
+    parse_metrics, udp_request,
 };
+use xdplb::config::Config;
 
 #[derive(Parser)]
 struct Args {

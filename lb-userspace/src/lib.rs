@@ -1,5 +1,5 @@
 //! xdplb control plane: configuration, Maglev, the data-plane loader, the
-//! admin API and metrics, and the test bed used by tests and the demo.
+//! admin API and metrics. The test bed lives in the dev-only lb-testbed crate.
 
 pub mod api;
 pub mod api_types;
@@ -17,6 +17,5 @@ pub mod maglev;
 pub mod metrics;
 pub mod neigh;
 pub mod plan;
-pub mod testbed;
 pub mod token;
 pub mod trace;

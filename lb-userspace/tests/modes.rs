@@ -6,30 +6,22 @@
 use std::{
     collections::HashSet,
     net::{IpAddr, SocketAddr},
-    path::Path,
     time::Duration,
 };
 
-use xdplb::{
-    backend_setup,
-    config::XdpModeSetting,
-    decap,
-    testbed::{
-        Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, backend_addr6, http_get,
-        http_request, is_pattern, netns, udp_request, wait_until,
-    },
+use lb_testbed::{
+    Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, backend_addr6,
+    fixtures::{backend, service},
+    http_get, http_request, is_pattern, metric_sum, netns,
+    topology::CLIENT_ADDR6,
+    udp_request, wait_answering, xdplb_bin,
 };
+use xdplb::{backend_setup, config::XdpModeSetting, decap};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const N: usize = 3;
 
-/// One service in YAML; `extra` holds more of its keys, one per line.
-fn service(name: &str, vip: &str, port: u16, extra: &[&str], backends: &[String]) -> String {
-    let extra: String = extra.iter().map(|k| format!("    {k}\n")).collect();
-    let list: String = backends.iter().map(|b| format!("      - {b}\n")).collect();
-    format!("  - name: {name}\n    vip: \"{vip}\"\n    port: {port}\n{extra}    backends:\n{list}")
-}
-
+/// Backends 1..=N on `port`, by their IPv6 or IPv4 address.
 fn backends(v6: bool, port: u16) -> Vec<String> {
     (1..=N)
         .map(|i| {
@@ -38,7 +30,7 @@ fn backends(v6: bool, port: u16) -> Vec<String> {
             } else {
                 backend_addr(i).into()
             };
-            format!("{{ address: \"{addr}\", port: {port} }}")
+            backend(addr, port)
         })
         .collect()
 }
@@ -119,16 +111,10 @@ fn config(topo: &Topology) -> String {
             &backends(true, 80),
         ),
     ];
-    format!(
-        r#"interfaces: [lbc, lbb]
-pin_dir: /sys/fs/bpf/{pin}
-admin: {{ listen: 127.0.0.1:9100 }}
-snat: {{ ipv4: 198.18.1.1, ipv6: "2001:db8:1::1", ports: 20000-29999 }}
-limits: {{ max_services: 16, max_backends: 64, maglev_table_size: 65537, flow_table_size: 65536 }}
-services:
-{services}"#,
-        pin = topo.prefix().trim_end_matches('-'),
-        services = services.concat(),
+    topo.daemon_config(
+        "snat: { ipv4: 198.18.1.1, ipv6: \"2001:db8:1::1\", ports: 20000-29999 }\n\
+         limits: { max_services: 16, max_backends: 64, maglev_table_size: 65537, flow_table_size: 65536 }",
+        &services,
     )
 }
 
@@ -189,13 +175,9 @@ fn bed() -> Bed {
         );
         udp.push(UdpEchoServer::start(&ns, SocketAddr::new(dsr_udp, 53), &name).unwrap());
     }
-    let daemon = Daemon::start(
-        Path::new(env!("CARGO_BIN_EXE_xdplb")),
-        &topo.lb_ns(),
-        &config(&topo),
-        "127.0.0.1:9100".parse().unwrap(),
-    )
-    .expect("daemon starts");
+    let daemon = topo
+        .start_daemon(xdplb_bin!(), &config(&topo))
+        .expect("daemon starts");
     Bed {
         topo,
         _servers: servers,
@@ -219,13 +201,7 @@ impl Bed {
         let vip: SocketAddr = vip.parse().unwrap();
         // The first connection may wait for neighbour resolution.
         assert!(
-            wait_until(Duration::from_secs(10), || http_get(
-                &self.topo.client_ns(),
-                vip,
-                "/",
-                TIMEOUT
-            )
-            .is_ok()),
+            wait_answering(&self.topo.client_ns(), vip, Duration::from_secs(20)),
             "no answer from {vip}:\n{}",
             self.daemon.log()
         );
@@ -305,20 +281,15 @@ fn dsr_replies_do_not_come_back_through_the_balancer() {
     let before = bed.daemon.metrics().unwrap();
     bed.spread("198.18.100.20:80", 20);
     let after = bed.daemon.metrics().unwrap();
-    let count = |m: &str| {
-        xdplb::testbed::metric_sum(m, "xdplb_service_packets_total", &[("service", "dsr4")])
-    };
-    let nat_like = |m: &str| {
-        xdplb::testbed::metric_sum(m, "xdplb_service_packets_total", &[("service", "web6")])
-    };
+    let count = |m: &str| metric_sum(m, "xdplb_service_packets_total", &[("service", "dsr4")]);
+    let nat_like = |m: &str| metric_sum(m, "xdplb_service_packets_total", &[("service", "web6")]);
     // Only the client's packets cross the program for dsr (each connection:
     // SYN, ACK, request, FIN, ACK and such); the backends answer the client
     // without being translated back.
     let packets = count(&after) - count(&before);
     assert!(packets >= 60.0, "{packets}");
     assert_eq!(nat_like(&after), nat_like(&before));
-    let flows =
-        xdplb::testbed::metric_sum(&after, "xdplb_backend_flows_total", &[("service", "dsr4")]);
+    let flows = metric_sum(&after, "xdplb_backend_flows_total", &[("service", "dsr4")]);
     assert!(flows >= 21.0, "{flows}");
 }
 
@@ -356,7 +327,7 @@ fn explain_predicts_the_backend_the_program_picks() {
         .unwrap()
     };
     for port in [45001u16, 45002, 45003, 45004, 45005] {
-        let src = SocketAddr::new(xdplb::testbed::topology::CLIENT_ADDR6.into(), port);
+        let src = SocketAddr::new(CLIENT_ADDR6.into(), port);
         let before = explain(src);
         assert!(!before.existing_flow, "{before:?}");
         let predicted = before.backend.expect("a backend");

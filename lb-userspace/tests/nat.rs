@@ -5,45 +5,30 @@
 use std::{
     collections::HashMap,
     net::{SocketAddr, SocketAddrV4},
-    path::Path,
     time::Duration,
 };
 
-use xdplb::testbed::{
-    Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, http_get, http_request, is_pattern,
-    metric_sum, udp_request, udp_request_from,
+use lb_testbed::{
+    Daemon, HttpServer, Topology, UdpEchoServer, backend_addr,
+    fixtures::{backend, service},
+    http_get, http_request, is_pattern, metric_sum, netns, udp_request, udp_request_from,
+    wait_answering, xdplb_bin,
 };
 
 const WEB: &str = "198.18.100.10:80";
 const DNS: &str = "198.18.100.11:53";
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The daemon's config; `pin_dir` unique to this topology.
+/// The daemon's config: `web` over backends 1-3, `dns` on backend 1.
 fn config(topo: &Topology) -> String {
-    let web: String = (1..=3)
-        .map(|i| format!("      - {{ address: {}, port: 8080 }}\n", backend_addr(i)))
-        .collect();
-    format!(
-        r#"interfaces: [lbc, lbb]
-pin_dir: /sys/fs/bpf/{}
-admin: {{ listen: 127.0.0.1:9100 }}
-snat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}
-limits: {{ max_services: 8, max_backends: 16, maglev_table_size: 65537, flow_table_size: 65536 }}
-services:
-  - name: web
-    vip: 198.18.100.10
-    port: 80
-    protocol: tcp
-    backends:
-{web}  - name: dns
-    vip: 198.18.100.11
-    port: 53
-    protocol: udp
-    backends:
-      - {{ address: {}, port: 5353 }}
-"#,
-        topo.prefix().trim_end_matches('-'),
-        backend_addr(1)
+    let web: Vec<String> = (1..=3).map(|i| backend(backend_addr(i), 8080)).collect();
+    topo.daemon_config(
+        "snat: { ipv4: 198.18.1.1, ports: 20000-29999 }\n\
+         limits: { max_services: 8, max_backends: 16, maglev_table_size: 65537, flow_table_size: 65536 }",
+        &[
+            service("web", "198.18.100.10", 80, &["protocol: tcp"], &web),
+            service("dns", "198.18.100.11", 53, &["protocol: udp"], &[backend(backend_addr(1), 5353)]),
+        ],
     )
 }
 
@@ -68,13 +53,9 @@ fn bed() -> Bed {
         "udp-1",
     )
     .unwrap();
-    let daemon = Daemon::start(
-        Path::new(env!("CARGO_BIN_EXE_xdplb")),
-        &topo.lb_ns(),
-        &config(&topo),
-        "127.0.0.1:9100".parse().unwrap(),
-    )
-    .expect("daemon starts");
+    let daemon = topo
+        .start_daemon(xdplb_bin!(), &config(&topo))
+        .expect("daemon starts");
     Bed {
         topo,
         _web: web,
@@ -84,15 +65,14 @@ fn bed() -> Bed {
 }
 
 /// The first connection may wait for ARP (the daemon resolves backends at
-/// start, but asynchronously): allow a retry before measuring anything.
+/// start, but asynchronously): wait for an answer before measuring anything.
 fn warm_up(bed: &Bed) {
     let vip: SocketAddr = WEB.parse().unwrap();
-    for _ in 0..10 {
-        if http_get(&bed.topo.client_ns(), vip, "/", TIMEOUT).is_ok() {
-            return;
-        }
-    }
-    panic!("no answer through the VIP:\n{}", bed.daemon.log());
+    assert!(
+        wait_answering(&bed.topo.client_ns(), vip, Duration::from_secs(20)),
+        "no answer through the VIP:\n{}",
+        bed.daemon.log()
+    );
 }
 
 #[test]
@@ -269,7 +249,7 @@ fn daemon_detaches_on_sigterm() {
     let bed = bed();
     warm_up(&bed);
     let Bed { topo, daemon, .. } = bed;
-    let links = || xdplb::testbed::netns::ip(&["-n", &topo.lb_ns(), "link", "show"]).unwrap();
+    let links = || netns::ip(&["-n", &topo.lb_ns(), "link", "show"]).unwrap();
     assert_eq!(
         links().matches("prog/xdp").count(),
         2,
@@ -290,7 +270,7 @@ fn unknown_next_hops_are_resolved_by_the_daemon() {
     // and back to the client meet unknown MACs.
     let lb = bed.topo.lb_ns();
     for dev in ["lbc", "lbb"] {
-        xdplb::testbed::netns::ip(&["-n", &lb, "neigh", "flush", "dev", dev]).unwrap();
+        netns::ip(&["-n", &lb, "neigh", "flush", "dev", dev]).unwrap();
     }
     let before = bed.daemon.metrics().unwrap();
     let neigh_miss = |m: &str| {
@@ -312,7 +292,7 @@ fn unknown_next_hops_are_resolved_by_the_daemon() {
         neigh_miss(&after) > neigh_miss(&before),
         "the flush should have caused at least one miss"
     );
-    let neigh = xdplb::testbed::netns::ip(&["-n", &lb, "neigh", "show"]).unwrap();
+    let neigh = netns::ip(&["-n", &lb, "neigh", "show"]).unwrap();
     assert!(
         neigh.contains("198.18.0.2"),
         "client resolved again:\n{neigh}"

@@ -5,22 +5,21 @@
 
 use std::{
     net::{SocketAddr, SocketAddrV4},
-    path::Path,
-    process::Command,
+    process::Output,
     time::{Duration, Instant},
 };
 
+use lb_testbed::{
+    ADMIN, Daemon, HttpServer, Load, Outcomes, Stream, Topology, backend_addr,
+    fixtures::{backend as backend_yaml, service},
+    http_get, metric_sum, netns, wait_answering, wait_until, xdplb_bin,
+};
 use xdplb::{
     api_types::{BackendState, Effective, Health},
     client::Client,
-    testbed::{
-        Daemon, HttpServer, Load, Outcomes, Stream, Topology, backend_addr, metric_sum, netns,
-        wait_until,
-    },
 };
 
 const VIP: &str = "198.18.100.10:80";
-const ADMIN: &str = "127.0.0.1:9100";
 
 fn vip() -> SocketAddr {
     VIP.parse().unwrap()
@@ -33,26 +32,18 @@ fn backend(i: usize) -> SocketAddr {
 /// Config for `backends` (indexes), health-checked every 100 ms; `extra`
 /// is appended at the top level.
 fn config(topo: &Topology, backends: &[usize], extra: &str) -> String {
-    let list: String = backends
+    let list: Vec<String> = backends
         .iter()
-        .map(|i| format!("      - {{ address: {}, port: 8080 }}\n", backend_addr(*i)))
+        .map(|i| backend_yaml(backend_addr(*i), 8080))
         .collect();
-    format!(
-        r#"interfaces: [lbc, lbb]
-pin_dir: /sys/fs/bpf/{pin}
-admin: {{ listen: {ADMIN} }}
-snat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}
-limits: {{ max_services: 8, max_backends: 16, maglev_table_size: 65537, flow_table_size: 65536 }}
-{extra}
-services:
-  - name: web
-    vip: 198.18.100.10
-    port: 80
-    protocol: tcp
-    health_check: {{ type: tcp, interval: 100ms, timeout: 100ms, rise: 2, fall: 3 }}
-    backends:
-{list}"#,
-        pin = topo.prefix().trim_end_matches('-'),
+    let health = "health_check: { type: tcp, interval: 100ms, timeout: 100ms, rise: 2, fall: 3 }";
+    topo.daemon_config(
+        &format!(
+            "snat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}\n\
+             limits: {{ max_services: 8, max_backends: 16, maglev_table_size: 65537, flow_table_size: 65536 }}\n\
+             {extra}"
+        ),
+        &[service("web", "198.18.100.10", 80, &["protocol: tcp", health], &list)],
     )
 }
 
@@ -72,13 +63,9 @@ impl Bed {
     fn with_config(n: usize, yaml: impl FnOnce(&Topology) -> String) -> Bed {
         let topo = Topology::create(n).expect("topology");
         let servers = (1..=n).map(|i| Some(start_server(&topo, i))).collect();
-        let daemon = Daemon::start(
-            Path::new(env!("CARGO_BIN_EXE_xdplb")),
-            &topo.lb_ns(),
-            &yaml(&topo),
-            ADMIN.parse().unwrap(),
-        )
-        .expect("daemon starts");
+        let daemon = topo
+            .start_daemon(xdplb_bin!(), &yaml(&topo))
+            .expect("daemon starts");
         let bed = Bed {
             topo,
             servers,
@@ -90,6 +77,15 @@ impl Bed {
 
     fn client_ns(&self) -> String {
         self.topo.client_ns()
+    }
+
+    /// Runs the real CLI, `xdplb ARGS --admin ADMIN`, in the LB namespace.
+    fn cli(&self, args: &[&str]) -> Output {
+        netns::command(&self.topo.lb_ns(), env!("CARGO_BIN_EXE_xdplb"))
+            .args(args)
+            .args(["--admin", ADMIN])
+            .output()
+            .unwrap()
     }
 
     /// Runs an API call from inside the LB namespace.
@@ -111,10 +107,11 @@ impl Bed {
 
     /// Every backend answers through the VIP (ARP done, checks passing).
     fn warm_up(&self) {
-        let ok = wait_until(Duration::from_secs(10), || {
-            xdplb::testbed::http_get(&self.client_ns(), vip(), "/", Duration::from_secs(2)).is_ok()
-        });
-        assert!(ok, "no answer through the VIP:\n{}", self.daemon.log());
+        assert!(
+            wait_answering(&self.client_ns(), vip(), Duration::from_secs(20)),
+            "no answer through the VIP:\n{}",
+            self.daemon.log()
+        );
     }
 }
 
@@ -204,24 +201,7 @@ fn drain_keeps_existing_flows_and_maint_moves_them() {
     let i: usize = held.trim_start_matches("backend-").parse().unwrap();
 
     // Drain with the real CLI, from the LB namespace.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &bed.topo.lb_ns(),
-            env!("CARGO_BIN_EXE_xdplb"),
-        ])
-        .args([
-            "backend",
-            "state",
-            "web",
-            &backend(i).to_string(),
-            "drain",
-            "--admin",
-            ADMIN,
-        ])
-        .output()
-        .unwrap();
+    let out = bed.cli(&["backend", "state", "web", &backend(i).to_string(), "drain"]);
     assert!(out.status.success(), "{out:?}");
     let drained_at = stream.elapsed();
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
@@ -237,16 +217,7 @@ fn drain_keeps_existing_flows_and_maint_moves_them() {
         0,
         "a drained backend takes no new connection"
     );
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &bed.topo.lb_ns(),
-            env!("CARGO_BIN_EXE_xdplb"),
-        ])
-        .args(["status", "--admin", ADMIN, "--interval", "0"])
-        .output()
-        .unwrap();
+    let status = bed.cli(&["status", "--interval", "0"]);
     assert!(status.status.success());
     assert!(String::from_utf8_lossy(&status.stdout).contains("drain"));
 
@@ -458,8 +429,7 @@ fn weight_zero_takes_no_new_connections_and_weights_split_traffic() {
     assert_eq!(b.weight, 100);
     let mut canary = 0;
     for _ in 0..200 {
-        let (_, body) =
-            xdplb::testbed::http_get(&bed.client_ns(), vip(), "/", Duration::from_secs(2)).unwrap();
+        let (_, body) = http_get(&bed.client_ns(), vip(), "/", Duration::from_secs(2)).unwrap();
         canary += usize::from(body.trim() == name(2));
     }
     println!("canary share with weights 300:100: {canary} of 200");

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use xdplb::testbed::{
+use lb_testbed::{
     HttpServer, Topology, UdpEchoServer, http_get, http_request, is_pattern, netns, tcp_connect,
     udp_request,
 };

@@ -10,8 +10,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use lb_testbed::netns;
 use nix::{sched::CpuSet, unistd::Pid};
-use xdplb::testbed::netns;
 
 /// `-- --quick`: every piece briefly (a smoke run of the harness).
 pub fn quick() -> bool {
@@ -50,6 +50,44 @@ pub fn pin(pid: Option<i32>, cpu: usize) -> Result<()> {
 /// `sh -c SCRIPT` inside namespace `ns` (`ip netns exec`: its own /sys).
 pub fn sh_in(ns: &str, script: &str) -> Result<String> {
     netns::run(netns::command(ns, "sh").args(["-c", script]))
+}
+
+/// Runs a shell command in a namespace on drop: the undo of a setup step.
+pub struct Undo(pub String, pub String);
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let _ = sh_in(&self.0, &self.1);
+    }
+}
+
+/// kube-proxy's nftables mode in small, in namespace `ns`: DNAT of
+/// `vip`:80 to a random one of `backends` (`numgen random mod N`),
+/// masquerade toward them; conntrack keeps each flow on its backend.
+/// Removed when the returned guard drops.
+pub fn kube_proxy_nft(ns: &str, vip: impl std::fmt::Display, backends: &[String]) -> Result<Undo> {
+    let map: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{i} : {b}"))
+        .collect();
+    let rules = format!(
+        "table ip kproxy {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr {vip} tcp dport 80 dnat to numgen random mod {n} map {{ {map} }}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip daddr {{ {set} }} tcp dport 80 masquerade
+  }}
+}}",
+        n = backends.len(),
+        map = map.join(", "),
+        set = backends.join(", ")
+    );
+    sh_in(ns, &format!("nft -f - <<'EOF'\n{rules}\nEOF"))?;
+    Ok(Undo(ns.to_owned(), "nft delete table ip kproxy".to_owned()))
 }
 
 /// `ethtool -S DEV` in `ns`, as name -> value.

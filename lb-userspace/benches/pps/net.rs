@@ -13,18 +13,19 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, bail};
 use aya::{Ebpf, programs::Xdp};
-use etherparse::PacketBuilder;
-use xdplb::testbed::netns;
+use lb_testbed::{
+    fib_net::{CLIENT, CLIENT_MAC as GEN_MAC, LBB_MAC, LBC_MAC},
+    fixtures::{WEB_VIP, backend, daemon_config, service},
+    frames::{Tcp, tcp},
+    netns::{self, Netns, mac_text},
+};
 
 use super::Variant;
 use crate::common;
 
-pub const GEN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-pub const LBC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-pub const LBB_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
 pub const SINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0xfe];
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+/// The one service's VIP.
+pub const VIP: Ipv4Addr = WEB_VIP;
 /// Enough SNAT room for every flow in nat mode: 4 x 31744 ports.
 pub const BACKENDS: [Ipv4Addr; 4] = [
     Ipv4Addr::new(198, 18, 1, 11),
@@ -33,21 +34,10 @@ pub const BACKENDS: [Ipv4Addr; 4] = [
     Ipv4Addr::new(198, 18, 1, 14),
 ];
 
-fn mac_text(m: [u8; 6]) -> String {
-    m.map(|b| format!("{b:02x}")).join(":")
-}
-
 /// The generator's template: 64 bytes, TCP ACK with 10 bytes of payload
 /// (the generator changes only the source port and checksum).
 pub fn frame() -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2(GEN_MAC, LBC_MAC)
-        .ipv4(CLIENT.octets(), VIP.octets(), 64)
-        .tcp(1024, 80, 1, 65535)
-        .ack(1)
-        .write(&mut v, &[0u8; 10])
-        .expect("frame");
-    v
+    tcp(CLIENT, 1024, VIP, 80, Tcp::Ack, &[0u8; 10])
 }
 
 pub struct PpsNet {
@@ -58,7 +48,7 @@ pub struct PpsNet {
     pub lbc: String,
     pub lbb: String,
     pub sink: String,
-    created: Vec<String>,
+    _created: Vec<Netns>,
 }
 
 /// Frames received and forwarded so far.
@@ -72,21 +62,21 @@ impl PpsNet {
         let id = std::process::id();
         let ns = |n: &str| format!("xdplb-pps-{id}-{n}");
         let dev = |n: &str| format!("p{}{n}", id % 1_000_000);
-        let mut net = PpsNet {
-            gen_ns: ns("gen"),
-            lb_ns: ns("lb"),
-            sink_ns: ns("sink"),
+        let (gen_ns, lb_ns, sink_ns) = (ns("gen"), ns("lb"), ns("sink"));
+        let created = [&gen_ns, &lb_ns, &sink_ns]
+            .map(|n| Netns::create(n))
+            .into_iter()
+            .collect::<Result<_>>()?;
+        let net = PpsNet {
+            gen_ns,
+            lb_ns,
+            sink_ns,
             gen_if: dev("g"),
             lbc: dev("c"),
             lbb: dev("b"),
             sink: dev("s"),
-            created: Vec::new(),
+            _created: created,
         };
-        for n in [&net.gen_ns, &net.lb_ns, &net.sink_ns] {
-            netns::ip(&["netns", "add", n])?;
-            net.created.push(n.clone());
-            netns::ip(&["-n", n, "link", "set", "lo", "up"])?;
-        }
         let (g, c, b, s) = (&net.gen_if, &net.lbc, &net.lbb, &net.sink);
         let (gn, ln, sn) = (&net.gen_ns, &net.lb_ns, &net.sink_ns);
         let mut script: Vec<(String, String)> = vec![
@@ -139,11 +129,7 @@ impl PpsNet {
             ));
         }
         for (n, line) in &script {
-            let args: Vec<&str> = ["-n", n.as_str()]
-                .into_iter()
-                .chain(line.split(' '))
-                .collect();
-            netns::ip(&args)?;
+            netns::ip_script(n, [line])?;
         }
         common::sh_in(
             ln,
@@ -157,11 +143,6 @@ impl PpsNet {
         common::sh_in(ln, &format!("ethtool -K {c} gro on"))?;
         common::sh_in(gn, &format!("ethtool -K {g} tx off"))?;
         Ok(net)
-    }
-
-    pub fn ifindex(&self, ns: &str, dev: &str) -> Result<u32> {
-        let out = netns::ip(&["-n", ns, "-o", "link", "show", dev])?;
-        Ok(out.split(':').next().unwrap_or_default().trim().parse()?)
     }
 
     /// XDP_DROP on the sink, and on the generator's interface (where
@@ -233,28 +214,20 @@ impl PpsNet {
 
     /// The daemon's config: one TCP service, four backends behind the sink.
     pub fn daemon_config(&self, mode: &str) -> String {
-        let backends: String = BACKENDS
-            .iter()
-            .map(|b| format!("      - {{ address: {b}, port: 80 }}\n"))
-            .collect();
-        format!(
-            r#"interfaces: [{c}, {b}]
-xdp_mode: native
-pin_dir: /sys/fs/bpf/{ns}
-admin: {{ listen: 127.0.0.1:9100 }}
-snat: {{ ipv4: 198.18.1.1, ports: 1024-32767 }}
-limits: {{ max_services: 4, max_backends: 16, maglev_table_size: 65537, flow_table_size: 1048576 }}
-services:
-  - name: web
-    vip: {VIP}
-    port: 80
-    protocol: tcp
-    mode: {mode}
-    backends:
-{backends}"#,
-            c = self.lbc,
-            b = self.lbb,
-            ns = self.lb_ns,
+        let backends: Vec<String> = BACKENDS.iter().map(|b| backend(*b, 80)).collect();
+        daemon_config(
+            &[&self.lbc, &self.lbb],
+            &format!("/sys/fs/bpf/{}", self.lb_ns),
+            "xdp_mode: native\n\
+             snat: { ipv4: 198.18.1.1, ports: 1024-32767 }\n\
+             limits: { max_services: 4, max_backends: 16, maglev_table_size: 65537, flow_table_size: 1048576 }",
+            &[service(
+                "web",
+                VIP,
+                80,
+                &["protocol: tcp", &format!("mode: {mode}")],
+                &backends,
+            )],
         )
     }
 }
@@ -271,12 +244,4 @@ fn rx_packets(ns: &str, dev: &str) -> Result<u64> {
         .filter(|(k, _)| k.starts_with("rx_queue_") && k.ends_with("_xdp_packets"))
         .map(|(_, v)| v)
         .sum())
-}
-
-impl Drop for PpsNet {
-    fn drop(&mut self) {
-        for n in self.created.iter().rev() {
-            let _ = netns::ip(&["netns", "del", n]);
-        }
-    }
 }

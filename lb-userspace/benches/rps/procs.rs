@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use xdplb::testbed::{netns, tcp_connect};
+use lb_testbed::{netns, tcp_connect};
 
 use crate::common;
 

@@ -8,13 +8,21 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::netns::run_in;
+use crate::netns::run_in;
 
 /// A TCP connection opened from namespace `ns`.
 pub fn tcp_connect(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     run_in(ns, || {
         TcpStream::connect_timeout(&addr, timeout)
             .with_context(|| format!("connect to {addr} from {ns}"))
+    })
+}
+
+/// Waits until `GET /` on `addr` from `ns` answers (the first connection
+/// through a VIP may wait for the daemon to resolve neighbours).
+pub fn wait_answering(ns: &str, addr: SocketAddr, timeout: Duration) -> bool {
+    crate::servers::wait_until(timeout, || {
+        http_get(ns, addr, "/", Duration::from_secs(2)).is_ok()
     })
 }
 

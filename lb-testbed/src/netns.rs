@@ -63,6 +63,58 @@ pub fn ip(args: &[&str]) -> Result<String> {
     run(Command::new("ip").args(args))
 }
 
+/// Runs `ip -n NS LINE` for each line (words split on spaces), in order.
+pub fn ip_script<S: AsRef<str>>(ns: &str, lines: impl IntoIterator<Item = S>) -> Result<()> {
+    for line in lines {
+        let args: Vec<&str> = ["-n", ns]
+            .into_iter()
+            .chain(line.as_ref().split(' '))
+            .collect();
+        ip(&args)?;
+    }
+    Ok(())
+}
+
+/// The index of interface `dev` in namespace `ns`.
+pub fn ifindex(ns: &str, dev: &str) -> Result<u32> {
+    let out = ip(&["-n", ns, "-o", "link", "show", dev])?;
+    let index = out.split(':').next().unwrap_or_default().trim();
+    index
+        .parse()
+        .with_context(|| format!("ifindex of {dev} in {ns}: {out:?}"))
+}
+
+/// `02:00:00:00:00:01`, as `ip` writes MAC addresses.
+pub fn mac_text(m: [u8; 6]) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// A named network namespace with `lo` up; deleted on drop (the processes
+/// still inside keep it alive until they exit).
+#[derive(Debug)]
+pub struct Netns(String);
+
+impl Netns {
+    pub fn create(name: &str) -> Result<Netns> {
+        ip(&["netns", "add", name])?;
+        let ns = Netns(name.to_owned());
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.0]) {
+            eprintln!("testbed teardown: {e:#}");
+        }
+    }
+}
+
 /// Looks `program` up in PATH and the sbin directories (root's tools may live
 /// there even when PATH lacks them).
 pub fn find_program(program: &str) -> Result<PathBuf> {

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{clients::http_get, clients::tcp_connect, servers::is_pattern};
+use crate::{clients::http_get, clients::tcp_connect, servers::is_pattern};
 
 /// One request: when it started (since the client started), and the
 /// backend that answered or the error.

@@ -9,12 +9,17 @@
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
     sync::atomic::{AtomicUsize, Ordering},
 };
 
 use anyhow::{Context, Result, ensure};
 
-use super::netns::{self, find_program, ip, run};
+use crate::{
+    daemon::{ADMIN, Daemon},
+    fixtures,
+    netns::{self, Netns, find_program, ip, run},
+};
 
 /// Client address (on `cli0`).
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -38,7 +43,7 @@ pub const BACKEND_IF: &str = "eth0";
 
 /// IPv6 address of backend `i` (1-based): 2001:db8:1::(10+i), same digits.
 pub fn backend_addr6(i: usize) -> Ipv6Addr {
-    super::fib_net::backend6(backend_addr(i).octets()[3])
+    crate::fib_net::backend6(backend_addr(i).octets()[3])
 }
 
 /// Address of backend `i` (1-based): 198.18.1.(10+i).
@@ -53,8 +58,9 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug)]
 pub struct Topology {
     prefix: String,
-    /// Namespaces created so far, in creation order (what Drop deletes).
-    created: Vec<String>,
+    /// Namespaces created so far, in creation order (Drop deletes them in
+    /// reverse).
+    created: Vec<Netns>,
     n_backends: usize,
 }
 
@@ -158,10 +164,26 @@ impl Topology {
     }
 
     fn add_ns(&mut self, ns: &str) -> Result<()> {
-        ip(&["netns", "add", ns])?;
-        self.created.push(ns.to_owned());
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        self.created.push(Netns::create(ns)?);
         Ok(())
+    }
+
+    /// Starts the daemon `bin` in the LB namespace with `config_yaml`, whose
+    /// admin API must listen on [`ADMIN`] (see [`crate::fixtures::daemon_config`]).
+    pub fn start_daemon(&self, bin: &Path, config_yaml: &str) -> Result<Daemon> {
+        Daemon::start(bin, &self.lb_ns(), config_yaml, ADMIN.parse()?)
+    }
+
+    /// A daemon config for this topology (see [`fixtures::daemon_config`]):
+    /// the LB's two interfaces and this run's `pin_dir`.
+    pub fn daemon_config(&self, settings: &str, services: &[String]) -> String {
+        let interfaces = [LB_CLIENT_IF, LB_BACKEND_IF];
+        fixtures::daemon_config(&interfaces, &self.pin_dir(), settings, services)
+    }
+
+    /// This run's `pin_dir` under /sys/fs/bpf (removed when its Daemon drops).
+    pub fn pin_dir(&self) -> String {
+        format!("/sys/fs/bpf/{}", self.prefix.trim_end_matches('-'))
     }
 
     /// Common prefix of every namespace name of this run (`xdplb-PID-N-`).
@@ -187,8 +209,8 @@ impl Topology {
         self.n_backends
     }
     /// Every namespace of this run.
-    pub fn namespaces(&self) -> &[String] {
-        &self.created
+    pub fn namespaces(&self) -> Vec<&str> {
+        self.created.iter().map(Netns::name).collect()
     }
     pub fn client_addr(&self) -> Ipv4Addr {
         CLIENT_ADDR
@@ -210,11 +232,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for ns in self.created.iter().rev() {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("testbed teardown: {e:#}");
-            }
-        }
+        while self.created.pop().is_some() {}
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Result;
 
-use super::netns;
+use crate::netns::{self, Netns, mac_text};
 
 pub const LBC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const LBB_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
@@ -36,16 +36,9 @@ pub fn backend_mac(ip: impl Into<IpAddr>) -> [u8; 6] {
     [0x02, 0, 0, 0, 1, last]
 }
 
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// The namespace; deleted on drop.
 pub struct FibNet {
-    pub ns: String,
+    net: Netns,
 }
 
 impl FibNet {
@@ -58,11 +51,11 @@ impl FibNet {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        netns::ip(&["netns", "add", &ns])?;
-        let net = FibNet { ns };
+        let net = FibNet {
+            net: Netns::create(&ns)?,
+        };
         let mut script = vec![
-            "link set lo up".to_string(),
-            "link add lbc type veth peer name cpeer".into(),
+            "link add lbc type veth peer name cpeer".to_string(),
             "link add lbb type veth peer name bpeer".into(),
             format!("link set lbc address {}", mac_text(LBC_MAC)),
             format!("link set lbb address {}", mac_text(LBB_MAC)),
@@ -92,14 +85,8 @@ impl FibNet {
                 ));
             }
         }
-        for line in script {
-            let args: Vec<&str> = ["-n", net.ns.as_str()]
-                .into_iter()
-                .chain(line.split(' '))
-                .collect();
-            netns::ip(&args)?;
-        }
-        netns::run_in(&net.ns, || {
+        netns::ip_script(&ns, &script)?;
+        netns::run_in(&ns, || {
             for family in ["ipv4", "ipv6"] {
                 for conf in ["all", "lo", "lbc", "lbb"] {
                     let path = format!("/proc/sys/net/{family}/conf/{conf}/forwarding");
@@ -111,14 +98,17 @@ impl FibNet {
         Ok(net)
     }
 
-    pub fn ifindex(&self, iface: &str) -> Result<u32> {
-        let out = netns::ip(&["-n", &self.ns, "-o", "link", "show", iface])?;
-        Ok(out.split(':').next().unwrap_or_default().trim().parse()?)
+    /// The namespace's name.
+    pub fn ns(&self) -> &str {
+        self.net.name()
     }
-}
 
-impl Drop for FibNet {
-    fn drop(&mut self) {
-        let _ = netns::ip(&["netns", "del", &self.ns]);
+    pub fn ifindex(&self, iface: &str) -> Result<u32> {
+        netns::ifindex(self.ns(), iface)
+    }
+
+    /// Runs `f` inside the namespace (see [`netns::run_in`]).
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        netns::run_in(self.ns(), f)
     }
 }

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::netns::run_in;
+use crate::netns::run_in;
 
 /// Byte `i` of the deterministic `/bytes/N` body.
 pub fn pattern_byte(i: usize) -> u8 {

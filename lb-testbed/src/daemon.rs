@@ -11,8 +11,12 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::clients::http_get;
-use crate::config::Config;
+use crate::clients::http_get;
+use xdplb::config::Config;
+
+/// The admin API address of every test config: each daemon listens inside
+/// its own LB namespace, so they never clash.
+pub const ADMIN: &str = "127.0.0.1:9100";
 
 /// A running daemon; stopped with SIGTERM (then SIGKILL) on drop, its config
 /// and log files removed.
