@@ -12,7 +12,7 @@ use lb_testbed::{
     Daemon, HttpServer, Topology, UdpEchoServer, backend_addr,
     fixtures::{backend, service},
     http_get, http_request, is_pattern, metric_sum, netns, udp_request, udp_request_from,
-    wait_answering, xdplb_bin,
+    wait_answering, wait_until, xdplb_bin,
 };
 
 const WEB: &str = "198.18.100.10:80";
@@ -141,7 +141,14 @@ fn nat_end_to_end() {
         forwarded >= svc_packets,
         "{forwarded} redirected < {svc_packets}"
     );
-    assert!(metric_sum(&after, "xdplb_flow_table_entries", &[]) >= 300.0);
+    // The flow count is the expiry sweep's (every 5 s): the next sweep
+    // counts the 300 flows.
+    assert!(
+        wait_until(Duration::from_secs(12), || bed.daemon.metrics().is_ok_and(
+            |m| metric_sum(&m, "xdplb_flow_table_entries", &[]) >= 300.0
+        )),
+        "xdplb_flow_table_entries never reached the 300 flows made"
+    );
     assert_eq!(
         metric_sum(&after, "xdplb_backend_up", &[("service", "web")]),
         3.0
