@@ -1,5 +1,5 @@
 //! The test bed of xdplb (dev only, never published): the reference
-//! namespace topology (design.md section 6), real test servers and clients,
+//! namespace topology (docs/design.md section 6), real test servers and clients,
 //! the daemon run as a process. Used by lb-userspace's integration tests,
 //! its benches and the demo behind `cargo xtask demo` (all dev-dependency
 //! users: this crate depends on the `xdplb` library, not the reverse).

@@ -1,4 +1,4 @@
-//! The reference test topology (design.md section 6):
+//! The reference test topology (docs/design.md section 6):
 //!
 //! ```text
 //! [client] cli0 198.18.0.2 --- lbc 198.18.0.1 [lb] lbb 198.18.1.1 --- lb [switch: br0] bei --- eth0 198.18.1.(10+i) [backend i]

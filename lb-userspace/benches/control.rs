@@ -1,4 +1,4 @@
-//! The control plane (design.md section 8): Maglev table build time for
+//! The control plane (docs/design.md section 8): Maglev table build time for
 //! 10, 100 and 1000 backends; the real daemon's start and reload times
 //! and its resident memory with 100 services (default ring size) and with
 //! 1000 services. Needs root (the daemon loads and attaches the program).

@@ -1,5 +1,5 @@
 //! ns/packet of each path through the XDP program, from BPF_PROG_TEST_RUN,
-//! beside reference programs measured in the same run (design.md section 8),
+//! beside reference programs measured in the same run (docs/design.md section 8),
 //! for each mode and address family.
 //!
 //! Every run uses `repeat = 1`: with `repeat > 1` the kernel does not reset

@@ -1,4 +1,4 @@
-//! Packets per second through veth (design.md section 8): a generator on
+//! Packets per second through veth (docs/design.md section 8): a generator on
 //! CPU 0 (BPF_PROG_RUN live frames, `generator` in baselines.rs) sends
 //! 64-byte TCP frames of many flows out of `gen`; the balancer side
 //! (`lbc`, threaded NAPI pinned to CPU 1) runs the program under test and

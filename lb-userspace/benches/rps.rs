@@ -1,4 +1,4 @@
-//! Requests per second with wrk (design.md section 8): the same two nginx
+//! Requests per second with wrk (docs/design.md section 8): the same two nginx
 //! backends, the same client, one after another in one run: direct to a
 //! backend (plain routing through the LB namespace), through xdplb (nat),
 //! nftables DNAT (kube-proxy style), HAProxy (mode tcp), nginx stream and

@@ -1,4 +1,4 @@
-//! Per-packet cost as the state grows (design.md section 8): the
+//! Per-packet cost as the state grows (docs/design.md section 8): the
 //! established-flow path (nat, IPv4) with 1 to 1M flows in the table, and
 //! with 1 to 256 services. Flows are put in the table by running their
 //! first packet through the program (the real new-flow path); each sample

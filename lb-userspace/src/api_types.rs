@@ -1,4 +1,4 @@
-//! The JSON bodies of the admin API (design.md section 5), shared by the
+//! The JSON bodies of the admin API (docs/design.md section 5), shared by the
 //! server (`api`) and the CLI's client (`client`).
 //!
 //! Addresses are `SocketAddr`s: serde writes them as `"198.18.1.11:8080"`

@@ -1,4 +1,4 @@
-//! The `xdplb` command line: exit codes and messages (design.md section 4).
+//! The `xdplb` command line: exit codes and messages (docs/design.md section 4).
 
 mod cli_support;
 

@@ -1,6 +1,6 @@
 //! The client commands of `xdplb` (`status`, `backend state|weight`,
 //! `reload`) against a fake admin API on 127.0.0.1 that follows the
-//! contract (design.md section 5) with canned data and records requests.
+//! contract (docs/design.md section 5) with canned data and records requests.
 
 mod cli_support;
 

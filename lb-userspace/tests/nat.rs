@@ -1,4 +1,4 @@
-//! Integration: the real daemon in the reference topology (design.md
+//! Integration: the real daemon in the reference topology (docs/design.md
 //! section 6) with real HTTP and UDP servers and real clients.
 //! Needs root and the built XDP program.
 

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: every benchmark of design.md section 8,
+//! `cargo xtask bench [--quick]`: every benchmark of docs/design.md section 8,
 //! one after another on an otherwise idle machine, then a report.
 //!
 //! Each bench target (lb-userspace/benches/) prints its table and a last

@@ -1,6 +1,6 @@
 //! The client side of the CLI (`xdplb status`, `backend`, `reload`, `top`,
 //! `explain`): a small blocking client of the daemon's admin API
-//! (design.md section 5) and the text the commands print.
+//! (docs/design.md section 5) and the text the commands print.
 //!
 //! - `settings`: where the daemon is and where its token is ([`Settings`]).
 //! - `transport`: the HTTP requests ([`Client`]).

@@ -1,4 +1,4 @@
-//! The YAML configuration (design.md section 3): schema, defaults and
+//! The YAML configuration (docs/design.md section 3): schema, defaults and
 //! validation.
 //!
 //! Parsing is serde_yaml (+ serde_path_to_error for the key path of schema

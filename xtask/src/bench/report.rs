@@ -48,7 +48,7 @@ pub fn markdown(results: &[Value], m: &Value, commands: &[String], svg: &str) ->
     if quick {
         s += "**`--quick` run: every piece briefly, to check the harness. These numbers mean nothing.**\n\n";
     }
-    s += "Produced by `sudo cargo xtask bench` (design.md section 8): every number below comes \
+    s += "Produced by `sudo cargo xtask bench` (docs/design.md section 8): every number below comes \
           from one run on one machine, baselines and peers measured side by side in that run. \
           Raw results: `target/bench/results.json`.\n\n";
     s += "## Machine\n\n| | |\n|---|---|\n";
