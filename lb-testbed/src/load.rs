@@ -1,12 +1,14 @@
 //! Clients that keep going while a test changes things under them: a
 //! stream of short connections (`Load`) and one long-lived keep-alive
-//! connection (`Stream`). Both record every outcome with its time.
+//! connection (`Stream`). Both record every request with the times it
+//! started and ended, readable while they run.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
+    marker::PhantomData,
     net::{SocketAddr, TcpStream},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
@@ -15,13 +17,14 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{clients::http_get, clients::tcp_connect, servers::is_pattern};
+use crate::{clients::http_get, clients::tcp_connect, servers::is_pattern, wait_until};
 
-/// One request: when it started (since the client started), and the
-/// backend that answered or the error.
+/// One request: when it started and when it ended (since the client
+/// started), and the backend that answered or the error.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub at: Duration,
+    pub start: Duration,
+    pub end: Duration,
     pub result: Result<String, String>,
 }
 
@@ -29,13 +32,22 @@ impl Outcome {
     pub fn ok(&self) -> bool {
         self.result.is_ok()
     }
+
+    /// Whether the request was in flight at some time in `from..=to`: a
+    /// request that started before an event and ended after it saw it.
+    pub fn overlaps(&self, from: Duration, to: Duration) -> bool {
+        self.end >= from && self.start <= to
+    }
 }
 
 /// Summary helpers over a run's outcomes.
 pub trait Outcomes {
     fn failures(&self) -> Vec<&Outcome>;
-    /// Requests answered by `backend` at or after `since`.
+    /// Requests that started at or after `since` and were answered by
+    /// `backend`.
     fn served_by_since(&self, backend: &str, since: Duration) -> usize;
+    /// Requests that started at or after `since`, whatever their outcome.
+    fn started_since(&self, since: Duration) -> usize;
 }
 
 impl Outcomes for [Outcome] {
@@ -45,118 +57,142 @@ impl Outcomes for [Outcome] {
 
     fn served_by_since(&self, backend: &str, since: Duration) -> usize {
         self.iter()
-            .filter(|o| o.at >= since && o.result.as_deref() == Ok(backend))
+            .filter(|o| o.start >= since && o.result.as_deref() == Ok(backend))
             .count()
     }
+
+    fn started_since(&self, since: Duration) -> usize {
+        self.iter().filter(|o| o.start >= since).count()
+    }
+}
+
+/// A client thread making requests until stopped, recording each; `K`
+/// says which requests ([`Load`] or [`Stream`]).
+pub struct Client<K> {
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    handle: JoinHandle<()>,
+    kind: PhantomData<K>,
 }
 
 /// New connections to `target` from `ns`, one every `every`, each a `GET /`
 /// answered by the backend's name; runs until stopped.
-pub struct Load {
-    start: Instant,
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<Vec<Outcome>>,
-}
+pub type Load = Client<ShortConnections>;
+/// One keep-alive connection, `GET /bytes/N` over and over; every body is
+/// checked byte for byte. Ends at the first failure.
+pub type Stream = Client<KeepAlive>;
+/// The requests of a [`Load`].
+pub struct ShortConnections;
+/// The requests of a [`Stream`].
+pub struct KeepAlive;
 
-impl Load {
-    pub fn start(ns: &str, target: SocketAddr, every: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let start = Instant::now();
-        let (ns, flag) = (ns.to_owned(), stop.clone());
+impl<K> Client<K> {
+    /// `request` returns the outcome and whether to go on; `pause` is the
+    /// time between requests.
+    fn spawn(
+        pause: Duration,
+        mut request: impl FnMut() -> (Result<String, String>, bool) + Send + 'static,
+    ) -> Client<K> {
+        let (start, stop) = (Instant::now(), Arc::new(AtomicBool::new(false)));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let (flag, out) = (stop.clone(), outcomes.clone());
         let handle = std::thread::spawn(move || {
-            let mut out = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                let at = start.elapsed();
-                let result = http_get(&ns, target, "/", Duration::from_secs(2))
-                    .map_err(|e| format!("{e:#}"))
-                    .and_then(|(status, body)| match status {
-                        200 => Ok(body.trim().to_owned()),
-                        s => Err(format!("status {s}")),
-                    });
-                out.push(Outcome { at, result });
-                std::thread::sleep(every);
+                let begun = start.elapsed();
+                let (result, go_on) = request();
+                let o = Outcome {
+                    start: begun,
+                    end: start.elapsed(),
+                    result,
+                };
+                out.lock().unwrap().push(o);
+                if !go_on {
+                    break;
+                }
+                std::thread::sleep(pause);
             }
-            out
         });
-        Load {
+        Client {
             start,
             stop,
+            outcomes,
             handle,
+            kind: PhantomData,
         }
     }
 
-    /// Time since the load started (to mark events in its timeline).
+    /// Time since the client started (to mark events in its timeline).
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
     }
 
+    /// The outcomes so far.
+    pub fn outcomes(&self) -> Vec<Outcome> {
+        self.outcomes.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the outcomes so far, or `timeout`
+    /// passes; whether it held. For tests that need enough requests after
+    /// an event, however slow the machine, rather than a fixed sleep.
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Outcome]) -> bool) -> bool {
+        wait_until(timeout, || done(&self.outcomes.lock().unwrap()))
+    }
+
+    /// Whether the client stopped by itself (a [`Stream`] at its first
+    /// failure).
+    pub fn ended(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Stops the client (after the request in flight) and returns every
+    /// outcome.
     pub fn stop(self) -> Vec<Outcome> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("load thread")
+        self.handle.join().expect("client thread");
+        Arc::into_inner(self.outcomes)
+            .expect("the thread is done")
+            .into_inner()
+            .unwrap()
     }
 }
 
-/// One keep-alive connection, `GET /bytes/N` over and over; every body is
-/// checked byte for byte.
-pub struct Stream {
-    start: Instant,
-    stop: Arc<AtomicBool>,
-    first: Arc<std::sync::OnceLock<Outcome>>,
-    handle: JoinHandle<Vec<Outcome>>,
+impl Load {
+    pub fn start(ns: &str, target: SocketAddr, every: Duration) -> Load {
+        let ns = ns.to_owned();
+        Client::spawn(every, move || {
+            let result = http_get(&ns, target, "/", Duration::from_secs(2))
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|(status, body)| match status {
+                    200 => Ok(body.trim().to_owned()),
+                    s => Err(format!("status {s}")),
+                });
+            (result, true)
+        })
+    }
 }
 
 impl Stream {
     pub fn start(ns: &str, target: SocketAddr, chunk: usize) -> Result<Stream> {
         let conn = tcp_connect(ns, target, Duration::from_secs(5))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let start = Instant::now();
-        let (flag, first) = (stop.clone(), Arc::new(std::sync::OnceLock::new()));
-        let first_out = first.clone();
-        let handle = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let mut reader = BufReader::with_capacity(1 << 16, conn);
-            while !flag.load(Ordering::Relaxed) {
-                let at = start.elapsed();
-                let result =
-                    get_keep_alive(&mut reader, target, chunk).map_err(|e| format!("{e:#}"));
-                let failed = result.is_err();
-                let outcome = Outcome { at, result };
-                let _ = first_out.set(outcome.clone());
-                out.push(outcome);
-                if failed {
-                    break;
-                }
-            }
-            out
-        });
-        Ok(Stream {
-            start,
-            stop,
-            first,
-            handle,
-        })
+        let mut reader = BufReader::with_capacity(1 << 16, conn);
+        Ok(Client::spawn(Duration::ZERO, move || {
+            let result = get_keep_alive(&mut reader, target, chunk).map_err(|e| format!("{e:#}"));
+            let go_on = result.is_ok();
+            (result, go_on)
+        }))
     }
 
     /// The backend that answered the first request (waits for it).
     pub fn backend(&self) -> Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(o) = self.first.get() {
-                return o.result.clone().map_err(anyhow::Error::msg);
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if !self.wait_for(Duration::from_secs(10), |o| !o.is_empty()) {
+            bail!("no answer on the stream within 10s");
         }
-        bail!("no answer on the stream within 10s")
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
-    }
-
-    pub fn stop(self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("stream thread")
+        self.outcomes()[0]
+            .result
+            .clone()
+            .map_err(anyhow::Error::msg)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::{
     net::{SocketAddr, SocketAddrV4},
     process::Output,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use lb_testbed::{
@@ -20,6 +20,11 @@ use xdplb::{
 };
 
 const VIP: &str = "198.18.100.10:80";
+/// How long a test waits for what must happen (a state change, enough
+/// requests): far more than a working daemon needs, even in a slow guest;
+/// the tests count events rather than sleep for fixed times.
+const PATIENCE: Duration = Duration::from_secs(20);
+const ZERO: Duration = Duration::ZERO;
 
 fn vip() -> SocketAddr {
     VIP.parse().unwrap()
@@ -127,12 +132,16 @@ fn name(i: usize) -> String {
 fn a_dead_backend_leaves_within_the_detection_window_and_comes_back() {
     let mut bed = Bed::new(3, &[1, 2, 3], "");
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        load.wait_for(PATIENCE, |o| (1..=3)
+            .all(|i| o.served_by_since(&name(i), ZERO) > 0)),
+        "every backend serves before the kill"
+    );
 
     let killed_at = load.elapsed();
     bed.servers[1] = None; // backend-2 stops: connections to it are refused
     assert!(
-        wait_until(Duration::from_secs(5), || bed.health(2)
+        wait_until(PATIENCE, || bed.health(2)
             == (Health::Down, Effective::Down)),
         "backend-2 never marked down:\n{}",
         bed.daemon.log()
@@ -147,39 +156,40 @@ fn a_dead_backend_leaves_within_the_detection_window_and_comes_back() {
         )
     };
     assert_eq!((up(1), up(2), up(3)), (1.0, 0.0, 1.0));
-    std::thread::sleep(Duration::from_secs(1));
+    // Requests while it is out: none may fail.
+    assert!(load.wait_for(PATIENCE, |o| o.started_since(down_seen_at) >= 50));
 
     bed.servers[1] = Some(start_server(&bed.topo, 2));
     let restarted_at = load.elapsed();
     assert!(
-        wait_until(Duration::from_secs(5), || bed.health(2)
-            == (Health::Up, Effective::Ready)),
+        wait_until(PATIENCE, || bed.health(2) == (Health::Up, Effective::Ready)),
         "backend-2 never came back"
     );
     let up_seen_at = load.elapsed();
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        load.wait_for(PATIENCE, |o| o.served_by_since(&name(2), up_seen_at) > 0),
+        "backend-2 takes new connections again"
+    );
     let outcomes = load.stop();
 
     let failures = outcomes.failures();
-    let window = failures.last().map(|f| f.at - killed_at);
     println!(
-        "{} requests, {} failed; failures from kill to last failure: {window:?}; \
-         down seen after {:?}, up seen {:?} after restart",
+        "{} requests, {} failed; down seen {:?} after the kill, up seen {:?} after the restart",
         outcomes.len(),
         failures.len(),
         down_seen_at - killed_at,
         up_seen_at - restarted_at
     );
+    // A request fails only if it was in flight between the kill and the
+    // moment backend-2 was seen out: one that started just before the kill
+    // and broke with it counts, one that started after the window (or
+    // ended before it) is a failure of the balancer.
     for f in &failures {
         assert!(
-            f.at >= killed_at && f.at <= down_seen_at,
+            f.overlaps(killed_at, down_seen_at),
             "failure outside the detection window {killed_at:?}..{down_seen_at:?}: {f:?}"
         );
     }
-    assert!(
-        outcomes.served_by_since(&name(2), up_seen_at) > 0,
-        "backend-2 takes new connections again"
-    );
     let m = bed.daemon.metrics().unwrap();
     let b = backend(2).to_string();
     assert_eq!(metric_sum(&m, "xdplb_backend_up", &[("backend", &b)]), 1.0);
@@ -190,7 +200,10 @@ fn a_dead_backend_leaves_within_the_detection_window_and_comes_back() {
             &[("backend", &b), ("to", to)],
         )
     };
-    assert_eq!((transitions("down"), transitions("up")), (1.0, 1.0));
+    // The kill took it down and the restart brought it back (a slow guest
+    // may see it flap once more; every down still ends up).
+    let (downs, ups) = (transitions("down"), transitions("up"));
+    assert!(downs >= 1.0 && ups == downs, "down {downs}, up {ups}");
 }
 
 #[test]
@@ -205,7 +218,7 @@ fn drain_keeps_existing_flows_and_maint_moves_them() {
     assert!(out.status.success(), "{out:?}");
     let drained_at = stream.elapsed();
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(load.wait_for(PATIENCE, |o| o.len() >= 60));
     let new_conns = load.stop();
     assert!(
         new_conns.failures().is_empty(),
@@ -213,62 +226,66 @@ fn drain_keeps_existing_flows_and_maint_moves_them() {
         new_conns.failures()
     );
     assert_eq!(
-        new_conns.served_by_since(&held, Duration::ZERO),
+        new_conns.served_by_since(&held, ZERO),
         0,
         "a drained backend takes no new connection"
     );
     let status = bed.cli(&["status", "--interval", "0"]);
     assert!(status.status.success());
     assert!(String::from_utf8_lossy(&status.stdout).contains("drain"));
+    assert!(
+        stream.wait_for(PATIENCE, |o| o.started_since(drained_at) >= 5),
+        "requests ran on the stream while drained: {:?}",
+        stream.outcomes().last()
+    );
 
     // Maint: the flow is taken away from it (the next backend resets it).
     let maint_at = stream.elapsed();
     bed.api(|c| c.set_state("web", backend(i), BackendState::Maint))
         .unwrap();
-    assert!(wait_until(Duration::from_secs(5), || {
-        stream.elapsed() > maint_at + Duration::from_millis(500)
-    }));
-    let streamed = stream.stop();
-    let before_maint: Vec<_> = streamed.iter().filter(|o| o.at < maint_at).collect();
     assert!(
-        before_maint.len() > 5
-            && before_maint
-                .iter()
-                .all(|o| o.result.as_deref() == Ok(held.as_str())),
+        wait_until(PATIENCE, || stream.ended()),
+        "under maint the flow moved away from {held} (and broke)"
+    );
+    let streamed = stream.stop();
+    // Up to maint, every request on it was answered by the drained backend.
+    let before_maint: Vec<_> = streamed.iter().filter(|o| o.end < maint_at).collect();
+    assert!(
+        before_maint
+            .iter()
+            .all(|o| o.result.as_deref() == Ok(held.as_str())),
         "the drained flow kept working on {held}: {:?}",
         before_maint.iter().filter(|o| !o.ok()).collect::<Vec<_>>()
     );
-    assert!(
-        before_maint.iter().any(|o| o.at > drained_at),
-        "requests ran while drained"
-    );
     let last = streamed.last().unwrap();
     assert!(
-        !last.ok() && last.at >= maint_at,
-        "under maint the flow moved away from {held} (and broke): {last:?}"
+        !last.ok() && last.end >= maint_at,
+        "the stream broke under maint, not before: {last:?}"
     );
 
     // Ready again: it takes new connections.
     bed.api(|c| c.set_state("web", backend(i), BackendState::Ready))
         .unwrap();
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
-    std::thread::sleep(Duration::from_millis(800));
+    let served = load.wait_for(PATIENCE, |o| o.served_by_since(&held, ZERO) > 0);
     let again = load.stop();
-    assert!(again.failures().is_empty());
-    assert!(again.served_by_since(&held, Duration::ZERO) > 0);
+    assert!(served, "{held} takes new connections again");
+    assert!(again.failures().is_empty(), "{:?}", again.failures());
 }
 
 #[test]
 fn reload_adds_and_removes_backends_without_failed_requests() {
     let bed = Bed::new(4, &[1, 2, 3], "");
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(load.wait_for(PATIENCE, |o| {
+        (1..=3).all(|i| o.served_by_since(&name(i), ZERO) > 0)
+    }));
     bed.daemon
         .reload(Some(&config(&bed.topo, &[1, 2, 4], "")))
         .unwrap();
     let reload_at = load.elapsed();
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(PATIENCE, || {
             bed.api(|c| c.services())
                 .is_ok_and(|s| s[0].backends.iter().any(|b| b.address == backend(4)))
         }),
@@ -276,7 +293,14 @@ fn reload_adds_and_removes_backends_without_failed_requests() {
         bed.daemon.log()
     );
     let applied_at = load.elapsed();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Enough requests after the reload to see every backend it keeps or adds.
+    let seen = load.wait_for(PATIENCE, |o| {
+        o.started_since(applied_at) >= 60
+            && o.served_by_since(&name(4), applied_at) > 0
+            && [1, 2]
+                .iter()
+                .all(|&i| o.served_by_since(&name(i), reload_at) > 0)
+    });
     let outcomes = load.stop();
     println!(
         "{} requests across the reload, {} failed",
@@ -284,11 +308,8 @@ fn reload_adds_and_removes_backends_without_failed_requests() {
         outcomes.failures().len()
     );
     assert!(outcomes.failures().is_empty(), "{:?}", outcomes.failures());
-    assert!(outcomes.served_by_since(&name(4), applied_at) > 0);
+    assert!(seen, "backends 1, 2 and 4 serve after the reload");
     assert_eq!(outcomes.served_by_since(&name(3), applied_at), 0);
-    for i in [1, 2] {
-        assert!(outcomes.served_by_since(&name(i), reload_at) > 0);
-    }
 }
 
 #[test]
@@ -297,13 +318,22 @@ fn sigkill_and_restart_keep_flows_and_new_connections_work_throughout() {
     let stream = Stream::start(&bed.client_ns(), vip(), 256 * 1024).unwrap();
     let held = stream.backend().unwrap();
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(10));
-    std::thread::sleep(Duration::from_millis(500));
+    // Requests on both after each event (times on each one's clock); a
+    // failure ends the stream, and the checks below report it.
+    let now = || (load.elapsed(), stream.elapsed());
+    let traffic_since = |(on_load, on_stream): (Duration, Duration)| {
+        load.wait_for(PATIENCE, |o| o.started_since(on_load) >= 20)
+            && stream.wait_for(PATIENCE, |o| {
+                o.started_since(on_stream) >= 3 || o.last().is_some_and(|o| !o.ok())
+            })
+    };
+    assert!(traffic_since((ZERO, ZERO)));
 
     bed.daemon.kill().unwrap();
     // No daemon: the pinned program keeps forwarding.
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(traffic_since(now()), "traffic while no daemon runs");
     bed.daemon.restart().unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(traffic_since(now()), "traffic after the restart");
 
     let streamed = stream.stop();
     let outcomes = load.stop();
@@ -341,7 +371,7 @@ fn an_invalid_reload_changes_nothing() {
     let other_limits = config(&bed.topo, &[1, 2, 3], "")
         .replace("flow_table_size: 65536", "flow_table_size: 131072");
     bed.daemon.reload(Some(&other_limits)).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || bed
+    assert!(wait_until(PATIENCE, || bed
         .daemon
         .log()
         .contains("reload refused")));
@@ -363,12 +393,11 @@ fn an_invalid_reload_changes_nothing() {
             .collect::<Vec<_>>()
     };
     assert_eq!(shape(&before), shape(&after));
-    let start = Instant::now();
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(5));
-    std::thread::sleep(Duration::from_millis(500));
+    let served = load.wait_for(PATIENCE, |o| o.len() >= 50);
     let outcomes = load.stop();
-    assert!(outcomes.failures().is_empty() && !outcomes.is_empty());
-    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(served, "still serving: {} requests", outcomes.len());
+    assert!(outcomes.failures().is_empty(), "{:?}", outcomes.failures());
 }
 
 #[test]
@@ -418,10 +447,10 @@ fn weight_zero_takes_no_new_connections_and_weights_split_traffic() {
     let bed = Bed::new(2, &[1, 2], "");
     bed.api(|c| c.set_weight("web", backend(2), 0)).unwrap();
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(2));
-    std::thread::sleep(Duration::from_millis(600));
+    assert!(load.wait_for(PATIENCE, |o| o.len() >= 100));
     let outcomes = load.stop();
     assert!(outcomes.failures().is_empty());
-    assert_eq!(outcomes.served_by_since(&name(2), Duration::ZERO), 0);
+    assert_eq!(outcomes.served_by_since(&name(2), ZERO), 0);
 
     // A canary split: 1 to 3.
     bed.api(|c| c.set_weight("web", backend(1), 300)).unwrap();
@@ -454,18 +483,27 @@ fn on_exit_keep_leaves_the_program_forwarding_for_the_next_run() {
         2,
         "still attached:\n{links}"
     );
+    let stopped_at = stream.elapsed();
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(10));
-    std::thread::sleep(Duration::from_millis(500));
+    let served = load.wait_for(PATIENCE, |o| o.len() >= 30);
     let outcomes = load.stop();
     assert!(
-        outcomes.failures().is_empty() && !outcomes.is_empty(),
-        "forwarding with no daemon: {:?}",
+        served && outcomes.failures().is_empty(),
+        "forwarding with no daemon: {} requests, failed: {:?}",
+        outcomes.len(),
         outcomes.failures()
     );
+    // The open connection goes on too (until it fails, if it does).
+    stream.wait_for(PATIENCE, |o| {
+        o.started_since(stopped_at) >= 3 || o.last().is_some_and(|o| !o.ok())
+    });
     let streamed = stream.stop();
+    assert!(streamed.started_since(stopped_at) >= 3);
     assert!(
         streamed
             .iter()
-            .all(|o| o.result.as_deref() == Ok(held.as_str()))
+            .all(|o| o.result.as_deref() == Ok(held.as_str())),
+        "{:?}",
+        streamed.failures()
     );
 }
