@@ -49,6 +49,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .transpose()
         .context("admin.token_file")?;
 
+    // Checked before anything is loaded; BIRD starts once attached.
+    let bgp = cfg.bgp.as_ref().map(|_| Bgp::prepare(&cfg)).transpose()?;
+
     let mut dp =
         Dataplane::load(&cfg.limits, cfg.pin_dir.as_deref()).context("loading the XDP program")?;
     let events = dp.take_neigh_events()?;
@@ -86,10 +89,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         info!("detached from {iface} (no longer configured)");
     }
     // Attached: from now on a VIP may be announced.
-    let mut bgp = match &cfg.bgp {
-        Some(_) => Some(Bgp::start(&cfg, controller.announcements())?),
-        None => None,
-    };
+    let mut bgp = bgp.map(|b| b.start(controller.announcements()));
     registry.register(Box::new(NodeCollector::new(
         controller.shared_plan(),
         controller.node_watch(),

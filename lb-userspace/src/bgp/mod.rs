@@ -50,33 +50,21 @@ const WITHDRAW_GRACE: Duration = Duration::from_millis(300);
 /// BIRD restarts wait 1 s, doubling up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The running BGP task.
-pub struct Bgp {
-    status: SharedStatus,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+/// Checked and ready to start (`Bgp::prepare`).
+pub struct Prepared {
+    bgp: BgpConfig,
+    router_id: Ipv4Addr,
+    bird: bird::Bird,
 }
 
-impl Bgp {
-    /// Starts BIRD with `config.bgp` (which must be set) and follows
-    /// `announce`. Fails if BIRD is not installed, `run_dir` cannot be
-    /// made, or there is no router id.
-    pub fn start(
-        config: &Config,
-        announce: watch::Receiver<BTreeSet<IpAddr>>,
-    ) -> anyhow::Result<Bgp> {
-        let bgp = config.bgp.clone().context("no bgp section")?;
-        let router_id = match bgp.router_id {
-            Some(id) => id,
-            None => first_ipv4(&config.interfaces[0]).with_context(|| {
-                format!(
-                    "bgp.router_id is not set and interface {} has no IPv4 address",
-                    config.interfaces[0]
-                )
-            })?,
-        };
-        let bird = bird::Bird::new(&config.run_dir)
-            .with_context(|| format!("bgp: run_dir {}", config.run_dir.display()))?;
+impl Prepared {
+    /// Starts BIRD and follows `announce` (once the program is attached).
+    pub fn start(self, announce: watch::Receiver<BTreeSet<IpAddr>>) -> Bgp {
+        let Prepared {
+            bgp,
+            router_id,
+            bird,
+        } = self;
         let status = Arc::new(RwLock::new(BgpStatus {
             router_id: Some(router_id),
             peers: peers_unknown(&bgp),
@@ -94,14 +82,45 @@ impl Bgp {
             }
             .run(stopped),
         );
+        Bgp {
+            status,
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+/// The running BGP task.
+pub struct Bgp {
+    status: SharedStatus,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Bgp {
+    /// What can fail before anything is attached: BIRD installed,
+    /// `run_dir` made, a router id (`config.bgp` must be set).
+    pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
+        let bgp = config.bgp.clone().context("no bgp section")?;
+        let router_id = match bgp.router_id {
+            Some(id) => id,
+            None => first_ipv4(&config.interfaces[0]).with_context(|| {
+                format!(
+                    "bgp.router_id is not set and interface {} has no IPv4 address",
+                    config.interfaces[0]
+                )
+            })?,
+        };
+        let bird = bird::Bird::new(&config.run_dir)
+            .with_context(|| format!("bgp: run_dir {}", config.run_dir.display()))?;
         info!(
             "bgp: router id {router_id}, BIRD under {}",
             config.run_dir.display()
         );
-        Ok(Bgp {
-            status,
-            stop: Some(stop),
-            task,
+        Ok(Prepared {
+            bgp,
+            router_id,
+            bird,
         })
     }
 
