@@ -114,6 +114,11 @@ impl Daemon {
         Ok(())
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The config file the daemon reads (for reload tests).
     pub fn config_path(&self) -> &Path {
         &self.config

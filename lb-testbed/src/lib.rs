@@ -5,6 +5,7 @@
 //! users: this crate depends on the `xdplb` library, not the reverse).
 //! Needs root, iproute2 and ethtool.
 
+pub mod bird;
 pub mod clients;
 pub mod daemon;
 pub mod fib_net;

@@ -6,7 +6,7 @@
 //! Words (protocol, mode, hash, state) reuse the config's enums, so they are
 //! spelled as in the YAML.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +118,57 @@ pub struct Explanation {
     pub ring_index: Option<u32>,
     /// In words.
     pub reason: String,
+}
+
+/// This node's part in announcing VIPs (docs/ha.md): `ready` announces
+/// every usable VIP over BGP, `drain` none (the node keeps forwarding what
+/// still reaches it). Starts `ready` at every start: not kept across
+/// restarts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    #[default]
+    Ready,
+    Drain,
+}
+
+/// Body of `PUT /api/v1/node`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeUpdate {
+    pub state: NodeState,
+}
+
+/// Answer to `GET /api/v1/status` and `PUT /api/v1/node`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeState,
+    /// None: no `bgp` in the config.
+    pub bgp: Option<BgpStatus>,
+}
+
+/// What the BGP daemon reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpStatus {
+    pub router_id: Option<Ipv4Addr>,
+    pub peers: Vec<PeerStatus>,
+    /// The VIPs the BGP daemon exports to its peers (as of its last
+    /// configuration), in order.
+    pub announced: Vec<IpAddr>,
+}
+
+/// One configured peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    #[serde(rename = "as")]
+    pub asn: u32,
+    /// BGP's word: `Established` when up, else `Idle`, `Connect`,
+    /// `Active`, `OpenSent`, `OpenConfirm`, or `down` / `unknown` when BIRD
+    /// does not say (not running yet).
+    pub state: String,
+    /// The session is established.
+    pub up: bool,
 }
 
 /// Body of every 4xx/5xx answer.

@@ -1,9 +1,11 @@
 //! `xdplb run`: load (adopting pinned state), fill the maps, attach, then
 //! serve the admin API, health checks, neighbour requests, flow expiry and
 //! SIGHUP reloads until SIGINT/SIGTERM, which detach or keep the program
-//! as `on_exit` says. The API server and every background task are
-//! watched: one that ends stops the daemon with an error (a supervisor
-//! restarts it; with a pin dir, traffic never notices).
+//! as `on_exit` says. With `bgp`, BIRD starts once the program is attached
+//! (a VIP is announced only while this node forwards), and a stop
+//! withdraws every VIP before anything else. The API server and every
+//! background task are watched: one that ends stops the daemon with an
+//! error (a supervisor restarts it; with a pin dir, traffic never notices).
 
 use std::{
     path::Path,
@@ -22,6 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     api::{self, Shared},
+    bgp::{Bgp, metrics::NodeCollector},
     config::{self, Config, OnExit},
     controller::Controller,
     dataplane::{Dataplane, FlowTable},
@@ -45,6 +48,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .map(read_token_file)
         .transpose()
         .context("admin.token_file")?;
+
+    // Checked before anything is loaded; BIRD starts once attached.
+    let bgp = cfg.bgp.as_ref().map(|_| Bgp::prepare(&cfg)).transpose()?;
 
     let mut dp =
         Dataplane::load(&cfg.limits, cfg.pin_dir.as_deref()).context("loading the XDP program")?;
@@ -82,6 +88,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     for iface in controller.dataplane_mut().detach_others(&cfg.interfaces)? {
         info!("detached from {iface} (no longer configured)");
     }
+    // Attached: from now on a VIP may be announced.
+    let mut bgp = bgp.map(|b| b.start(controller.announcements()));
+    registry.register(Box::new(NodeCollector::new(
+        controller.shared_plan(),
+        controller.node_watch(),
+        bgp.as_ref().map(Bgp::status),
+    )))?;
     let plan = controller.plan();
     info!(
         "{} services, {} backends; admin on http://{}",
@@ -94,6 +107,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
 
     let shared = Arc::new(Shared {
+        node: controller.node_watch(),
+        bgp: bgp.as_ref().map(Bgp::status),
         controller: Mutex::new(controller),
         registry,
         token,
@@ -153,8 +168,18 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 error!("{what}: exiting");
                 break Some(what);
             }
+            _ = async { bgp.as_mut().expect("guarded").ended().await }, if bgp.is_some() => {
+                error!("the BGP task stopped: exiting");
+                bgp = None;
+                break Some("the BGP task stopped".into());
+            }
         }
     };
+    // Withdraw first: peers send no new traffic here while the program
+    // still forwards what is on its way.
+    if let Some(bgp) = bgp.take() {
+        bgp.stop().await;
+    }
     tasks.abort_all();
     let mut controller = shared.controller();
     match cfg.on_exit {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod api_types;
 pub mod backend_setup;
+pub mod bgp;
 pub mod client;
 pub mod config;
 pub mod controller;

@@ -16,7 +16,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use cli::{admin::AdminArgs, changes::BackendCommand, decap::DecapCommand, trace::TraceArgs};
-use xdplb::config::Protocol;
+use xdplb::{api_types::NodeState, config::Protocol};
 
 #[derive(Parser)]
 #[command(name = "xdplb", version, about = "XDP layer-4 load balancer")]
@@ -61,6 +61,13 @@ enum Command {
     Backend {
         #[command(subcommand)]
         command: BackendCommand,
+    },
+    /// This node's VIP announcements (BGP): drain withdraws every VIP while
+    /// the node keeps forwarding whatever still reaches it (maintenance);
+    /// ready announces the usable ones again. Not kept across restarts.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
     },
     /// Make the daemon re-read its config file and apply the difference
     /// (same as SIGHUP). An invalid file changes nothing.
@@ -137,6 +144,20 @@ enum Command {
     Trace(TraceArgs),
 }
 
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Withdraw every VIP; keep forwarding.
+    Drain {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Announce every usable VIP again.
+    Ready {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -167,6 +188,13 @@ fn main() -> ExitCode {
             admin,
         } => cli::admin::exit(cli::status::top(&admin, interval, count)),
         Command::Backend { command } => cli::admin::exit(cli::changes::backend(&command)),
+        Command::Node { command } => {
+            let (state, admin) = match command {
+                NodeCommand::Drain { admin } => (NodeState::Drain, admin),
+                NodeCommand::Ready { admin } => (NodeState::Ready, admin),
+            };
+            cli::admin::exit(cli::changes::node(state, &admin))
+        }
         Command::Reload { admin } => cli::admin::exit(cli::changes::reload(&admin)),
         Command::Explain {
             src,

@@ -3,7 +3,10 @@
 //! map entries and each service's Maglev ring. Pure, so it is unit-tested
 //! without a kernel.
 
-use std::net::SocketAddr;
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+};
 
 use lb_common::{
     Backend, ENCAP_GUE, ENCAP_IPIP, FLAG_ALL_PORTS, Globals, HASH_FIVE_TUPLE, HASH_SOURCE_IP,
@@ -25,6 +28,19 @@ pub struct Plan {
     /// `SERVICES` entries of VIPs that answer echo requests (port 0,
     /// protocol ICMP or ICMPv6, `MODE_ECHO`).
     pub echo: Vec<(ServiceKey, ServiceMeta)>,
+}
+
+impl Plan {
+    /// The VIPs this node can serve: those with at least one service whose
+    /// ring has a backend (ready, weight > 0, healthy). What BGP announces
+    /// while the node is ready (docs/ha.md).
+    pub fn usable_vips(&self) -> BTreeSet<IpAddr> {
+        self.services
+            .iter()
+            .filter(|s| s.ring.iter().any(|&id| id != NO_BACKEND))
+            .map(|s| lb_common::words_addr(s.key.addr, s.key.family))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -275,6 +291,47 @@ mod tests {
         });
         assert!(s.ring.iter().all(|id| *id == NO_BACKEND));
         assert!(s.backends.iter().all(|b| b.entry.state == STATE_MAINT));
+    }
+
+    #[test]
+    fn usable_vips_are_those_with_a_backend_in_a_ring() {
+        const TWO: &str = "interfaces: [eth0]\nsnat: { ipv4: 198.18.1.1, ipv6: \"2001:db8:1::1\" }\nlimits: { maglev_table_size: 1021 }\nservices:\n  - { name: web, vip: 198.18.100.10, port: 80, backends: [ { address: 198.18.1.11, port: 80 } ] }\n  - { name: web-udp, vip: 198.18.100.10, port: 80, protocol: udp, backends: [ { address: 198.18.1.12, port: 80 } ] }\n  - { name: web6, vip: \"2001:db8:100::10\", port: 80, backends: [ { address: \"2001:db8:1::11\", port: 80 } ] }\n";
+        let cfg = Config::from_yaml(TWO).unwrap();
+        let mut ids = Ids::default();
+        ids.assign(&cfg).unwrap();
+        let vips = |down: &[&str]| {
+            plan(&cfg, &ids, |k, b| Status {
+                up: !down.contains(&k.0.as_str()),
+                ..configured(b)
+            })
+            .usable_vips()
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(vips(&[]), ["198.18.100.10", "2001:db8:100::10"]);
+        assert_eq!(
+            vips(&["web"]),
+            ["198.18.100.10", "2001:db8:100::10"],
+            "one service of the VIP is enough"
+        );
+        assert_eq!(vips(&["web", "web-udp"]), ["2001:db8:100::10"]);
+        assert!(vips(&["web", "web-udp", "web6"]).is_empty());
+        // Drain and weight 0 take a backend out of the ring too.
+        let drained = plan(&cfg, &ids, |k, b| Status {
+            admin: if k.0 == "web6" {
+                BackendState::Drain
+            } else {
+                b.state
+            },
+            weight: if k.0.starts_with("web") && k.0 != "web6" {
+                0
+            } else {
+                b.weight
+            },
+            ..configured(b)
+        });
+        assert!(drained.usable_vips().is_empty());
     }
 
     #[test]

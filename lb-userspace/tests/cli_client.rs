@@ -39,6 +39,8 @@ struct FakeState {
     /// Token required on PUT and POST, if any.
     token: Option<&'static str>,
     reload: (u16, Value),
+    /// `ready` or `drain`, changed by PUT /api/v1/node.
+    node: String,
 }
 
 #[derive(Clone)]
@@ -68,6 +70,7 @@ impl Fake {
                     "backends_removed": ["web/198.18.1.13:8080"],
                 }),
             ),
+            node: "ready".into(),
         }));
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -131,6 +134,18 @@ fn services(n: u64, state: &str, weight: u64) -> Value {
     ])
 }
 
+/// `GET /api/v1/status`: node `node`, one peer up, one VIP announced.
+fn node_status(node: &str) -> Value {
+    let announced: Vec<&str> = if node == "ready" {
+        vec!["198.18.100.10"]
+    } else {
+        vec![]
+    };
+    json!({"node": node, "bgp": {"router_id": "198.18.0.1",
+        "peers": [{"address": "198.18.0.2", "as": 65000, "state": "Established", "up": true}],
+        "announced": announced}})
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
@@ -163,6 +178,15 @@ async fn handle(
         ("GET", "/api/v1/services") => {
             s.reads += 1;
             axum::Json(services(s.reads, &s.state, s.weight)).into_response()
+        }
+        ("GET", "/api/v1/status") => axum::Json(node_status(&s.node)).into_response(),
+        ("PUT", "/api/v1/node") => {
+            let update: Value = serde_json::from_slice(&body).unwrap_or_default();
+            match update["state"].as_str() {
+                Some(w @ ("ready" | "drain")) => s.node = w.into(),
+                _ => return error(StatusCode::BAD_REQUEST, "body must be {\"state\": ..}"),
+            }
+            axum::Json(node_status(&s.node)).into_response()
         }
         ("POST", "/api/v1/reload") => {
             let (status, body) = s.reload.clone();
@@ -261,12 +285,22 @@ fn status_shows_services_backends_health_and_rates() {
         row("198.18.1.21:53")[1..7],
         ["10", "ready", "unchecked", "ready", "7", "0.0"]
     );
+    assert!(
+        text.starts_with(
+            "node: ready, announcing 198.18.100.10\nbgp: router id 198.18.0.1\n  PEER           AS  STATE\n  198.18.0.2  65000  Established\n\nweb: "
+        ),
+        "the node head first: {text}"
+    );
     let requests = fake.requests();
-    assert_eq!(requests.len(), 2, "{requests:?}");
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/api/v1/services", "/api/v1/services", "/api/v1/status"]
+    );
     assert!(
         requests
             .iter()
-            .all(|r| r.method == "GET" && r.path == "/api/v1/services" && r.auth.is_none())
+            .all(|r| r.method == "GET" && r.auth.is_none())
     );
 }
 
@@ -276,7 +310,11 @@ fn status_interval_0_reads_once_and_shows_no_rates() {
     let out = fake.xdplb(&["status", "--interval", "0"]);
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("web: 198.18.100.10:80 tcp, mode nat, hash five-tuple, - pkt/s"));
-    assert_eq!(fake.requests().len(), 1);
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "one read of the services, one of the node"
+    );
 }
 
 #[test]
@@ -285,10 +323,19 @@ fn status_json_is_the_api_answer() {
     let out = fake.xdplb(&["status", "--json"]);
     assert_exit(&out, 0);
     let printed: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
-    assert_eq!(printed, services(1, "drain", 100));
-    assert_eq!(fake.requests().len(), 1, "no second read without --rates");
+    assert_eq!(printed["services"], services(1, "drain", 100));
+    assert_eq!(printed["node"], "ready");
+    assert_eq!(printed["bgp"], node_status("ready")["bgp"]);
+    assert_eq!(printed.as_object().unwrap().len(), 3, "{printed}");
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "no second read of the services without --rates"
+    );
     // ... and it parses as the shared API types.
-    let typed: Vec<xdplb::api_types::Service> = serde_json::from_value(printed).unwrap();
+    let typed: Vec<xdplb::api_types::Service> =
+        serde_json::from_value(printed["services"].clone()).unwrap();
+    let _: xdplb::api_types::NodeStatus = serde_json::from_value(printed).unwrap();
     assert_eq!(
         typed[0].backends[1].effective,
         xdplb::api_types::Effective::Down
@@ -301,13 +348,14 @@ fn status_json_rates_adds_per_second_fields() {
     let out = fake.xdplb(&["status", "--json", "--rates", "--interval", "100ms"]);
     assert_exit(&out, 0);
     let printed: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
-    assert_eq!(printed[0]["packets"], 1140, "the second read's counters");
-    let pps = printed[0]["backends"][0]["packets_per_second"]
+    let services = &printed["services"];
+    assert_eq!(services[0]["packets"], 1140, "the second read's counters");
+    let pps = services[0]["backends"][0]["packets_per_second"]
         .as_f64()
         .unwrap();
     assert!(pps > 0.0 && pps <= 500.0, "{pps}");
-    assert_eq!(printed[1]["backends"][0]["bytes_per_second"], 0.0);
-    assert_eq!(fake.requests().len(), 2);
+    assert_eq!(services[1]["backends"][0]["bytes_per_second"], 0.0);
+    assert_eq!(fake.requests().len(), 3);
     // --rates means nothing without --json.
     assert_exit(&fake.xdplb(&["status", "--rates"]), 2);
 }
@@ -439,6 +487,38 @@ fn a_daemon_that_never_answers_times_out_in_5s() {
         stderr(&out),
         format!("xdplb: no answer from the daemon at {addr} within 5s to GET /api/v1/services\n")
     );
+}
+
+#[test]
+fn node_drain_and_ready_put_the_state_with_the_token() {
+    let fake = Fake::start(Some("s3cret"));
+    let token = TempFile::new("token", "s3cret\n");
+    let out = fake.xdplb(&["node", "drain", "--token-file", token.arg()]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with("node: drain, announcing nothing\n"),
+        "{}",
+        stdout(&out)
+    );
+    let out = fake.xdplb(&["node", "ready", "--token-file", token.arg()]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).starts_with("node: ready, announcing 198.18.100.10\n"));
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for (r, state) in requests.iter().zip(["drain", "ready"]) {
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("PUT", "/api/v1/node")
+        );
+        assert_eq!(r.auth.as_deref(), Some("Bearer s3cret"));
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap(),
+            json!({ "state": state })
+        );
+    }
+    // Without the token: the API's 401, exit 2; a bad word: usage, exit 2.
+    assert_fails(&fake.xdplb(&["node", "drain"]), 2, "HTTP 401");
+    assert_exit(&fake.xdplb(&["node", "sleep"]), 2);
 }
 
 #[test]

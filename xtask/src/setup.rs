@@ -13,6 +13,8 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "ethtool",
     "iproute2",
+    // BGP: the daemon runs BIRD 2 for VIP announcement (docs/ha.md).
+    "bird2",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -22,9 +22,11 @@ use axum::{
     routing::{get, post, put},
 };
 use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::sync::watch;
 
 use crate::{
-    api_types::{ApiError, BackendUpdate, ReloadSummary},
+    api_types::{ApiError, BackendUpdate, NodeState, NodeStatus, NodeUpdate, ReloadSummary},
+    bgp,
     controller::{ControlError, Controller},
     neigh,
 };
@@ -36,6 +38,10 @@ pub struct Shared {
     pub registry: Registry,
     /// Bearer token required on mutating calls, if configured.
     pub token: Option<String>,
+    /// The node state (the controller's), read without its lock.
+    pub node: watch::Receiver<NodeState>,
+    /// What BGP reports, with a `bgp` section.
+    pub bgp: Option<bgp::SharedStatus>,
 }
 
 impl Shared {
@@ -57,6 +63,18 @@ impl Shared {
         }
         Ok(summary)
     }
+
+    /// `GET /api/v1/status`: the node state and BGP's view.
+    pub fn node_status(&self) -> NodeStatus {
+        NodeStatus {
+            node: *self.node.borrow(),
+            bgp: self.bgp.as_ref().map(|b| {
+                b.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            }),
+        }
+    }
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -67,6 +85,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/services/{name}", get(get_service))
         .route("/api/v1/services/{name}/backends/{addr}", put(put_backend))
         .route("/api/v1/reload", post(post_reload))
+        .route("/api/v1/status", get(get_status))
+        .route("/api/v1/node", put(put_node))
         .route("/api/v1/explain", get(get_explain))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -247,6 +267,35 @@ async fn put_backend(
         })
         .await,
     )
+}
+
+async fn get_status(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.node_status()).into_response()
+}
+
+async fn put_node(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    let update: NodeUpdate = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"state\": \"ready|drain\"}}: {e}"),
+            );
+        }
+    };
+    let s = shared.clone();
+    match with_controller(&shared, move |c| {
+        c.set_node(update.state);
+        Ok(())
+    })
+    .await
+    {
+        Ok(()) => Json(s.node_status()).into_response(),
+        Err(r) => r,
+    }
 }
 
 async fn post_reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

@@ -1,11 +1,12 @@
 //! The client commands that change the running daemon (they send the
-//! token): `xdplb backend state|weight` and `xdplb reload`.
+//! token): `xdplb backend state|weight`, `xdplb node drain|ready` and
+//! `xdplb reload`.
 
 use std::net::SocketAddr;
 
 use clap::{Subcommand, builder::PossibleValuesParser, builder::TypedValueParser};
 use xdplb::{
-    api_types::BackendState,
+    api_types::{BackendState, NodeState},
     client::{self, ClientError},
 };
 
@@ -67,6 +68,14 @@ pub fn backend(command: &BackendCommand) -> Result<(), ClientError> {
         ),
     };
     print!("{}", client::render_backend(service, &backend));
+    Ok(())
+}
+
+/// `node drain|ready`: prints the node as the daemon reports it (BGP
+/// follows within a moment: `announcing` may still show the old set).
+pub fn node(state: NodeState, admin: &AdminArgs) -> Result<(), ClientError> {
+    let status = admin.client(true)?.set_node(state)?;
+    print!("{}", client::render_node(&status));
     Ok(())
 }
 

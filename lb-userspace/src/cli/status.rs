@@ -1,5 +1,6 @@
-//! `xdplb status` and `xdplb top`: the services and backends as the daemon
-//! reports them, with packets per second between two reads.
+//! `xdplb status` and `xdplb top`: the node (state, BGP) and the services
+//! and backends as the daemon reports them, with packets per second
+//! between two reads.
 
 use std::{io::Write as _, time::Duration};
 
@@ -7,8 +8,9 @@ use xdplb::client::{self, ClientError, Rates};
 
 use super::admin::AdminArgs;
 
-/// `status`: the tables (rates unless `interval` is 0), or the API's JSON
-/// (with rates added on `rates`).
+/// `status`: the node head and the tables (rates unless `interval` is 0),
+/// or JSON: `{"node", "bgp"}` of `GET /api/v1/status` and `"services"`,
+/// the API's answer (with rates added on `rates`).
 pub fn status(
     admin: &AdminArgs,
     json: bool,
@@ -26,9 +28,11 @@ pub fn status(
         } else {
             client.services_json()?
         };
+        let mut whole = serde_json::to_value(client.node_status()?).expect("JSON");
+        whole["services"] = answer;
         println!(
             "{}",
-            serde_json::to_string_pretty(&answer).expect("JSON prints")
+            serde_json::to_string_pretty(&whole).expect("JSON prints")
         );
         return Ok(());
     }
@@ -41,7 +45,12 @@ pub fn status(
         let rates = Rates::between(&first, &second);
         (second.services, Some(rates))
     };
-    print!("{}", client::render_status(&services, rates.as_ref()));
+    let node = client.node_status()?;
+    print!(
+        "{}\n{}",
+        client::render_node(&node),
+        client::render_status(&services, rates.as_ref())
+    );
     Ok(())
 }
 

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 pub use rates::{Rate, Rates, Sample};
 pub use render::{
-    effective_word, health_word, render_backend, render_reload, render_status, state_word,
+    effective_word, health_word, node_word, render_backend, render_node, render_reload,
+    render_status, state_word,
 };
 pub use settings::{DEFAULT_ADMIN, Settings, parse_admin};
 pub use transport::Client;

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use super::rates::{Rate, Rates};
 use crate::api_types::{
-    Backend, BackendState, Effective, HashMode, Health, Mode, Protocol, ReloadSummary, Service,
+    Backend, BackendState, Effective, HashMode, Health, Mode, NodeState, NodeStatus, Protocol,
+    ReloadSummary, Service,
 };
 
 /// The words of the API, as in the YAML.
@@ -142,6 +143,49 @@ fn table(out: &mut String, rows: &[Vec<String>], right: &[bool]) {
     }
 }
 
+pub fn node_word(node: NodeState) -> &'static str {
+    match node {
+        NodeState::Ready => "ready",
+        NodeState::Drain => "drain",
+    }
+}
+
+/// The head of `xdplb status` and the answer of `xdplb node`: the node
+/// state, and with BGP the VIPs announced and a table of the peers.
+pub fn render_node(status: &NodeStatus) -> String {
+    let mut out = String::new();
+    let Some(bgp) = &status.bgp else {
+        let _ = writeln!(out, "node: {} (no bgp)", node_word(status.node));
+        return out;
+    };
+    let announced = if bgp.announced.is_empty() {
+        "nothing".to_string()
+    } else {
+        bgp.announced
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "node: {}, announcing {announced}",
+        node_word(status.node)
+    );
+    let router_id = bgp.router_id.map_or("-".into(), |r| r.to_string());
+    let _ = writeln!(out, "bgp: router id {router_id}");
+    let mut rows = vec![["PEER", "AS", "STATE"].map(String::from).to_vec()];
+    for p in &bgp.peers {
+        rows.push(vec![
+            p.address.to_string(),
+            p.asn.to_string(),
+            p.state.clone(),
+        ]);
+    }
+    table(&mut out, &rows, &[false, true, false]);
+    out
+}
+
 /// `xdplb backend state|weight`: the updated backend on one line.
 pub fn render_backend(service: &str, b: &Backend) -> String {
     format!(
@@ -203,6 +247,39 @@ mod tests {
         );
         assert!(render_status(&after.services, None).contains(" -\n"));
         assert_eq!(render_status(&[], None), "no services\n");
+    }
+
+    #[test]
+    fn node_head() {
+        use crate::api_types::{BgpStatus, PeerStatus};
+        let mut status = NodeStatus {
+            node: NodeState::Ready,
+            bgp: None,
+        };
+        assert_eq!(render_node(&status), "node: ready (no bgp)\n");
+        status.node = NodeState::Drain;
+        status.bgp = Some(BgpStatus {
+            router_id: Some("198.18.0.1".parse().unwrap()),
+            peers: vec![PeerStatus {
+                address: "198.18.0.2".parse().unwrap(),
+                asn: 65000,
+                state: "Established".into(),
+                up: true,
+            }],
+            announced: vec![],
+        });
+        assert_eq!(
+            render_node(&status),
+            "node: drain, announcing nothing\nbgp: router id 198.18.0.1\n  PEER           AS  STATE\n  198.18.0.2  65000  Established\n"
+        );
+        status.bgp.as_mut().unwrap().announced = vec![
+            "198.18.100.10".parse().unwrap(),
+            "2001:db8:100::10".parse().unwrap(),
+        ];
+        assert!(
+            render_node(&status)
+                .starts_with("node: drain, announcing 198.18.100.10, 2001:db8:100::10\n")
+        );
     }
 
     #[test]

@@ -13,7 +13,10 @@ use serde_json::Value;
 
 use super::rates::Sample;
 use super::{ClientError, TIMEOUT};
-use crate::api_types::{ApiError, Backend, BackendState, BackendUpdate, ReloadSummary, Service};
+use crate::api_types::{
+    ApiError, Backend, BackendState, BackendUpdate, NodeState, NodeStatus, NodeUpdate,
+    ReloadSummary, Service,
+};
 
 /// A blocking client of one daemon's admin API.
 pub struct Client {
@@ -110,6 +113,17 @@ impl Client {
         );
         let body = serde_json::to_value(update).expect("a BackendUpdate serializes");
         self.json(Method::Put, path, Some(body))
+    }
+
+    /// `GET /api/v1/status`: the node state and BGP.
+    pub fn node_status(&self) -> Result<NodeStatus, ClientError> {
+        self.json(Method::Get, "/api/v1/status".into(), None)
+    }
+
+    /// `PUT /api/v1/node`: drain (withdraw every VIP) or ready.
+    pub fn set_node(&self, state: NodeState) -> Result<NodeStatus, ClientError> {
+        let body = serde_json::to_value(NodeUpdate { state }).expect("a NodeUpdate serializes");
+        self.json(Method::Put, "/api/v1/node".into(), Some(body))
     }
 
     /// `POST /api/v1/reload`: the daemon re-reads its config file.

@@ -49,7 +49,55 @@ pub struct Config {
     /// UDP destination port of GUE-encapsulated packets (tunnel mode,
     /// `encap: gue`); backends' decapsulators listen on it.
     pub gue_port: u16,
+    /// Where the daemon keeps files of its own at run time: the BGP
+    /// daemon's config, control socket and pid file.
+    pub run_dir: PathBuf,
+    /// VIP announcement over BGP (docs/ha.md); none: nothing is announced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<Bgp>,
     pub services: Vec<Service>,
+}
+
+/// Default `run_dir`.
+pub const DEFAULT_RUN_DIR: &str = "/run/xdplb";
+
+/// `bgp`: the daemon runs BIRD 2 and announces each usable VIP to `peers`
+/// (docs/ha.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bgp {
+    /// 1-4294967294 (4-byte AS numbers).
+    pub local_as: u32,
+    /// Default: the first IPv4 address of the first interface, at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_id: Option<Ipv4Addr>,
+    /// At least one; IPv4 peers get the IPv4 VIPs, IPv6 peers the IPv6 ones.
+    pub peers: Vec<BgpPeer>,
+    /// BGP hold time: 3 s (BGP's smallest non-zero one) to 65535 s, whole
+    /// seconds. A peer that hears nothing for this long drops the session
+    /// and the routes learnt over it.
+    #[serde(default = "default_hold_time", with = "humantime_serde")]
+    pub hold_time: Duration,
+}
+
+fn default_hold_time() -> Duration {
+    Duration::from_secs(3)
+}
+
+/// One BGP neighbour (usually the router in front of the LB nodes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpPeer {
+    pub address: IpAddr,
+    /// The peer's AS number.
+    #[serde(rename = "as")]
+    pub asn: u32,
+    #[serde(default = "default_bgp_port")]
+    pub port: u16,
+}
+
+fn default_bgp_port() -> u16 {
+    179
 }
 
 /// Default `gue_port`.
@@ -107,6 +155,8 @@ impl Default for Config {
             on_exit: OnExit::default(),
             flow_timeouts: FlowTimeouts::default(),
             gue_port: DEFAULT_GUE_PORT,
+            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
+            bgp: None,
             limits: Limits::default(),
             services: Vec::new(),
         }

@@ -69,6 +69,9 @@ fn shipped_configs_are_valid() {
     assert_eq!(example.services[1].hash, HashMode::SourceIp);
     let hc = example.services[0].health_check.as_ref().unwrap();
     assert_eq!((hc.r#type, hc.path()), (CheckType::Http, "/healthz"));
+    let bgp = example.bgp.as_ref().unwrap();
+    assert_eq!((bgp.local_as, bgp.peers.len()), (65001, 2));
+    assert_eq!(demo.bgp, None);
 }
 
 #[test]
@@ -896,4 +899,117 @@ fn line_map_follows_paths() {
     let lines = Lines::scan("? [a, b]\n: 1\nx: &v { y: 2 }\nz: *v\nw: 3\n").unwrap();
     assert_eq!(lines.find("w"), Some((5, 1)));
     assert_eq!(lines.find("x.y"), Some((3, 9)));
+}
+
+/// BASE with a `bgp:` section holding `body` (its own lines, indented).
+fn with_bgp(body: &str) -> String {
+    format!("{}bgp:\n{body}", yaml(BASE))
+}
+
+#[test]
+fn bgp_parses_with_defaults() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.bgp, None, "no bgp: nothing announced");
+    assert_eq!(c.run_dir, std::path::Path::new(DEFAULT_RUN_DIR));
+    let c = parse(&with_bgp(
+        "  local_as: 65001\n  peers:\n    - { address: 198.18.0.254, as: 65000 }\n    - { address: \"2001:db8::fe\", as: 4200000000, port: 1179 }\n",
+    ))
+    .unwrap();
+    let bgp = c.bgp.as_ref().unwrap();
+    assert_eq!(bgp.local_as, 65001);
+    assert_eq!(bgp.router_id, None);
+    assert_eq!(bgp.hold_time, std::time::Duration::from_secs(3));
+    assert_eq!(
+        bgp.peers,
+        [
+            BgpPeer {
+                address: "198.18.0.254".parse().unwrap(),
+                asn: 65000,
+                port: 179
+            },
+            BgpPeer {
+                address: "2001:db8::fe".parse().unwrap(),
+                asn: 4_200_000_000,
+                port: 1179
+            },
+        ]
+    );
+    let c = parse(&format!(
+        "{}run_dir: /tmp/lb1\n",
+        with_bgp(
+            "  local_as: 65001\n  router_id: 198.18.0.1\n  hold_time: 90s\n  peers: [ { address: 198.18.0.254, as: 65000 } ]\n"
+        )
+    ))
+    .unwrap();
+    let bgp = c.bgp.as_ref().unwrap();
+    assert_eq!(bgp.router_id, Some(Ipv4Addr::new(198, 18, 0, 1)));
+    assert_eq!(bgp.hold_time, std::time::Duration::from_secs(90));
+    assert_eq!(c.run_dir, std::path::Path::new("/tmp/lb1"));
+    let text = serde_yaml::to_string(&c).unwrap();
+    assert_eq!(Config::from_yaml(&text).unwrap(), c, "round trip");
+}
+
+#[test]
+fn bgp_errors_name_the_key() {
+    let peer = "  peers: [ { address: 198.18.0.254, as: 65000 } ]\n";
+    assert_errs(&[
+        (
+            with_bgp(&format!("  local_as: 0\n{peer}")),
+            &["bgp.local_as: AS number 0 is reserved", "line 11"],
+        ),
+        (
+            with_bgp(&format!("  local_as: 4294967295\n{peer}")),
+            &["bgp.local_as: AS number 4294967295 is reserved"],
+        ),
+        (
+            with_bgp(&format!("  local_as: 1\n  router_id: 0.0.0.0\n{peer}")),
+            &["bgp.router_id: 0.0.0.0 cannot be a router id", "line 12"],
+        ),
+        (
+            with_bgp(&format!("  local_as: 1\n  hold_time: 2s\n{peer}")),
+            &["bgp.hold_time: 2s is out of range: whole seconds, 3s to 65535s"],
+        ),
+        (
+            with_bgp(&format!("  local_as: 1\n  hold_time: 3500ms\n{peer}")),
+            &["bgp.hold_time: 3s 500ms is out of range"],
+        ),
+        (
+            with_bgp(&format!("  local_as: 1\n  hold_time: 65536s\n{peer}")),
+            &["bgp.hold_time: 18h 12m 16s is out of range"],
+        ),
+        (
+            with_bgp("  local_as: 1\n  peers: []\n"),
+            &["bgp.peers: at least one peer is needed", "line 12"],
+        ),
+        (with_bgp("  local_as: 1\n"), &["bgp: missing field `peers`"]),
+        (
+            with_bgp(
+                "  local_as: 1\n  peers:\n    - { address: 198.18.0.254, as: 65000 }\n    - { address: 198.18.0.254, as: 65002 }\n",
+            ),
+            &[
+                "bgp.peers[1].address: duplicate peer 198.18.0.254 (also peers[0])",
+                "line 14",
+            ],
+        ),
+        (
+            with_bgp("  local_as: 1\n  peers: [ { address: 224.0.0.5, as: 65000 } ]\n"),
+            &["bgp.peers[0].address: 224.0.0.5 is not a usable unicast address"],
+        ),
+        (
+            with_bgp("  local_as: 1\n  peers: [ { address: 198.18.0.254, as: 0 } ]\n"),
+            &["bgp.peers[0].as: AS number 0 is reserved"],
+        ),
+        (
+            with_bgp("  local_as: 1\n  peers: [ { address: 198.18.0.254, as: 2, port: 0 } ]\n"),
+            &["bgp.peers[0].port: must be 1-65535"],
+        ),
+        (
+            with_bgp("  local_as: 1\n  peers: [ { address: 198.18.0.254, asn: 2 } ]\n"),
+            &["unknown field `asn`"],
+        ),
+        (
+            format!("{}run_dir: run/xdplb\n", yaml(BASE)),
+            &["run_dir: run/xdplb is not an absolute path"],
+        ),
+    ]);
 }

@@ -51,6 +51,12 @@ pub(super) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
     if old.pin_dir != new.pin_dir {
         changed.push("pin_dir");
     }
+    if old.run_dir != new.run_dir {
+        changed.push("run_dir");
+    }
+    if old.bgp != new.bgp {
+        changed.push("bgp");
+    }
     changed
 }
 

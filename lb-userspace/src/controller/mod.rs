@@ -16,19 +16,20 @@ mod explain;
 mod tests;
 
 use std::{
-    collections::HashMap,
-    net::SocketAddr,
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
 };
 
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 pub use crate::dataplane::DataplaneOps;
 pub use error::ControlError;
 
 use crate::{
-    api_types::ReloadSummary,
+    api_types::{NodeState, ReloadSummary},
     config::{self, BackendConfig, BackendState, Config},
     dataplane::{Counters, Dataplane, DataplaneError},
     health::{self, HealthChecker, Target, Transition},
@@ -104,6 +105,19 @@ pub struct Controller<D = Dataplane, H = HealthChecker> {
     dataplane: D,
     plan: Arc<Plan>,
     shared_plan: SharedPlan,
+    /// Ready or drain (holds the state; readers need no lock).
+    node: watch::Sender<NodeState>,
+    /// The VIPs BGP should announce (`desired_announcements`), published
+    /// after every write and node change.
+    announce: watch::Sender<BTreeSet<IpAddr>>,
+}
+
+/// What this node announces: every usable VIP, none while drained.
+fn desired_announcements(plan: &Plan, node: NodeState) -> BTreeSet<IpAddr> {
+    match node {
+        NodeState::Ready => plan.usable_vips(),
+        NodeState::Drain => BTreeSet::new(),
+    }
 }
 
 impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
@@ -123,7 +137,10 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
         let plan = Arc::new(plan);
         let shared_plan = SharedPlan::default();
         shared_plan.set(plan.clone());
+        let announce = watch::Sender::new(desired_announcements(&plan, NodeState::Ready));
         Ok(Controller {
+            node: watch::Sender::new(NodeState::Ready),
+            announce,
             config_path,
             inputs: Inputs {
                 config,
@@ -148,6 +165,39 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
     /// The plan in force, readable without the controller (`SharedPlan`).
     pub fn shared_plan(&self) -> SharedPlan {
         self.shared_plan.clone()
+    }
+
+    pub fn node(&self) -> NodeState {
+        *self.node.borrow()
+    }
+
+    /// The node state, readable without the controller (metrics, API).
+    pub fn node_watch(&self) -> watch::Receiver<NodeState> {
+        self.node.subscribe()
+    }
+
+    /// The VIPs to announce, kept current (the BGP task follows it).
+    pub fn announcements(&self) -> watch::Receiver<BTreeSet<IpAddr>> {
+        self.announce.subscribe()
+    }
+
+    /// `xdplb node drain|ready`: withdraw every VIP (the data plane keeps
+    /// forwarding whatever still arrives) or announce the usable ones again.
+    pub fn set_node(&mut self, state: NodeState) {
+        if self.node.send_replace(state) != state {
+            info!("node: {state:?}");
+        }
+        self.publish();
+    }
+
+    /// Tells the BGP task what to announce now (wakes it only on a change).
+    fn publish(&self) {
+        let want = desired_announcements(&self.plan, self.node());
+        self.announce.send_if_modified(|now| {
+            let changed = *now != want;
+            *now = want;
+            changed
+        });
     }
 
     pub fn dataplane_mut(&mut self) -> &mut D {
@@ -197,6 +247,7 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
         how(&mut self.dataplane, &plan)?;
         self.plan = Arc::new(plan);
         self.shared_plan.set(self.plan.clone());
+        self.publish();
         Ok(())
     }
 

@@ -564,3 +564,83 @@ fn a_panicked_call_does_not_poison_the_controller() {
     drop(c);
     assert!(!shared.is_poisoned());
 }
+
+fn vips(
+    rx: &tokio::sync::watch::Receiver<std::collections::BTreeSet<std::net::IpAddr>>,
+) -> Vec<String> {
+    rx.borrow().iter().map(|v| v.to_string()).collect()
+}
+
+#[test]
+fn announcements_follow_usable_backends_and_the_node_state() {
+    let (mut c, f) = start(&yaml(WEB, ""));
+    let mut rx = c.announcements();
+    assert_eq!(vips(&rx), ["198.18.100.10", "198.18.100.53"]);
+    assert_eq!(c.node(), NodeState::Ready);
+
+    // web loses its backends one by one: announced until the last goes.
+    for (i, b) in ["198.18.1.11:8080", "198.18.1.12:8080", "198.18.1.13:8080"]
+        .into_iter()
+        .enumerate()
+    {
+        let key = ("web".to_owned(), addr(b));
+        c.health.down.insert(key.clone());
+        c.on_health(&Transition {
+            key,
+            up: false,
+            reason: "refused".into(),
+        });
+        let want: &[&str] = if i < 2 {
+            &["198.18.100.10", "198.18.100.53"]
+        } else {
+            &["198.18.100.53"]
+        };
+        assert_eq!(vips(&rx), want, "after {b} went down");
+    }
+    assert!(rx.has_changed().unwrap(), "the BGP task is woken");
+    rx.mark_unchanged();
+
+    // Drain withdraws everything; ready brings back what is usable.
+    let node = c.node_watch();
+    c.set_node(NodeState::Drain);
+    assert!(vips(&rx).is_empty());
+    assert_eq!(*node.borrow(), NodeState::Drain);
+    let key = ("web".to_owned(), addr("198.18.1.12:8080"));
+    c.health.down.remove(&key);
+    c.on_health(&Transition {
+        key,
+        up: true,
+        reason: "passed".into(),
+    });
+    assert!(vips(&rx).is_empty(), "a drained node announces nothing");
+    c.set_node(NodeState::Ready);
+    assert_eq!(vips(&rx), ["198.18.100.10", "198.18.100.53"]);
+
+    // An admin drain of the last ready backend withdraws its VIP; a reload
+    // that removes a service withdraws its VIP.
+    c.update_backend(
+        "web",
+        addr("198.18.1.12:8080"),
+        Some(BackendState::Drain),
+        None,
+    )
+    .unwrap();
+    assert_eq!(vips(&rx), ["198.18.100.53"]);
+    f.write(&format!("{HEAD}services:\n  - name: ssh\n    vip: 198.18.100.22\n    port: 22\n    backends:\n      - {{ address: 198.18.1.31, port: 22 }}\n"));
+    c.reload().unwrap();
+    assert_eq!(vips(&rx), ["198.18.100.22"]);
+}
+
+#[test]
+fn a_change_that_fails_to_write_announces_nothing_new() {
+    let (mut c, _f) = start(&yaml(WEB, ""));
+    let mut rx = c.announcements();
+    rx.mark_unchanged();
+    c.dataplane_mut().failures = vec![true, false];
+    for b in ["198.18.1.11:8080", "198.18.1.12:8080", "198.18.1.13:8080"] {
+        let _ = c.update_backend("web", addr(b), Some(BackendState::Maint), None);
+    }
+    // The first change was rolled back: .11 stays ready, web stays usable.
+    assert_eq!(vips(&rx), ["198.18.100.10", "198.18.100.53"]);
+    assert!(!rx.has_changed().unwrap());
+}

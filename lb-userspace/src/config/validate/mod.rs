@@ -2,6 +2,7 @@
 //! topic. The first problem found is returned, naming its key path.
 
 mod backends;
+mod bgp;
 mod health_check;
 mod interfaces;
 mod limits;
@@ -29,7 +30,8 @@ impl Config {
         limits::check_sizes(&self.limits)?;
         services::check(&self.services)?;
         snat::check_addresses(self)?;
-        limits::check_capacity(self)
+        limits::check_capacity(self)?;
+        bgp::check(self)
     }
 }
 
