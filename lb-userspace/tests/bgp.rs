@@ -234,7 +234,7 @@ fn vips_are_announced_while_usable_and_withdrawn_on_failure_drain_and_stop() {
         failures.is_empty(),
         "the existing stream broke: {failures:?}"
     );
-    let after = outcomes.iter().filter(|o| o.at > drained_at).count();
+    let after = outcomes.iter().filter(|o| o.start > drained_at).count();
     assert!(after > 0, "served after the withdrawal: {after} requests");
     netns::ip(&[
         "-n",

@@ -9,8 +9,9 @@ use xdplb::client::{self, ClientError, Rates};
 use super::admin::AdminArgs;
 
 /// `status`: the node head and the tables (rates unless `interval` is 0),
-/// or JSON: `{"node", "bgp"}` of `GET /api/v1/status` and `"services"`,
-/// the API's answer (with rates added on `rates`).
+/// or JSON: the services as the API answers them (with rates added on
+/// `rates`), unchanged for scripts; the node and BGP state in JSON are
+/// `GET /api/v1/status`.
 pub fn status(
     admin: &AdminArgs,
     json: bool,
@@ -28,11 +29,9 @@ pub fn status(
         } else {
             client.services_json()?
         };
-        let mut whole = serde_json::to_value(client.node_status()?).expect("JSON");
-        whole["services"] = answer;
         println!(
             "{}",
-            serde_json::to_string_pretty(&whole).expect("JSON prints")
+            serde_json::to_string_pretty(&answer).expect("JSON prints")
         );
         return Ok(());
     }
