@@ -8,6 +8,7 @@
 //! Needs root and the built XDP program. Addresses: 198.18.0.0/15 only.
 
 use std::{
+    ffi::OsStr,
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -136,8 +137,19 @@ fn read_pcap(path: &Path) -> (PcapHeader, Vec<(Duration, Vec<u8>)>) {
 
 const BIN: &str = env!("CARGO_BIN_EXE_xdplb");
 
-fn xdplb(args: &[&str]) -> Output {
+fn xdplb<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(BIN).args(args).output().expect("run xdplb")
+}
+
+/// `trace --config CONFIG --pcap INPUT EXTRA...`: the arguments of most
+/// runs (`-c` is used where a test spells the arguments out).
+fn trace_args(cfg: &Path, input: &Path, extra: &[&str]) -> Vec<String> {
+    let files = ["trace", "--config", path(cfg), "--pcap", path(input)];
+    files.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
 
 fn ok_stdout(out: &Output) -> String {
@@ -161,15 +173,7 @@ fn json_lines(stdout: &str) -> Vec<Value> {
 fn trace(scratch: &Scratch, config: &str, frames: &[Vec<u8>], extra: &[&str]) -> Vec<Value> {
     let cfg = scratch.file("lb.yaml", config);
     let input = scratch.file("in.pcap", pcap(frames));
-    let mut args = vec![
-        "trace",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--pcap",
-        input.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
+    let args = trace_args(&cfg, &input, &[&["--json"], extra].concat());
     let lines = json_lines(&ok_stdout(&xdplb(&args)));
     assert_eq!(lines.len(), frames.len(), "one line per frame");
     for (i, l) in lines.iter().enumerate() {
@@ -600,13 +604,7 @@ fn drops_before_forwarding_say_why() {
 
     // The text says it too.
     let cfg = s.path("lb.yaml");
-    let text = ok_stdout(&xdplb(&[
-        "trace",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--pcap",
-        s.path("in.pcap").to_str().unwrap(),
-    ]));
+    let text = ok_stdout(&xdplb(&trace_args(&cfg, &s.path("in.pcap"), &[])));
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
     assert!(
         rows[1].contains("DROP") && rows[1].contains("tiny (no free SNAT port)"),
@@ -640,20 +638,11 @@ fn with_fib_the_namespace_routes_and_neighbours_decide() {
     let cfg = s.file("lb.yaml", config());
     let input = s.file("in.pcap", pcap(&frames));
     let out = s.path("out.pcap");
-    let stdout = netns::run(netns::command(bed.ns(), BIN).args([
-        "trace",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--pcap",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--fib",
-        "--iface",
-        "lbc",
-        "--json",
-    ]))
-    .unwrap();
+    let with_fib = |extra: &[&str]| {
+        let fib = [&["--fib", "--iface", "lbc"], extra].concat();
+        netns::run(netns::command(bed.ns(), BIN).args(trace_args(&cfg, &input, &fib))).unwrap()
+    };
+    let stdout = with_fib(&["--out", path(&out), "--json"]);
     let lines = json_lines(&stdout);
     let (_, written) = read_pcap(&out);
     assert_eq!(written.len(), 4, "the two dropped frames are not written");
@@ -738,17 +727,7 @@ fn with_fib_the_namespace_routes_and_neighbours_decide() {
     assert_eq!(inspect6(&written[3].1).src, SNAT6);
 
     // The text form.
-    let text = netns::run(netns::command(bed.ns(), BIN).args([
-        "trace",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--pcap",
-        input.to_str().unwrap(),
-        "--fib",
-        "--iface",
-        "lbc",
-    ]))
-    .unwrap();
+    let text = with_fib(&[]);
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
     assert!(
         rows[0].contains(&format!(
@@ -847,13 +826,7 @@ fn text_lines_read_well() {
         syn(CLIENT, 40000, WEB_VIP, 81),
     ];
     let input = s.file("in.pcap", pcap(&frames));
-    let text = ok_stdout(&xdplb(&[
-        "trace",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--pcap",
-        input.to_str().unwrap(),
-    ]));
+    let text = ok_stdout(&xdplb(&trace_args(&cfg, &input, &[])));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 5, "{text}");
     assert!(
@@ -893,18 +866,8 @@ fn the_same_capture_twice_gives_the_same_output() {
     let input = s.file("in.pcap", pcap(&frames));
     let run = |json: bool, out: &str| {
         let out = s.path(out);
-        let mut args = vec![
-            "trace",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--pcap",
-            input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        if json {
-            args.push("--json");
-        }
+        let json: &[&str] = if json { &["--json"] } else { &[] };
+        let args = trace_args(&cfg, &input, &[&["--out", path(&out)], json].concat());
         (ok_stdout(&xdplb(&args)), std::fs::read(out).unwrap())
     };
     for json in [false, true] {
@@ -980,15 +943,11 @@ fn every_capture_format_and_hex_give_the_same_trace() {
 
     // The output keeps the input's timestamp resolution.
     let out = s.path("out.pcap");
-    ok_stdout(&xdplb(&[
-        "trace",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--pcap",
-        inputs[2].to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    ok_stdout(&xdplb(&trace_args(
+        &cfg,
+        &inputs[2],
+        &["--out", path(&out)],
+    )));
     let (header, written) = read_pcap(&out);
     assert_eq!(header.ts_resolution, TsResolution::NanoSecond);
     assert_eq!(written.len(), 3);
@@ -1033,16 +992,11 @@ fn a_capture_cut_by_its_snap_length_is_traced_and_noted() {
     bytes.extend_from_slice(&web[..54]);
     let input = s.file("cut.pcap", bytes);
     let out = s.path("out.pcap");
-    let stdout = ok_stdout(&xdplb(&[
-        "trace",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--pcap",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]));
+    let stdout = ok_stdout(&xdplb(&trace_args(
+        &cfg,
+        &input,
+        &["--out", path(&out), "--json"],
+    )));
     let line = &json_lines(&stdout)[0];
     assert_fields(line, &json!({"verdict": "TX", "service": "web"}));
     assert_eq!(
@@ -1088,13 +1042,7 @@ fn bad_input_exits_2_with_a_clear_message() {
     ];
     for (name, bytes, message) in cases {
         let input = s.file(&format!("{name}.pcap"), bytes);
-        let out = xdplb(&[
-            "trace",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--pcap",
-            input.to_str().unwrap(),
-        ]);
+        let out = xdplb(&trace_args(&cfg, &input, &[]));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(err.contains(message), "{name}: {err}");
@@ -1127,13 +1075,7 @@ fn bad_input_exits_2_with_a_clear_message() {
     }
     // An invalid config, too.
     let bad_cfg = s.file("bad.yaml", "interfaces: []\n");
-    let out = xdplb(&[
-        "trace",
-        "-c",
-        bad_cfg.to_str().unwrap(),
-        "--pcap",
-        ok_input.to_str().unwrap(),
-    ]);
+    let out = xdplb(&trace_args(&bad_cfg, &ok_input, &[]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("interfaces"));
 }
