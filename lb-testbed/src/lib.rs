@@ -13,6 +13,7 @@ pub mod fixtures;
 pub mod frames;
 pub mod inspect;
 pub mod load;
+pub mod multinode;
 pub mod netns;
 pub mod servers;
 pub mod test_run;

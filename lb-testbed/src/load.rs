@@ -174,10 +174,23 @@ impl Load {
 
 impl Stream {
     pub fn start(ns: &str, target: SocketAddr, chunk: usize) -> Result<Stream> {
+        Stream::start_paced(ns, target, chunk, Duration::ZERO, Duration::from_secs(5))
+    }
+
+    /// A stream with `pause` between requests, whose reads give up after
+    /// `read_timeout` (the failover tests: many streams at once, each
+    /// riding out a reroute plus TCP's retransmission back-off).
+    pub fn start_paced(
+        ns: &str,
+        target: SocketAddr,
+        chunk: usize,
+        pause: Duration,
+        read_timeout: Duration,
+    ) -> Result<Stream> {
         let conn = tcp_connect(ns, target, Duration::from_secs(5))?;
-        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.set_read_timeout(Some(read_timeout))?;
         let mut reader = BufReader::with_capacity(1 << 16, conn);
-        Ok(Client::spawn(Duration::ZERO, move || {
+        Ok(Client::spawn(pause, move || {
             let result = get_keep_alive(&mut reader, target, chunk).map_err(|e| format!("{e:#}"));
             let go_on = result.is_ok();
             (result, go_on)

@@ -40,8 +40,9 @@ enum Cmd {
         #[arg(long = "kernel", default_value = "all", value_delimiter = ',')]
         kernels: Vec<String>,
         /// Run only these tests, in this order (comma-separated or repeated):
-        /// load, packet, trace, testbed, nat, modes, operations, virtio (the
-        /// default, in that order), or any other lb-userspace test target.
+        /// load, packet, consistency, trace, testbed, nat, modes, operations,
+        /// virtio (the default, in that order), or any other lb-userspace
+        /// test target.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Accelerator; default: KVM if a guest really runs with it, else TCG.
