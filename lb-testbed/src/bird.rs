@@ -4,8 +4,7 @@
 
 use std::{
     fs,
-    os::{fd::AsRawFd, unix::process::CommandExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
@@ -13,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::netns::{find_program, run};
+use crate::netns::{self, find_program, run};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -36,8 +35,6 @@ impl PeerBird {
         ));
         fs::create_dir_all(&dir)?;
         fs::write(dir.join("bird.conf"), conf)?;
-        let netns = fs::File::open(Path::new("/var/run/netns").join(ns))
-            .with_context(|| format!("open namespace {ns}"))?;
         let log = fs::File::create(dir.join("bird.log"))?;
         let mut cmd = Command::new(bird);
         cmd.arg("-f")
@@ -50,17 +47,7 @@ impl PeerBird {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let fd = netns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; fd stays open until spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("spawn bird")?;
+        let child = netns::spawn_in(ns, &mut cmd)?;
         let mut b = PeerBird { child, dir, birdc };
         for _ in 0..100 {
             if let Some(status) = b.child.try_wait()? {

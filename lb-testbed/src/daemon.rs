@@ -3,7 +3,6 @@
 use std::{
     fs,
     net::SocketAddr,
-    os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -11,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::clients::http_get;
+use crate::{clients::http_get, netns};
 use xdplb::config::Config;
 
 /// The admin API address of every test config: each daemon listens inside
@@ -36,8 +35,6 @@ pub struct Daemon {
 /// through `ip netns exec`, whose private mount of /sys would hide the
 /// host's bpf filesystem and lose the pins with the process.
 fn spawn_in(bin: &Path, ns: &str, config: &Path, log: &Path) -> Result<Child> {
-    let netns = fs::File::open(Path::new("/var/run/netns").join(ns))
-        .with_context(|| format!("open namespace {ns}"))?;
     let log_file = fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut cmd = Command::new(bin);
     cmd.args(["run", "--config"])
@@ -46,21 +43,7 @@ fn spawn_in(bin: &Path, ns: &str, config: &Path, log: &Path) -> Result<Child> {
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
         .stdin(Stdio::null());
-    let fd = netns.as_raw_fd();
-    // SAFETY: setns is async-signal-safe; fd stays open until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("spawn {} in {ns}", bin.display()))?;
-    drop(netns);
-    Ok(child)
+    netns::spawn_in(ns, &mut cmd)
 }
 
 impl Daemon {

@@ -18,6 +18,7 @@ pub mod netns;
 pub mod servers;
 pub mod test_run;
 pub mod topology;
+pub mod vip_backend;
 
 pub use clients::{
     HttpResponse, http_get, http_request, tcp_connect, udp_request, udp_request_from,

@@ -3,8 +3,9 @@
 
 use std::{
     fs::File,
+    os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -32,6 +33,29 @@ where
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+/// Spawns `cmd` inside network namespace `ns` only: not through `ip netns
+/// exec`, whose private mount of /sys would hide the host's bpf filesystem
+/// (pins made there vanish with the process).
+pub fn spawn_in(ns: &str, cmd: &mut Command) -> Result<Child> {
+    let path = Path::new("/var/run/netns").join(ns);
+    let netns = File::open(&path).with_context(|| format!("open namespace {ns}"))?;
+    let fd = netns.as_raw_fd();
+    // SAFETY: setns is async-signal-safe; fd stays open until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("spawn {} in {ns}", command_line(cmd)))?;
+    drop(netns);
+    Ok(child)
 }
 
 /// `ip netns exec NS PROGRAM`, ready for more arguments.

@@ -20,9 +20,8 @@ use lb_testbed::{
     fixtures::{backend, service},
     metric_sum,
     multinode::{MultiNode, node_addr},
-    netns, wait_until, xdplb_bin,
+    vip_backend, wait_until, xdplb_bin,
 };
-use xdplb::{backend_setup, config::XdpModeSetting, decap};
 
 const NODES: usize = 3;
 const BACKENDS: usize = 3;
@@ -47,19 +46,8 @@ impl Bed {
         let mut servers = Vec::new();
         for i in 1..=BACKENDS {
             let ns = net.backend_ns(i);
-            // dsr and tunnel backends hold the VIP; tunnel ones decapsulate
-            // with xdplb's program.
-            netns::run_in(&ns, || backend_setup::dsr_setup(&[vip.into()])).unwrap();
-            if tunnel {
-                netns::run_in(&ns, || {
-                    decap::attach(
-                        "eth0",
-                        xdplb::config::DEFAULT_GUE_PORT,
-                        XdpModeSetting::Auto,
-                    )
-                })
-                .unwrap();
-            }
+            // dsr and tunnel backends hold the VIP; tunnel ones decapsulate.
+            vip_backend::setup(&ns, &[vip.into()], tunnel).unwrap();
             let at = SocketAddr::new(vip.into(), 80);
             servers.push(HttpServer::start(&ns, at, &format!("backend-{i}")).unwrap());
         }
@@ -125,7 +113,7 @@ impl Drop for Bed {
     fn drop(&mut self) {
         if self.tunnel {
             for i in 1..=BACKENDS {
-                let _ = netns::run_in(&self.net.backend_ns(i), || decap::detach("eth0"));
+                vip_backend::detach_decap(&self.net.backend_ns(i));
             }
         }
     }

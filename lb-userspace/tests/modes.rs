@@ -14,9 +14,8 @@ use lb_testbed::{
     fixtures::{backend, service},
     http_get, http_request, is_pattern, metric_sum, netns,
     topology::CLIENT_ADDR6,
-    udp_request, wait_answering, xdplb_bin,
+    udp_request, vip_backend, wait_answering, xdplb_bin,
 };
-use xdplb::{backend_setup, config::XdpModeSetting, decap};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const N: usize = 3;
@@ -151,15 +150,7 @@ fn bed() -> Bed {
         // backends decapsulate with xdplb's program.
         let mut vips = held.clone();
         vips.push(dsr_udp);
-        netns::run_in(&ns, || backend_setup::dsr_setup(&vips)).unwrap();
-        netns::run_in(&ns, || {
-            decap::attach(
-                "eth0",
-                xdplb::config::DEFAULT_GUE_PORT,
-                XdpModeSetting::Auto,
-            )
-        })
-        .unwrap();
+        vip_backend::setup(&ns, &vips, true).unwrap();
         let mut http_on = vec![
             SocketAddr::new(backend_addr6(i).into(), 8080),
             SocketAddr::new(backend_addr(i).into(), 8080),
@@ -190,7 +181,7 @@ impl Drop for Bed {
     /// The decapsulators' links are pinned on the host: unpin them.
     fn drop(&mut self) {
         for i in 1..=N {
-            let _ = netns::run_in(&self.topo.backend_ns(i), || decap::detach("eth0"));
+            vip_backend::detach_decap(&self.topo.backend_ns(i));
         }
     }
 }
