@@ -2,11 +2,12 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
+use socket2::{Domain, Socket, Type};
 
 use crate::netns::run_in;
 
@@ -15,6 +16,31 @@ pub fn tcp_connect(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<TcpS
     run_in(ns, || {
         TcpStream::connect_timeout(&addr, timeout)
             .with_context(|| format!("connect to {addr} from {ns}"))
+    })
+}
+
+/// A TCP connection opened from namespace `ns` and local port `port`
+/// (distinct 5-tuples for tests that count flows: the kernel might reuse
+/// an ephemeral port whose flow is still in the LB's table).
+pub fn tcp_connect_from(
+    ns: &str,
+    port: u16,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    run_in(ns, || {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        let any: SocketAddr = if addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, port).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, port).into()
+        };
+        socket.bind(&any.into())?;
+        socket
+            .connect_timeout(&addr.into(), timeout)
+            .with_context(|| format!("connect to {addr} from {ns} port {port}"))?;
+        Ok(socket.into())
     })
 }
 
@@ -56,7 +82,30 @@ pub fn http_request(
     path: &str,
     timeout: Duration,
 ) -> Result<HttpResponse> {
-    let stream = tcp_connect(ns, addr, timeout)?;
+    http_request_on(tcp_connect(ns, addr, timeout)?, ns, addr, path, timeout)
+}
+
+/// [`http_get`] from local port `port` ([`tcp_connect_from`]).
+pub fn http_get_from(
+    ns: &str,
+    port: u16,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
+    let stream = tcp_connect_from(ns, port, addr, timeout)?;
+    let r = http_request_on(stream, ns, addr, path, timeout)?;
+    Ok((r.status, String::from_utf8_lossy(&r.body).into_owned()))
+}
+
+/// `GET path` on `stream` (Connection: close), the whole body read.
+fn http_request_on(
+    stream: TcpStream,
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse> {
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let ctx = || format!("GET http://{addr}{path} from {ns}");

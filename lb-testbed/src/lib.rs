@@ -21,8 +21,8 @@ pub mod topology;
 pub mod vip_backend;
 
 pub use clients::{
-    HttpResponse, http_get, http_request, tcp_connect, udp_request, udp_request_from,
-    wait_answering,
+    HttpResponse, http_get, http_get_from, http_request, tcp_connect, tcp_connect_from,
+    udp_request, udp_request_from, wait_answering,
 };
 pub use daemon::{ADMIN, Daemon, Sample, metric_sum, parse_metrics};
 pub use load::{Load, Outcome, Outcomes, Stream};

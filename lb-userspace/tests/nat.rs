@@ -11,8 +11,8 @@ use std::{
 use lb_testbed::{
     Daemon, HttpServer, Topology, UdpEchoServer, backend_addr,
     fixtures::{backend, service},
-    http_get, http_request, is_pattern, metric_sum, netns, udp_request, udp_request_from,
-    wait_answering, wait_until, xdplb_bin,
+    http_get, http_get_from, http_request, is_pattern, metric_sum, netns, udp_request,
+    udp_request_from, wait_answering, wait_until, xdplb_bin,
 };
 
 const WEB: &str = "198.18.100.10:80";
@@ -83,10 +83,12 @@ fn nat_end_to_end() {
     warm_up(&bed);
     let before = bed.daemon.metrics().unwrap();
 
-    // 300 separate connections spread over all three backends.
+    // 300 separate connections spread over all three backends, each from
+    // a port of its own: a reused port whose flow is still in the table
+    // would be an existing flow, not a new one.
     let mut served: HashMap<String, u32> = HashMap::new();
     for i in 0..300 {
-        let (status, body) = http_get(&client, vip, "/", TIMEOUT)
+        let (status, body) = http_get_from(&client, 10000 + i, vip, "/", TIMEOUT)
             .unwrap_or_else(|e| panic!("request {i}: {e:#}\n{}", bed.daemon.log()));
         assert_eq!(status, 200);
         let name = body.trim().to_owned();
@@ -111,7 +113,10 @@ fn nat_end_to_end() {
         let flows = metric_sum(&after, "xdplb_backend_flows_total", &labels)
             - metric_sum(&before, "xdplb_backend_flows_total", &labels);
         let answered = served.get(&format!("backend-{i}")).copied().unwrap_or(0);
-        assert_eq!(flows, answered as f64, "new flows of {b}");
+        assert_eq!(
+            flows, answered as f64,
+            "new flows of {b} (answered: {served:?})"
+        );
         let packets = metric_sum(&after, "xdplb_backend_packets_total", &labels)
             - metric_sum(&before, "xdplb_backend_packets_total", &labels);
         // Each connection: SYN, ACK, request, FIN, ACK out; SYN-ACK,
