@@ -37,11 +37,43 @@ pub struct KernelReport {
     /// init.sh reached its end (no hang, no panic).
     pub done: bool,
     pub timed_out: bool,
+    /// The guest's kernel panicked.
+    pub panicked: bool,
+    /// The test the first guest's kernel panicked in, when the tests from
+    /// it on ran again in a new guest.
+    pub retried: Option<String>,
 }
 
 impl KernelReport {
     pub fn passed(&self) -> bool {
         self.done && self.tests.iter().all(|t| t.status == Status::Pass)
+    }
+
+    /// The tests to run again after a guest kernel panic: from the one
+    /// the guest died in to the end of `plan` (none if it did not panic, or
+    /// this is already a retry).
+    pub fn rerun_after_panic(&self, plan: &[String]) -> Option<Vec<String>> {
+        if !self.panicked || self.retried.is_some() {
+            return None;
+        }
+        let died = self
+            .tests
+            .iter()
+            .position(|t| t.status == Status::Unfinished)?;
+        Some(plan[died..].to_vec())
+    }
+
+    /// Takes the retry's results for the tests it ran.
+    pub fn merge_retry(&mut self, retry: KernelReport) {
+        self.retried = retry.tests.first().map(|t| t.name.clone());
+        for t in retry.tests {
+            if let Some(mine) = self.tests.iter_mut().find(|m| m.name == t.name) {
+                *mine = t;
+            }
+        }
+        self.done = retry.done;
+        self.timed_out = retry.timed_out;
+        self.total += retry.total;
     }
 }
 
@@ -141,6 +173,10 @@ pub fn table(reports: &[KernelReport]) -> String {
                 Status::Skipped => "skipped".to_owned(),
                 Status::NotRun => "not run".to_owned(),
             });
+            if r.retried.as_ref() == Some(name) {
+                let cell = row.last_mut().expect("just pushed");
+                cell.push_str(" (rerun after a guest kernel panic)");
+            }
         }
         rows.push(row);
     }
@@ -198,5 +234,52 @@ mod tests {
         assert_eq!(tests[1].status, Status::Fail);
         assert_eq!(tests[1].lines, 4..7);
         assert_eq!(tests[2].status, Status::Unfinished);
+    }
+
+    fn report(plan: &[String], lines: &[Line], panicked: bool) -> KernelReport {
+        let (boot, tests, done) = parse(plan, lines);
+        KernelReport {
+            label: "6.12".into(),
+            release: "6.12.117".into(),
+            boot,
+            total: Duration::from_secs(60),
+            tests,
+            done,
+            timed_out: false,
+            panicked,
+            retried: None,
+        }
+    }
+
+    #[test]
+    fn a_guest_kernel_panic_reruns_the_rest_once() {
+        let plan = ["load", "operations", "virtio"].map(String::from).to_vec();
+        let died = [
+            line(1, "VMTEST START load"),
+            line(2, "VMTEST PASS load"),
+            line(3, "VMTEST START operations"),
+            line(
+                4,
+                "Kernel panic - not syncing: Fatal exception in interrupt",
+            ),
+        ];
+        let mut first = report(&plan, &died, true);
+        assert!(!first.passed());
+        let rest = first.rerun_after_panic(&plan).expect("a rerun");
+        assert_eq!(rest, ["operations", "virtio"]);
+        let again = [
+            line(1, "VMTEST START operations"),
+            line(5, "VMTEST PASS operations"),
+            line(6, "VMTEST START virtio"),
+            line(7, "VMTEST PASS virtio"),
+            line(8, "VMTEST DONE uptime=8s"),
+        ];
+        first.merge_retry(report(&rest, &again, false));
+        assert!(first.passed());
+        assert_eq!(first.retried.as_deref(), Some("operations"));
+        assert_eq!(first.rerun_after_panic(&plan), None, "only once");
+        assert!(table(&[first]).contains("rerun after a guest kernel panic"));
+        // A test failure or a hang is no reason to run again.
+        assert_eq!(report(&plan, &died, false).rerun_after_panic(&plan), None);
     }
 }
