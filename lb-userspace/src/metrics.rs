@@ -190,9 +190,7 @@ impl Collector for DataplaneCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let Some(plan) = self.plan.get() else {
-            return Vec::new();
-        };
+        let plan = self.plan.get();
         let sids: Vec<u32> = plan.services.iter().map(|s| s.id).collect();
         let bids: Vec<u32> = plan
             .services

@@ -116,9 +116,7 @@ impl Collector for NodeCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let Some(plan) = self.plan.get() else {
-            return Vec::new();
-        };
+        let plan = self.plan.get();
         let node = *self.node.borrow();
         let bgp = self.bgp.as_ref().map(|b| {
             b.read()

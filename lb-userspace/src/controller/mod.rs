@@ -63,11 +63,15 @@ impl HealthSource for HealthChecker {
 
 /// The plan in force, shared with readers that must not wait for the
 /// controller (metrics): the lock is held only to swap or clone the `Arc`.
-#[derive(Clone, Default)]
-pub struct SharedPlan(Arc<RwLock<Option<Arc<Plan>>>>);
+#[derive(Clone)]
+pub struct SharedPlan(Arc<RwLock<Arc<Plan>>>);
 
 impl SharedPlan {
-    pub fn get(&self) -> Option<Arc<Plan>> {
+    fn new(plan: Arc<Plan>) -> Self {
+        SharedPlan(Arc::new(RwLock::new(plan)))
+    }
+
+    pub fn get(&self) -> Arc<Plan> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -75,7 +79,7 @@ impl SharedPlan {
     }
 
     fn set(&self, plan: Arc<Plan>) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(plan);
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = plan;
     }
 }
 
@@ -135,8 +139,7 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
         dataplane.apply(&plan)?;
         health.set_targets(diff::health_targets(&config));
         let plan = Arc::new(plan);
-        let shared_plan = SharedPlan::default();
-        shared_plan.set(plan.clone());
+        let shared_plan = SharedPlan::new(plan.clone());
         let announce = watch::Sender::new(desired_announcements(&plan, NodeState::Ready));
         Ok(Controller {
             node: watch::Sender::new(NodeState::Ready),
