@@ -248,6 +248,35 @@ pub const FLAG_SKIP_FIB: u32 = 1;
 /// `Globals::flags`: some service listens on all ports (port 0), so a miss
 /// on the exact port is retried with port 0.
 pub const FLAG_ALL_PORTS: u32 = 2;
+/// `Globals::flags`: flow sync is on (`flow_sync`, docs/ha.md): new nat
+/// flows are announced on `SYNC_EVENTS`, and a packet of a flow another
+/// node owns (`OWNERS`) is handed to that node.
+pub const FLAG_FLOW_SYNC: u32 = 4;
+
+/// Most flow-sync peers (`PEERS` entries).
+pub const MAX_PEERS: u32 = 16;
+
+/// `PEERS` value: another LB node of the tier, by its index in
+/// `flow_sync.peers`. Written by the daemon; `hop` is the program's cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's flow-sync address: frames are sent to its link-layer
+    /// address toward this one.
+    pub addr: [u32; 4],
+    pub family: u8,
+    /// 1 while its heartbeats arrive: only then are frames handed to it.
+    pub alive: u8,
+    pub _pad: [u8; 2],
+    pub hop: NextHop,
+}
+
+/// `PEER_MACS` key: a link-layer address of a peer, zero-padded to 8 bytes.
+/// A frame from one of these is never handed on again (no loops).
+#[inline(always)]
+pub fn mac_key(mac: &[u8; 6]) -> [u8; 8] {
+    [mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]
+}
 
 /// Per-service counters (`SERVICE_STATS`, per CPU), both directions.
 #[repr(C)]
@@ -282,6 +311,10 @@ pub const STAT_FIB_FAIL: u32 = 8;
 pub const STAT_FLOW_INSERT_FAIL: u32 = 9;
 /// Rewritten packets forwarded on their flow's cached FIB answer.
 pub const STAT_FIB_CACHED: u32 = 10;
+/// Packets of a flow another node owns, handed to that node (flow sync).
+pub const STAT_OWNER_FORWARD: u32 = 11;
+/// New nat flows the sync ring had no room for (not announced to peers).
+pub const STAT_SYNC_LOST: u32 = 12;
 pub const GLOBAL_STATS_LEN: u32 = 16;
 
 /// Event sent to the daemon (`NEIGH_EVENTS` ring buffer) when a next hop
@@ -310,4 +343,5 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for BackendCounter {}
     unsafe impl aya::Pod for NeighEvent {}
+    unsafe impl aya::Pod for Peer {}
 }

@@ -9,12 +9,12 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns,
 };
 use lb_common::{
-    Backend, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, MODE_NAT, NatRev, NextHop, SNAT_PORT_TRIES,
-    STAT_FLOW_INSERT_FAIL, STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, STATE_DRAIN, STATE_READY,
-    ServiceMeta, hash::flow_hash, nat_rev_key,
+    Backend, FLAG_FLOW_SYNC, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, MODE_NAT, NatRev, NextHop,
+    SNAT_PORT_TRIES, STAT_FLOW_INSERT_FAIL, STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, STATE_DRAIN,
+    STATE_READY, ServiceMeta, hash::flow_hash, nat_rev_key,
 };
 
-use crate::{BACKENDS, FLOWS, NAT_REV, select, stats};
+use crate::{BACKENDS, FLOWS, NAT_REV, owner, select, stats};
 
 /// Where a packet of this flow goes.
 pub struct Conn {
@@ -28,6 +28,15 @@ pub struct Conn {
     pub new: bool,
 }
 
+/// What `lookup_or_create` found.
+pub enum Lookup {
+    Conn(Conn),
+    /// No flow here, and peer `n` owns it (flow sync): hand the frame on.
+    Owner(u32),
+    /// No backend, or no free SNAT port (counted).
+    Drop,
+}
+
 #[inline(always)]
 fn usable(state: u8) -> bool {
     state == STATE_READY || state == STATE_DRAIN
@@ -39,9 +48,9 @@ pub fn now_secs() -> u32 {
     (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
 }
 
-/// `None`: drop the packet (no backend, or no free SNAT port); counted.
 /// `fin_or_rst`: the packet is a TCP FIN or RST (the flow is closing).
-/// `now`: `now_secs()`.
+/// `now`: `now_secs()`. `owner`: asked only when no flow exists, the peer
+/// that owns this one, if the packet should go there (flow sync).
 #[inline(always)]
 pub fn lookup_or_create(
     key: &FlowKey,
@@ -49,7 +58,8 @@ pub fn lookup_or_create(
     globals: &Globals,
     fin_or_rst: bool,
     now: u32,
-) -> Option<Conn> {
+    owner: impl FnOnce() -> Option<u32>,
+) -> Lookup {
     let existing = FLOWS.get_ptr_mut(key);
     if let Some(flow) = existing {
         let f = unsafe { &mut *flow };
@@ -65,7 +75,7 @@ pub fn lookup_or_create(
             if fin_or_rst && f.closing == 0 {
                 f.closing = 1;
             }
-            return Some(Conn {
+            return Lookup::Conn(Conn {
                 backend_id: f.backend,
                 backend: *backend,
                 snat_port: f.snat_port,
@@ -73,12 +83,14 @@ pub fn lookup_or_create(
                 new: false,
             });
         }
+    } else if let Some(peer) = owner() {
+        return Lookup::Owner(peer);
     }
     let existing = existing.map(|f| unsafe { *f });
 
     let Some((backend_id, backend)) = select::select(key, svc, globals) else {
         stats::bump(STAT_NO_BACKEND);
-        return None;
+        return Lookup::Drop;
     };
     // A re-selected flow's old reverse entry would only linger until evicted.
     if let Some(old) = existing
@@ -103,8 +115,11 @@ pub fn lookup_or_create(
         let Some(port) = alloc_snat_port(key, svc, backend_id, &backend, backend_port, globals)
         else {
             stats::bump(STAT_SNAT_EXHAUSTED);
-            return None;
+            return Lookup::Drop;
         };
+        if globals.flags & FLAG_FLOW_SYNC != 0 {
+            owner::claim(key);
+        }
         port
     } else {
         0
@@ -120,7 +135,7 @@ pub fn lookup_or_create(
     if FLOWS.insert(key, flow, BPF_ANY as u64).is_err() {
         stats::bump(STAT_FLOW_INSERT_FAIL);
     }
-    Some(Conn {
+    Lookup::Conn(Conn {
         backend_id,
         backend,
         snat_port,

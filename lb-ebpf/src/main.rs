@@ -13,6 +13,7 @@ mod flow;
 mod handoff;
 mod icmp;
 mod nat;
+mod owner;
 mod parse;
 mod select;
 mod stats;
@@ -25,9 +26,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use fib::Route;
+use flow::Lookup;
 use lb_common::{
-    Backend, BackendCounter, Counter, FLAG_ALL_PORTS, Flow, FlowKey, GLOBAL_STATS_LEN, Globals,
-    MODE_DSR, MODE_TUNNEL, NatRev, NextHop, ServiceKey, ServiceMeta,
+    Backend, BackendCounter, Counter, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Flow, FlowKey,
+    GLOBAL_STATS_LEN, Globals, MAX_PEERS, MODE_DSR, MODE_NAT, MODE_TUNNEL, NatRev, NextHop, Peer,
+    ServiceKey, ServiceMeta,
 };
 use tunnel::Inner;
 
@@ -67,6 +70,20 @@ static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GLOBAL_STA
 /// Next hops the daemon should make the kernel resolve. Fixed size.
 #[map]
 static NEIGH_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+/// Flow sync (`owner`): nat flows this node created, for the daemon to
+/// tell its peers. Fixed size (6,000 flows between two reads).
+#[map]
+static SYNC_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+/// Flow sync: client-side 5-tuple -> index of the peer that owns the flow.
+#[map]
+static OWNERS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(1, 0);
+/// Flow sync: the peers, by index. Fixed size (`MAX_PEERS`).
+#[map]
+static PEERS: Array<Peer> = Array::with_max_entries(MAX_PEERS, 0);
+/// Flow sync: the peers' link-layer addresses (`lb_common::mac_key`).
+/// Fixed size.
+#[map]
+static PEER_MACS: HashMap<[u8; 8], u32> = HashMap::with_max_entries(4 * MAX_PEERS, 0);
 
 /// Programs reached by tail call, by slot (`JUMP_*`). Fixed size.
 #[map]
@@ -139,8 +156,21 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
     stats::count_service(svc.id, pkt.frame_len);
 
     let now = flow::now_secs();
-    let Some(conn) = flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst, now) else {
-        return Ok(XDP_DROP);
+    // Only a nat flow's state is node-bound; a SYN starts a flow anew.
+    let synced = svc.mode == MODE_NAT && globals.flags & FLAG_FLOW_SYNC != 0 && !pkt.syn;
+    let owner = || {
+        if synced {
+            owner::owner(ctx, &pkt.key)
+        } else {
+            None
+        }
+    };
+    let conn = match flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst, now, owner) {
+        Lookup::Conn(conn) => conn,
+        Lookup::Owner(peer) => {
+            return Ok(owner::forward(ctx, &pkt, peer, globals.flags, now).unwrap_or(XDP_DROP));
+        }
+        Lookup::Drop => return Ok(XDP_DROP),
     };
     stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
     let backend = conn.backend.addr;

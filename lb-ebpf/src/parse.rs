@@ -25,7 +25,9 @@ const IPPROTO_AH: u8 = 51;
 const IPPROTO_DSTOPTS: u8 = 60;
 
 const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 
 /// The network header: IPv4 or IPv6.
 #[derive(Clone, Copy)]
@@ -49,6 +51,8 @@ pub struct Packet {
     pub ip_len: u16,
     /// TCP FIN or RST flag set.
     pub fin_or_rst: bool,
+    /// TCP SYN without ACK: a connection's first packet.
+    pub syn: bool,
     pub frame_len: u64,
 }
 
@@ -83,12 +87,14 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
     };
 
     let mut fin_or_rst = false;
+    let mut syn = false;
     let l4_check = match net.proto {
         PROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(ctx, net.l4)?;
             // Byte 13: CWR ECE URG ACK PSH RST SYN FIN.
             let flags = unsafe { *(tcp as *const u8).add(13) };
             fin_or_rst = flags & (TCP_FIN | TCP_RST) != 0;
+            syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
             Some(unsafe { &raw mut (*tcp).check })
         }
         PROTO_UDP => {
@@ -122,6 +128,7 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
         },
         ip_len: net.ip_len,
         fin_or_rst,
+        syn,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
     })
 }

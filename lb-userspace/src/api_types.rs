@@ -145,6 +145,31 @@ pub struct NodeStatus {
     pub node: NodeState,
     /// None: no `bgp` in the config.
     pub bgp: Option<BgpStatus>,
+    /// None: no `flow_sync` in the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_sync: Option<SyncStatus>,
+}
+
+/// Flow sync's view (docs/ha.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub address: IpAddr,
+    pub port: u16,
+    /// Nat flows this node announced to its peers (one count per flow).
+    pub flows_sent: u64,
+    pub peers: Vec<SyncPeerStatus>,
+}
+
+/// One flow-sync peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPeerStatus {
+    pub address: IpAddr,
+    /// Its heartbeats arrive: packets of its flows are handed to it.
+    pub up: bool,
+    /// Milliseconds since it was last heard from; none: never (or bye).
+    pub last_heard_ms: Option<u64>,
+    /// Flows it announced.
+    pub flows_received: u64,
 }
 
 /// What the BGP daemon reports.

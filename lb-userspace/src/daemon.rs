@@ -32,6 +32,7 @@ use crate::{
     ids::Ids,
     metrics::DataplaneCollector,
     neigh,
+    sync::{FlowSync, metrics::SyncCollector},
     token::read_token_file,
 };
 
@@ -51,6 +52,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     // Checked before anything is loaded; BIRD starts once attached.
     let bgp = cfg.bgp.as_ref().map(|_| Bgp::prepare(&cfg)).transpose()?;
+    let flow_sync = match &cfg.flow_sync {
+        Some(s) => Some(FlowSync::bind(s, &cfg.interfaces).await?),
+        None => None,
+    };
 
     let mut dp =
         Dataplane::load(&cfg.limits, cfg.pin_dir.as_deref()).context("loading the XDP program")?;
@@ -66,6 +71,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let ids = Ids::adopt(&cfg, &adopted).map_err(anyhow::Error::msg)?;
     let counters = dp.counter_reader()?;
     let flows = dp.flow_table()?;
+    let sync_maps = match &flow_sync {
+        Some(_) => Some((dp.sync_maps()?, dp.flow_table()?)),
+        None => None,
+    };
 
     let registry = Registry::new();
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
@@ -95,6 +104,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         controller.node_watch(),
         bgp.as_ref().map(Bgp::status),
     )))?;
+    if let Some(s) = &flow_sync {
+        registry.register(Box::new(SyncCollector::new(s.status())))?;
+    }
     let plan = controller.plan();
     info!(
         "{} services, {} backends; admin on http://{}",
@@ -109,6 +121,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         node: controller.node_watch(),
         bgp: bgp.as_ref().map(Bgp::status),
+        flow_sync: flow_sync.as_ref().map(FlowSync::status),
         controller: Mutex::new(controller),
         registry,
         token,
@@ -144,6 +157,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "the health-check listener"
     });
     tasks.spawn(expire_flows(flows));
+    let goodbye = flow_sync.as_ref().map(FlowSync::goodbye);
+    if let (Some(sync), Some((maps, table))) = (flow_sync, sync_maps) {
+        tasks.spawn(async move {
+            if let Err(e) = sync.run(maps, table).await {
+                error!("flow sync: {e:#}");
+            }
+            "the flow sync"
+        });
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -179,6 +201,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // still forwards what is on its way.
     if let Some(bgp) = bgp.take() {
         bgp.stop().await;
+    }
+    // Then the peers: they hand this node nothing more.
+    if let Some(bye) = goodbye {
+        bye.await;
     }
     tasks.abort_all();
     let mut controller = shared.controller();

@@ -18,5 +18,6 @@ pub mod maglev;
 pub mod metrics;
 pub mod neigh;
 pub mod plan;
+pub mod sync;
 pub mod token;
 pub mod trace;

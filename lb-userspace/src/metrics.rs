@@ -25,13 +25,15 @@ use crate::{
 };
 
 /// Names of the `lb_common::STAT_*` slots, as `event` label values.
-const EVENTS: [(u32, &str); 6] = [
+const EVENTS: [(u32, &str); 8] = [
     (lb_common::STAT_NEIGH_MISS, "neigh_miss"),
     (lb_common::STAT_SNAT_EXHAUSTED, "snat_exhausted"),
     (lb_common::STAT_NO_BACKEND, "no_backend"),
     (lb_common::STAT_FIB_FAIL, "fib_fail"),
     (lb_common::STAT_FLOW_INSERT_FAIL, "flow_insert_fail"),
     (lb_common::STAT_FIB_CACHED, "fib_cached"),
+    (lb_common::STAT_OWNER_FORWARD, "owner_forward"),
+    (lb_common::STAT_SYNC_LOST, "sync_lost"),
 ];
 
 const BACKEND: [&str; 2] = ["service", "backend"];

@@ -9,9 +9,10 @@ use std::{
 };
 
 use lb_common::{
-    Backend, ENCAP_GUE, ENCAP_IPIP, FLAG_ALL_PORTS, Globals, HASH_FIVE_TUPLE, HASH_SOURCE_IP,
-    MODE_DSR, MODE_ECHO, MODE_NAT, MODE_TUNNEL, NO_BACKEND, PROTO_ICMP, PROTO_ICMPV6, STATE_DOWN,
-    STATE_DRAIN, STATE_MAINT, STATE_READY, ServiceKey, ServiceMeta, v4_words, v6_words,
+    Backend, ENCAP_GUE, ENCAP_IPIP, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Globals, HASH_FIVE_TUPLE,
+    HASH_SOURCE_IP, MODE_DSR, MODE_ECHO, MODE_NAT, MODE_TUNNEL, NO_BACKEND, PROTO_ICMP,
+    PROTO_ICMPV6, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, ServiceKey, ServiceMeta,
+    v4_words, v6_words,
 };
 
 use crate::{
@@ -117,6 +118,10 @@ pub fn plan(
         // Only then does a miss on the exact port cost a second lookup.
         flags: if cfg.services.iter().any(|s| s.port == 0) {
             FLAG_ALL_PORTS
+        } else {
+            0
+        } | if cfg.flow_sync.is_some() {
+            FLAG_FLOW_SYNC
         } else {
             0
         },

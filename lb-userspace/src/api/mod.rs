@@ -28,7 +28,7 @@ use crate::{
     api_types::{ApiError, BackendUpdate, NodeState, NodeStatus, NodeUpdate, ReloadSummary},
     bgp,
     controller::{ControlError, Controller},
-    neigh,
+    neigh, sync,
 };
 
 /// What the daemon shares with its API.
@@ -42,6 +42,8 @@ pub struct Shared {
     pub node: watch::Receiver<NodeState>,
     /// What BGP reports, with a `bgp` section.
     pub bgp: Option<bgp::SharedStatus>,
+    /// Flow sync's view, with a `flow_sync` section.
+    pub flow_sync: Option<sync::SharedStatus>,
 }
 
 impl Shared {
@@ -70,6 +72,11 @@ impl Shared {
             node: *self.node.borrow(),
             bgp: self.bgp.as_ref().map(|b| {
                 b.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            }),
+            flow_sync: self.flow_sync.as_ref().map(|s| {
+                s.read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone()
             }),

@@ -151,38 +151,57 @@ pub fn node_word(node: NodeState) -> &'static str {
 }
 
 /// The head of `xdplb status` and the answer of `xdplb node`: the node
-/// state, and with BGP the VIPs announced and a table of the peers.
+/// state, with BGP the VIPs announced and a table of the peers, with flow
+/// sync a table of its peers.
 pub fn render_node(status: &NodeStatus) -> String {
     let mut out = String::new();
-    let Some(bgp) = &status.bgp else {
-        let _ = writeln!(out, "node: {} (no bgp)", node_word(status.node));
-        return out;
-    };
-    let announced = if bgp.announced.is_empty() {
-        "nothing".to_string()
-    } else {
-        bgp.announced
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let _ = writeln!(
-        out,
-        "node: {}, announcing {announced}",
-        node_word(status.node)
-    );
-    let router_id = bgp.router_id.map_or("-".into(), |r| r.to_string());
-    let _ = writeln!(out, "bgp: router id {router_id}");
-    let mut rows = vec![["PEER", "AS", "STATE"].map(String::from).to_vec()];
-    for p in &bgp.peers {
-        rows.push(vec![
-            p.address.to_string(),
-            p.asn.to_string(),
-            p.state.clone(),
-        ]);
+    match &status.bgp {
+        None => {
+            let _ = writeln!(out, "node: {} (no bgp)", node_word(status.node));
+        }
+        Some(bgp) => {
+            let announced = if bgp.announced.is_empty() {
+                "nothing".to_string()
+            } else {
+                bgp.announced
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "node: {}, announcing {announced}",
+                node_word(status.node)
+            );
+            let router_id = bgp.router_id.map_or("-".into(), |r| r.to_string());
+            let _ = writeln!(out, "bgp: router id {router_id}");
+            let mut rows = vec![["PEER", "AS", "STATE"].map(String::from).to_vec()];
+            for p in &bgp.peers {
+                rows.push(vec![
+                    p.address.to_string(),
+                    p.asn.to_string(),
+                    p.state.clone(),
+                ]);
+            }
+            table(&mut out, &rows, &[false, true, false]);
+        }
     }
-    table(&mut out, &rows, &[false, true, false]);
+    if let Some(sync) = &status.flow_sync {
+        let at = std::net::SocketAddr::new(sync.address, sync.port);
+        let _ = writeln!(out, "flow sync: {at}, {} flows sent", sync.flows_sent);
+        let mut rows = vec![["PEER", "UP", "HEARD", "FLOWS"].map(String::from).to_vec()];
+        for p in &sync.peers {
+            rows.push(vec![
+                p.address.to_string(),
+                if p.up { "yes" } else { "no" }.into(),
+                p.last_heard_ms
+                    .map_or("never".into(), |ms| format!("{ms} ms ago")),
+                p.flows_received.to_string(),
+            ]);
+        }
+        table(&mut out, &rows, &[false, false, true, true]);
+    }
     out
 }
 
@@ -255,6 +274,7 @@ mod tests {
         let mut status = NodeStatus {
             node: NodeState::Ready,
             bgp: None,
+            flow_sync: None,
         };
         assert_eq!(render_node(&status), "node: ready (no bgp)\n");
         status.node = NodeState::Drain;
@@ -279,6 +299,24 @@ mod tests {
         assert!(
             render_node(&status)
                 .starts_with("node: drain, announcing 198.18.100.10, 2001:db8:100::10\n")
+        );
+        status.flow_sync = Some(crate::api_types::SyncStatus {
+            address: "198.18.2.1".parse().unwrap(),
+            port: 6082,
+            flows_sent: 3,
+            peers: vec![crate::api_types::SyncPeerStatus {
+                address: "198.18.2.2".parse().unwrap(),
+                up: true,
+                last_heard_ms: Some(250),
+                flows_received: 12,
+            }],
+        });
+        assert!(
+            render_node(&status).ends_with(
+                "flow sync: 198.18.2.1:6082, 3 flows sent\n  PEER        UP        HEARD  FLOWS\n  198.18.2.2  yes  250 ms ago     12\n"
+            ),
+            "{}",
+            render_node(&status)
         );
     }
 

@@ -55,6 +55,9 @@ pub struct Config {
     /// VIP announcement over BGP (docs/ha.md); none: nothing is announced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bgp: Option<Bgp>,
+    /// Flow sync with the other LB nodes (docs/ha.md); none: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_sync: Option<FlowSync>,
     pub services: Vec<Service>,
 }
 
@@ -98,6 +101,36 @@ pub struct BgpPeer {
 
 fn default_bgp_port() -> u16 {
     179
+}
+
+/// `flow_sync`: the nodes of a tier tell each other which nat flows each
+/// created, so that a node that receives a packet of another node's flow
+/// (after that node withdrew its VIPs) hands it to the owner (docs/ha.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSync {
+    /// This node's address on the segment the nodes share: the sync
+    /// datagrams leave from it, and the peers list it.
+    pub address: IpAddr,
+    /// The other nodes' addresses (same segment, same family), at most 16.
+    pub peers: Vec<IpAddr>,
+    /// UDP port of the sync datagrams, the same on every node.
+    #[serde(default = "default_sync_port")]
+    pub port: u16,
+    /// A peer silent this long is down: packets are no longer handed to it.
+    #[serde(default = "default_dead_after", with = "humantime_serde")]
+    pub dead_after: Duration,
+}
+
+/// Default `flow_sync.port`.
+pub const DEFAULT_SYNC_PORT: u16 = 6082;
+
+fn default_sync_port() -> u16 {
+    DEFAULT_SYNC_PORT
+}
+
+fn default_dead_after() -> Duration {
+    Duration::from_secs(3)
 }
 
 /// Default `gue_port`.
@@ -157,6 +190,7 @@ impl Default for Config {
             gue_port: DEFAULT_GUE_PORT,
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             bgp: None,
+            flow_sync: None,
             limits: Limits::default(),
             services: Vec::new(),
         }

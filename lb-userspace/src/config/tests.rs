@@ -1013,3 +1013,72 @@ fn bgp_errors_name_the_key() {
         ),
     ]);
 }
+
+/// BASE with a `flow_sync:` section holding `body`.
+fn with_flow_sync(body: &str) -> String {
+    format!("{}flow_sync:\n{body}", yaml(BASE))
+}
+
+#[test]
+fn flow_sync_parses_with_defaults() {
+    assert_eq!(parse(BASE).unwrap().flow_sync, None, "off by default");
+    let c = parse(&with_flow_sync(
+        "  address: 198.18.2.1\n  peers: [198.18.2.2, 198.18.2.3]\n",
+    ))
+    .unwrap();
+    let s = c.flow_sync.as_ref().unwrap();
+    assert_eq!(s.address, "198.18.2.1".parse::<IpAddr>().unwrap());
+    assert_eq!(s.peers.len(), 2);
+    assert_eq!(s.port, DEFAULT_SYNC_PORT);
+    assert_eq!(s.dead_after, std::time::Duration::from_secs(3));
+    let text = serde_yaml::to_string(&c).unwrap();
+    assert_eq!(Config::from_yaml(&text).unwrap(), c, "round trip");
+}
+
+#[test]
+fn flow_sync_errors_name_the_key() {
+    let addr = "  address: 198.18.2.1\n";
+    assert_errs(&[
+        (
+            with_flow_sync(&format!("{addr}  peers: []\n")),
+            &["flow_sync.peers: at least one peer is needed"],
+        ),
+        (
+            with_flow_sync(&format!("{addr}  peers: [198.18.2.1]\n")),
+            &["flow_sync.peers[0]: 198.18.2.1 is this node's own flow_sync.address"],
+        ),
+        (
+            with_flow_sync(&format!("{addr}  peers: [198.18.2.2, 198.18.2.2]\n")),
+            &["flow_sync.peers[1]: duplicate peer 198.18.2.2 (also peers[0])"],
+        ),
+        (
+            with_flow_sync(&format!("{addr}  peers: [\"2001:db8::2\"]\n")),
+            &["flow_sync.peers[0]: 2001:db8::2 is not of the family of flow_sync.address"],
+        ),
+        (
+            with_flow_sync("  address: 0.0.0.0\n  peers: [198.18.2.2]\n"),
+            &["flow_sync.address: 0.0.0.0 is not a usable unicast address"],
+        ),
+        (
+            with_flow_sync(&format!("{addr}  peers: [198.18.2.2]\n  port: 0\n")),
+            &["flow_sync.port: must be 1-65535"],
+        ),
+        (
+            with_flow_sync(&format!(
+                "{addr}  peers: [198.18.2.2]\n  dead_after: 100ms\n"
+            )),
+            &["flow_sync.dead_after: 100ms is out of range: 300ms to 1h"],
+        ),
+        (
+            with_flow_sync(&format!(
+                "{addr}  peers: [{}]\n",
+                (2..=18)
+                    .map(|i| format!("198.18.2.{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            &["flow_sync.peers: 17 peers: at most 16"],
+        ),
+        (with_flow_sync(addr), &["flow_sync: missing field `peers`"]),
+    ]);
+}

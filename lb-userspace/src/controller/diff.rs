@@ -57,6 +57,9 @@ pub(super) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
     if old.bgp != new.bgp {
         changed.push("bgp");
     }
+    if old.flow_sync != new.flow_sync {
+        changed.push("flow_sync");
+    }
     changed
 }
 

@@ -370,6 +370,21 @@ impl Dataplane {
         }
     }
 
+    /// The flow-sync maps (`sync`): the ring of flows this node created,
+    /// and handles on the owners, peers and peer MACs.
+    pub fn sync_maps(&mut self) -> Result<crate::sync::Maps> {
+        let map = self
+            .ebpf
+            .take_map("SYNC_EVENTS")
+            .ok_or(DataplaneError::MissingMap("SYNC_EVENTS"))?;
+        Ok(crate::sync::Maps {
+            events: RingBuf::try_from(map).map_err(map_err("SYNC_EVENTS"))?,
+            owners: handles::open(&self.ebpf, "OWNERS")?,
+            peers: handles::open(&self.ebpf, "PEERS")?,
+            peer_macs: handles::open(&self.ebpf, "PEER_MACS")?,
+        })
+    }
+
     /// The ring buffer on which the program asks for neighbour resolution.
     pub fn take_neigh_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self

@@ -26,8 +26,8 @@ use aya::{
     },
 };
 use lb_common::{
-    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, NatRev, NextHop,
-    RING_SLOTS_PER_SERVICE, ServiceKey, ServiceMeta,
+    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, MAX_PEERS, NatRev,
+    NextHop, Peer, RING_SLOTS_PER_SERVICE, ServiceKey, ServiceMeta,
 };
 use tracing::{info, warn};
 
@@ -97,6 +97,10 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
         ("FLOWS", spec::<FlowKey, Flow>(l.flow_table_size, true)),
         ("NAT_REV", spec::<FlowKey, NatRev>(l.flow_table_size, true)),
         ("GLOBAL_STATS", spec::<u32, u64>(GLOBAL_STATS_LEN, false)),
+        // Flow sync (docs/ha.md): an owner per flow at most.
+        ("OWNERS", spec::<FlowKey, u32>(l.flow_table_size, true)),
+        ("PEERS", spec::<u32, Peer>(MAX_PEERS, false)),
+        ("PEER_MACS", spec::<[u8; 8], u32>(4 * MAX_PEERS, false)),
     ])
 }
 

@@ -3,6 +3,7 @@
 
 mod backends;
 mod bgp;
+mod flow_sync;
 mod health_check;
 mod interfaces;
 mod limits;
@@ -31,7 +32,8 @@ impl Config {
         services::check(&self.services)?;
         snat::check_addresses(self)?;
         limits::check_capacity(self)?;
-        bgp::check(self)
+        bgp::check(self)?;
+        flow_sync::check(self)
     }
 }
 
