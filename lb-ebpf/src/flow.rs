@@ -28,15 +28,6 @@ pub struct Conn {
     pub new: bool,
 }
 
-/// What `lookup_or_create` found.
-pub enum Lookup {
-    Conn(Conn),
-    /// No flow here, and peer `n` owns it (flow sync): hand the frame on.
-    Owner(u32),
-    /// No backend, or no free SNAT port (counted).
-    Drop,
-}
-
 #[inline(always)]
 fn usable(state: u8) -> bool {
     state == STATE_READY || state == STATE_DRAIN
@@ -48,9 +39,9 @@ pub fn now_secs() -> u32 {
     (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
 }
 
+/// `None`: drop the packet (no backend, or no free SNAT port); counted.
 /// `fin_or_rst`: the packet is a TCP FIN or RST (the flow is closing).
-/// `now`: `now_secs()`. `owner`: asked only when no flow exists, the peer
-/// that owns this one, if the packet should go there (flow sync).
+/// `now`: `now_secs()`.
 #[inline(always)]
 pub fn lookup_or_create(
     key: &FlowKey,
@@ -58,8 +49,7 @@ pub fn lookup_or_create(
     globals: &Globals,
     fin_or_rst: bool,
     now: u32,
-    owner: impl FnOnce() -> Option<u32>,
-) -> Lookup {
+) -> Option<Conn> {
     let existing = FLOWS.get_ptr_mut(key);
     if let Some(flow) = existing {
         let f = unsafe { &mut *flow };
@@ -75,7 +65,7 @@ pub fn lookup_or_create(
             if fin_or_rst && f.closing == 0 {
                 f.closing = 1;
             }
-            return Lookup::Conn(Conn {
+            return Some(Conn {
                 backend_id: f.backend,
                 backend: *backend,
                 snat_port: f.snat_port,
@@ -83,14 +73,12 @@ pub fn lookup_or_create(
                 new: false,
             });
         }
-    } else if let Some(peer) = owner() {
-        return Lookup::Owner(peer);
     }
     let existing = existing.map(|f| unsafe { *f });
 
     let Some((backend_id, backend)) = select::select(key, svc, globals) else {
         stats::bump(STAT_NO_BACKEND);
-        return Lookup::Drop;
+        return None;
     };
     // A re-selected flow's old reverse entry would only linger until evicted.
     if let Some(old) = existing
@@ -115,7 +103,7 @@ pub fn lookup_or_create(
         let Some(port) = alloc_snat_port(key, svc, backend_id, &backend, backend_port, globals)
         else {
             stats::bump(STAT_SNAT_EXHAUSTED);
-            return Lookup::Drop;
+            return None;
         };
         if globals.flags & FLAG_FLOW_SYNC != 0 {
             owner::claim(key);
@@ -135,7 +123,7 @@ pub fn lookup_or_create(
     if FLOWS.insert(key, flow, BPF_ANY as u64).is_err() {
         stats::bump(STAT_FLOW_INSERT_FAIL);
     }
-    Lookup::Conn(Conn {
+    Some(Conn {
         backend_id,
         backend,
         snat_port,

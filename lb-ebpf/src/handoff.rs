@@ -39,7 +39,6 @@ pub struct Handoff {
     l4_off: u16,
     ip_len: u16,
     fin_or_rst: u8,
-    syn: u8,
     has_l4_check: u8,
 }
 
@@ -61,7 +60,6 @@ pub fn save(ctx: &XdpContext, pkt: &Packet, svc: Option<&ServiceMeta>) -> Option
             l4_off: l4_off as u16,
             ip_len: pkt.ip_len,
             fin_or_rst: pkt.fin_or_rst as u8,
-            syn: pkt.syn as u8,
             has_l4_check: pkt.l4_check.is_some() as u8,
         }
     };
@@ -105,7 +103,6 @@ pub fn restore(ctx: &XdpContext) -> Option<(Packet, &'static Handoff)> {
         key: h.key,
         ip_len: h.ip_len,
         fin_or_rst: h.fin_or_rst != 0,
-        syn: h.syn != 0,
         frame_len: h.frame_len as u64,
     };
     Some((pkt, h))

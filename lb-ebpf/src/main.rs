@@ -26,7 +26,6 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use fib::Route;
-use flow::Lookup;
 use lb_common::{
     Backend, BackendCounter, Counter, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Flow, FlowKey,
     GLOBAL_STATS_LEN, Globals, MAX_PEERS, MODE_DSR, MODE_NAT, MODE_TUNNEL, NatRev, NextHop, Peer,
@@ -87,10 +86,11 @@ static PEER_MACS: HashMap<[u8; 8], u32> = HashMap::with_max_entries(4 * MAX_PEER
 
 /// Programs reached by tail call, by slot (`JUMP_*`). Fixed size.
 #[map]
-static JUMP: ProgramArray = ProgramArray::with_max_entries(3, 0);
+static JUMP: ProgramArray = ProgramArray::with_max_entries(4, 0);
 const JUMP_ICMP: u32 = 0;
 const JUMP_BALANCE: u32 = 1;
 const JUMP_REPLY: u32 = 2;
+const JUMP_OWNER: u32 = 3;
 
 /// Entry: parses, and hands packets for a service to `xdplb_balance`, nat
 /// replies to `xdplb_reply`, ICMP to `xdplb_icmp` (see `handoff.rs` for
@@ -124,8 +124,38 @@ fn entry(ctx: &XdpContext) -> Result<u32, ()> {
             return Ok(XDP_PASS);
         };
         handoff::save(ctx, &pkt, Some(svc)).ok_or(())?;
+        // With flow sync, a nat packet that does not open a connection may
+        // belong to another node's flow (`owner`). A SYN starts one anew.
+        if svc.mode == MODE_NAT
+            && globals.flags & FLAG_FLOW_SYNC != 0
+            && !parse::opens_connection(ctx, &pkt)
+        {
+            unsafe { JUMP.tail_call(ctx, JUMP_OWNER) };
+        }
         unsafe { JUMP.tail_call(ctx, JUMP_BALANCE) };
     }
+    Err(())
+}
+
+/// A nat packet with flow sync on: handed to the peer that owns its flow
+/// if this node has none and a live peer does, else balanced here.
+#[xdp]
+pub fn xdplb_owner(ctx: XdpContext) -> u32 {
+    let action = to_owner(&ctx).unwrap_or(XDP_ABORTED);
+    stats::count_action(action);
+    action
+}
+
+#[inline(always)]
+fn to_owner(ctx: &XdpContext) -> Result<u32, ()> {
+    let globals = CONFIG.get(0).ok_or(())?;
+    let (pkt, _) = handoff::restore(ctx).ok_or(())?;
+    if unsafe { FLOWS.get(&pkt.key) }.is_none()
+        && let Some(peer) = owner::owner(ctx, &pkt.key)
+    {
+        return owner::forward(ctx, &pkt, peer, globals.flags, flow::now_secs()).ok_or(());
+    }
+    unsafe { JUMP.tail_call(ctx, JUMP_BALANCE) };
     Err(())
 }
 
@@ -156,21 +186,8 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
     stats::count_service(svc.id, pkt.frame_len);
 
     let now = flow::now_secs();
-    // Only a nat flow's state is node-bound; a SYN starts a flow anew.
-    let synced = svc.mode == MODE_NAT && globals.flags & FLAG_FLOW_SYNC != 0 && !pkt.syn;
-    let owner = || {
-        if synced {
-            owner::owner(ctx, &pkt.key)
-        } else {
-            None
-        }
-    };
-    let conn = match flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst, now, owner) {
-        Lookup::Conn(conn) => conn,
-        Lookup::Owner(peer) => {
-            return Ok(owner::forward(ctx, &pkt, peer, globals.flags, now).unwrap_or(XDP_DROP));
-        }
-        Lookup::Drop => return Ok(XDP_DROP),
+    let Some(conn) = flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst, now) else {
+        return Ok(XDP_DROP);
     };
     stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
     let backend = conn.backend.addr;

@@ -7,7 +7,9 @@
 //! its daemon tells the other nodes' daemons, which record the owner
 //! (`OWNERS`). A node that misses its flow table on a packet of a flow
 //! another live node owns hands the frame, unchanged but for its MACs, to
-//! that node, which translates it as before.
+//! that node, which translates it as before. This runs in a program of its
+//! own (`xdplb_owner`, tail-called before balancing), so that balancing's
+//! verification does not grow with it.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FlowKey, STAT_OWNER_FORWARD, STAT_SYNC_LOST, mac_key};

@@ -51,8 +51,6 @@ pub struct Packet {
     pub ip_len: u16,
     /// TCP FIN or RST flag set.
     pub fin_or_rst: bool,
-    /// TCP SYN without ACK: a connection's first packet.
-    pub syn: bool,
     pub frame_len: u64,
 }
 
@@ -66,6 +64,20 @@ struct Net {
     dst: [u32; 4],
     family: u8,
     ip_len: u16,
+}
+
+/// The packet is a TCP SYN without ACK: a connection's first packet.
+/// (Read apart from `parse`: only flow sync asks.)
+#[inline(always)]
+pub fn opens_connection(ctx: &XdpContext, pkt: &Packet) -> bool {
+    if pkt.key.proto != PROTO_TCP {
+        return false;
+    }
+    let l4 = pkt.ports as usize - ctx.data();
+    match ptr_at::<[u8; 14]>(ctx, l4) {
+        Some(tcp) => (unsafe { (*tcp)[13] } & (TCP_SYN | TCP_ACK)) == TCP_SYN,
+        None => false,
+    }
 }
 
 #[inline(always)]
@@ -87,14 +99,12 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
     };
 
     let mut fin_or_rst = false;
-    let mut syn = false;
     let l4_check = match net.proto {
         PROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(ctx, net.l4)?;
             // Byte 13: CWR ECE URG ACK PSH RST SYN FIN.
             let flags = unsafe { *(tcp as *const u8).add(13) };
             fin_or_rst = flags & (TCP_FIN | TCP_RST) != 0;
-            syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
             Some(unsafe { &raw mut (*tcp).check })
         }
         PROTO_UDP => {
@@ -128,7 +138,6 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
         },
         ip_len: net.ip_len,
         fin_or_rst,
-        syn,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
     })
 }

@@ -235,6 +235,20 @@ impl MultiNode {
         )
     }
 
+    /// The `flow_sync` section of node `k` (for [`Self::node_config`]'s
+    /// settings): its address toward the router, every other node a peer.
+    pub fn flow_sync_settings(&self, k: usize) -> String {
+        let peers: Vec<String> = (1..=self.nodes)
+            .filter(|&j| j != k)
+            .map(|j| node_addr(j).to_string())
+            .collect();
+        format!(
+            "flow_sync: {{ address: {}, peers: [{}] }}\n",
+            node_addr(k),
+            peers.join(", ")
+        )
+    }
+
     /// Starts the daemon `bin` in node `k` with `yaml` (from [`Self::node_config`]).
     pub fn start_daemon(&self, k: usize, bin: &Path, yaml: &str) -> Result<Daemon> {
         Daemon::start(bin, &self.node_ns(k), yaml, ADMIN.parse()?)
