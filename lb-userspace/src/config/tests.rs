@@ -72,6 +72,7 @@ fn shipped_configs_are_valid() {
     let bgp = example.bgp.as_ref().unwrap();
     assert_eq!((bgp.local_as, bgp.peers.len()), (65001, 2));
     assert_eq!(demo.bgp, None);
+    assert_eq!(example.flow_sync.as_ref().unwrap().peers.len(), 2);
 }
 
 #[test]
