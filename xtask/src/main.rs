@@ -40,7 +40,7 @@ enum Cmd {
         #[arg(long = "kernel", default_value = "all", value_delimiter = ',')]
         kernels: Vec<String>,
         /// Run only these tests, in this order (comma-separated or repeated):
-        /// load, packet, consistency, trace, testbed, nat, modes, operations,
+        /// load, packet, flow_sync, consistency, trace, testbed, nat, modes, operations,
         /// virtio (the default, in that order), or any other lb-userspace
         /// test target.
         #[arg(long, value_delimiter = ',')]

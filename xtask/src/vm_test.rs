@@ -30,7 +30,7 @@ use crate::{
 
 /// The layers, in the order the guest runs them: load first (does the
 /// verifier accept the program), then BPF_PROG_TEST_RUN (packet,
-/// consistency, trace),
+/// flow_sync, consistency, trace),
 /// then namespaces with real servers (testbed alone, then with the
 /// daemon), then native XDP on virtio-net. `load` and `virtio` are
 /// vm/*.sh; the others are lb-userspace test targets. Left out, as they
@@ -38,6 +38,7 @@ use crate::{
 pub const DEFAULT_PLAN: &[&str] = &[
     "load",
     "packet",
+    "flow_sync",
     "consistency",
     "trace",
     "testbed",
