@@ -158,7 +158,11 @@ mod tests {
             dst: addr_words(dst.parse().unwrap()).0,
             sport: (40000 + i).to_be(),
             dport: 80u16.to_be(),
-            proto: if i % 2 == 0 { PROTO_TCP } else { PROTO_UDP },
+            proto: if i.is_multiple_of(2) {
+                PROTO_TCP
+            } else {
+                PROTO_UDP
+            },
             family,
             _pad: [0; 2],
         }
@@ -166,7 +170,7 @@ mod tests {
 
     #[test]
     fn flows_round_trip_in_datagrams_that_fit() {
-        let keys: Vec<FlowKey> = (0..100).map(|i| key(i, i % 3 == 0)).collect();
+        let keys: Vec<FlowKey> = (0..100).map(|i| key(i, i.is_multiple_of(3))).collect();
         let grams = flows(&keys);
         assert_eq!(grams.len(), 100usize.div_ceil(FLOWS_PER_DATAGRAM));
         let mut back = Vec::new();
