@@ -150,7 +150,7 @@ pub fn xdplb_owner(ctx: XdpContext) -> u32 {
 fn to_owner(ctx: &XdpContext) -> Result<u32, ()> {
     let globals = CONFIG.get(0).ok_or(())?;
     let (pkt, _) = handoff::restore(ctx).ok_or(())?;
-    if unsafe { FLOWS.get(&pkt.key) }.is_none()
+    if unsafe { FLOWS.get(pkt.key) }.is_none()
         && let Some(peer) = owner::owner(ctx, &pkt.key)
     {
         return owner::forward(ctx, &pkt, peer, globals.flags, flow::now_secs()).ok_or(());

@@ -43,7 +43,7 @@ pub fn owner(ctx: &XdpContext, key: &FlowKey) -> Option<u32> {
     }
     let eth = ptr_at::<EthHdr>(ctx, 0)?;
     let from = mac_key(unsafe { &(*eth).src_addr });
-    if unsafe { PEER_MACS.get(&from) }.is_some() {
+    if unsafe { PEER_MACS.get(from) }.is_some() {
         return None;
     }
     Some(peer)
