@@ -73,10 +73,16 @@ enum Cmd {
     },
     /// Build, make the test topology, run xdplb with config/demo.yaml,
     /// drive traffic and print packets per second; then tear down.
+    /// With --nodes N: N LB nodes behind a router doing ECMP over the VIP
+    /// they announce with BGP; packets per second per node, and node 1
+    /// stopped at a third of the run while the others take its traffic.
     Demo {
         /// How long to drive traffic.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Run the multi-node demo with this many LB nodes (2-9).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(2..=9))]
+        nodes: Option<u8>,
     },
 }
 
@@ -85,7 +91,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::run(),
         Cmd::BuildEbpf => build_ebpf::run(),
         Cmd::Test { args } => test::run(&args),
-        Cmd::Demo { seconds } => demo::run(seconds),
+        Cmd::Demo { seconds, nodes } => demo::run(seconds, nodes),
         Cmd::Bench { quick } => bench::run(quick),
         Cmd::Lint => lint::run(),
         Cmd::VmTest {

@@ -1,15 +1,18 @@
 //! The demo behind `cargo xtask demo`: builds the reference topology, runs
 //! the real daemon with config/demo.yaml, drives HTTP and UDP traffic
 //! through the VIPs, and prints packets per second per service and backend
-//! every second, read from the daemon's /metrics. Tears everything down at
-//! the end (or on Ctrl-C). Needs root.
+//! every second, read from the daemon's /metrics. With `--nodes N`, the
+//! multi-node bed instead (nodes.rs). Tears everything down at the end (or
+//! on Ctrl-C). Needs root.
+
+mod nodes;
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
@@ -34,10 +37,32 @@ struct Args {
     /// How long to drive traffic.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Run N LB nodes behind an ECMP router instead (docs/ha.md); `config`
+    /// is not used then.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=9))]
+    nodes: Option<u8>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // Before anything is created: a Ctrl-C at any point still tears down.
+    static INTERRUPTED: OnceLock<Instant> = OnceLock::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc_stop(move || {
+            let _ = INTERRUPTED.set(Instant::now());
+            stop.store(true, Ordering::SeqCst)
+        });
+    }
+    match args.nodes {
+        Some(n) => nodes::run(&args.xdplb, n.into(), args.seconds, &INTERRUPTED),
+        None => single_node(&args, &stop),
+    }
+}
+
+/// The demo on one node with `args.config`.
+fn single_node(args: &Args, stop: &Arc<AtomicBool>) -> Result<()> {
     let yaml = std::fs::read_to_string(&args.config)
         .with_context(|| format!("read {}", args.config.display()))?;
     let cfg = Config::from_yaml(&yaml).with_context(|| args.config.display().to_string())?;
@@ -54,11 +79,6 @@ fn main() -> Result<()> {
         .count();
     println!("creating the topology (client, lb, switch, {n_backends} backends)...");
     let topo = Topology::create(n_backends.max(1))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc_stop(move || stop.store(true, Ordering::SeqCst));
-    }
     let mut http = Vec::new();
     let mut udp = Vec::new();
     for svc in &cfg.services {
