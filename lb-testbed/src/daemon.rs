@@ -9,6 +9,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use aya::maps::{HashMap, Map, MapData};
+use lb_common::{Flow, FlowKey, words_addr};
 
 use crate::{clients::http_get, netns};
 use xdplb::config::Config;
@@ -97,6 +99,35 @@ impl Daemon {
         Ok(())
     }
 
+    /// SIGTERM without waiting (a test that watches the stop happen; then
+    /// [`Self::sigterm`] waits for the exit).
+    pub fn send_sigterm(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// The (client, VIP) addresses of every entry of the daemon's flow
+    /// table, read from its pinned `FLOWS` map: the connections this node
+    /// carries (or carried lately). Needs a pin_dir.
+    pub fn flows(&self) -> Result<Vec<(SocketAddr, SocketAddr)>> {
+        let dir = self.pin_dir.as_ref().context("the daemon has no pin_dir")?;
+        let path = dir.join("FLOWS");
+        let map = MapData::from_pin(&path)
+            .and_then(Map::from_map_data)
+            .with_context(|| format!("open {}", path.display()))?;
+        let table = HashMap::<_, FlowKey, Flow>::try_from(&map)?;
+        let at = |words: [u32; 4], port: u16, family: u8| {
+            SocketAddr::new(words_addr(words, family), u16::from_be(port))
+        };
+        table
+            .keys()
+            .map(|k| {
+                let k = k?;
+                Ok((at(k.src, k.sport, k.family), at(k.dst, k.dport, k.family)))
+            })
+            .collect()
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -149,8 +180,7 @@ impl Daemon {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.send_sigterm();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if let Some(status) = self.child.try_wait()? {

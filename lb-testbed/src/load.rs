@@ -5,7 +5,6 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    marker::PhantomData,
     net::{SocketAddr, TcpStream},
     sync::{
         Arc, Mutex,
@@ -73,7 +72,7 @@ pub struct Client<K> {
     stop: Arc<AtomicBool>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
     handle: JoinHandle<()>,
-    kind: PhantomData<K>,
+    kind: K,
 }
 
 /// New connections to `target` from `ns`, one every `every`, each a `GET /`
@@ -84,13 +83,16 @@ pub type Load = Client<ShortConnections>;
 pub type Stream = Client<KeepAlive>;
 /// The requests of a [`Load`].
 pub struct ShortConnections;
-/// The requests of a [`Stream`].
-pub struct KeepAlive;
+/// The requests of a [`Stream`], on the connection from `local`.
+pub struct KeepAlive {
+    local: SocketAddr,
+}
 
 impl<K> Client<K> {
     /// `request` returns the outcome and whether to go on; `pause` is the
     /// time between requests.
     fn spawn(
+        kind: K,
         pause: Duration,
         mut request: impl FnMut() -> (Result<String, String>, bool) + Send + 'static,
     ) -> Client<K> {
@@ -118,7 +120,7 @@ impl<K> Client<K> {
             stop,
             outcomes,
             handle,
-            kind: PhantomData,
+            kind,
         }
     }
 
@@ -160,7 +162,7 @@ impl<K> Client<K> {
 impl Load {
     pub fn start(ns: &str, target: SocketAddr, every: Duration) -> Load {
         let ns = ns.to_owned();
-        Client::spawn(every, move || {
+        Client::spawn(ShortConnections, every, move || {
             let result = http_get(&ns, target, "/", Duration::from_secs(2))
                 .map_err(|e| format!("{e:#}"))
                 .and_then(|(status, body)| match status {
@@ -189,12 +191,18 @@ impl Stream {
     ) -> Result<Stream> {
         let conn = tcp_connect(ns, target, Duration::from_secs(5))?;
         conn.set_read_timeout(Some(read_timeout))?;
+        let local = conn.local_addr()?;
         let mut reader = BufReader::with_capacity(1 << 16, conn);
-        Ok(Client::spawn(pause, move || {
+        Ok(Client::spawn(KeepAlive { local }, pause, move || {
             let result = get_keep_alive(&mut reader, target, chunk).map_err(|e| format!("{e:#}"));
             let go_on = result.is_ok();
             (result, go_on)
         }))
+    }
+
+    /// The connection's own address: the source of its flow on an LB.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.kind.local
     }
 
     /// The backend that answered the first request (waits for it).

@@ -254,6 +254,15 @@ impl MultiNode {
         Daemon::start(bin, &self.node_ns(k), yaml, ADMIN.parse()?)
     }
 
+    /// Runs the CLI `bin ARGS... --admin ADMIN` inside node `k`, against
+    /// its daemon (`node drain`, as an operator on that node would); its
+    /// output.
+    pub fn cli(&self, k: usize, bin: &Path, args: &[&str]) -> Result<String> {
+        run(netns::command(&self.node_ns(k), &bin.to_string_lossy())
+            .args(args)
+            .args(["--admin", ADMIN]))
+    }
+
     /// The next hops of the router's kernel route to `vip` learnt over BGP
     /// (empty: no route).
     pub fn next_hops(&self, vip: IpAddr) -> Vec<IpAddr> {

@@ -1,15 +1,28 @@
 //! High availability (docs/ha.md): three LB nodes, each the real daemon
 //! with its own BIRD, behind a router running BIRD with ECMP
-//! (lb-testbed's multinode bed). For dsr and tunnel modes: the router
-//! holds one next hop per node, N long-lived TCP streams from the client
-//! spread over every node, then one node fails hard (its links cut: no
-//! withdrawal) and the streams it carried move to the others, which pick
-//! the same backends (same config and hash_seed), so none breaks.
+//! (lb-testbed's multinode bed). For each mode, one bed goes through three
+//! failures of node 1, each with fresh streams spread over all three nodes:
+//!
+//! - drain: `xdplb node drain` withdraws its VIPs while it keeps
+//!   forwarding (then `xdplb node ready` brings it back);
+//! - stop: SIGTERM with `on_exit: detach`: withdraw, then detach and exit
+//!   (then it starts again);
+//! - cut: its links go down, no withdrawal; the router notices when the
+//!   hold time runs out (last: the node does not come back).
+//!
+//! Either way the router drops node 1's next hop and sends its streams to
+//! the others (and, its ECMP hash being stateless, moves some streams
+//! between the others too). In dsr and tunnel modes the new node picks
+//! the same backend (same config and hash_seed), so no stream breaks. In
+//! nat mode the flow state (the SNAT port) lives on one node: a stream
+//! moved to a node without it breaks.
 //!
 //! Needs root, BIRD 2 and the built XDP program. The measured times are
-//! printed (`HA_FAILOVER`), not asserted; broken streams are.
+//! printed (`HA_DRAIN`, `HA_STOP`, `HA_FAILOVER`), not asserted; which
+//! streams break is.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
@@ -18,21 +31,84 @@ use std::{
 use lb_testbed::{
     Daemon, HttpServer, Outcome, Stream, backend_addr,
     fixtures::{backend, service},
-    metric_sum,
     multinode::{MultiNode, node_addr},
     vip_backend, wait_until, xdplb_bin,
 };
 
 const NODES: usize = 3;
 const BACKENDS: usize = 3;
+/// The node every failure hits.
+const FAILED: usize = 1;
 /// Long-lived streams (the issue asks for N >= 50).
 const STREAMS: usize = 60;
 const WAIT: Duration = Duration::from_secs(30);
+/// A stream that goes this long without an answer has stalled.
+const STALL: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Dsr,
+    Tunnel,
+    Nat,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Dsr => "dsr",
+            Mode::Tunnel => "tunnel",
+            Mode::Nat => "nat",
+        }
+    }
+}
+
+/// What a failure of a node may do to the streams.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// None breaks: every node picks the same backend (dsr, tunnel).
+    NoneBroken,
+    /// Only node 1's streams and those ECMP moved to another node may
+    /// break: the node they moved to has no state for them (nat without
+    /// flow-state sync).
+    OnlyMovedBreak,
+}
+
+/// How node [`FAILED`] goes out of service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// `xdplb node drain`.
+    Drain,
+    /// SIGTERM (the config says `on_exit: detach`).
+    Stop,
+    /// Links cut.
+    Cut,
+}
+
+impl Failure {
+    /// In the order one bed goes through them: the cut node stays down.
+    const ALL: [Failure; 3] = [Failure::Drain, Failure::Stop, Failure::Cut];
+
+    fn tag(self) -> &'static str {
+        match self {
+            Failure::Drain => "HA_DRAIN",
+            Failure::Stop => "HA_STOP",
+            Failure::Cut => "HA_FAILOVER",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Failure::Drain => "drained (xdplb node drain)",
+            Failure::Stop => "stopped (SIGTERM, on_exit: detach)",
+            Failure::Cut => "cut (links down)",
+        }
+    }
+}
 
 /// The bed with `mode`'s service on `vip` running on every node.
 struct Bed {
+    mode: Mode,
     vip: SocketAddr,
-    tunnel: bool,
     daemons: Vec<Daemon>,
     _servers: Vec<HttpServer>,
     // Last: the namespaces go after the daemons and servers.
@@ -40,15 +116,22 @@ struct Bed {
 }
 
 impl Bed {
-    fn start(mode: &str, vip: Ipv4Addr) -> Bed {
+    /// `settings`: more top-level keys for every node's config.
+    fn start(mode: Mode, vip: Ipv4Addr, settings: &str) -> Bed {
         let net = MultiNode::create(NODES, BACKENDS).expect("multi-node bed");
-        let tunnel = mode == "tunnel";
+        let vip = SocketAddr::new(vip.into(), 80);
         let mut servers = Vec::new();
         for i in 1..=BACKENDS {
             let ns = net.backend_ns(i);
-            // dsr and tunnel backends hold the VIP; tunnel ones decapsulate.
-            vip_backend::setup(&ns, &[vip.into()], tunnel).unwrap();
-            let at = SocketAddr::new(vip.into(), 80);
+            // dsr and tunnel backends hold the VIP (tunnel ones decapsulate);
+            // nat ones serve on their own address.
+            let at = match mode {
+                Mode::Nat => SocketAddr::new(backend_addr(i).into(), 80),
+                Mode::Dsr | Mode::Tunnel => {
+                    vip_backend::setup(&ns, &[vip.ip()], mode == Mode::Tunnel).unwrap();
+                    vip
+                }
+            };
             servers.push(HttpServer::start(&ns, at, &format!("backend-{i}")).unwrap());
         }
         let backends: Vec<String> = (1..=BACKENDS)
@@ -56,26 +139,28 @@ impl Bed {
             .collect();
         let services = [service(
             "web",
-            vip,
+            vip.ip(),
             80,
-            &[&format!("mode: {mode}")],
+            &[&format!("mode: {}", mode.name())],
             &backends,
         )];
+        // on_exit: detach (the default, said out loud): a polite stop
+        // withdraws, then detaches.
+        let settings = format!(
+            "hash_seed: 0xc0ffee\n\
+             limits: {{ max_services: 4, max_backends: 8, maglev_table_size: 65537, flow_table_size: 65536 }}\n\
+             on_exit: detach\n{settings}"
+        );
         let daemons = (1..=NODES)
             .map(|k| {
-                let yaml = net.node_config(
-                    k,
-                    "hash_seed: 0xc0ffee\n\
-                     limits: { max_services: 4, max_backends: 8, maglev_table_size: 65537, flow_table_size: 65536 }",
-                    &services,
-                );
+                let yaml = net.node_config(k, &settings, &services);
                 net.start_daemon(k, xdplb_bin!(), &yaml)
                     .unwrap_or_else(|e| panic!("node {k}: {e:#}"))
             })
             .collect();
         Bed {
-            vip: SocketAddr::new(vip.into(), 80),
-            tunnel,
+            mode,
+            vip,
             daemons,
             _servers: servers,
             net,
@@ -84,8 +169,7 @@ impl Bed {
 
     /// Waits until the router's route to the VIP has `n` next hops.
     #[track_caller]
-    fn wait_next_hops(&self, n: usize) -> Duration {
-        let start = Instant::now();
+    fn wait_next_hops(&self, n: usize) {
         let vip = self.vip.ip();
         assert!(
             wait_until(WAIT, || self.net.next_hops(vip).len() == n),
@@ -95,23 +179,60 @@ impl Bed {
                 .router()
                 .birdc(&["show", "protocols"])
                 .unwrap_or_default(),
-            self.daemons[0].log()
+            self.daemons[FAILED - 1].log()
         );
-        start.elapsed()
     }
 
-    /// New flows each node has taken (its `xdplb_backend_flows_total`).
-    fn flows_per_node(&self) -> Vec<f64> {
-        self.daemons
-            .iter()
-            .map(|d| metric_sum(&d.metrics().unwrap(), "xdplb_backend_flows_total", &[]))
+    fn daemon(&mut self, k: usize) -> &mut Daemon {
+        &mut self.daemons[k - 1]
+    }
+
+    /// The clients of node `k`'s flows to the VIP (from its flow table).
+    fn clients_of(&self, k: usize) -> BTreeSet<SocketAddr> {
+        let flows = self.daemons[k - 1]
+            .flows()
+            .unwrap_or_else(|e| panic!("node {k}'s flow table: {e:#}"));
+        flows
+            .into_iter()
+            .filter(|(_, vip)| *vip == self.vip)
+            .map(|(client, _)| client)
             .collect()
+    }
+
+    /// `xdplb node STATE` on node `k`.
+    fn set_node(&self, k: usize, state: &str) {
+        let out = self
+            .net
+            .cli(k, xdplb_bin!(), &["node", state])
+            .unwrap_or_else(|e| panic!("xdplb node {state} on node {k}: {e:#}"));
+        assert!(out.starts_with(&format!("node: {state}")), "{out}");
+    }
+
+    fn fail(&mut self, failure: Failure) {
+        match failure {
+            Failure::Drain => self.set_node(FAILED, "drain"),
+            Failure::Stop => self.daemon(FAILED).send_sigterm(),
+            Failure::Cut => self.net.cut_node(FAILED).unwrap(),
+        }
+    }
+
+    /// Brings node [`FAILED`] back after `failure` and waits until the
+    /// router uses it again; how long that took.
+    fn restore(&mut self, failure: Failure) -> Duration {
+        let start = Instant::now();
+        match failure {
+            Failure::Drain => self.set_node(FAILED, "ready"),
+            Failure::Stop => self.daemon(FAILED).restart().unwrap(),
+            Failure::Cut => unreachable!("a cut node stays down"),
+        }
+        self.wait_next_hops(NODES);
+        start.elapsed()
     }
 }
 
 impl Drop for Bed {
     fn drop(&mut self) {
-        if self.tunnel {
+        if self.mode == Mode::Tunnel {
             for i in 1..=BACKENDS {
                 vip_backend::detach_decap(&self.net.backend_ns(i));
             }
@@ -119,34 +240,116 @@ impl Drop for Bed {
     }
 }
 
-/// The longest time any stream went without an answer after `cut` (each
-/// stream's own clock): when the last of them was flowing again, counted
-/// from its last answer before the outage (or the cut); and how many
-/// streams went more than 500 ms without one.
-fn longest_stall(outcomes: &[Vec<Outcome>], cut: &[Duration]) -> (Duration, usize) {
-    let mut longest = Duration::ZERO;
-    let mut stalled = 0;
-    for (o, &at) in outcomes.iter().zip(cut) {
-        let mut prev = at;
-        let mut worst = Duration::ZERO;
-        for end in o.iter().map(|o| o.end).filter(|&e| e > at) {
-            worst = worst.max(end - prev);
-            prev = end;
-        }
-        longest = longest.max(worst);
-        if worst > Duration::from_millis(500) {
-            stalled += 1;
-        }
-    }
-    (longest, stalled)
+/// What one failure did to the streams (stream numbers index `STREAMS`).
+struct Measured {
+    failure: Failure,
+    /// Streams per node before the failure.
+    spread: Vec<usize>,
+    /// The streams node [`FAILED`] carried.
+    on_failed: BTreeSet<usize>,
+    /// The streams found on a node other than their first after it: ECMP
+    /// moved them.
+    moved: BTreeSet<usize>,
+    /// Each broken stream's first failure.
+    broken: BTreeMap<usize, Outcome>,
+    /// The streams that went longer than [`STALL`] without an answer.
+    stalled: BTreeSet<usize>,
+    longest_stall: Duration,
+    /// From the failure until the router dropped the node's next hop.
+    converged: Duration,
 }
 
-/// N streams spread by ECMP over every node; node 1 fails hard; none breaks.
-fn streams_survive_a_node_failure(mode: &str, vip: Ipv4Addr) {
-    // One bed at a time: each is 3 daemons, 3 BIRDs and 60 streams.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let bed = Bed::start(mode, vip);
+impl Measured {
+    fn print(&self, mode: Mode) {
+        let (tag, mode) = (self.failure.tag(), mode.name());
+        let on_failed = self.on_failed.len();
+        let broken_failed = self
+            .broken
+            .keys()
+            .filter(|s| self.on_failed.contains(s))
+            .count();
+        println!(
+            "HA_SPREAD {mode} {:?}: {STREAMS} streams, per node {:?}",
+            self.failure, self.spread
+        );
+        println!(
+            "{tag} {mode}: node {FAILED} of {NODES} {}; the router dropped its next hop after {} ms; \
+             {} streams moved ({on_failed} of node {FAILED}'s, {} between the others); \
+             {} stalled over {} ms, the longest {} ms; \
+             {} of {STREAMS} streams broken ({broken_failed} of node {FAILED}'s {on_failed})",
+            self.failure.what(),
+            self.converged.as_millis(),
+            self.moved.len(),
+            self.moved.len() - on_failed,
+            self.stalled.len(),
+            STALL.as_millis(),
+            self.longest_stall.as_millis(),
+            self.broken.len(),
+        );
+    }
+
+    #[track_caller]
+    fn check(&self, expect: Expect) {
+        let broken: BTreeSet<usize> = self.broken.keys().copied().collect();
+        // The failure was real: every stream node 1 carried reached another
+        // node (and went on or broke there), or broke (a nat stream waiting
+        // for an answer that node 1 took down with it sends nothing more).
+        let gone: BTreeSet<usize> = self.moved.union(&broken).copied().collect();
+        assert!(
+            self.on_failed.is_subset(&gone),
+            "{:?}: streams of node {FAILED} {:?}, moved {:?}, broken {broken:?}",
+            self.failure,
+            self.on_failed,
+            self.moved
+        );
+        if self.failure == Failure::Cut {
+            // And they all waited for the hold time: nothing withdrew.
+            assert!(
+                self.on_failed.is_subset(&self.stalled),
+                "cut: streams of node {FAILED} {:?}, stalled {:?}",
+                self.on_failed,
+                self.stalled
+            );
+        }
+        let may_break = match expect {
+            Expect::NoneBroken => BTreeSet::new(),
+            Expect::OnlyMovedBreak => self.moved.union(&self.on_failed).copied().collect(),
+        };
+        let unexpected: Vec<_> = self
+            .broken
+            .iter()
+            .filter(|(s, _)| !may_break.contains(s))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "{:?}: broken streams {unexpected:?}",
+            self.failure
+        );
+    }
+}
+
+/// For each stream, the longest it went without an answer after the
+/// failure (`at`, on the stream's own clock), counted from its last answer
+/// before it (or from `at`).
+fn stalls(outcomes: &[Vec<Outcome>], at: &[Duration]) -> Vec<Duration> {
+    outcomes
+        .iter()
+        .zip(at)
+        .map(|(o, &at)| {
+            let mut prev = at;
+            let mut worst = Duration::ZERO;
+            for end in o.iter().map(|o| o.end).filter(|&e| e > at) {
+                worst = worst.max(end - prev);
+                prev = end;
+            }
+            worst
+        })
+        .collect()
+}
+
+/// Fresh streams spread over every node; `failure` hits node 1; what it
+/// did to them.
+fn measure(bed: &mut Bed, failure: Failure) -> Measured {
     bed.wait_next_hops(NODES);
     let hops = bed.net.next_hops(bed.vip.ip());
     for k in 1..=NODES {
@@ -155,7 +358,6 @@ fn streams_survive_a_node_failure(mode: &str, vip: Ipv4Addr) {
             "node {k} is a next hop: {hops:?}"
         );
     }
-
     let cli = bed.net.client_ns();
     let streams: Vec<Stream> = (0..STREAMS)
         .map(|s| {
@@ -174,65 +376,131 @@ fn streams_survive_a_node_failure(mode: &str, vip: Ipv4Addr) {
             .backend()
             .unwrap_or_else(|e| panic!("stream {s}: {e}"));
     }
-    let flows = bed.flows_per_node();
-    println!("HA_SPREAD {mode}: {STREAMS} streams, new flows per node {flows:?}");
-    for (k, f) in flows.iter().enumerate() {
-        assert!(*f > 0.0, "node {} took no flow: {flows:?}", k + 1);
-    }
+    // Which node carries each stream: the one whose flow table holds it.
+    let clients: Vec<SocketAddr> = streams.iter().map(Stream::local_addr).collect();
+    let held: Vec<BTreeSet<SocketAddr>> = (1..=NODES).map(|k| bed.clients_of(k)).collect();
+    let carrier: Vec<usize> = clients
+        .iter()
+        .map(|c| {
+            let on: Vec<usize> = (1..=NODES).filter(|&k| held[k - 1].contains(c)).collect();
+            assert_eq!(on.len(), 1, "stream from {c} is on nodes {on:?}");
+            on[0]
+        })
+        .collect();
+    let spread: Vec<usize> = (1..=NODES)
+        .map(|k| carrier.iter().filter(|&&n| n == k).count())
+        .collect();
     assert!(
-        flows.iter().sum::<f64>() >= STREAMS as f64,
-        "every stream went through a node: {flows:?}"
+        spread.iter().all(|&n| n > 0),
+        "every node carries streams: {spread:?}"
     );
 
-    // Hard failure of node 1.
-    let cut_at = Instant::now();
-    bed.net.cut_node(1).unwrap();
-    let cut: Vec<Duration> = streams.iter().map(Stream::elapsed).collect();
-    let converged = bed.wait_next_hops(NODES - 1);
+    let failed_at = Instant::now();
+    let at: Vec<Duration> = streams.iter().map(Stream::elapsed).collect();
+    bed.fail(failure);
+    bed.wait_next_hops(NODES - 1);
+    let converged = failed_at.elapsed();
     assert!(
         !bed.net
             .next_hops(bed.vip.ip())
-            .contains(&IpAddr::V4(node_addr(1)))
+            .contains(&IpAddr::V4(node_addr(FAILED)))
     );
-    // Every stream answers again, well after the reroute.
-    let settle = cut_at.elapsed() + Duration::from_secs(3);
-    for (stream, &at) in streams.iter().zip(&cut) {
+    // Every stream answers again (or broke), well after the reroute.
+    let settle = failed_at.elapsed() + Duration::from_secs(3);
+    for (stream, &at) in streams.iter().zip(&at) {
         stream.wait_for(WAIT, |o| {
             o.iter().any(|o| o.start > at + settle) || o.last().is_some_and(|o| !o.ok())
         });
     }
+    // Where the streams are now: the surviving nodes' flow tables.
+    let moved = (1..=NODES)
+        .filter(|&k| k != FAILED)
+        .flat_map(|k| {
+            let held = bed.clients_of(k);
+            let (clients, carrier) = (&clients, &carrier);
+            (0..STREAMS).filter(move |&s| carrier[s] != k && held.contains(&clients[s]))
+        })
+        .collect();
     let outcomes: Vec<Vec<Outcome>> = streams.into_iter().map(Stream::stop).collect();
-    let broken: Vec<_> = outcomes
+    let broken = outcomes
         .iter()
         .enumerate()
         .filter_map(|(s, o)| o.iter().find(|o| !o.ok()).map(|o| (s, o.clone())))
         .collect();
-    let (stall, stalled) = longest_stall(&outcomes, &cut);
-    println!(
-        "HA_FAILOVER {mode}: node 1 of {NODES} cut; the router dropped its next hop after {} ms; \
-         {stalled} streams stalled, the last flowing again {} ms after the cut; \
-         {} of {STREAMS} streams broken",
-        converged.as_millis(),
-        stall.as_millis(),
-        broken.len()
-    );
-    let after = bed.flows_per_node();
-    println!("HA_FAILOVER {mode}: new flows per node after the cut {after:?}");
-    // Node 1's streams all waited for the reroute: the cut was real.
-    assert!(
-        stalled >= flows[0] as usize,
-        "{stalled} stalled streams, node 1 carried {}",
-        flows[0]
-    );
-    assert!(broken.is_empty(), "broken streams: {broken:?}");
+    let stalls = stalls(&outcomes, &at);
+    Measured {
+        failure,
+        spread,
+        on_failed: (0..STREAMS).filter(|&s| carrier[s] == FAILED).collect(),
+        moved,
+        broken,
+        stalled: (0..STREAMS).filter(|&s| stalls[s] > STALL).collect(),
+        longest_stall: stalls.iter().copied().max().unwrap_or_default(),
+        converged,
+    }
+}
+
+/// One bed for `mode`, through every [`Failure`] of node 1 in turn.
+/// `settings`: more node config (for nat: flow-state sync, once it exists).
+fn failovers(mode: Mode, vip: Ipv4Addr, settings: &str, expect: Expect) {
+    // One bed at a time: each is 3 daemons, 3 BIRDs and 60 streams.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut bed = Bed::start(mode, vip, settings);
+    for failure in Failure::ALL {
+        let m = measure(&mut bed, failure);
+        m.print(mode);
+        if failure == Failure::Stop {
+            // The polite stop withdrew, then exited cleanly.
+            let d = bed.daemon(FAILED);
+            let status = d.sigterm().unwrap();
+            let log = d.log();
+            assert!(status.success(), "node {FAILED} exited {status}:\n{log}");
+            assert!(log.contains("bgp: withdrew every VIP"), "{log}");
+        }
+        m.check(expect);
+        if failure != Failure::Cut {
+            let back = bed.restore(failure);
+            println!(
+                "{} {}: node {FAILED} back, the router has its next hop again after {} ms",
+                failure.tag(),
+                mode.name(),
+                back.as_millis()
+            );
+        }
+    }
 }
 
 #[test]
-fn dsr_streams_spread_over_every_node_and_survive_a_node_failure() {
-    streams_survive_a_node_failure("dsr", Ipv4Addr::new(198, 18, 100, 20));
+fn dsr_streams_survive_a_drain_a_stop_and_a_failure_of_a_node() {
+    failovers(
+        Mode::Dsr,
+        Ipv4Addr::new(198, 18, 100, 20),
+        "",
+        Expect::NoneBroken,
+    );
 }
 
 #[test]
-fn tunnel_streams_spread_over_every_node_and_survive_a_node_failure() {
-    streams_survive_a_node_failure("tunnel", Ipv4Addr::new(198, 18, 100, 40));
+fn tunnel_streams_survive_a_drain_a_stop_and_a_failure_of_a_node() {
+    failovers(
+        Mode::Tunnel,
+        Ipv4Addr::new(198, 18, 100, 40),
+        "",
+        Expect::NoneBroken,
+    );
+}
+
+/// nat: each stream's SNAT port lives on the node that carries it, so a
+/// stream ECMP moves breaks; the figures say how many. Flow-state sync (or
+/// forwarding to the owner), once it exists, goes into `settings`, with
+/// `Expect::NoneBroken`.
+#[test]
+fn nat_streams_break_only_where_ecmp_moves_them() {
+    failovers(
+        Mode::Nat,
+        Ipv4Addr::new(198, 18, 100, 10),
+        "",
+        Expect::OnlyMovedBreak,
+    );
 }
