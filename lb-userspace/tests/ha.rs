@@ -14,8 +14,11 @@
 //! the others (and, its ECMP hash being stateless, moves some streams
 //! between the others too). In dsr and tunnel modes the new node picks
 //! the same backend (same config and hash_seed), so no stream breaks. In
-//! nat mode the flow state (the SNAT port) lives on one node: a stream
-//! moved to a node without it breaks.
+//! nat mode the flow state (the SNAT port) lives on one node: without flow
+//! sync a stream moved to a node without it breaks; with it, the node it
+//! reaches hands it to its owner, so only the streams of a node that is
+//! gone (stopped, cut) break. Before the failures, `xdplb explain` on every
+//! running node must name the same backend for 200 flows.
 //!
 //! Needs root, BIRD 2 and the built XDP program. The measured times are
 //! printed (`HA_DRAIN`, `HA_STOP`, `HA_FAILOVER`), not asserted; which
@@ -29,11 +32,15 @@ use std::{
 };
 
 use lb_testbed::{
-    Daemon, HttpServer, Outcome, Stream, backend_addr,
+    ADMIN, Daemon, HttpServer, Outcome, Stream, backend_addr,
     fixtures::{backend, service},
+    metric_sum,
     multinode::{MultiNode, node_addr},
+    netns,
+    topology::CLIENT_ADDR,
     vip_backend, wait_until, xdplb_bin,
 };
+use xdplb::{client::Client, config::Protocol};
 
 const NODES: usize = 3;
 const BACKENDS: usize = 3;
@@ -71,6 +78,10 @@ enum Expect {
     /// break: the node they moved to has no state for them (nat without
     /// flow-state sync).
     OnlyMovedBreak,
+    /// nat with flow sync: a moved stream is handed to the node that owns
+    /// it, so none breaks while node 1 still forwards (drain); once it is
+    /// gone (stop, cut) only its own streams may break.
+    OwnersKeepTheirs,
 }
 
 /// How node [`FAILED`] goes out of service.
@@ -116,8 +127,9 @@ struct Bed {
 }
 
 impl Bed {
-    /// `settings`: more top-level keys for every node's config.
-    fn start(mode: Mode, vip: Ipv4Addr, settings: &str) -> Bed {
+    /// `flow_sync`: the nodes sync their nat flows (each node's address
+    /// toward the router, the others its peers).
+    fn start(mode: Mode, vip: Ipv4Addr, flow_sync: bool) -> Bed {
         let net = MultiNode::create(NODES, BACKENDS).expect("multi-node bed");
         let vip = SocketAddr::new(vip.into(), 80);
         let mut servers = Vec::new();
@@ -146,13 +158,15 @@ impl Bed {
         )];
         // on_exit: detach (the default, said out loud): a polite stop
         // withdraws, then detaches.
-        let settings = format!(
-            "hash_seed: 0xc0ffee\n\
-             limits: {{ max_services: 4, max_backends: 8, maglev_table_size: 65537, flow_table_size: 65536 }}\n\
-             on_exit: detach\n{settings}"
-        );
+        let settings = "hash_seed: 0xc0ffee\n\
+             limits: { max_services: 4, max_backends: 8, maglev_table_size: 65537, flow_table_size: 65536 }\n\
+             on_exit: detach\n";
         let daemons = (1..=NODES)
             .map(|k| {
+                let mut settings = settings.to_string();
+                if flow_sync {
+                    settings += &net.flow_sync_settings(k);
+                }
                 let yaml = net.node_config(k, &settings, &services);
                 net.start_daemon(k, xdplb_bin!(), &yaml)
                     .unwrap_or_else(|e| panic!("node {k}: {e:#}"))
@@ -188,6 +202,24 @@ impl Bed {
     }
 
     /// The clients of node `k`'s flows to the VIP (from its flow table).
+    /// Packets the nodes other than [`FAILED`] handed to the owner of their
+    /// flow (`owner_forward`), so far.
+    fn handed_to_owner(&self) -> f64 {
+        (1..=NODES)
+            .filter(|&k| k != FAILED)
+            .map(|k| {
+                let m = self.daemons[k - 1]
+                    .metrics()
+                    .unwrap_or_else(|e| panic!("node {k}'s metrics: {e:#}"));
+                metric_sum(
+                    &m,
+                    "xdplb_dataplane_events_total",
+                    &[("event", "owner_forward")],
+                )
+            })
+            .sum()
+    }
+
     fn clients_of(&self, k: usize) -> BTreeSet<SocketAddr> {
         let flows = self.daemons[k - 1]
             .flows()
@@ -257,6 +289,9 @@ struct Measured {
     longest_stall: Duration,
     /// From the failure until the router dropped the node's next hop.
     converged: Duration,
+    /// Packets the surviving nodes handed to the node owning their flow
+    /// (flow sync), from the failure until the streams stopped.
+    handed_to_owner: f64,
 }
 
 impl Measured {
@@ -274,17 +309,20 @@ impl Measured {
         );
         println!(
             "{tag} {mode}: node {FAILED} of {NODES} {}; the router dropped its next hop after {} ms; \
-             {} streams moved ({on_failed} of node {FAILED}'s, {} between the others); \
+             {} streams moved to a new flow on another node ({} of node {FAILED}'s, {} between the others); \
              {} stalled over {} ms, the longest {} ms; \
-             {} of {STREAMS} streams broken ({broken_failed} of node {FAILED}'s {on_failed})",
+             {} of {STREAMS} streams broken ({broken_failed} of node {FAILED}'s {on_failed}); \
+             {} packets handed to their flow's owner",
             self.failure.what(),
             self.converged.as_millis(),
             self.moved.len(),
-            self.moved.len() - on_failed,
+            self.moved.intersection(&self.on_failed).count(),
+            self.moved.difference(&self.on_failed).count(),
             self.stalled.len(),
             STALL.as_millis(),
             self.longest_stall.as_millis(),
             self.broken.len(),
+            self.handed_to_owner,
         );
     }
 
@@ -294,14 +332,26 @@ impl Measured {
         // The failure was real: every stream node 1 carried reached another
         // node (and went on or broke there), or broke (a nat stream waiting
         // for an answer that node 1 took down with it sends nothing more).
-        let gone: BTreeSet<usize> = self.moved.union(&broken).copied().collect();
-        assert!(
-            self.on_failed.is_subset(&gone),
-            "{:?}: streams of node {FAILED} {:?}, moved {:?}, broken {broken:?}",
-            self.failure,
-            self.on_failed,
-            self.moved
-        );
+        // With flow sync a drained node's streams go on through the node
+        // they reach, handed back to it without a flow there: the hand-offs
+        // show it (each stream makes 20 requests a second).
+        if expect == Expect::OwnersKeepTheirs && self.failure == Failure::Drain {
+            assert!(
+                self.handed_to_owner >= 50.0 * self.on_failed.len() as f64,
+                "drain: {} packets handed to node {FAILED} for its {} streams",
+                self.handed_to_owner,
+                self.on_failed.len()
+            );
+        } else {
+            let gone: BTreeSet<usize> = self.moved.union(&broken).copied().collect();
+            assert!(
+                self.on_failed.is_subset(&gone),
+                "{:?}: streams of node {FAILED} {:?}, moved {:?}, broken {broken:?}",
+                self.failure,
+                self.on_failed,
+                self.moved
+            );
+        }
         if self.failure == Failure::Cut {
             // And they all waited for the hold time: nothing withdrew.
             assert!(
@@ -314,6 +364,8 @@ impl Measured {
         let may_break = match expect {
             Expect::NoneBroken => BTreeSet::new(),
             Expect::OnlyMovedBreak => self.moved.union(&self.on_failed).copied().collect(),
+            Expect::OwnersKeepTheirs if self.failure == Failure::Drain => BTreeSet::new(),
+            Expect::OwnersKeepTheirs => self.on_failed.clone(),
         };
         let unexpected: Vec<_> = self
             .broken
@@ -359,6 +411,17 @@ fn measure(bed: &mut Bed, failure: Failure) -> Measured {
         );
     }
     let cli = bed.net.client_ns();
+    // Each phase's streams from source ports of their own: a port an
+    // earlier phase used may still have a flow on some node (a broken nat
+    // stream's), which would place a new stream on two nodes.
+    let first = 40_000 + 5_000 * failure as u32;
+    netns::run_in(&cli, || {
+        Ok(std::fs::write(
+            "/proc/sys/net/ipv4/ip_local_port_range",
+            format!("{first} {}", first + 4_999),
+        )?)
+    })
+    .unwrap();
     let streams: Vec<Stream> = (0..STREAMS)
         .map(|s| {
             Stream::start_paced(
@@ -395,6 +458,7 @@ fn measure(bed: &mut Bed, failure: Failure) -> Measured {
         "every node carries streams: {spread:?}"
     );
 
+    let handed_before = bed.handed_to_owner();
     let failed_at = Instant::now();
     let at: Vec<Duration> = streams.iter().map(Stream::elapsed).collect();
     bed.fail(failure);
@@ -422,6 +486,7 @@ fn measure(bed: &mut Bed, failure: Failure) -> Measured {
         })
         .collect();
     let outcomes: Vec<Vec<Outcome>> = streams.into_iter().map(Stream::stop).collect();
+    let handed_to_owner = bed.handed_to_owner() - handed_before;
     let broken = outcomes
         .iter()
         .enumerate()
@@ -437,16 +502,19 @@ fn measure(bed: &mut Bed, failure: Failure) -> Measured {
         stalled: (0..STREAMS).filter(|&s| stalls[s] > STALL).collect(),
         longest_stall: stalls.iter().copied().max().unwrap_or_default(),
         converged,
+        handed_to_owner,
     }
 }
 
-/// One bed for `mode`, through every [`Failure`] of node 1 in turn.
-/// `settings`: more node config (for nat: flow-state sync, once it exists).
-fn failovers(mode: Mode, vip: Ipv4Addr, settings: &str, expect: Expect) {
+/// One bed for `mode`, through every [`Failure`] of node 1 in turn, with
+/// or without flow sync.
+fn failovers(mode: Mode, vip: Ipv4Addr, flow_sync: bool, expect: Expect) {
     // One bed at a time: each is 3 daemons, 3 BIRDs and 60 streams.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut bed = Bed::start(mode, vip, settings);
+    let mut bed = Bed::start(mode, vip, flow_sync);
+    bed.wait_next_hops(NODES);
+    explain_agrees(&bed);
     for failure in Failure::ALL {
         let m = measure(&mut bed, failure);
         m.print(mode);
@@ -471,12 +539,40 @@ fn failovers(mode: Mode, vip: Ipv4Addr, settings: &str, expect: Expect) {
     }
 }
 
+/// `xdplb explain` asked of every running node names the same backend for
+/// each of 200 flows (the same config and hash_seed on every node).
+fn explain_agrees(bed: &Bed) {
+    let vip = bed.vip;
+    for port in 50_000..50_200u16 {
+        let src = SocketAddr::new(CLIENT_ADDR.into(), port);
+        let answers: Vec<_> = (1..=NODES)
+            .map(|k| {
+                netns::run_in(&bed.net.node_ns(k), || {
+                    Ok(Client::new(ADMIN, None).explain(src, vip, Protocol::Tcp))
+                })
+                .unwrap()
+                .unwrap_or_else(|e| panic!("explain on node {k}: {e}"))
+                .backend
+            })
+            .collect();
+        assert!(answers[0].is_some(), "{src}: no backend");
+        assert!(
+            answers.iter().all(|a| *a == answers[0]),
+            "{src} -> {vip}: the nodes' explain disagree: {answers:?}"
+        );
+    }
+    println!(
+        "HA_EXPLAIN {}: xdplb explain on {NODES} running nodes agrees for 200 of 200 flows",
+        bed.mode.name()
+    );
+}
+
 #[test]
 fn dsr_streams_survive_a_drain_a_stop_and_a_failure_of_a_node() {
     failovers(
         Mode::Dsr,
         Ipv4Addr::new(198, 18, 100, 20),
-        "",
+        false,
         Expect::NoneBroken,
     );
 }
@@ -486,21 +582,31 @@ fn tunnel_streams_survive_a_drain_a_stop_and_a_failure_of_a_node() {
     failovers(
         Mode::Tunnel,
         Ipv4Addr::new(198, 18, 100, 40),
-        "",
+        false,
         Expect::NoneBroken,
     );
 }
 
-/// nat: each stream's SNAT port lives on the node that carries it, so a
-/// stream ECMP moves breaks; the figures say how many. Flow-state sync (or
-/// forwarding to the owner), once it exists, goes into `settings`, with
-/// `Expect::NoneBroken`.
+/// nat without flow sync: each stream's SNAT port lives on the node that
+/// carries it, so a stream ECMP moves breaks; the figures say how many.
 #[test]
 fn nat_streams_break_only_where_ecmp_moves_them() {
     failovers(
         Mode::Nat,
         Ipv4Addr::new(198, 18, 100, 10),
-        "",
+        false,
         Expect::OnlyMovedBreak,
+    );
+}
+
+/// nat with flow sync: moved streams are handed to their owner, so none
+/// breaks on a drain, and on a stop or a cut only node 1's own do.
+#[test]
+fn nat_streams_with_flow_sync_follow_their_owner() {
+    failovers(
+        Mode::Nat,
+        Ipv4Addr::new(198, 18, 100, 12),
+        true,
+        Expect::OwnersKeepTheirs,
     );
 }
