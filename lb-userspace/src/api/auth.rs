@@ -1,0 +1,83 @@
+//! The bearer token of mutating calls (`admin.token_file`): compared in
+//! constant time, so the answer's timing tells nothing about how much of a
+//! guess was right (only its length may show: tokens are long and random).
+
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+};
+use subtle::ConstantTimeEq;
+
+use super::error;
+
+/// `None` if the call may go ahead (no token configured, or the right
+/// one given), else the 401 answer.
+pub(super) fn unauthorized(token: Option<&str>, headers: &HeaderMap) -> Option<Response> {
+    let token = token?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| bearer(v.as_bytes()));
+    let mut answer = match given {
+        Some(t) if bool::from(t.ct_eq(token.as_bytes())) => return None,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "wrong bearer token"),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "this call needs Authorization: Bearer <token from admin.token_file>",
+        ),
+    };
+    // RFC 6750: a 401 names the scheme it wants.
+    answer
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(answer)
+}
+
+/// The credentials of `Bearer CREDENTIALS` (the scheme in any case, RFC
+/// 7235), without surrounding white space.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    Some(value[SCHEME.len()..].trim_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(token: Option<&str>, authorization: Option<&str>) -> Option<StatusCode> {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = authorization {
+            headers.insert(header::AUTHORIZATION, a.parse().unwrap());
+        }
+        unauthorized(token, &headers).map(|r| {
+            assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+            r.status()
+        })
+    }
+
+    #[test]
+    fn only_the_configured_token_passes() {
+        let denied = Some(StatusCode::UNAUTHORIZED);
+        // No token configured: every call goes ahead.
+        assert_eq!(check(None, None), None);
+        assert_eq!(check(None, Some("Bearer anything")), None);
+
+        let t = Some("s3cret");
+        assert_eq!(check(t, Some("Bearer s3cret")), None);
+        assert_eq!(check(t, Some("bearer  s3cret ")), None);
+        for wrong in [
+            None,
+            Some("Bearer"),
+            Some("Bearer "),
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("Bearer S3CRET"),
+            Some("Basic s3cret"),
+            Some("s3cret"),
+        ] {
+            assert_eq!(check(t, wrong), denied, "{wrong:?}");
+        }
+    }
+}
