@@ -19,10 +19,14 @@ use std::{
 use cli_support::{TempFile, assert_exit, assert_fails, stderr, stdout, xdplb};
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Topology, backend_addr,
+    bird::{PeerBird, router_conf},
     fixtures::{backend as backend_yaml, service},
     http_get, netns, wait_answering, xdplb_bin,
 };
-use xdplb::privileges::{Kept, ThreadCaps};
+use xdplb::{
+    client::Client,
+    privileges::{Kept, ThreadCaps},
+};
 
 const VIP: &str = "198.18.100.10:80";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -529,4 +533,119 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         assert_eq!(a.status, 200, "{path}: {a:?}");
     }
     bed.healthy();
+}
+
+/// The process ids of `parent`'s children whose command is `comm`.
+fn children(parent: u32, comm: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+        else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if name == comm && ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn bird_gets_what_it_needs_and_comes_back_after_a_crash() {
+    let topo = Topology::create(1).expect("topology");
+    let router = PeerBird::start(
+        &topo.client_ns(),
+        &router_conf("198.18.0.2", 65000, "198.18.0.1", 65001),
+    )
+    .expect("router bird");
+    let run_dir = std::env::temp_dir().join(format!("{}run", topo.prefix()));
+    let yaml = topo.daemon_config(
+        &format!(
+            "snat: {{ ipv4: 198.18.1.1 }}\n\
+             limits: {{ max_services: 4, max_backends: 4, maglev_table_size: 251, flow_table_size: 4096 }}\n\
+             run_dir: {}\n\
+             bgp:\n  local_as: 65001\n  peers: [ {{ address: 198.18.0.2, as: 65000 }} ]\n  hold_time: 3s\n",
+            run_dir.display()
+        ),
+        &[service(
+            "web",
+            "198.18.100.10",
+            80,
+            &[],
+            &[backend_yaml(backend_addr(1), 8080)],
+        )],
+    );
+    let daemon = topo
+        .start_daemon(xdplb_bin!(), &yaml)
+        .expect("daemon starts");
+    let lb = topo.lb_ns();
+    let peer_up = || {
+        netns::run_in(&lb, || Ok(Client::new(ADMIN, None).node_status()))
+            .unwrap()
+            .is_ok_and(|s| s.bgp.is_some_and(|b| b.peers.iter().all(|p| p.up)))
+    };
+    let bird_of = || {
+        let mut pid = Vec::new();
+        lb_testbed::wait_until(Duration::from_secs(10), || {
+            pid = children(daemon.pid(), "bird");
+            pid.len() == 1
+        });
+        *pid.first().expect("the daemon's BIRD runs")
+    };
+    let bird_caps = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        Kept::names(ThreadCaps::parse(&status).unwrap().effective)
+    };
+    let wanted = [
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_BPF",
+    ];
+    let listening = || {
+        let out = netns::command(&lb, "ss").args(["-ltnH"]).output().unwrap();
+        stdout(&out).contains(":179 ")
+    };
+
+    for round in ["at start", "after BIRD was killed"] {
+        assert!(
+            lb_testbed::wait_until(Duration::from_secs(30), peer_up),
+            "{round}: the session is up:\n{}\n{}",
+            daemon.log(),
+            router.log()
+        );
+        let bird = bird_of();
+        // A BIRD started after the drop gets the bounding set: its own
+        // list, and the daemon's two.
+        if round != "at start" {
+            assert_eq!(bird_caps(bird), wanted, "{round}");
+        }
+        assert!(listening(), "{round}: BIRD listens on port 179");
+        let pid = nix::unistd::Pid::from_raw(bird as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert!(
+            lb_testbed::wait_until(Duration::from_secs(10), || children(daemon.pid(), "bird")
+                .first()
+                .is_some_and(|p| *p != bird)),
+            "{round}: the daemon restarts BIRD:\n{}",
+            daemon.log()
+        );
+    }
+    // The daemon itself holds none of BIRD's capabilities.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    assert_eq!(
+        Kept::names(ThreadCaps::parse(&status).unwrap().effective),
+        ["CAP_NET_ADMIN", "CAP_BPF"]
+    );
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&run_dir);
 }

@@ -198,19 +198,17 @@ async fn with_controller<T: Send + 'static>(
     }
 }
 
-/// The request body, or the answer to one too large (413) or cut off.
-fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
-    body.map_err(|e| {
-        let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            error(
-                status,
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            error(status, e.body_text())
-        }
-    })
+/// The answer to a request body too large (413) or cut off.
+fn body_refused(e: BytesRejection) -> Response {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        error(
+            status,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    } else {
+        error(status, e.body_text())
+    }
 }
 
 /// `None` if the call may go ahead, else the 401 answer.
@@ -301,9 +299,9 @@ async fn put_backend(
     if let Some(r) = unauthorized(&shared, &headers) {
         return r;
     }
-    let body = match body_of(body) {
+    let body = match body {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return body_refused(e),
     };
     let (name, addr) = match path {
         Ok(Path(p)) => p,
@@ -347,9 +345,9 @@ async fn put_node(
     if let Some(r) = unauthorized(&shared, &headers) {
         return r;
     }
-    let body = match body_of(body) {
+    let body = match body {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return body_refused(e),
     };
     let update: NodeUpdate = match serde_json::from_slice(&body) {
         Ok(u) => u,
@@ -381,8 +379,8 @@ async fn post_reload(
     if let Some(r) = unauthorized(&shared, &headers) {
         return r;
     }
-    if let Err(r) = body_of(body) {
-        return r;
+    if let Err(e) = body {
+        return body_refused(e);
     }
     let s = shared.clone();
     let reloaded = tokio::task::spawn_blocking(move || s.reload()).await;
