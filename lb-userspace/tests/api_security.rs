@@ -362,19 +362,36 @@ fn changes_need_the_token_bodies_and_heads_are_limited_and_capabilities_dropped(
         many = many.header(&format!("X-H{i}"), "1");
     }
     assert_eq!(bed.request(&many).status, 431);
-    // A head that never ends: the daemon hangs up (within 10 s).
+    // A head that never ends, and a keep-alive connection left idle after
+    // its answer: the daemon hangs up on both (after 10 s).
     let lb = bed.topo.lb_ns();
-    let hung_up = netns::run_in(&lb, || {
-        let mut s = TcpStream::connect_timeout(&ADMIN.parse()?, TIMEOUT)?;
-        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")?;
-        s.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let start = Instant::now();
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        Ok(start.elapsed())
-    })
-    .unwrap();
-    assert!(hung_up < Duration::from_secs(15), "{hung_up:?}");
+    let slow = |first: &'static [u8]| {
+        let lb = lb.clone();
+        std::thread::spawn(move || {
+            netns::run_in(&lb, || {
+                let mut s = TcpStream::connect_timeout(&ADMIN.parse()?, TIMEOUT)?;
+                s.write_all(first)?;
+                s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                let start = Instant::now();
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf);
+                Ok((start.elapsed(), String::from_utf8_lossy(&buf).into_owned()))
+            })
+            .unwrap()
+        })
+    };
+    let partial = slow(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n");
+    let idle = slow(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (what, t) in [("a partial head", partial), ("an idle connection", idle)] {
+        let (after, answer) = t.join().unwrap();
+        assert!(
+            (Duration::from_secs(9)..Duration::from_secs(15)).contains(&after),
+            "{what}: closed after {after:?}"
+        );
+        if what == "an idle connection" {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+    }
     bed.healthy();
 
     // Capabilities: CAP_BPF and CAP_NET_ADMIN on every thread, nothing

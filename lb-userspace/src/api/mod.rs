@@ -220,7 +220,7 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {} (see docs/design.md section 5)",
+            "no such endpoint: {} (every endpoint: GET /api/v1/openapi.json)",
             uri.path()
         ),
     )
