@@ -1,14 +1,41 @@
-//! The bearer token of mutating calls (`admin.token_file`): compared in
-//! constant time, so the answer's timing tells nothing about how much of a
-//! guess was right (only its length may show: tokens are long and random).
+//! The bearer token of changes (`admin.token_file`): every `PUT` and
+//! `POST` endpoint is wrapped by [`guard`], which checks it before the
+//! handler runs and before the body is read. Compared in constant time, so
+//! the answer's timing tells nothing about how much of a guess was right
+//! (only its length may show: tokens are long and random).
+
+use std::sync::Arc;
 
 use axum::{
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
     response::Response,
+    routing::MethodRouter,
 };
 use subtle::ConstantTimeEq;
 
 use super::error;
+
+/// `endpoint` with the token required (when one is configured). Only its
+/// methods are guarded: a method it does not serve still gets 405.
+pub(super) fn guard<S>(endpoint: MethodRouter<S>, token: Option<Arc<str>>) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    endpoint.route_layer(middleware::from_fn_with_state(token, require_token))
+}
+
+async fn require_token(
+    State(token): State<Option<Arc<str>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match unauthorized(token.as_deref(), request.headers()) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
 
 /// `None` if the call may go ahead (no token configured, or the right
 /// one given), else the 401 answer.
@@ -44,7 +71,37 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    use axum::{Router, body::Body, routing::put};
+    use tower::ServiceExt as _;
+
     use super::*;
+
+    /// A guarded PUT on `/x`: the status of `method` with `authorization`.
+    async fn call(method: &str, authorization: Option<&str>) -> StatusCode {
+        let app: Router = Router::new().route(
+            "/x",
+            guard(put(|| async { "changed" }), Some("s3cret".into())),
+        );
+        let mut req = Request::builder().method(method).uri("/x");
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let answer = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        answer.status()
+    }
+
+    #[tokio::test]
+    async fn the_guard_lets_through_only_calls_with_the_token() {
+        assert_eq!(call("PUT", Some("Bearer s3cret")).await, StatusCode::OK);
+        assert_eq!(call("PUT", None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            call("PUT", Some("Bearer nope")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        // Methods the endpoint does not serve: 405, token or not.
+        assert_eq!(call("DELETE", None).await, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(call("GET", None).await, StatusCode::METHOD_NOT_ALLOWED);
+    }
 
     fn check(token: Option<&str>, authorization: Option<&str>) -> Option<StatusCode> {
         let mut headers = HeaderMap::new();

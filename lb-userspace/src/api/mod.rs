@@ -28,7 +28,7 @@ use axum::{
         rejection::{BytesRejection, PathRejection, QueryRejection},
     },
     handler::Handler,
-    http::{HeaderMap, Method, StatusCode, header},
+    http::{Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{MethodFilter, MethodRouter, on},
 };
@@ -106,7 +106,6 @@ impl Shared {
 type Endpoint = (Method, &'static str, MethodRouter<Arc<Shared>>);
 
 /// Every endpoint: method, path (as written in `openapi.json`), handler.
-/// Each `PUT` and `POST` handler checks the token first (`auth`).
 fn endpoints() -> Vec<Endpoint> {
     vec![
         endpoint(Method::GET, "/", dashboard),
@@ -136,9 +135,16 @@ where
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let token: Option<Arc<str>> = shared.token.as_deref().map(Arc::from);
     endpoints()
         .into_iter()
-        .fold(Router::new(), |r, (_, path, handler)| {
+        .fold(Router::new(), |r, (method, path, handler)| {
+            // Reads need no token; every change does (when configured).
+            let handler = if method == Method::GET {
+                handler
+            } else {
+                auth::guard(handler, token.clone())
+            };
             r.route(path, handler)
         })
         .fallback(not_found)
@@ -209,11 +215,6 @@ fn body_refused(e: BytesRejection) -> Response {
     } else {
         error(status, e.body_text())
     }
-}
-
-/// `None` if the call may go ahead, else the 401 answer.
-fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    auth::unauthorized(shared.token.as_deref(), headers)
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
@@ -293,12 +294,8 @@ async fn get_service(
 async fn put_backend(
     State(shared): State<Arc<Shared>>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
     let body = match body {
         Ok(b) => b,
         Err(e) => return body_refused(e),
@@ -339,12 +336,8 @@ async fn get_status(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn put_node(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
     let body = match body {
         Ok(b) => b,
         Err(e) => return body_refused(e),
@@ -373,12 +366,8 @@ async fn put_node(
 /// Takes no body; one sent is read (within the limit) and ignored.
 async fn post_reload(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
     if let Err(e) = body {
         return body_refused(e);
     }
