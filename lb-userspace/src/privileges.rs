@@ -205,10 +205,20 @@ pub fn drop_to(needed: Kept) -> io::Result<Kept> {
         .map(|(_, c)| c)
         .ok_or_else(|| io::Error::other("no /proc/self/task entry for the main thread"))?;
     let setpcap = before.effective & Capability::CAP_SETPCAP.bitmask() != 0;
+    // Started with CAP_SYS_ADMIN but not CAP_BPF (a supervisor's old-style
+    // list): the kernel takes CAP_SYS_ADMIN for bpf(2), so it stays.
+    let (bpf, sys_admin) = (
+        Capability::CAP_BPF.bitmask(),
+        Capability::CAP_SYS_ADMIN.bitmask(),
+    );
+    let mut own = needed.own & before.permitted;
+    if needed.own & bpf != 0 && own & bpf == 0 {
+        own |= before.permitted & sys_admin;
+    }
     let want = Kept {
-        own: needed.own & before.permitted,
+        own,
         bounding: if setpcap {
-            needed.bounding & before.bounding
+            (needed.bounding | own) & before.bounding
         } else {
             before.bounding
         },
