@@ -31,7 +31,7 @@ use crate::{
     health::{HealthChecker, HealthMetrics},
     ids::Ids,
     metrics::DataplaneCollector,
-    neigh,
+    neigh, privileges,
     sync::{FlowSync, metrics::SyncCollector},
     token::read_token_file,
 };
@@ -129,14 +129,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
         .with_context(|| format!("admin.listen {}", cfg.admin.listen))?;
+    // Set up: from here on only what the running daemon needs.
+    let kept = privileges::drop_to(privileges::needed(&cfg))
+        .context("dropping the capabilities the daemon no longer needs")?;
+    info!(
+        "capabilities kept: {}; children (BIRD) get at most: {}",
+        privileges::Kept::names(kept.own).join(", "),
+        privileges::Kept::names(kept.bounding).join(", ")
+    );
 
     // Each task returns its name if it ever ends.
     let mut tasks = JoinSet::new();
     let router = api::router(shared.clone());
     tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            error!("admin API server: {e}");
-        }
+        api::serve(listener, router).await;
         "the admin API server"
     });
     tasks.spawn(async move {

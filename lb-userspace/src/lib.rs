@@ -18,6 +18,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod neigh;
 pub mod plan;
+pub mod privileges;
 pub mod sync;
 pub mod token;
 pub mod trace;

@@ -15,6 +15,8 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     // BGP: the daemon runs BIRD 2 for VIP announcement (docs/ha.md).
     "bird2",
+    // tests/api_security.rs installs schemathesis (PyPI) into a venv.
+    "python3-venv",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -1,9 +1,19 @@
 //! The admin HTTP server (docs/design.md section 5): `/` (dashboard),
-//! `/metrics`, and JSON under `/api/v1` (`api_types`). Errors are JSON
-//! `{"error": ...}` with a 4xx code (5xx when the data plane fails). With
-//! `admin.token_file`, mutating calls need `Authorization: Bearer TOKEN`.
+//! `/metrics`, and JSON under `/api/v1` (`api_types`), described by the
+//! OpenAPI document `openapi.json` (served at `/api/v1/openapi.json`).
+//! Errors are JSON `{"error": ...}` with a 4xx code (5xx when the data
+//! plane fails). With `admin.token_file`, mutating calls need
+//! `Authorization: Bearer TOKEN` (`auth`). Bodies are limited to
+//! [`MAX_BODY_BYTES`], request heads and connections by `serve`
+//! (docs/security.md).
 
+mod auth;
+mod serve;
+#[cfg(test)]
+mod tests;
 mod views;
+
+pub use serve::serve;
 
 use std::{
     net::SocketAddr,
@@ -14,12 +24,13 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{
-        Path, Query, State,
-        rejection::{PathRejection, QueryRejection},
+        DefaultBodyLimit, Path, Query, State,
+        rejection::{BytesRejection, PathRejection, QueryRejection},
     },
-    http::{HeaderMap, StatusCode, header},
+    handler::Handler,
+    http::{Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post, put},
+    routing::{MethodFilter, MethodRouter, on},
 };
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
@@ -30,6 +41,14 @@ use crate::{
     controller::{ControlError, Controller},
     neigh, sync,
 };
+
+/// The largest request body taken (the largest valid one is under 100
+/// bytes); a larger one is answered 413.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The OpenAPI 3 document of every endpoint (kept by hand; the unit tests
+/// hold it to [`endpoints`] and to the JSON types).
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// What the daemon shares with its API.
 pub struct Shared {
@@ -84,19 +103,53 @@ impl Shared {
     }
 }
 
+type Endpoint = (Method, &'static str, MethodRouter<Arc<Shared>>);
+
+/// Every endpoint: method, path (as written in `openapi.json`), handler.
+fn endpoints() -> Vec<Endpoint> {
+    vec![
+        endpoint(Method::GET, "/", dashboard),
+        endpoint(Method::GET, "/metrics", get_metrics),
+        endpoint(Method::GET, "/api/v1/openapi.json", get_openapi),
+        endpoint(Method::GET, "/api/v1/services", list_services),
+        endpoint(Method::GET, "/api/v1/services/{name}", get_service),
+        endpoint(
+            Method::PUT,
+            "/api/v1/services/{name}/backends/{addr}",
+            put_backend,
+        ),
+        endpoint(Method::POST, "/api/v1/reload", post_reload),
+        endpoint(Method::GET, "/api/v1/status", get_status),
+        endpoint(Method::PUT, "/api/v1/node", put_node),
+        endpoint(Method::GET, "/api/v1/explain", get_explain),
+    ]
+}
+
+fn endpoint<H, T>(method: Method, path: &'static str, handler: H) -> Endpoint
+where
+    H: Handler<T, Arc<Shared>>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
+    (method, path, on(filter, handler))
+}
+
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/metrics", get(get_metrics))
-        .route("/api/v1/services", get(list_services))
-        .route("/api/v1/services/{name}", get(get_service))
-        .route("/api/v1/services/{name}/backends/{addr}", put(put_backend))
-        .route("/api/v1/reload", post(post_reload))
-        .route("/api/v1/status", get(get_status))
-        .route("/api/v1/node", put(put_node))
-        .route("/api/v1/explain", get(get_explain))
+    let token: Option<Arc<str>> = shared.token.as_deref().map(Arc::from);
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |r, (method, path, handler)| {
+            // Reads need no token; every change does (when configured).
+            let handler = if method == Method::GET {
+                handler
+            } else {
+                auth::guard(handler, token.clone())
+            };
+            r.route(path, handler)
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }
 
@@ -151,20 +204,16 @@ async fn with_controller<T: Send + 'static>(
     }
 }
 
-/// `None` if the call may go ahead, else the 401 answer.
-fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let token = shared.token.as_ref()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if t.trim() == token => None,
-        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong bearer token")),
-        None => Some(error(
-            StatusCode::UNAUTHORIZED,
-            "this call needs Authorization: Bearer <token from admin.token_file>",
-        )),
+/// The answer to a request body too large (413) or cut off.
+fn body_refused(e: BytesRejection) -> Response {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        error(
+            status,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    } else {
+        error(status, e.body_text())
     }
 }
 
@@ -172,7 +221,7 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {} (see docs/design.md section 5)",
+            "no such endpoint: {} (every endpoint: GET /api/v1/openapi.json)",
             uri.path()
         ),
     )
@@ -192,6 +241,11 @@ async fn dashboard() -> Response {
         include_str!("dashboard.html"),
     )
         .into_response()
+}
+
+/// This API's OpenAPI document.
+async fn get_openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Every metric, gathered without the controller (`metrics`).
@@ -240,12 +294,12 @@ async fn get_service(
 async fn put_backend(
     State(shared): State<Arc<Shared>>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_refused(e),
+    };
     let (name, addr) = match path {
         Ok(Path(p)) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
@@ -280,10 +334,14 @@ async fn get_status(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.node_status()).into_response()
 }
 
-async fn put_node(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+async fn put_node(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_refused(e),
+    };
     let update: NodeUpdate = match serde_json::from_slice(&body) {
         Ok(u) => u,
         Err(e) => {
@@ -305,9 +363,13 @@ async fn put_node(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     }
 }
 
-async fn post_reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
+/// Takes no body; one sent is read (within the limit) and ignored.
+async fn post_reload(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(e) = body {
+        return body_refused(e);
     }
     let s = shared.clone();
     let reloaded = tokio::task::spawn_blocking(move || s.reload()).await;

@@ -212,7 +212,8 @@ pub enum XdpModeSetting {
 pub struct Admin {
     /// HTTP: /metrics, /api/v1/..., / (dashboard).
     pub listen: SocketAddr,
-    /// Bearer token for mutating API calls (not supported yet).
+    /// File holding the bearer token of mutating API calls (needed when
+    /// `listen` is not a loopback address).
     pub token_file: Option<PathBuf>,
 }
 

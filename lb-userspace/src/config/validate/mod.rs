@@ -1,6 +1,7 @@
 //! `Config::validate` and `check_host`: the semantic checks, one file a
 //! topic. The first problem found is returned, naming its key path.
 
+mod admin;
 mod backends;
 mod bgp;
 mod flow_sync;
@@ -33,7 +34,8 @@ impl Config {
         snat::check_addresses(self)?;
         limits::check_capacity(self)?;
         bgp::check(self)?;
-        flow_sync::check(self)
+        flow_sync::check(self)?;
+        admin::check(&self.admin)
     }
 }
 
