@@ -70,7 +70,7 @@ static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GLOBAL_STA
 #[map]
 static NEIGH_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 /// Flow sync (`owner`): nat flows this node created, for the daemon to
-/// tell its peers. Fixed size (6,000 flows between two reads).
+/// tell its peers. Fixed size (about 5,400 flows between two reads).
 #[map]
 static SYNC_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// Flow sync: client-side 5-tuple -> index of the peer that owns the flow.
@@ -92,8 +92,9 @@ const JUMP_BALANCE: u32 = 1;
 const JUMP_REPLY: u32 = 2;
 const JUMP_OWNER: u32 = 3;
 
-/// Entry: parses, and hands packets for a service to `xdplb_balance`, nat
-/// replies to `xdplb_reply`, ICMP to `xdplb_icmp` (see `handoff.rs` for
+/// Entry: parses, and hands packets for a service to `xdplb_balance` (with
+/// flow sync, nat ones but SYNs to `xdplb_owner` first), nat replies to
+/// `xdplb_reply`, ICMP to `xdplb_icmp` (see `handoff.rs` for
 /// why these are programs of their own). Everything else passes.
 #[xdp]
 pub fn xdplb(ctx: XdpContext) -> u32 {

@@ -2,12 +2,12 @@
 //! (lb-userspace/examples/demo) with the release daemon: one node with
 //! config/demo.yaml, or with `--nodes N` the multi-node bed (docs/ha.md).
 
-use std::{path::PathBuf, process::Stdio};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
-use crate::util::{cargo, is_root, line, root};
+use crate::util::{built_executables, cargo, is_root, line, root};
 
 pub fn run(seconds: u64, nodes: Option<u8>) -> Result<()> {
     if !is_root() {
@@ -46,7 +46,6 @@ fn build() -> Result<(PathBuf, PathBuf)> {
     cmd.args([
         "build",
         "--release",
-        "--message-format=json-render-diagnostics",
         "-p",
         "lb-userspace",
         "--bin",
@@ -54,28 +53,12 @@ fn build() -> Result<(PathBuf, PathBuf)> {
         "--example",
         "demo",
     ])
-    .env_remove("AYA_BUILD_SKIP")
-    .stdout(Stdio::piped());
-    eprintln!("xtask: + {}", line(&cmd));
-    let out = cmd
-        .spawn()
-        .context("cannot run cargo")?
-        .wait_with_output()?;
-    if !out.status.success() {
-        bail!("building the demo failed ({})", out.status);
-    }
+    .env_remove("AYA_BUILD_SKIP");
     let (mut xdplb, mut demo) = (None, None);
-    for msg in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(msg) else {
-            continue;
-        };
-        let (Some(exe), Some(name)) = (v["executable"].as_str(), v["target"]["name"].as_str())
-        else {
-            continue;
-        };
-        match (v["target"]["kind"][0].as_str(), name) {
-            (Some("bin"), "xdplb") => xdplb = Some(PathBuf::from(exe)),
-            (Some("example"), "demo") => demo = Some(PathBuf::from(exe)),
+    for b in built_executables(&mut cmd, "the demo")? {
+        match (b.kind.as_str(), b.name.as_str()) {
+            ("bin", "xdplb") => xdplb = Some(b.path),
+            ("example", "demo") => demo = Some(b.path),
             _ => {}
         }
     }

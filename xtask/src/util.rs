@@ -81,3 +81,42 @@ pub fn find(program: &str) -> Option<PathBuf> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// An executable cargo built, from its JSON messages.
+pub struct Built {
+    /// The target's kind: `bin`, `example`, `test`...
+    pub kind: String,
+    pub name: String,
+    /// Built with the test harness (`profile.test`).
+    pub test: bool,
+    pub path: PathBuf,
+}
+
+/// Runs `cmd` (a cargo build or `test --no-run`, given
+/// `--message-format=json-render-diagnostics` here) and returns the
+/// executables it built, wherever the target dir is (CARGO_TARGET_DIR,
+/// config). `what` names the build in the error.
+pub fn built_executables(cmd: &mut Command, what: &str) -> Result<Vec<Built>> {
+    cmd.arg("--message-format=json-render-diagnostics")
+        .stdout(std::process::Stdio::piped());
+    eprintln!("xtask: + {}", line(cmd));
+    let out = cmd
+        .spawn()
+        .context("cannot run cargo")?
+        .wait_with_output()?;
+    if !out.status.success() {
+        bail!("building {what} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|msg| {
+            let v = serde_json::from_str::<serde_json::Value>(msg).ok()?;
+            Some(Built {
+                kind: v["target"]["kind"][0].as_str().unwrap_or("").to_owned(),
+                name: v["target"]["name"].as_str()?.to_owned(),
+                test: v["profile"]["test"].as_bool().unwrap_or(false),
+                path: PathBuf::from(v["executable"].as_str()?),
+            })
+        })
+        .collect())
+}

@@ -9,15 +9,14 @@
 use std::{
     fs,
     io::Write,
-    path::{Path, PathBuf},
-    process::Stdio,
+    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    util::{cargo, line, root},
+    util::{built_executables, cargo, root},
     vm::{
         apt,
         cpio::Archive,
@@ -167,38 +166,14 @@ fn select_kernels(wanted: &[String]) -> Result<Vec<&'static kernel::Spec>> {
 fn build(plan: &[String]) -> Result<Payload> {
     crate::setup::run()?;
     let mut cmd = cargo();
-    cmd.args([
-        "test",
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-        "-p",
-        "lb-userspace",
-    ])
-    .env_remove("AYA_BUILD_SKIP")
-    .stdout(Stdio::piped());
-    eprintln!("xtask: + {}", line(&cmd));
-    let out = cmd
-        .spawn()
-        .context("cannot run cargo")?
-        .wait_with_output()?;
-    if !out.status.success() {
-        bail!("building the tests failed ({})", out.status);
-    }
+    cmd.args(["test", "--no-run", "-p", "lb-userspace"])
+        .env_remove("AYA_BUILD_SKIP");
     let mut tests = Vec::new();
     let mut xdplb = None;
-    for msg in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(msg) else {
-            continue;
-        };
-        let (Some(exe), Some(name)) = (v["executable"].as_str(), v["target"]["name"].as_str())
-        else {
-            continue;
-        };
-        let kind = v["target"]["kind"][0].as_str().unwrap_or("");
-        let test_build = v["profile"]["test"].as_bool().unwrap_or(false);
-        match (kind, test_build) {
-            ("test", true) => tests.push((name.to_owned(), PathBuf::from(exe))),
-            ("bin", false) if name == "xdplb" => xdplb = Some(PathBuf::from(exe)),
+    for b in built_executables(&mut cmd, "the tests")? {
+        match (b.kind.as_str(), b.test) {
+            ("test", true) => tests.push((b.name, b.path)),
+            ("bin", false) if b.name == "xdplb" => xdplb = Some(b.path),
             _ => {}
         }
     }
