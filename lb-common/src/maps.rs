@@ -76,8 +76,13 @@ pub struct ServiceMeta {
     pub hash: u8,
     /// Tunnel mode: `ENCAP_*`.
     pub encap: u8,
-    pub _pad: u8,
+    /// `SVC_*` bits.
+    pub flags: u8,
 }
+
+/// `ServiceMeta::flags`: with no usable backend, answer (TCP RST, ICMP port
+/// unreachable) rather than drop (`on_empty: reject`).
+pub const SVC_REJECT: u8 = 1;
 
 /// Tunnel encapsulations (`ServiceMeta::encap`): IP in IP (IPIP, IP6IP6,
 /// IPv4 in IPv6, IPv6 in IPv4), or GUE variant 1 (the inner IP packet right
@@ -226,7 +231,8 @@ pub struct Globals {
     pub tcp_closing_timeout: u32,
     /// GUE destination port, network order.
     pub gue_port: u16,
-    pub _pad: [u8; 2],
+    /// Rejections (`SVC_REJECT`) sent per second, per CPU; more are dropped.
+    pub reject_limit: u16,
 }
 
 impl Globals {
@@ -315,6 +321,11 @@ pub const STAT_FIB_CACHED: u32 = 10;
 pub const STAT_OWNER_FORWARD: u32 = 11;
 /// New nat flows the sync ring had no room for (not announced to peers).
 pub const STAT_SYNC_LOST: u32 = 12;
+/// Packets to a service with no usable backend answered with a TCP RST or
+/// an ICMP port unreachable (`on_empty: reject`).
+pub const STAT_REJECT: u32 = 13;
+/// Of those, dropped unanswered: over `Globals::reject_limit`.
+pub const STAT_REJECT_LIMITED: u32 = 14;
 pub const GLOBAL_STATS_LEN: u32 = 16;
 
 /// Event sent to the daemon (`NEIGH_EVENTS` ring buffer) when a next hop

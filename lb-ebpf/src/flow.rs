@@ -39,7 +39,15 @@ pub fn now_secs() -> u32 {
     (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
 }
 
-/// `None`: drop the packet (no backend, or no free SNAT port); counted.
+/// Why a packet got no flow (it is dropped or, `reject`, answered); counted.
+pub enum Miss {
+    /// The service has no usable backend.
+    NoBackend,
+    /// No free SNAT port (nat mode).
+    SnatExhausted,
+}
+
+/// `Err`: no flow for this packet.
 /// `fin_or_rst`: the packet is a TCP FIN or RST (the flow is closing).
 /// `now`: `now_secs()`.
 #[inline(always)]
@@ -49,7 +57,7 @@ pub fn lookup_or_create(
     globals: &Globals,
     fin_or_rst: bool,
     now: u32,
-) -> Option<Conn> {
+) -> Result<Conn, Miss> {
     let existing = FLOWS.get_ptr_mut(key);
     if let Some(flow) = existing {
         let f = unsafe { &mut *flow };
@@ -65,7 +73,7 @@ pub fn lookup_or_create(
             if fin_or_rst && f.closing == 0 {
                 f.closing = 1;
             }
-            return Some(Conn {
+            return Ok(Conn {
                 backend_id: f.backend,
                 backend: *backend,
                 snat_port: f.snat_port,
@@ -78,7 +86,7 @@ pub fn lookup_or_create(
 
     let Some((backend_id, backend)) = select::select(key, svc, globals) else {
         stats::bump(STAT_NO_BACKEND);
-        return None;
+        return Err(Miss::NoBackend);
     };
     // A re-selected flow's old reverse entry would only linger until evicted.
     if let Some(old) = existing
@@ -103,7 +111,7 @@ pub fn lookup_or_create(
         let Some(port) = alloc_snat_port(key, svc, backend_id, &backend, backend_port, globals)
         else {
             stats::bump(STAT_SNAT_EXHAUSTED);
-            return None;
+            return Err(Miss::SnatExhausted);
         };
         if globals.flags & FLAG_FLOW_SYNC != 0 {
             owner::claim(key);
@@ -123,7 +131,7 @@ pub fn lookup_or_create(
     if FLOWS.insert(key, flow, BPF_ANY as u64).is_err() {
         stats::bump(STAT_FLOW_INSERT_FAIL);
     }
-    Some(Conn {
+    Ok(Conn {
         backend_id,
         backend,
         snat_port,

@@ -66,6 +66,16 @@ pub fn save(ctx: &XdpContext, pkt: &Packet, svc: Option<&ServiceMeta>) -> Option
     Some(())
 }
 
+impl Handoff {
+    /// Offset of the L4 header, bounded for the verifier (`None`: beyond
+    /// any frame). A pointer difference would be unbounded to it.
+    #[inline(always)]
+    pub fn l4_offset(&self) -> Option<usize> {
+        let l4 = self.l4_off as usize;
+        (l4 <= MAX_OFFSET).then_some(l4)
+    }
+}
+
 /// The packet `save` stored, its pointers taken (and checked) anew.
 #[inline(always)]
 pub fn restore(ctx: &XdpContext) -> Option<(Packet, &'static Handoff)> {
@@ -77,10 +87,7 @@ pub fn restore(ctx: &XdpContext) -> Option<(Packet, &'static Handoff)> {
     } else {
         EthHdr::LEN
     };
-    let l4 = h.l4_off as usize;
-    if l4 > MAX_OFFSET {
-        return None;
-    }
+    let l4 = h.l4_offset()?;
     let l3 = if h.key.family == FAMILY_V4 {
         L3::V4(ptr_at::<Ipv4Hdr>(ctx, l2_len)?)
     } else {

@@ -15,6 +15,7 @@ mod icmp;
 mod nat;
 mod owner;
 mod parse;
+mod reject;
 mod select;
 mod stats;
 mod tunnel;
@@ -29,7 +30,7 @@ use fib::Route;
 use lb_common::{
     Backend, BackendCounter, Counter, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Flow, FlowKey,
     GLOBAL_STATS_LEN, Globals, MAX_PEERS, MODE_DSR, MODE_NAT, MODE_TUNNEL, NatRev, NextHop, Peer,
-    ServiceKey, ServiceMeta,
+    SVC_REJECT, ServiceKey, ServiceMeta,
 };
 use tunnel::Inner;
 
@@ -86,11 +87,12 @@ static PEER_MACS: HashMap<[u8; 8], u32> = HashMap::with_max_entries(4 * MAX_PEER
 
 /// Programs reached by tail call, by slot (`JUMP_*`). Fixed size.
 #[map]
-static JUMP: ProgramArray = ProgramArray::with_max_entries(4, 0);
+static JUMP: ProgramArray = ProgramArray::with_max_entries(5, 0);
 const JUMP_ICMP: u32 = 0;
 const JUMP_BALANCE: u32 = 1;
 const JUMP_REPLY: u32 = 2;
 const JUMP_OWNER: u32 = 3;
+const JUMP_REJECT: u32 = 4;
 
 /// Entry: parses, and hands packets for a service to `xdplb_balance` (with
 /// flow sync, nat ones but SYNs to `xdplb_owner` first), nat replies to
@@ -187,8 +189,13 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
     stats::count_service(svc.id, pkt.frame_len);
 
     let now = flow::now_secs();
-    let Some(conn) = flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst, now) else {
-        return Ok(XDP_DROP);
+    let conn = match flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst, now) {
+        Ok(conn) => conn,
+        Err(flow::Miss::NoBackend) if svc.flags & SVC_REJECT != 0 => {
+            unsafe { JUMP.tail_call(ctx, JUMP_REJECT) };
+            return Ok(XDP_DROP);
+        }
+        Err(_) => return Ok(XDP_DROP),
     };
     stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
     let backend = conn.backend.addr;
@@ -211,6 +218,21 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
     let hop = BACKEND_HOPS.get_ptr_mut(conn.backend_id);
     let hop = hop.map(|h| unsafe { &mut *h });
     Ok(fib::forward(ctx, &route, globals.flags, hop, now))
+}
+
+/// A packet to a service with no usable backend and `on_empty: reject`:
+/// answered (`reject.rs`), the packet still as `xdplb_balance` got it.
+#[xdp]
+pub fn xdplb_reject(ctx: XdpContext) -> u32 {
+    let action = CONFIG
+        .get(0)
+        .and_then(|g| {
+            let (pkt, h) = handoff::restore(&ctx)?;
+            reject::answer(&ctx, &pkt, h.l4_offset()?, g)
+        })
+        .unwrap_or(XDP_DROP);
+    stats::count_action(action);
+    action
 }
 
 /// A backend's reply to a nat-mode flow: back to VIP -> client.

@@ -30,6 +30,11 @@ pub const STICKY_VIP: Ipv4Addr = vip4(31);
 pub const WEB6_VIP: Ipv6Addr = vip6(0x10);
 pub const DNS6_VIP: Ipv6Addr = vip6(0x11);
 pub const DSR6_VIP: Ipv6Addr = vip6(0x20);
+/// Services `empty` (TCP 80) and `empty_udp` (UDP 53): no usable backend.
+pub const EMPTY_VIP: Ipv4Addr = vip4(50);
+pub const EMPTY6_VIP: Ipv6Addr = vip6(0x50);
+/// Service `quiet`: no usable backend, `on_empty: drop`.
+pub const QUIET_VIP: Ipv4Addr = vip4(51);
 /// The backends of service `web`.
 pub const WEB_BACKENDS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 18, 1, 11),

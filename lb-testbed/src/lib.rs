@@ -18,6 +18,7 @@ pub mod netns;
 pub mod servers;
 pub mod test_run;
 pub mod topology;
+pub mod veth;
 pub mod vip_backend;
 
 pub use clients::{

@@ -59,7 +59,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct MultiNode {
     router: Option<PeerBird>,
     /// The XDP_PASS program on the switch ports of the nodes (see
-    /// `pass_on_switch_ports`); detached on drop.
+    /// `veth::pass_xdp`); detached on drop.
     _switch_xdp: Option<aya::Ebpf>,
     prefix: String,
     created: Vec<Netns>,
@@ -188,7 +188,10 @@ impl MultiNode {
                 ethtool(&sw, &["-K", &dev, "gro", "on"])?;
             }
         }
-        t._switch_xdp = Some(pass_on_switch_ports(&sw, nodes)?);
+        let ports: Vec<String> = (1..=nodes)
+            .flat_map(|k| [format!("n{k}c"), format!("n{k}b")])
+            .collect();
+        t._switch_xdp = Some(crate::veth::pass_xdp(&sw, &ports)?);
         // Full checksums on the wire, as a real NIC's receiver sees them
         // (see Topology::create).
         ethtool(&cli, &["-K", CLIENT_IF, "tx", "off"])?;
@@ -353,33 +356,6 @@ impl Drop for MultiNode {
             let _ = std::fs::remove_dir_all(self.run_dir(k));
         }
     }
-}
-
-/// An XDP_PASS program on the switch ports of the nodes. A frame a node's
-/// program sends back out of the interface it came in on (XDP_TX: flow
-/// sync's hand-off to the owner) waits in the veth peer's ring until that
-/// peer's NAPI runs, and veth schedules it after an XDP_TX only if the peer
-/// has an XDP program; GRO is not enough. Without one, such a frame is
-/// delivered only when other traffic (a redirect) wakes the peer: in a
-/// quiet moment a handed-off stream stalls for good. A real NIC transmits
-/// XDP_TX frames at once.
-fn pass_on_switch_ports(sw: &str, nodes: usize) -> Result<aya::Ebpf> {
-    netns::run_in(sw, || {
-        let mut ebpf = aya::Ebpf::load(xdplb::dataplane::BASELINES)
-            .context("loading the baseline programs (is the XDP object built?)")?;
-        let prog: &mut aya::programs::Xdp = ebpf
-            .program_mut("empty")
-            .context("no program empty")?
-            .try_into()?;
-        prog.load()?;
-        for k in 1..=nodes {
-            for dev in [format!("n{k}c"), format!("n{k}b")] {
-                prog.attach(&dev, aya::programs::XdpMode::Driver)
-                    .with_context(|| format!("attaching XDP_PASS to {dev}"))?;
-            }
-        }
-        Ok(ebpf)
-    })
 }
 
 fn sysctls(pairs: &[(&str, &str)]) -> Result<()> {

@@ -62,6 +62,9 @@ pub struct Topology {
     /// reverse).
     created: Vec<Netns>,
     n_backends: usize,
+    /// XDP_PASS on the LB's veth peers, so that its XDP_TX frames leave
+    /// (`veth`); detached on drop.
+    _peer_xdp: Option<aya::Ebpf>,
 }
 
 impl Topology {
@@ -78,6 +81,7 @@ impl Topology {
             prefix: format!("xdplb-{}-{n}-", std::process::id()),
             created: Vec::new(),
             n_backends,
+            _peer_xdp: None,
         };
         // On any error below, dropping `t` removes what exists so far.
         let (cli, lb, sw) = (t.client_ns(), t.lb_ns(), t.switch_ns());
@@ -153,6 +157,7 @@ impl Topology {
         for (ns, dev) in [(&cli, CLIENT_IF), (&sw, "lb")] {
             ethtool(ns, &["-K", dev, "gro", "on"])?;
         }
+        t._peer_xdp = Some(crate::veth::pass_xdp(&cli, &[CLIENT_IF.to_string()])?);
         // Senders must put full checksums on the wire, as a real NIC's
         // receiver sees them: with TX offload a veth frame carries a partial
         // checksum, which XDP cannot see and a redirect does not complete.
@@ -232,6 +237,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        self._peer_xdp.take();
         while self.created.pop().is_some() {}
     }
 }

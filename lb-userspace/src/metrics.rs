@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// Names of the `lb_common::STAT_*` slots, as `event` label values.
-const EVENTS: [(u32, &str); 8] = [
+const EVENTS: [(u32, &str); 10] = [
     (lb_common::STAT_NEIGH_MISS, "neigh_miss"),
     (lb_common::STAT_SNAT_EXHAUSTED, "snat_exhausted"),
     (lb_common::STAT_NO_BACKEND, "no_backend"),
@@ -34,6 +34,8 @@ const EVENTS: [(u32, &str); 8] = [
     (lb_common::STAT_FIB_CACHED, "fib_cached"),
     (lb_common::STAT_OWNER_FORWARD, "owner_forward"),
     (lb_common::STAT_SYNC_LOST, "sync_lost"),
+    (lb_common::STAT_REJECT, "reject"),
+    (lb_common::STAT_REJECT_LIMITED, "reject_limited"),
 ];
 
 const BACKEND: [&str; 2] = ["service", "backend"];

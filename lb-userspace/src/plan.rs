@@ -11,12 +11,12 @@ use std::{
 use lb_common::{
     Backend, ENCAP_GUE, ENCAP_IPIP, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Globals, HASH_FIVE_TUPLE,
     HASH_SOURCE_IP, MODE_DSR, MODE_ECHO, MODE_NAT, MODE_TUNNEL, NO_BACKEND, PROTO_ICMP,
-    PROTO_ICMPV6, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, ServiceKey, ServiceMeta,
-    v4_words, v6_words,
+    PROTO_ICMPV6, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, SVC_REJECT, ServiceKey,
+    ServiceMeta, v4_words, v6_words,
 };
 
 use crate::{
-    config::{BackendConfig, BackendState, Config, Encap, HashMode, Mode},
+    config::{BackendConfig, BackendState, Config, Encap, HashMode, Mode, OnEmpty},
     ids::{BackendKey, Ids},
     maglev::{MaglevBackend, build_table},
 };
@@ -54,6 +54,8 @@ pub struct ServicePlan {
     pub hash: u8,
     /// `ENCAP_*` (tunnel mode).
     pub encap: u8,
+    /// `SVC_*` bits.
+    pub flags: u8,
     pub backends: Vec<BackendPlan>,
     /// Maglev ring: `M` backend ids (or `NO_BACKEND`).
     pub ring: Vec<u32>,
@@ -130,7 +132,7 @@ pub fn plan(
         tcp_timeout: cfg.flow_timeouts.tcp.as_secs() as u32,
         tcp_closing_timeout: cfg.flow_timeouts.tcp_closing.as_secs() as u32,
         gue_port: cfg.gue_port.to_be(),
-        _pad: [0; 2],
+        reject_limit: cfg.reject_limit,
     };
     let services = cfg
         .services
@@ -176,6 +178,10 @@ pub fn plan(
                 hash: match s.hash {
                     HashMode::FiveTuple => HASH_FIVE_TUPLE,
                     HashMode::SourceIp => HASH_SOURCE_IP,
+                },
+                flags: match s.on_empty {
+                    OnEmpty::Reject => SVC_REJECT,
+                    OnEmpty::Drop => 0,
                 },
                 ring: ring_for(&backends, m, cfg.hash_seed),
                 backends,

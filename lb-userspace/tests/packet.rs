@@ -13,13 +13,15 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use lb_common::{NeighEvent, STAT_FIB_CACHED, STAT_NEIGH_MISS};
+use lb_common::{
+    NeighEvent, STAT_FIB_CACHED, STAT_NEIGH_MISS, STAT_NO_BACKEND, STAT_REJECT, STAT_REJECT_LIMITED,
+};
 use lb_testbed::{
     XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
     fib_net::{CLIENT, CLIENT_MAC, CLIENT6, FibNet, LBB_MAC, LBC_MAC, backend_mac, backend6},
     fixtures::{
-        DNS_VIP, DNS6_VIP, DSR_VIP, DSR6_VIP, LOST_VIP, SERVICES, SNAT, SNAT6, WEB_BACKENDS,
-        WEB_VIP, WEB6_VIP, dataplane, vip4, vip6,
+        DNS_VIP, DNS6_VIP, DSR_VIP, DSR6_VIP, EMPTY_VIP, EMPTY6_VIP, LOST_VIP, QUIET_VIP, SERVICES,
+        SNAT, SNAT6, WEB_BACKENDS, WEB_VIP, WEB6_VIP, dataplane, vip4, vip6,
     },
     frames::{
         Tcp, arp_request, icmp, icmp4, icmp6, malformed, syn, syn_ack, syn_with_ip_options,
@@ -40,7 +42,11 @@ struct Lb {
 
 impl Lb {
     fn new() -> Lb {
-        let (mut dp, plan) = dataplane(SERVICES);
+        Lb::with_config(SERVICES)
+    }
+
+    fn with_config(yaml: &str) -> Lb {
+        let (mut dp, plan) = dataplane(yaml);
         let neigh_events = RefCell::new(dp.take_neigh_events().unwrap());
         Lb {
             dp,
@@ -749,4 +755,139 @@ fn icmp_errors_about_a_flow_reach_its_backend() {
         );
         assert_eq!(u16::from_be_bytes([q[42], q[43]]), f6.sport);
     });
+}
+
+/// (verdict, output, answered, rate-limited): one frame to a service with
+/// no usable backend, and the reject counters' increase.
+fn reject(lb: &Lb, frame: &[u8]) -> (u32, Vec<u8>, u64, u64) {
+    let (r0, l0) = (lb.global(STAT_REJECT), lb.global(STAT_REJECT_LIMITED));
+    let (v, out) = lb.run(frame);
+    (
+        v,
+        out,
+        lb.global(STAT_REJECT) - r0,
+        lb.global(STAT_REJECT_LIMITED) - l0,
+    )
+}
+
+/// TCP header fields of a frame `inspect` has checked: (seq, ack, flags,
+/// header length).
+fn tcp_fields(frame: &[u8], l4: usize) -> (u32, u32, u8, usize) {
+    let t = &frame[l4..];
+    (
+        u32::from_be_bytes(t[4..8].try_into().unwrap()),
+        u32::from_be_bytes(t[8..12].try_into().unwrap()),
+        t[13],
+        (t[12] >> 4) as usize * 4,
+    )
+}
+
+#[test]
+fn tcp_to_a_service_with_no_usable_backend_is_answered_with_a_rst() {
+    with_lb(|_, lb| {
+        // A SYN carrying 5 bytes (seq 1000): RST+ACK acknowledging all of it.
+        let (v, out, answered, _) = reject(lb, &syn(CLIENT, 41000, EMPTY_VIP, 80));
+        assert_eq!((v, answered), (XDP_TX, 1));
+        assert_eq!(macs(&out), (CLIENT_MAC, LBC_MAC), "back to the sender");
+        let o = inspect(&out);
+        assert_eq!(
+            (o.src, o.dst, o.sport, o.dport),
+            (EMPTY_VIP, CLIENT, 80, 41000)
+        );
+        assert_eq!(out.len(), 14 + 20 + 20, "no options, no payload");
+        assert_eq!(tcp_fields(&out, 34), (0, 1000 + 5 + 1, 0x14, 20), "RST+ACK");
+
+        // A segment with ACK (ack 1): a RST whose sequence number is that ack.
+        let ack = tcp(CLIENT, 41001, EMPTY_VIP, 80, Tcp::Ack, b"data");
+        let (v, out, _, _) = reject(lb, &ack);
+        assert_eq!(v, XDP_TX);
+        inspect(&out);
+        assert_eq!(tcp_fields(&out, 34), (1, 0, 0x04, 20), "RST");
+
+        // IPv4 options and a VLAN tag: options dropped, tag kept.
+        let (v, out, _, _) = reject(lb, &syn_with_ip_options(41002, EMPTY_VIP));
+        assert_eq!(v, XDP_TX);
+        assert_eq!(out[14] & 0x0f, 5, "IHL 5");
+        assert_eq!(inspect(&out).dport, 41002);
+        let (v, out, _, _) = reject(lb, &syn_with_vlan(7, 41003, EMPTY_VIP));
+        assert_eq!(v, XDP_TX);
+        assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 0x07], "the tag stays");
+        assert_eq!(out.len(), 18 + 40);
+
+        // IPv6.
+        let (v, out, answered, _) = reject(lb, &syn(CLIENT6, 41004, EMPTY6_VIP, 80));
+        assert_eq!((v, answered), (XDP_TX, 1));
+        let o = inspect6(&out);
+        assert_eq!(
+            (o.src, o.dst, o.sport, o.dport),
+            (EMPTY6_VIP, CLIENT6, 80, 41004)
+        );
+        assert_eq!(tcp_fields(&out, 54), (0, 1006, 0x14, 20));
+
+        // A RST is never answered.
+        let mut rst = tcp(CLIENT, 41005, EMPTY_VIP, 80, Tcp::Ack, b"");
+        rst[14 + 20 + 13] = 0x04;
+        let (v, _, answered, _) = reject(lb, &rst);
+        assert_eq!((v, answered), (XDP_DROP, 0));
+    });
+}
+
+#[test]
+fn udp_to_a_service_with_no_usable_backend_gets_port_unreachable() {
+    with_lb(|_, lb| {
+        let dgram = udp(CLIENT, 42000, EMPTY_VIP, 53, b"query");
+        let (v, out, answered, _) = reject(lb, &dgram);
+        assert_eq!((v, answered), (XDP_TX, 1));
+        assert_eq!(macs(&out), (CLIENT_MAC, LBC_MAC));
+        let ip = &out[14..];
+        assert!(sums_to_zero(&ip[..20]), "IPv4 header checksum");
+        assert_eq!(
+            (ip[9], &ip[12..16], &ip[16..20]),
+            (1, &EMPTY_VIP.octets()[..], &CLIENT.octets()[..])
+        );
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, ip.len());
+        assert_eq!(&ip[20..22], &[3, 3], "port unreachable");
+        assert!(sums_to_zero(&ip[20..]), "ICMP checksum");
+        assert_eq!(
+            &ip[28..],
+            &dgram[14..14 + 28],
+            "quotes the IP header and 8 bytes"
+        );
+
+        let dgram6 = udp(CLIENT6, 42001, EMPTY6_VIP, 53, b"query6");
+        let (v, out, answered, _) = reject(lb, &dgram6);
+        assert_eq!((v, answered), (XDP_TX, 1));
+        assert!(icmp6_valid(&out), "ICMPv6 checksum");
+        let ip = &out[14..];
+        assert_eq!((ip[6], &ip[8..24]), (58, &EMPTY6_VIP.octets()[..]));
+        assert_eq!(&ip[24..40], &CLIENT6.octets());
+        assert_eq!(&ip[40..42], &[1, 4], "port unreachable");
+        assert_eq!(&ip[48..], &dgram6[14..14 + 48], "quotes the headers");
+    });
+}
+
+#[test]
+fn on_empty_drop_answers_nothing_and_rejections_are_rate_limited() {
+    with_lb(|_, lb| {
+        let no_backend = lb.global(STAT_NO_BACKEND);
+        let (v, _, answered, _) = reject(lb, &syn(CLIENT, 43000, QUIET_VIP, 80));
+        assert_eq!((v, answered), (XDP_DROP, 0));
+        assert_eq!(lb.global(STAT_NO_BACKEND), no_backend + 1);
+    });
+    let cfg = format!("{SERVICES}\nreject_limit: 3\n");
+    let bed = FibNet::create(11..=13).unwrap();
+    bed.run_in(|| {
+        let lb = Lb::with_config(&cfg);
+        let (mut sent, mut limited) = (0, 0);
+        for port in 0..10 {
+            let (v, _, a, l) = reject(&lb, &syn(CLIENT, 44000 + port, EMPTY_VIP, 80));
+            assert_eq!(v, if a == 1 { XDP_TX } else { XDP_DROP });
+            (sent, limited) = (sent + a, limited + l);
+        }
+        // 3 a second per CPU: 3, or 6 if a second began during the loop.
+        assert!(sent == 3 || sent == 6, "{sent} answered");
+        assert_eq!(sent + limited, 10);
+        Ok(())
+    })
+    .unwrap();
 }

@@ -50,6 +50,7 @@ fn config() -> String {
 
 const TINY_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 20);
 const CLOSED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 21);
+const REFUSED_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 22);
 
 /// Drops before forwarding: one SNAT port only, a service all in maint.
 const DROPS: &str = r#"
@@ -65,8 +66,14 @@ services:
   - name: closed
     vip: 198.18.100.21
     port: 80
+    on_empty: drop
     backends:
       - { address: 198.18.1.12, port: 8080, state: maint }
+  - name: refused
+    vip: 198.18.100.22
+    port: 80
+    backends:
+      - { address: 198.18.1.13, port: 8080, state: maint }
 "#;
 
 // ---- scratch files -------------------------------------------------------
@@ -577,6 +584,7 @@ fn drops_before_forwarding_say_why() {
         syn(CLIENT, 42000, TINY_VIP, 80),
         syn(Ipv4Addr::new(198, 18, 0, 3), 42000, TINY_VIP, 80),
         syn(CLIENT, 42001, CLOSED_VIP, 80),
+        syn(CLIENT, 42002, REFUSED_VIP, 80),
     ];
     let out = s.path("out.pcap");
     let lines = trace(&s, DROPS, &frames, &["--out", out.to_str().unwrap()]);
@@ -594,11 +602,26 @@ fn drops_before_forwarding_say_why() {
     };
     assert_fields(&lines[1], &drop("tiny", "snat_exhausted"));
     assert_fields(&lines[2], &drop("closed", "no_backend"));
-    for l in &lines[1..] {
+    for l in &lines[1..3] {
         assert_eq!(l["out"], l["in"], "dropped before any rewrite");
     }
+    // on_empty: reject (the default): answered with a RST, no lookup.
+    assert_fields(
+        &lines[3],
+        &json!({"verdict": "TX", "service": "refused", "backend": null, "fib": null, "drop_reason": null}),
+    );
+    assert_eq!(
+        lines[3]["out"]["text"],
+        "198.18.100.22:80 -> 198.18.0.2:42002 TCP [R.]"
+    );
+    assert!(
+        lines[3]["note"]
+            .as_str()
+            .unwrap()
+            .contains("on_empty: reject")
+    );
     let (_, written) = read_pcap(&out);
-    assert_eq!(written.len(), 1, "dropped frames are not written");
+    assert_eq!(written.len(), 2, "dropped frames are not written");
 
     // The text says it too.
     let cfg = s.path("lb.yaml");
@@ -613,7 +636,7 @@ fn drops_before_forwarding_say_why() {
         text.lines()
             .last()
             .unwrap()
-            .contains("3 packets: 1 TX, 2 DROP"),
+            .contains("4 packets: 2 TX, 2 DROP"),
         "{text}"
     );
 }

@@ -18,7 +18,7 @@ JSON lines (--json), one object per frame:
   reply        true for a backend's reply translated back to the client
   pass_reason  PASS only: not_ip | stacked_vlan | malformed | fragment |
                not_tcp_udp | no_nat_entry | not_a_vip | passed
-  drop_reason  DROP only: no_backend | snat_exhausted | neigh_miss |
+  drop_reason  DROP only: reject_limited | no_backend | snat_exhausted | neigh_miss |
                fib_fail | unknown
   fib          skipped | ok | no_neigh | failed, or null (not forwarded)
   fib_lookup   {dst, ifindex, iface}: the lookup made (or skipped)

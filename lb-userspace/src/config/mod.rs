@@ -49,6 +49,9 @@ pub struct Config {
     /// UDP destination port of GUE-encapsulated packets (tunnel mode,
     /// `encap: gue`); backends' decapsulators listen on it.
     pub gue_port: u16,
+    /// TCP RSTs and ICMP port unreachables (`on_empty: reject`) sent per
+    /// second, per CPU; 0 sends none.
+    pub reject_limit: u16,
     /// Where the daemon keeps files of its own at run time: the BGP
     /// daemon's config, control socket and pid file.
     pub run_dir: PathBuf,
@@ -136,6 +139,10 @@ fn default_dead_after() -> Duration {
 /// Default `gue_port`.
 pub const DEFAULT_GUE_PORT: u16 = 6080;
 
+/// Default `reject_limit`: the kernel's own ICMP error budget
+/// (net.ipv4.icmp_msgs_per_sec).
+pub const DEFAULT_REJECT_LIMIT: u16 = 1000;
+
 /// How long a flow may be silent before it is over: its next packet is
 /// balanced afresh, and the daemon deletes the entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -188,6 +195,7 @@ impl Default for Config {
             on_exit: OnExit::default(),
             flow_timeouts: FlowTimeouts::default(),
             gue_port: DEFAULT_GUE_PORT,
+            reject_limit: DEFAULT_REJECT_LIMIT,
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             bgp: None,
             flow_sync: None,
@@ -338,6 +346,9 @@ pub struct Service {
     pub icmp_echo: bool,
     #[serde(default)]
     pub hash: HashMode,
+    /// What a packet gets while no backend can take a new flow.
+    #[serde(default)]
+    pub on_empty: OnEmpty,
     /// None = backends are always up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
@@ -378,6 +389,19 @@ pub enum Mode {
     Nat,
     Dsr,
     Tunnel,
+}
+
+/// `on_empty`: a service whose backends are all down, in maint, drained or
+/// at weight 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnEmpty {
+    /// Answer as a host without a listener would (TCP RST, ICMP port
+    /// unreachable), so clients fail over at once.
+    #[default]
+    Reject,
+    /// Drop: clients wait for their own timeout.
+    Drop,
 }
 
 /// `encap` (tunnel mode): IP in IP, or GUE (UDP to `gue_port`).

@@ -67,7 +67,7 @@ impl Dataplane {
                 mode: svc.mode,
                 hash: svc.hash,
                 encap: svc.encap,
-                _pad: 0,
+                flags: svc.flags,
             };
             if current != Some(meta) {
                 let mut services: HashMap<_, ServiceKey, ServiceMeta> = self.typed("SERVICES")?;

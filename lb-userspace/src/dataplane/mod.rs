@@ -38,11 +38,12 @@ pub static BASELINES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 const PROGRAM_NAME: &str = "xdplb";
 /// The programs `xdplb` tail-calls, by their `JUMP` slot (as in the
 /// program's main.rs).
-const STAGES: [(&str, u32); 4] = [
+const STAGES: [(&str, u32); 5] = [
     ("xdplb_icmp", 0),
     ("xdplb_balance", 1),
     ("xdplb_reply", 2),
     ("xdplb_owner", 3),
+    ("xdplb_reject", 4),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::{
 
 use lb_common::{
     MODE_DSR, MODE_NAT, MODE_TUNNEL, NeighEvent, STAT_FIB_FAIL, STAT_NEIGH_MISS, STAT_NO_BACKEND,
-    STAT_SNAT_EXHAUSTED, words_addr,
+    STAT_REJECT, STAT_REJECT_LIMITED, STAT_SNAT_EXHAUSTED, words_addr,
 };
 
 use super::{FibLookup, FibMode, NextHop, Record, Summary, summary};
@@ -18,7 +18,12 @@ use crate::{config::Config, dataplane::Counters, plan::Plan};
 
 /// The drop counters, in the order they are reported: slot, name in the
 /// record, text.
-const DROP_REASONS: [(u32, &str, &str); 4] = [
+const DROP_REASONS: [(u32, &str, &str); 5] = [
+    (
+        STAT_REJECT_LIMITED,
+        "reject_limited",
+        "no usable backend, not answered: over reject_limit",
+    ),
     (STAT_NO_BACKEND, "no_backend", "no usable backend"),
     (STAT_SNAT_EXHAUSTED, "snat_exhausted", "no free SNAT port"),
     (STAT_NEIGH_MISS, "neigh_miss", "next hop not resolved"),
@@ -159,7 +164,17 @@ impl Attribution {
             record.pass_reason = Some(code);
             record.pass_text = Some(text);
         }
-        self.forwarding(record, &seen, backend);
+        if seen.grew(STAT_REJECT) {
+            // Answered in place, back out of the ingress: no lookup made.
+            record.note = Some(
+                "no usable backend: answered from the VIP (TCP RST or ICMP port unreachable; \
+                 on_empty: reject)"
+                    .into(),
+            );
+            record.egress = Some(self.ingress_name.clone());
+        } else {
+            self.forwarding(record, &seen, backend);
+        }
         record.out = Some(seen.output);
     }
 
