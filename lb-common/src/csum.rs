@@ -13,6 +13,17 @@ pub fn fold(sum: u32) -> u16 {
     ((s & 0xffff) + (s >> 16)) as u16
 }
 
+/// One's-complement sum (unfolded) of an address as map words: its part of
+/// a pseudo-header.
+#[inline(always)]
+pub fn addr_sum(w: &[u32; 4]) -> u32 {
+    let mut s = 0u32;
+    for x in w {
+        s += (x & 0xffff) + (x >> 16);
+    }
+    s
+}
+
 /// New checksum after a 32-bit word covered by `check` changed.
 #[inline(always)]
 pub fn replace4(check: u16, old: u32, new: u32) -> u16 {

@@ -326,6 +326,12 @@ pub const STAT_SYNC_LOST: u32 = 12;
 pub const STAT_REJECT: u32 = 13;
 /// Of those, dropped unanswered: over `Globals::reject_limit`.
 pub const STAT_REJECT_LIMITED: u32 = 14;
+/// New flows whose first packet carried a partial L4 checksum (a sender
+/// with TX checksum offload on a veth or a VM's tap: only the pseudo-header
+/// is summed). Forwarded as they are, the receiver drops them.
+pub const STAT_PARTIAL_CSUM: u32 = 15;
+/// Interfaces `PARTIAL_CSUM` remembers (the daemon warns once for each).
+pub const PARTIAL_CSUM_IFACES: u32 = 64;
 pub const GLOBAL_STATS_LEN: u32 = 16;
 
 /// Event sent to the daemon (`NEIGH_EVENTS` ring buffer) when a next hop

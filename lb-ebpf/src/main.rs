@@ -13,6 +13,7 @@ mod flow;
 mod handoff;
 mod icmp;
 mod nat;
+mod offload;
 mod owner;
 mod parse;
 mod reject;
@@ -198,6 +199,12 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
         Err(_) => return Ok(XDP_DROP),
     };
     stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
+    if conn.new
+        && let Some(l4) = h.l4_offset()
+        && let Some(len) = offload::l4_len(&pkt, l4)
+    {
+        offload::check(ctx, &pkt, len);
+    }
     let backend = conn.backend.addr;
     let route = match svc.mode {
         // Only the destination MAC changes: the backend holds the VIP.

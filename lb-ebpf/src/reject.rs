@@ -19,7 +19,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     FAMILY_V4, FlowKey, Globals, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, STAT_REJECT,
-    STAT_REJECT_LIMITED, csum::fold, v4_bytes, v6_bytes,
+    STAT_REJECT_LIMITED,
+    csum::{addr_sum, fold},
+    v4_bytes, v6_bytes,
 };
 
 use crate::{
@@ -126,19 +128,10 @@ fn sum<const N: usize>(b: &[u8; N]) -> u32 {
     s
 }
 
-#[inline(always)]
-fn sum_words(w: &[u32; 4]) -> u32 {
-    let mut s = 0u32;
-    for x in w {
-        s += (x & 0xffff) + (x >> 16);
-    }
-    s
-}
-
 /// The pseudo-header's address part, source and destination.
 #[inline(always)]
 fn sum_addrs(src: &[u32; 4], dst: &[u32; 4]) -> u32 {
-    fold(sum_words(src)) as u32 + fold(sum_words(dst)) as u32
+    fold(addr_sum(src)) as u32 + fold(addr_sum(dst)) as u32
 }
 
 /// An IPv4 header from the VIP (`key.dst`) to the client (`key.src`).

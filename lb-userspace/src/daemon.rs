@@ -31,7 +31,7 @@ use crate::{
     health::{HealthChecker, HealthMetrics},
     ids::Ids,
     metrics::DataplaneCollector,
-    neigh, privileges,
+    neigh, offload, privileges,
     sync::{FlowSync, metrics::SyncCollector},
     token::read_token_file,
 };
@@ -60,6 +60,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut dp =
         Dataplane::load(&cfg.limits, cfg.pin_dir.as_deref()).context("loading the XDP program")?;
     let events = dp.take_neigh_events()?;
+    let partial_csum = dp.take_partial_csum()?;
     let adopted = dp.adopted();
     if !adopted.services.is_empty() {
         info!(
@@ -163,6 +164,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "the health-check listener"
     });
     tasks.spawn(expire_flows(flows));
+    tasks.spawn(offload::watch(partial_csum));
     let goodbye = flow_sync.as_ref().map(FlowSync::goodbye);
     if let (Some(sync), Some((maps, table))) = (flow_sync, sync_maps) {
         tasks.spawn(async move {

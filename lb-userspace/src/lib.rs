@@ -17,6 +17,7 @@ pub mod ids;
 pub mod maglev;
 pub mod metrics;
 pub mod neigh;
+pub mod offload;
 pub mod plan;
 pub mod privileges;
 pub mod sync;

@@ -14,7 +14,8 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use lb_common::{
-    NeighEvent, STAT_FIB_CACHED, STAT_NEIGH_MISS, STAT_NO_BACKEND, STAT_REJECT, STAT_REJECT_LIMITED,
+    NeighEvent, STAT_FIB_CACHED, STAT_NEIGH_MISS, STAT_NO_BACKEND, STAT_PARTIAL_CSUM, STAT_REJECT,
+    STAT_REJECT_LIMITED,
 };
 use lb_testbed::{
     XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
@@ -890,4 +891,40 @@ fn on_empty_drop_answers_nothing_and_rejections_are_rate_limited() {
         Ok(())
     })
     .unwrap();
+}
+
+/// `frame` (IPv4, no options) as a sender with TX checksum offload hands
+/// it over: the TCP/UDP checksum field holds only the pseudo-header's sum.
+fn with_partial_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let ip = &frame[14..34];
+    let l4_len = (u16::from_be_bytes([ip[2], ip[3]]) - 20).to_be_bytes();
+    let pseudo = [&ip[12..20], &[0, ip[9]], &l4_len[..]].concat();
+    let at = 34 + if ip[9] == 6 { 16 } else { 6 };
+    let partial = !lb_common::csum::checksum(&pseudo);
+    frame[at..at + 2].copy_from_slice(&partial.to_ne_bytes());
+    frame
+}
+
+#[test]
+fn partial_checksums_on_new_flows_are_counted_by_interface() {
+    with_lb(|_, lb| {
+        let seen = lb.dp.take_partial_csum().unwrap();
+        let before = lb.global(STAT_PARTIAL_CSUM);
+        // Full checksums: nothing counted.
+        assert_eq!(lb.run(&syn(CLIENT, 45000, WEB_VIP, 80)).0, XDP_REDIRECT);
+        assert_eq!(lb.global(STAT_PARTIAL_CSUM), before);
+
+        let partial = with_partial_checksum(syn(CLIENT, 45001, WEB_VIP, 80));
+        assert_eq!(lb.run(&partial).0, XDP_REDIRECT, "still forwarded");
+        let udp_partial = with_partial_checksum(udp(CLIENT, 45002, DNS_VIP, 53, b"q"));
+        assert_eq!(lb.run(&udp_partial).0, XDP_REDIRECT);
+        assert_eq!(lb.global(STAT_PARTIAL_CSUM), before + 2);
+        // Only a flow's first packet is looked at.
+        lb.run(&partial);
+        assert_eq!(lb.global(STAT_PARTIAL_CSUM), before + 2);
+
+        // Noted by ingress interface (BPF_PROG_TEST_RUN's: loopback).
+        let keys: Vec<u32> = seen.keys().map(Result::unwrap).collect();
+        assert_eq!(keys, [1], "ifindex of lo");
+    });
 }

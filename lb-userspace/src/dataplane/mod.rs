@@ -400,6 +400,16 @@ impl Dataplane {
         RingBuf::try_from(map).map_err(map_err("NEIGH_EVENTS"))
     }
 
+    /// The program's record of interfaces partial checksums arrived on
+    /// (`crate::offload`); taken out of the object, for its task.
+    pub fn take_partial_csum(&mut self) -> Result<aya::maps::HashMap<MapData, u32, u32>> {
+        let map = self
+            .ebpf
+            .take_map("PARTIAL_CSUM")
+            .ok_or(DataplaneError::MissingMap("PARTIAL_CSUM"))?;
+        aya::maps::HashMap::try_from(map).map_err(map_err("PARTIAL_CSUM"))
+    }
+
     /// Fills the shadow from the maps (non-empty only when they were pinned
     /// by an earlier run).
     fn read_shadow(&mut self) -> Result<()> {

@@ -10,7 +10,7 @@ use std::{
 
 use lb_common::{
     MODE_DSR, MODE_NAT, MODE_TUNNEL, NeighEvent, STAT_FIB_FAIL, STAT_NEIGH_MISS, STAT_NO_BACKEND,
-    STAT_REJECT, STAT_REJECT_LIMITED, STAT_SNAT_EXHAUSTED, words_addr,
+    STAT_PARTIAL_CSUM, STAT_REJECT, STAT_REJECT_LIMITED, STAT_SNAT_EXHAUSTED, words_addr,
 };
 
 use super::{FibLookup, FibMode, NextHop, Record, Summary, summary};
@@ -174,6 +174,9 @@ impl Attribution {
             record.egress = Some(self.ingress_name.clone());
         } else {
             self.forwarding(record, &seen, backend);
+        }
+        if seen.grew(STAT_PARTIAL_CSUM) {
+            record.note = Some(crate::offload::PARTIAL_CSUM_NOTE.into());
         }
         record.out = Some(seen.output);
     }
