@@ -132,6 +132,11 @@ pub struct Flow {
     /// 1 once a TCP FIN or RST went by: the flow expires sooner.
     pub closing: u8,
     pub _pad: [u8; 3],
+    /// An unconfirmed nat flow (`PENDING`) once its backend answered: for
+    /// TCP the acknowledgment number that confirms it (the backend's
+    /// initial sequence number + 1, which a spoofed client never saw), for
+    /// UDP 1. 0: no answer yet.
+    pub confirm: u32,
 }
 
 /// A cached `bpf_fib_lookup` answer: per backend and CPU toward backends
@@ -178,6 +183,35 @@ impl Flow {
     pub fn expired(&self, proto: u8, g: &Globals, now: u32) -> bool {
         now.wrapping_sub(self.last_seen) > self.timeout(proto, g)
     }
+
+    /// [`Flow::timeout`] of an unconfirmed flow (`PENDING`): a TCP
+    /// handshake not completed within `tcp_closing` is over.
+    #[inline(always)]
+    pub fn pending_timeout(proto: u8, g: &Globals) -> u32 {
+        if proto == PROTO_TCP {
+            g.tcp_closing_timeout
+        } else {
+            g.udp_timeout
+        }
+    }
+
+    #[inline(always)]
+    pub fn pending_expired(&self, proto: u8, g: &Globals, now: u32) -> bool {
+        now.wrapping_sub(self.last_seen) > Flow::pending_timeout(proto, g)
+    }
+}
+
+/// Entries of the unconfirmed-flow tables (`PENDING`, `PENDING_REV`) for a
+/// `flow_table_size`: a quarter of it (at least 256, at most all of it).
+/// A flood churns these; confirmed flows live in `FLOWS` and `NAT_REV`.
+pub const fn pending_table_size(flow_table_size: u32) -> u32 {
+    let quarter = flow_table_size / 4;
+    let floor = if flow_table_size < 256 {
+        flow_table_size
+    } else {
+        256
+    };
+    if quarter < floor { floor } else { quarter }
 }
 
 /// The `NAT_REV` key of a nat-mode flow: the 5-tuple of the backend's
@@ -332,7 +366,14 @@ pub const STAT_REJECT_LIMITED: u32 = 14;
 pub const STAT_PARTIAL_CSUM: u32 = 15;
 /// Interfaces `PARTIAL_CSUM` remembers (the daemon warns once for each).
 pub const PARTIAL_CSUM_IFACES: u32 = 64;
-pub const GLOBAL_STATS_LEN: u32 = 16;
+/// New flows (each starts unconfirmed, in `PENDING`).
+pub const STAT_FLOW_NEW: u32 = 16;
+/// Unconfirmed flows confirmed (moved to `FLOWS`): TCP by the client's ACK
+/// of the backend's SYN-ACK (nat) or its second packet (dsr, tunnel), UDP
+/// by a second packet (in nat after the backend answered). A flood shows
+/// as `flow_new` far above `flow_confirmed`.
+pub const STAT_FLOW_CONFIRMED: u32 = 17;
+pub const GLOBAL_STATS_LEN: u32 = 24;
 
 /// Event sent to the daemon (`NEIGH_EVENTS` ring buffer) when a next hop
 /// needs resolving.

@@ -3,18 +3,31 @@
 //! (shorter once a TCP FIN or RST went by); new flows (and flows whose
 //! backend went `maint` or `down`, or that expired) are (re)selected and,
 //! in nat mode, get a SNAT port.
+//!
+//! Flood-proofing: a new flow starts unconfirmed, in tables of its own
+//! (`PENDING`, and in nat mode `PENDING_REV` holding its SNAT port), and
+//! moves to `FLOWS` / `NAT_REV` once confirmed: TCP in nat mode by the
+//! client's ACK of the backend's SYN-ACK (its acknowledgment number is the
+//! backend's initial sequence number + 1, which a spoofed source never
+//! sees), elsewhere by the client's second packet (TCP: an ACK without
+//! SYN; UDP in nat mode: after the backend answered). A flood of first
+//! packets from random sources only churns the unconfirmed tables (whose
+//! LRU eviction frees their SNAT ports); established flows stay.
 
-use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::bpf_ktime_get_coarse_ns,
-};
+use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
     Backend, FLAG_FLOW_SYNC, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, MODE_NAT, NatRev, NextHop,
-    SNAT_PORT_TRIES, STAT_FLOW_INSERT_FAIL, STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, STATE_DRAIN,
-    STATE_READY, ServiceMeta, hash::flow_hash, nat_rev_key,
+    PROTO_TCP, SNAT_PORT_TRIES, STAT_FLOW_CONFIRMED, STAT_FLOW_INSERT_FAIL, STAT_FLOW_NEW,
+    STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, STATE_DRAIN, STATE_READY, ServiceMeta, hash::flow_hash,
+    nat_rev_key,
 };
 
-use crate::{BACKENDS, FLOWS, NAT_REV, owner, select, stats};
+use crate::{
+    BACKENDS, FLOWS, NAT_REV, PENDING, PENDING_REV, owner,
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    select, stats,
+};
 
 /// Where a packet of this flow goes.
 pub struct Conn {
@@ -28,6 +41,24 @@ pub struct Conn {
     pub new: bool,
 }
 
+/// Why a packet got no flow (it is dropped or, `reject`, answered); counted.
+pub enum Miss {
+    /// The service has no usable backend.
+    NoBackend,
+    /// No free SNAT port (nat mode).
+    SnatExhausted,
+}
+
+/// What of a packet the flow table looks at.
+pub struct Seen {
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+    /// TCP acknowledgment number, host order (0 for UDP).
+    pub ack: u32,
+    /// `now_secs()`.
+    pub now: u32,
+}
+
 #[inline(always)]
 fn usable(state: u8) -> bool {
     state == STATE_READY || state == STATE_DRAIN
@@ -39,66 +70,95 @@ pub fn now_secs() -> u32 {
     (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
 }
 
-/// Why a packet got no flow (it is dropped or, `reject`, answered); counted.
-pub enum Miss {
-    /// The service has no usable backend.
-    NoBackend,
-    /// No free SNAT port (nat mode).
-    SnatExhausted,
+/// The flow's backend, if the flow still stands: the backend is usable,
+/// still in this service, and the flow not idle past `timeout`.
+#[inline(always)]
+fn standing(f: &Flow, svc: &ServiceMeta, idle_ok: bool) -> Option<Backend> {
+    let backend = BACKENDS.get(f.backend)?;
+    (usable(backend.state) && backend.service == svc.id && idle_ok).then_some(*backend)
+}
+
+/// Notes a packet on a standing flow: at most one write a second, and one
+/// on closing.
+#[inline(always)]
+fn touch(f: &mut Flow, seen: &Seen) {
+    if f.last_seen != seen.now {
+        f.last_seen = seen.now;
+    }
+    if seen.tcp_flags & (TCP_FIN | TCP_RST) != 0 && f.closing == 0 {
+        f.closing = 1;
+    }
+}
+
+#[inline(always)]
+fn conn(f: &Flow, backend: Backend, new: bool) -> Conn {
+    Conn {
+        backend_id: f.backend,
+        backend,
+        snat_port: f.snat_port,
+        backend_port: f.backend_port,
+        new,
+    }
+}
+
+/// Whether this packet confirms the unconfirmed flow `f` (module doc).
+#[inline(always)]
+fn confirms(f: &Flow, key: &FlowKey, svc: &ServiceMeta, seen: &Seen) -> bool {
+    let ack_only = seen.tcp_flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK;
+    match (svc.mode == MODE_NAT, key.proto == PROTO_TCP) {
+        (true, true) => ack_only && f.confirm != 0 && seen.ack == f.confirm,
+        (true, false) => f.confirm != 0,
+        (false, true) => ack_only,
+        (false, false) => true,
+    }
 }
 
 /// `Err`: no flow for this packet.
-/// `fin_or_rst`: the packet is a TCP FIN or RST (the flow is closing).
-/// `now`: `now_secs()`.
 #[inline(always)]
 pub fn lookup_or_create(
     key: &FlowKey,
     svc: &ServiceMeta,
     globals: &Globals,
-    fin_or_rst: bool,
-    now: u32,
+    seen: &Seen,
 ) -> Result<Conn, Miss> {
-    let existing = FLOWS.get_ptr_mut(key);
-    if let Some(flow) = existing {
+    let confirmed = FLOWS.get_ptr_mut(key);
+    if let Some(flow) = confirmed {
         let f = unsafe { &mut *flow };
-        if let Some(backend) = BACKENDS.get(f.backend)
-            && usable(backend.state)
-            && backend.service == svc.id
-            && !f.expired(key.proto, globals, now)
-        {
-            // One write a second at most per flow, and one on closing.
-            if f.last_seen != now {
-                f.last_seen = now;
-            }
-            if fin_or_rst && f.closing == 0 {
-                f.closing = 1;
-            }
-            return Ok(Conn {
-                backend_id: f.backend,
-                backend: *backend,
-                snat_port: f.snat_port,
-                backend_port: f.backend_port,
-                new: false,
-            });
+        if let Some(backend) = standing(f, svc, !f.expired(key.proto, globals, seen.now)) {
+            touch(f, seen);
+            return Ok(conn(f, backend, false));
         }
     }
-    let existing = existing.map(|f| unsafe { *f });
+    let stale = confirmed.map(|f| unsafe { *f });
+    let pending = if stale.is_none() {
+        PENDING.get_ptr_mut(key)
+    } else {
+        None
+    };
+    if let Some(flow) = pending {
+        let f = unsafe { &mut *flow };
+        if let Some(backend) = standing(f, svc, !f.pending_expired(key.proto, globals, seen.now)) {
+            touch(f, seen);
+            if confirms(f, key, svc, seen) {
+                confirm(key, f, svc, &backend, globals);
+            }
+            return Ok(conn(f, backend, false));
+        }
+    }
+    let stale_pending = pending.map(|f| unsafe { *f });
 
     let Some((backend_id, backend)) = select::select(key, svc, globals) else {
         stats::bump(STAT_NO_BACKEND);
         return Err(Miss::NoBackend);
     };
-    // A re-selected flow's old reverse entry would only linger until evicted.
-    if let Some(old) = existing
-        && old.snat_port != 0
-        && let Some(old_backend) = BACKENDS.get(old.backend)
-    {
-        let _ = NAT_REV.remove(nat_rev_key(
-            key,
-            &old_backend.addr,
-            &old,
-            globals.snat(key.family),
-        ));
+    // A re-selected flow's old entries would only linger until evicted;
+    // a confirmed one would be found (and re-selected) on every packet.
+    if let Some(old) = stale {
+        let _ = FLOWS.remove(key);
+        forget_rev(key, &old, globals, true);
+    }
+    if let Some(old) = stale_pending {
+        forget_rev(key, &old, globals, false);
     }
     // Port 0: an all-ports service keeps the packet's own port.
     let backend_port = if backend.port == 0 {
@@ -113,9 +173,6 @@ pub fn lookup_or_create(
             stats::bump(STAT_SNAT_EXHAUSTED);
             return Err(Miss::SnatExhausted);
         };
-        if globals.flags & FLAG_FLOW_SYNC != 0 {
-            owner::claim(key);
-        }
         port
     } else {
         0
@@ -124,27 +181,106 @@ pub fn lookup_or_create(
         backend: backend_id,
         snat_port,
         backend_port,
-        last_seen: now,
-        closing: fin_or_rst as u8,
-        _pad: [0; 3],
+        last_seen: seen.now,
+        closing: (seen.tcp_flags & (TCP_FIN | TCP_RST) != 0) as u8,
+        ..Flow::default()
     };
-    if FLOWS.insert(key, flow, BPF_ANY as u64).is_err() {
+    stats::bump(STAT_FLOW_NEW);
+    if PENDING.insert(key, flow, BPF_ANY as u64).is_err() {
         stats::bump(STAT_FLOW_INSERT_FAIL);
     }
-    Ok(Conn {
-        backend_id,
-        backend,
-        snat_port,
-        backend_port,
-        new: true,
-    })
+    Ok(conn(&flow, backend, true))
+}
+
+/// The reverse entry of a nat flow that is being replaced, from the
+/// confirmed or the unconfirmed table.
+#[inline(always)]
+fn forget_rev(key: &FlowKey, old: &Flow, globals: &Globals, confirmed: bool) {
+    if old.snat_port == 0 {
+        return;
+    }
+    let Some(old_backend) = BACKENDS.get(old.backend) else {
+        return;
+    };
+    let rk = nat_rev_key(key, &old_backend.addr, old, globals.snat(key.family));
+    let _ = if confirmed {
+        NAT_REV.remove(rk)
+    } else {
+        PENDING_REV.remove(rk)
+    };
+}
+
+/// Moves the unconfirmed flow `f` (and its reverse entry) to the confirmed
+/// tables; with flow sync, announces it to the peers.
+#[inline(always)]
+fn confirm(key: &FlowKey, f: &Flow, svc: &ServiceMeta, backend: &Backend, globals: &Globals) {
+    if FLOWS.insert(key, f, BPF_ANY as u64).is_err() {
+        stats::bump(STAT_FLOW_INSERT_FAIL);
+        return;
+    }
+    let _ = PENDING.remove(key);
+    stats::bump(STAT_FLOW_CONFIRMED);
+    if f.snat_port == 0 {
+        return;
+    }
+    let rk = nat_rev_key(key, &backend.addr, f, globals.snat(key.family));
+    let _ = NAT_REV.insert(rk, reverse(key, svc, f.backend), BPF_ANY as u64);
+    let _ = PENDING_REV.remove(rk);
+    if globals.flags & FLAG_FLOW_SYNC != 0 {
+        owner::claim(key);
+    }
+}
+
+/// The reverse entry of a nat flow: how its replies go back.
+#[inline(always)]
+fn reverse(key: &FlowKey, svc: &ServiceMeta, backend_id: u32) -> NatRev {
+    NatRev {
+        client: key.src,
+        vip: key.dst,
+        client_port: key.sport,
+        vip_port: key.dport,
+        backend: backend_id,
+        service: svc.id,
+        hop: NextHop::default(),
+    }
+}
+
+/// A backend answered the unconfirmed nat flow of `rev` (`xdplb_reply`
+/// found it in `PENDING_REV`): record what confirms it (module doc).
+/// `syn_ack_seq`: the answer's sequence number if it is a TCP SYN-ACK.
+#[inline(always)]
+pub fn answered(rev: &NatRev, key: &FlowKey, syn_ack_seq: Option<u32>) {
+    let client = FlowKey {
+        src: rev.client,
+        dst: rev.vip,
+        sport: rev.client_port,
+        dport: rev.vip_port,
+        proto: key.proto,
+        family: key.family,
+        _pad: [0; 2],
+    };
+    let Some(flow) = PENDING.get_ptr_mut(client) else {
+        return;
+    };
+    let f = unsafe { &mut *flow };
+    let confirm = if key.proto == PROTO_TCP {
+        match syn_ack_seq {
+            Some(seq) => seq.wrapping_add(1),
+            None => return,
+        }
+    } else {
+        1
+    };
+    if f.confirm != confirm {
+        f.confirm = confirm;
+    }
 }
 
 /// Picks a SNAT port from the configured range, hashed from the flow so
 /// that retries spread out; a port already used toward this backend
-/// address:port (its reverse entry exists) is a collision: try the next
-/// candidate, at most `SNAT_PORT_TRIES` times. Claims the port by inserting
-/// the reverse entry.
+/// address:port (a confirmed or unconfirmed reverse entry exists) is a
+/// collision: try the next candidate, at most `SNAT_PORT_TRIES` times.
+/// Claims the port by inserting the unconfirmed reverse entry.
 #[inline(always)]
 fn alloc_snat_port(
     key: &FlowKey,
@@ -161,15 +297,7 @@ fn alloc_snat_port(
     if span == 0 || span > 65536 {
         return None;
     }
-    let rev = NatRev {
-        client: key.src,
-        vip: key.dst,
-        client_port: key.sport,
-        vip_port: key.dport,
-        backend: backend_id,
-        service: svc.id,
-        hop: NextHop::default(),
-    };
+    let rev = reverse(key, svc, backend_id);
     let snat = globals.snat(key.family);
     for attempt in 0..SNAT_PORT_TRIES {
         let h = flow_hash(
@@ -184,7 +312,10 @@ fn alloc_snat_port(
             ..Flow::default()
         };
         let rk = nat_rev_key(key, &backend.addr, &candidate, snat);
-        if NAT_REV.insert(rk, rev, BPF_NOEXIST as u64).is_ok() {
+        if unsafe { NAT_REV.get(rk) }.is_some() {
+            continue;
+        }
+        if PENDING_REV.insert(rk, rev, BPF_NOEXIST as u64).is_ok() {
             return Some(port);
         }
     }

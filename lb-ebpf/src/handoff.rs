@@ -38,7 +38,7 @@ pub struct Handoff {
     l2_len: u16,
     l4_off: u16,
     ip_len: u16,
-    fin_or_rst: u8,
+    tcp_flags: u8,
     has_l4_check: u8,
 }
 
@@ -59,7 +59,7 @@ pub fn save(ctx: &XdpContext, pkt: &Packet, svc: Option<&ServiceMeta>) -> Option
             l2_len: pkt.l2_len as u16,
             l4_off: l4_off as u16,
             ip_len: pkt.ip_len,
-            fin_or_rst: pkt.fin_or_rst as u8,
+            tcp_flags: pkt.tcp_flags,
             has_l4_check: pkt.l4_check.is_some() as u8,
         }
     };
@@ -109,7 +109,7 @@ pub fn restore(ctx: &XdpContext) -> Option<(Packet, &'static Handoff)> {
         l4_check,
         key: h.key,
         ip_len: h.ip_len,
-        fin_or_rst: h.fin_or_rst != 0,
+        tcp_flags: h.tcp_flags,
         frame_len: h.frame_len as u64,
     };
     Some((pkt, h))

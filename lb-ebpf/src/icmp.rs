@@ -17,7 +17,7 @@ use lb_ebpf::{ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::{
-    BACKENDS, FLOWS, SERVICES,
+    BACKENDS, FLOWS, PENDING, SERVICES,
     fib::{self, Route},
     parse::ptr_at,
     service, stats,
@@ -224,7 +224,8 @@ fn error(ctx: &XdpContext, msg: &Msg, globals: &Globals) -> Option<u32> {
         _pad: [0; 2],
     };
     let svc = service(&key, globals.flags)?;
-    let flow = unsafe { FLOWS.get(key) }.copied()?;
+    // Confirmed or not (path MTU discovery during a handshake too).
+    let flow = unsafe { FLOWS.get(key).or_else(|| PENDING.get(key)) }.copied()?;
     let backend = *BACKENDS.get(flow.backend)?;
     stats::count_service(svc.id, (ctx.data_end() - ctx.data()) as u64);
     let proto = if msg.family == FAMILY_V4 {

@@ -30,8 +30,8 @@ use aya_ebpf::{
 use fib::Route;
 use lb_common::{
     Backend, BackendCounter, Counter, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Flow, FlowKey,
-    GLOBAL_STATS_LEN, Globals, MAX_PEERS, MODE_DSR, MODE_NAT, MODE_TUNNEL, NatRev, NextHop, Peer,
-    SVC_REJECT, ServiceKey, ServiceMeta,
+    GLOBAL_STATS_LEN, Globals, MAX_PEERS, MODE_DSR, MODE_NAT, MODE_TUNNEL, NatRev, NextHop,
+    PROTO_TCP, Peer, SVC_REJECT, ServiceKey, ServiceMeta,
 };
 use tunnel::Inner;
 
@@ -56,6 +56,12 @@ static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(1, 0);
 /// Backend-side 5-tuple of a NAT flow (backend -> snat:port) -> client and VIP.
 #[map]
 static NAT_REV: LruHashMap<FlowKey, NatRev> = LruHashMap::with_max_entries(1, 0);
+/// Unconfirmed flows (`flow.rs`): `FLOWS` and `NAT_REV` of flows whose
+/// client has not yet shown it is real. A flood churns only these.
+#[map]
+static PENDING: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(1, 0);
+#[map]
+static PENDING_REV: LruHashMap<FlowKey, NatRev> = LruHashMap::with_max_entries(1, 0);
 /// Per-CPU next-hop cache by backend id (`lb_common::NextHop`).
 #[map]
 static BACKEND_HOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(1, 0);
@@ -130,10 +136,7 @@ fn entry(ctx: &XdpContext) -> Result<u32, ()> {
         handoff::save(ctx, &pkt, Some(svc)).ok_or(())?;
         // With flow sync, a nat packet that does not open a connection may
         // belong to another node's flow (`owner`). A SYN starts one anew.
-        if svc.mode == MODE_NAT
-            && globals.flags & FLAG_FLOW_SYNC != 0
-            && !parse::opens_connection(ctx, &pkt)
-        {
+        if svc.mode == MODE_NAT && globals.flags & FLAG_FLOW_SYNC != 0 && !pkt.opens_connection() {
             unsafe { JUMP.tail_call(ctx, JUMP_OWNER) };
         }
         unsafe { JUMP.tail_call(ctx, JUMP_BALANCE) };
@@ -155,6 +158,7 @@ fn to_owner(ctx: &XdpContext) -> Result<u32, ()> {
     let globals = CONFIG.get(0).ok_or(())?;
     let (pkt, _) = handoff::restore(ctx).ok_or(())?;
     if unsafe { FLOWS.get(pkt.key) }.is_none()
+        && unsafe { PENDING.get(pkt.key) }.is_none()
         && let Some(peer) = owner::owner(ctx, &pkt.key)
     {
         return owner::forward(ctx, &pkt, peer, globals.flags, flow::now_secs()).ok_or(());
@@ -190,7 +194,17 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
     stats::count_service(svc.id, pkt.frame_len);
 
     let now = flow::now_secs();
-    let conn = match flow::lookup_or_create(&pkt.key, svc, globals, pkt.fin_or_rst, now) {
+    let l4 = h.l4_offset().ok_or(())?;
+    let seen = flow::Seen {
+        tcp_flags: pkt.tcp_flags,
+        ack: if pkt.key.proto == PROTO_TCP {
+            u32::from_be_bytes(unsafe { *parse::ptr_at::<[u8; 4]>(ctx, l4 + 8).ok_or(())? })
+        } else {
+            0
+        },
+        now,
+    };
+    let conn = match flow::lookup_or_create(&pkt.key, svc, globals, &seen) {
         Ok(conn) => conn,
         Err(flow::Miss::NoBackend) if svc.flags & SVC_REJECT != 0 => {
             unsafe { JUMP.tail_call(ctx, JUMP_REJECT) };
@@ -200,7 +214,6 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
     };
     stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
     if conn.new
-        && let Some(l4) = h.l4_offset()
         && let Some(len) = offload::l4_len(&pkt, l4)
     {
         offload::check(ctx, &pkt, len);
@@ -253,9 +266,25 @@ pub fn xdplb_reply(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn reply(ctx: &XdpContext) -> Result<u32, ()> {
     let globals = CONFIG.get(0).ok_or(())?;
-    let (mut pkt, _) = handoff::restore(ctx).ok_or(())?;
-    let Some(rev) = NAT_REV.get_ptr_mut(pkt.key) else {
-        return Ok(XDP_PASS);
+    let (mut pkt, h) = handoff::restore(ctx).ok_or(())?;
+    let rev = match NAT_REV.get_ptr_mut(pkt.key) {
+        Some(rev) => rev,
+        // An unconfirmed flow's reply: note what will confirm it.
+        None => {
+            let Some(rev) = PENDING_REV.get_ptr_mut(pkt.key) else {
+                return Ok(XDP_PASS);
+            };
+            let syn_ack = pkt.tcp_flags & (parse::TCP_SYN | parse::TCP_ACK)
+                == parse::TCP_SYN | parse::TCP_ACK;
+            let seq = match h.l4_offset() {
+                Some(l4) if syn_ack => {
+                    parse::ptr_at::<[u8; 4]>(ctx, l4 + 4).map(|p| u32::from_be_bytes(unsafe { *p }))
+                }
+                _ => None,
+            };
+            flow::answered(unsafe { &*rev }, &pkt.key, seq);
+            rev
+        }
     };
     let rev = unsafe { &mut *rev };
     stats::count_service(rev.service, pkt.frame_len);

@@ -49,8 +49,9 @@ pub struct Packet {
     pub key: FlowKey,
     /// Whole IP packet length, host order (the FIB's MTU check).
     pub ip_len: u16,
-    /// TCP FIN or RST flag set.
-    pub fin_or_rst: bool,
+    /// TCP flags (byte 13 of the header: CWR ECE URG ACK PSH RST SYN FIN);
+    /// 0 for UDP.
+    pub tcp_flags: u8,
     pub frame_len: u64,
 }
 
@@ -66,17 +67,11 @@ struct Net {
     ip_len: u16,
 }
 
-/// The packet is a TCP SYN without ACK: a connection's first packet.
-/// (Read apart from `parse`: only flow sync asks.)
-#[inline(always)]
-pub fn opens_connection(ctx: &XdpContext, pkt: &Packet) -> bool {
-    if pkt.key.proto != PROTO_TCP {
-        return false;
-    }
-    let l4 = pkt.ports as usize - ctx.data();
-    match ptr_at::<[u8; 14]>(ctx, l4) {
-        Some(tcp) => (unsafe { (*tcp)[13] } & (TCP_SYN | TCP_ACK)) == TCP_SYN,
-        None => false,
+impl Packet {
+    /// A TCP SYN without ACK: a connection's first packet.
+    #[inline(always)]
+    pub fn opens_connection(&self) -> bool {
+        self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
     }
 }
 
@@ -98,13 +93,12 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
         return None;
     };
 
-    let mut fin_or_rst = false;
+    let mut tcp_flags = 0;
     let l4_check = match net.proto {
         PROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(ctx, net.l4)?;
             // Byte 13: CWR ECE URG ACK PSH RST SYN FIN.
-            let flags = unsafe { *(tcp as *const u8).add(13) };
-            fin_or_rst = flags & (TCP_FIN | TCP_RST) != 0;
+            tcp_flags = unsafe { *(tcp as *const u8).add(13) };
             Some(unsafe { &raw mut (*tcp).check })
         }
         PROTO_UDP => {
@@ -137,7 +131,7 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
             _pad: [0; 2],
         },
         ip_len: net.ip_len,
-        fin_or_rst,
+        tcp_flags,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
     })
 }

@@ -117,7 +117,7 @@ fn http_request_on(
     read_response(BufReader::with_capacity(1 << 16, stream)).with_context(ctx)
 }
 
-fn read_response(mut r: impl BufRead) -> Result<HttpResponse> {
+pub(crate) fn read_response(mut r: impl BufRead) -> Result<HttpResponse> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let status = match line.split_whitespace().nth(1).map(str::parse) {

@@ -107,25 +107,27 @@ impl Daemon {
     }
 
     /// The (client, VIP) addresses of every entry of the daemon's flow
-    /// table, read from its pinned `FLOWS` map: the connections this node
+    /// tables, read from its pinned `FLOWS` and `PENDING` maps: the connections this node
     /// carries (or carried lately). Needs a pin_dir.
     pub fn flows(&self) -> Result<Vec<(SocketAddr, SocketAddr)>> {
         let dir = self.pin_dir.as_ref().context("the daemon has no pin_dir")?;
-        let path = dir.join("FLOWS");
-        let map = MapData::from_pin(&path)
-            .and_then(Map::from_map_data)
-            .with_context(|| format!("open {}", path.display()))?;
-        let table = HashMap::<_, FlowKey, Flow>::try_from(&map)?;
         let at = |words: [u32; 4], port: u16, family: u8| {
             SocketAddr::new(words_addr(words, family), u16::from_be(port))
         };
-        table
-            .keys()
-            .map(|k| {
+        let mut flows = Vec::new();
+        // Confirmed and unconfirmed flows alike.
+        for name in ["FLOWS", "PENDING"] {
+            let path = dir.join(name);
+            let map = MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .with_context(|| format!("open {}", path.display()))?;
+            let table = HashMap::<_, FlowKey, Flow>::try_from(&map)?;
+            for k in table.keys() {
                 let k = k?;
-                Ok((at(k.src, k.sport, k.family), at(k.dst, k.dport, k.family)))
-            })
-            .collect()
+                flows.push((at(k.src, k.sport, k.family), at(k.dst, k.dport, k.family)));
+            }
+        }
+        Ok(flows)
     }
 
     /// The daemon's process id.

@@ -68,6 +68,24 @@ pub fn tcp(
     v
 }
 
+/// A client's ACK (no payload) acknowledging `ack`: the last packet of a
+/// handshake whose SYN-ACK had sequence number `ack - 1`.
+pub fn ack_of(
+    src: impl Into<IpAddr>,
+    sport: u16,
+    dst: impl Into<IpAddr>,
+    dport: u16,
+    ack: u32,
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    ip_step(src.into(), dst.into())
+        .tcp(sport, dport, 1001, 64240)
+        .ack(ack)
+        .write(&mut v, &[])
+        .expect("frame");
+    v
+}
+
 /// A client's SYN.
 pub fn syn(src: impl Into<IpAddr>, sport: u16, dst: impl Into<IpAddr>, dport: u16) -> Vec<u8> {
     tcp(src, sport, dst, dport, Tcp::Syn, b"hello")

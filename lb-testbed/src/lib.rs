@@ -10,6 +10,7 @@ pub mod clients;
 pub mod daemon;
 pub mod fib_net;
 pub mod fixtures;
+pub mod flood;
 pub mod frames;
 pub mod inspect;
 pub mod load;

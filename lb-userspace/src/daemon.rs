@@ -71,6 +71,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     let ids = Ids::adopt(&cfg, &adopted).map_err(anyhow::Error::msg)?;
     let counters = dp.counter_reader()?;
+    let partial_csum_counters = dp.counter_reader()?;
     let flows = dp.flow_table()?;
     let sync_maps = match &flow_sync {
         Some(_) => Some((dp.sync_maps()?, dp.flow_table()?)),
@@ -164,7 +165,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "the health-check listener"
     });
     tasks.spawn(expire_flows(flows));
-    tasks.spawn(offload::watch(partial_csum));
+    tasks.spawn(offload::watch(partial_csum, partial_csum_counters));
     let goodbye = flow_sync.as_ref().map(FlowSync::goodbye);
     if let (Some(sync), Some((maps, table))) = (flow_sync, sync_maps) {
         tasks.spawn(async move {

@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// Names of the `lb_common::STAT_*` slots, as `event` label values.
-const EVENTS: [(u32, &str); 11] = [
+const EVENTS: [(u32, &str); 13] = [
     (lb_common::STAT_NEIGH_MISS, "neigh_miss"),
     (lb_common::STAT_SNAT_EXHAUSTED, "snat_exhausted"),
     (lb_common::STAT_NO_BACKEND, "no_backend"),
@@ -37,6 +37,8 @@ const EVENTS: [(u32, &str); 11] = [
     (lb_common::STAT_REJECT, "reject"),
     (lb_common::STAT_REJECT_LIMITED, "reject_limited"),
     (lb_common::STAT_PARTIAL_CSUM, "partial_checksum"),
+    (lb_common::STAT_FLOW_NEW, "flow_new"),
+    (lb_common::STAT_FLOW_CONFIRMED, "flow_confirmed"),
 ];
 
 const BACKEND: [&str; 2] = ["service", "backend"];

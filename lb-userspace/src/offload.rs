@@ -2,12 +2,18 @@
 //! checksum offload on a virtual device (veth, a VM's tap) hands XDP frames
 //! whose checksum the NIC was meant to finish; forwarded, the backend drops
 //! them. The program counts them and notes the ingress interface; this
-//! task warns once per interface, naming the fix.
+//! task warns once per interface, naming the fix. A valid checksum can
+//! look partial (one new flow in 65,536: a flood of 655,360 SYNs showed
+//! 7), so the warning waits for partial checksums to be a real share of
+//! the new flows: with offload on, every new flow from that sender has one.
 
 use std::{collections::HashSet, time::Duration};
 
 use aya::maps::{HashMap, MapData};
+use lb_common::{STAT_FLOW_NEW, STAT_PARTIAL_CSUM};
 use tracing::warn;
+
+use crate::dataplane::CounterReader;
 
 /// The remark of `xdplb trace` for such a frame.
 pub const PARTIAL_CSUM_NOTE: &str = "partial L4 checksum (the sender has TX checksum offload on: \
@@ -16,17 +22,37 @@ pub const PARTIAL_CSUM_NOTE: &str = "partial L4 checksum (the sender has TX chec
 /// How often the program's record is read.
 const INTERVAL: Duration = Duration::from_secs(2);
 
+/// In one interval, partial checksums on at least this many new flows
+/// and this share of them (percent) make the warning.
+const MIN_PARTIAL: u64 = 3;
+const MIN_SHARE_PERCENT: u64 = 10;
+
 /// Warns once for every interface partial checksums arrive on; runs
 /// until the task is dropped.
-pub async fn watch(seen: HashMap<MapData, u32, u32>) -> &'static str {
+pub async fn watch(mut seen: HashMap<MapData, u32, u32>, counters: CounterReader) -> &'static str {
     let mut warned = HashSet::new();
     let mut tick = tokio::time::interval(INTERVAL);
+    let mut last = (0, 0);
     loop {
         tick.tick().await;
-        for ifindex in seen.keys().filter_map(Result::ok) {
-            if warned.insert(ifindex) {
-                warn!("{}", message(ifindex));
+        let Ok(c) = counters.read(&[], &[]) else {
+            continue;
+        };
+        let at = |slot: u32| c.global.get(slot as usize).copied().unwrap_or(0);
+        let now = (at(STAT_PARTIAL_CSUM), at(STAT_FLOW_NEW));
+        let (partial, new) = (now.0.saturating_sub(last.0), now.1.saturating_sub(last.1));
+        last = now;
+        let ifaces: Vec<u32> = seen.keys().filter_map(Result::ok).collect();
+        if partial >= MIN_PARTIAL && partial * 100 >= new * MIN_SHARE_PERCENT {
+            for &ifindex in &ifaces {
+                if warned.insert(ifindex) {
+                    warn!("{}", message(ifindex));
+                }
             }
+        }
+        // Each interval judges its own interfaces.
+        for ifindex in ifaces {
+            let _ = seen.remove(&ifindex);
         }
     }
 }

@@ -14,8 +14,9 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use lb_common::{
-    NeighEvent, STAT_FIB_CACHED, STAT_NEIGH_MISS, STAT_NO_BACKEND, STAT_PARTIAL_CSUM, STAT_REJECT,
-    STAT_REJECT_LIMITED,
+    FAMILY_V4, FlowKey, NeighEvent, PROTO_UDP, STAT_FIB_CACHED, STAT_FLOW_CONFIRMED,
+    STAT_NEIGH_MISS, STAT_NO_BACKEND, STAT_PARTIAL_CSUM, STAT_REJECT, STAT_REJECT_LIMITED,
+    v4_words,
 };
 use lb_testbed::{
     XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
@@ -25,7 +26,7 @@ use lb_testbed::{
         SNAT, SNAT6, WEB_BACKENDS, WEB_VIP, WEB6_VIP, dataplane, vip4, vip6,
     },
     frames::{
-        Tcp, arp_request, icmp, icmp4, icmp6, malformed, syn, syn_ack, syn_with_ip_options,
+        Tcp, ack_of, arp_request, icmp, icmp4, icmp6, malformed, syn, syn_ack, syn_with_ip_options,
         syn_with_vlan, tcp, udp, with_ipv6_ext,
     },
     inspect::{icmp6_valid, inspect, inspect6, macs, sums_to_zero},
@@ -512,12 +513,12 @@ fn flows_expire_after_their_idle_timeout_and_the_daemon_deletes_them() {
             let c = lb.dp.counters(&[], &ids).unwrap();
             c.backends.values().map(|b| b.flows).sum()
         };
-        // A TCP flow that saw a FIN expires after tcp_closing (1 s); one
-        // that did not lives on (tcp: 1 h).
+        // A TCP flow that saw a FIN expires after tcp_closing (1 s); an
+        // established one that did not lives on (tcp: 1 h).
         let open = syn(CLIENT, 46000, WEB_VIP, 80);
         let mut fin = syn(CLIENT, 46001, WEB_VIP, 80);
-        lb.run(&open);
-        lb.run(&fin);
+        handshake(lb, 46000, WEB_VIP);
+        handshake(lb, 46001, WEB_VIP);
         fin[14 + 20 + 13] = 0x11; // FIN|ACK (checksums are not the point here)
         let before = flows(lb);
         lb.run(&fin);
@@ -531,13 +532,48 @@ fn flows_expire_after_their_idle_timeout_and_the_daemon_deletes_them() {
         assert_eq!(flows(lb), before, "an open TCP flow lives on");
         lb.run(&fin);
         assert_eq!(flows(lb), before + 1, "a closed TCP flow is over: new flow");
-        // The daemon's sweep deletes what expired: the UDP flow (1 s idle).
-        let entries = lb.dp.flow_entries().unwrap();
+        // The daemon's sweep deletes what expired: the UDP flow (1 s idle,
+        // unconfirmed: it saw one datagram).
+        let udp_key = key4(46002, DNS_VIP, 53, PROTO_UDP);
+        assert!(lb.dp.flow(&udp_key).unwrap().is_some());
         assert_eq!(lb.dp.expire_flows().unwrap(), 1, "the idle UDP flow");
-        assert_eq!(lb.dp.flow_entries().unwrap(), entries - 1);
+        assert_eq!(lb.dp.flow(&udp_key).unwrap(), None);
         lb.run(&udp_req);
         assert_eq!(flows(lb), before + 2, "its next datagram is a new flow");
     });
+}
+
+/// The flow key of a client's IPv4 flow from `CLIENT:sport`.
+fn key4(sport: u16, vip: Ipv4Addr, dport: u16, proto: u8) -> FlowKey {
+    FlowKey {
+        src: v4_words(CLIENT.octets()),
+        dst: v4_words(vip.octets()),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto,
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    }
+}
+
+/// A nat TCP handshake through the program: the client's SYN, the
+/// backend's SYN-ACK (sequence 5000) to the SNAT port the program chose,
+/// the client's ACK of it (5001), which confirms the flow. Returns the
+/// backend and SNAT port.
+fn handshake(lb: &Lb, sport: u16, vip: Ipv4Addr) -> (Ipv4Addr, u16) {
+    let (v, out) = lb.run(&syn(CLIENT, sport, vip, 80));
+    assert_eq!(v, XDP_REDIRECT, "SYN");
+    let to_backend = inspect(&out);
+    let (v, _) = lb.run(&syn_ack(
+        to_backend.dst,
+        to_backend.dport,
+        SNAT,
+        to_backend.sport,
+    ));
+    assert_eq!(v, XDP_REDIRECT, "SYN-ACK");
+    let (v, _) = lb.run(&ack_of(CLIENT, sport, vip, 80, 5001));
+    assert_eq!(v, XDP_REDIRECT, "ACK");
+    (to_backend.dst, to_backend.sport)
 }
 
 /// The IP packet of `frame` (after the Ethernet header).
@@ -927,4 +963,111 @@ fn partial_checksums_on_new_flows_are_counted_by_interface() {
         let keys: Vec<u32> = seen.keys().map(Result::unwrap).collect();
         assert_eq!(keys, [1], "ifindex of lo");
     });
+}
+
+#[test]
+fn only_a_real_client_confirms_a_flow_and_a_flood_churns_only_unconfirmed_ones() {
+    with_lb(|_, lb| {
+        let state = |sport: u16, vip: Ipv4Addr, dport: u16, proto: u8| {
+            let key = key4(sport, vip, dport, proto);
+            lb.dp.flow(&key).unwrap().map(|(_, confirmed)| confirmed)
+        };
+        let tcp_state = |sport| state(sport, WEB_VIP, 80, 6);
+        let confirmed_before = lb.global(STAT_FLOW_CONFIRMED);
+
+        // nat TCP: only the ACK of the backend's SYN-ACK confirms.
+        let (v, out) = lb.run(&syn(CLIENT, 47000, WEB_VIP, 80));
+        assert_eq!(v, XDP_REDIRECT);
+        let to_backend = inspect(&out);
+        assert_eq!(
+            tcp_state(47000),
+            Some(false),
+            "a SYN makes an unconfirmed flow"
+        );
+        lb.run(&ack_of(CLIENT, 47000, WEB_VIP, 80, 5001));
+        assert_eq!(tcp_state(47000), Some(false), "an ACK before any SYN-ACK");
+        let (v, _) = lb.run(&syn_ack(to_backend.dst, 8080, SNAT, to_backend.sport));
+        assert_eq!(
+            v, XDP_REDIRECT,
+            "the SYN-ACK of an unconfirmed flow goes back"
+        );
+        lb.run(&ack_of(CLIENT, 47000, WEB_VIP, 80, 1234));
+        assert_eq!(
+            tcp_state(47000),
+            Some(false),
+            "an ACK of the wrong number (spoofed)"
+        );
+        lb.run(&ack_of(CLIENT, 47000, WEB_VIP, 80, 5001));
+        assert_eq!(tcp_state(47000), Some(true), "the client's real ACK");
+        assert_eq!(lb.global(STAT_FLOW_CONFIRMED), confirmed_before + 1);
+
+        // dsr TCP: replies bypass the balancer; a second packet (an ACK) confirms.
+        lb.run(&syn(CLIENT, 47001, DSR_VIP, 80));
+        assert_eq!(state(47001, DSR_VIP, 80, 6), Some(false));
+        lb.run(&tcp(CLIENT, 47001, DSR_VIP, 80, Tcp::Ack, b""));
+        assert_eq!(state(47001, DSR_VIP, 80, 6), Some(true));
+
+        // nat UDP: a second datagram confirms once the backend answered.
+        let q = udp(CLIENT, 47002, DNS_VIP, 53, b"q");
+        let to_backend = inspect(&lb.run(&q).1);
+        lb.run(&q);
+        assert_eq!(
+            state(47002, DNS_VIP, 53, PROTO_UDP),
+            Some(false),
+            "no answer yet"
+        );
+        let answer = udp(to_backend.dst, 5353, SNAT, to_backend.sport, b"a");
+        assert_eq!(lb.run(&answer).0, XDP_REDIRECT, "the answer goes back");
+        lb.run(&q);
+        assert_eq!(state(47002, DNS_VIP, 53, PROTO_UDP), Some(true));
+
+        // A flood of first packets, 3x the unconfirmed table (1024 for a
+        // flow table of 4096): the confirmed nat flow keeps its entries,
+        // replies included.
+        let confirmed_now = lb.global(STAT_FLOW_CONFIRMED);
+        for i in 0..3 * 1024u32 {
+            let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + i);
+            lb.run(&syn(src, 50000, WEB_VIP, 80));
+        }
+        assert_eq!(
+            lb.global(STAT_FLOW_CONFIRMED),
+            confirmed_now,
+            "a flood confirms nothing"
+        );
+        assert_eq!(tcp_state(47000), Some(true));
+        let mut reply = syn_ack(
+            to_backend_of(lb, 47000),
+            8080,
+            SNAT,
+            snat_port_of(lb, 47000),
+        );
+        reply[14 + 20 + 13] = 0x10; // an ACK carrying data (checksum not checked on the way)
+        assert_eq!(
+            lb.run(&reply).0,
+            XDP_REDIRECT,
+            "its replies are still translated"
+        );
+    });
+}
+
+/// The backend address of the client flow from `CLIENT:sport` to `web`.
+fn to_backend_of(lb: &Lb, sport: u16) -> Ipv4Addr {
+    let (flow, _) = lb.dp.flow(&key4(sport, WEB_VIP, 80, 6)).unwrap().unwrap();
+    let id = flow.backend;
+    lb.plan
+        .services
+        .iter()
+        .flat_map(|s| &s.backends)
+        .find(|b| b.id == id)
+        .map(|b| match b.addr.ip() {
+            std::net::IpAddr::V4(a) => a,
+            _ => unreachable!(),
+        })
+        .unwrap()
+}
+
+/// The SNAT port of that flow.
+fn snat_port_of(lb: &Lb, sport: u16) -> u16 {
+    let (flow, _) = lb.dp.flow(&key4(sport, WEB_VIP, 80, 6)).unwrap().unwrap();
+    u16::from_be(flow.snat_port)
 }

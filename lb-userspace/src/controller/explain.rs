@@ -56,13 +56,18 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
                 .find(|b| b.id == id)
                 .map(|b| (b.addr, b.entry.state))
         };
-        if let Some(flow) = self.dataplane.flow(&key)?
+        if let Some((flow, confirmed)) = self.dataplane.flow(&key)?
             && let Some((addr, state)) = addr_of(flow.backend)
             && (state == STATE_READY || state == STATE_DRAIN)
         {
             answer.backend = Some(addr);
             answer.existing_flow = true;
-            answer.reason = format!("an existing flow of service {}, kept on {addr}", svc.name);
+            let kind = if confirmed {
+                "an existing flow"
+            } else {
+                "an existing unconfirmed flow (its client has not completed the handshake)"
+            };
+            answer.reason = format!("{kind} of service {}, kept on {addr}", svc.name);
             return Ok(answer);
         }
         let m = self.plan.globals.ring_size;
@@ -77,6 +82,13 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
                     "a new flow of service {}: hash {h:#010x}, ring entry {index} of {m} -> {addr}",
                     svc.name
                 );
+            }
+            None if svc.flags & lb_common::SVC_REJECT != 0 => {
+                answer.reason = format!(
+                    "service {} has no usable backend: answered with a TCP RST or ICMP port \
+                     unreachable (on_empty: reject)",
+                    svc.name
+                )
             }
             None => answer.reason = format!("service {} has no usable backend: dropped", svc.name),
         }

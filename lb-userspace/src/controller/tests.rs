@@ -59,8 +59,8 @@ impl DataplaneOps for FakeDataplane {
         Ok(Counters::default())
     }
 
-    fn flow(&self, key: &FlowKey) -> Result<Option<Flow>, DataplaneError> {
-        Ok(self.flows.get(key).copied())
+    fn flow(&self, key: &FlowKey) -> Result<Option<(Flow, bool)>, DataplaneError> {
+        Ok(self.flows.get(key).map(|f| (*f, true)))
     }
 }
 

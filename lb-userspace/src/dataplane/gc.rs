@@ -2,7 +2,9 @@
 //! past their timeout), so the table holds live flows, and counting its
 //! entries. The program already treats an expired flow as new on its next
 //! packet; the sweep only frees the entries (and their NAT reverse
-//! entries). It runs on its own map fds (`handles`), off the controller.
+//! entries, and so their SNAT ports). Confirmed flows (`FLOWS`, `NAT_REV`)
+//! and unconfirmed ones (`PENDING`, `PENDING_REV`, a shorter timeout) are
+//! swept alike. It runs on its own map fds (`handles`), off the controller.
 
 use std::sync::{
     Arc,
@@ -32,6 +34,9 @@ pub struct FlowTable {
     /// An LRU hash map (aya's `HashMap` type covers both kinds).
     flows: HashMap<MapData, FlowKey, Flow>,
     nat_rev: HashMap<MapData, FlowKey, NatRev>,
+    /// The unconfirmed flows and their reverse entries.
+    pending: HashMap<MapData, FlowKey, Flow>,
+    pending_rev: HashMap<MapData, FlowKey, NatRev>,
     /// Backend addresses, for the reverse keys of expired NAT flows.
     backends: Array<MapData, Backend>,
     /// Timeouts and SNAT addresses as the daemon last wrote them.
@@ -45,6 +50,8 @@ impl FlowTable {
         Ok(FlowTable {
             flows: open(ebpf, "FLOWS")?,
             nat_rev: open(ebpf, "NAT_REV")?,
+            pending: open(ebpf, "PENDING")?,
+            pending_rev: open(ebpf, "PENDING_REV")?,
             backends: open(ebpf, "BACKENDS")?,
             config: open(ebpf, "CONFIG")?,
             swept: Arc::default(),
@@ -65,53 +72,87 @@ impl FlowTable {
         })
     }
 
-    /// Deletes expired flows and returns how many; records how many are
-    /// left. Reads the whole table, then deletes one by one.
+    /// Deletes expired flows, confirmed and unconfirmed, and returns how
+    /// many; records how many confirmed ones are left. Reads each table
+    /// whole, then deletes one by one.
     pub fn expire(&mut self) -> Result<u64> {
         let globals = self.config.get(&0, 0).map_err(map_err("CONFIG"))?;
-        let table = self.entries()?;
         if globals.ring_size == 0 {
             // No config written yet: nothing can be judged expired.
-            self.swept.store(table.len() as u64, Ordering::Relaxed);
+            self.swept
+                .store(self.entries()?.len() as u64, Ordering::Relaxed);
             return Ok(0);
         }
         let now = monotonic_secs();
-        let expired: Vec<FlowKey> = table
-            .iter()
-            .filter(|(k, f)| f.expired(k.proto, &globals, now))
-            .map(|(k, _)| *k)
-            .collect();
+        let confirmed = Table {
+            flows: &mut self.flows,
+            rev: &mut self.nat_rev,
+            names: ("FLOWS", "NAT_REV"),
+        };
+        let (left, gone) = confirmed.sweep(&self.backends, &globals, |f, proto| {
+            f.expired(proto, &globals, now)
+        })?;
+        let unconfirmed = Table {
+            flows: &mut self.pending,
+            rev: &mut self.pending_rev,
+            names: ("PENDING", "PENDING_REV"),
+        };
+        let (_, gone_pending) = unconfirmed.sweep(&self.backends, &globals, |f, proto| {
+            f.pending_expired(proto, &globals, now)
+        })?;
+        self.swept.store(left, Ordering::Relaxed);
+        Ok(gone + gone_pending)
+    }
+}
+
+/// A flow table and the reverse entries of its nat flows.
+struct Table<'a> {
+    flows: &'a mut HashMap<MapData, FlowKey, Flow>,
+    rev: &'a mut HashMap<MapData, FlowKey, NatRev>,
+    names: (&'static str, &'static str),
+}
+
+impl Table<'_> {
+    /// Deletes the flows `expired` says are over (and their reverse
+    /// entries); returns (entries left, entries deleted).
+    fn sweep(
+        self,
+        backends: &Array<MapData, Backend>,
+        globals: &Globals,
+        expired: impl Fn(&Flow, u8) -> bool,
+    ) -> Result<(u64, u64)> {
+        let (flows_name, rev_name) = self.names;
+        let table = batch::entries::<FlowKey, Flow>(self.flows.map()).map_err(|source| {
+            DataplaneError::Io {
+                what: format!("reading the flow table ({flows_name})"),
+                source,
+            }
+        })?;
         let mut gone = 0;
-        for key in expired {
+        for (key, _) in table.iter().filter(|(k, f)| expired(f, k.proto)) {
             // A packet may have revived it since the walk: look again.
-            let Ok(flow) = self.flows.get(&key, 0) else {
+            let Ok(flow) = self.flows.get(key, 0) else {
                 continue;
             };
-            if !flow.expired(key.proto, &globals, now) {
+            if !expired(&flow, key.proto) {
                 continue;
             }
-            match self.flows.remove(&key) {
+            match self.flows.remove(key) {
                 Ok(()) | Err(MapError::KeyNotFound) => gone += 1,
-                Err(e) => return Err(map_err("FLOWS")(e)),
+                Err(e) => return Err(map_err(flows_name)(e)),
             }
-            if flow.snat_port != 0 {
-                self.forget_nat(&key, &flow, &globals)?;
+            if flow.snat_port == 0 {
+                continue;
+            }
+            let backend = backends
+                .get(&flow.backend, 0)
+                .map_err(map_err("BACKENDS"))?;
+            let rk = nat_rev_key(key, &backend.addr, &flow, globals.snat(key.family));
+            match self.rev.remove(&rk) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(rev_name)(e)),
             }
         }
-        self.swept
-            .store((table.len() as u64).saturating_sub(gone), Ordering::Relaxed);
-        Ok(gone)
-    }
-
-    fn forget_nat(&mut self, key: &FlowKey, flow: &Flow, globals: &Globals) -> Result<()> {
-        let backend = self
-            .backends
-            .get(&flow.backend, 0)
-            .map_err(map_err("BACKENDS"))?;
-        let rk = nat_rev_key(key, &backend.addr, flow, globals.snat(key.family));
-        match self.nat_rev.remove(&rk) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("NAT_REV")(e)),
-        }
+        Ok(((table.len() as u64).saturating_sub(gone), gone))
     }
 }

@@ -124,7 +124,8 @@ pub trait DataplaneOps {
     /// (after a write was interrupted).
     fn resync(&mut self, plan: &Plan) -> Result<()>;
     fn counters(&self, service_ids: &[u32], backend_ids: &[u32]) -> Result<Counters>;
-    fn flow(&self, key: &FlowKey) -> Result<Option<lb_common::Flow>>;
+    /// The flow of `key` and whether it is confirmed (`Dataplane::flow`).
+    fn flow(&self, key: &FlowKey) -> Result<Option<(lb_common::Flow, bool)>>;
 }
 
 impl DataplaneOps for Dataplane {
@@ -142,7 +143,7 @@ impl DataplaneOps for Dataplane {
         Dataplane::counters(self, service_ids, backend_ids)
     }
 
-    fn flow(&self, key: &FlowKey) -> Result<Option<lb_common::Flow>> {
+    fn flow(&self, key: &FlowKey) -> Result<Option<(lb_common::Flow, bool)>> {
         Dataplane::flow(self, key)
     }
 }
@@ -366,14 +367,18 @@ impl Dataplane {
         self.flows.expire()
     }
 
-    /// The flow table's entry for `key`, if any.
-    pub fn flow(&self, key: &FlowKey) -> Result<Option<lb_common::Flow>> {
-        let flows: HashMap<_, FlowKey, lb_common::Flow> = self.typed_ref("FLOWS")?;
-        match flows.get(key, 0) {
-            Ok(f) => Ok(Some(f)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err("FLOWS")(e)),
+    /// The flow table's entry for `key`, if any: confirmed (`FLOWS`) or
+    /// not yet (`PENDING`, then `.1` is false).
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<(lb_common::Flow, bool)>> {
+        for (name, confirmed) in [("FLOWS", true), ("PENDING", false)] {
+            let flows: HashMap<_, FlowKey, lb_common::Flow> = self.typed_ref(name)?;
+            match flows.get(key, 0) {
+                Ok(f) => return Ok(Some((f, confirmed))),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(name)(e)),
+            }
         }
+        Ok(None)
     }
 
     /// The flow-sync maps (`sync`): the ring of flows this node created,

@@ -78,6 +78,7 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
         .max_services
         .saturating_mul(RING_SLOTS_PER_SERVICE)
         .saturating_mul(l.maglev_table_size);
+    let pending = lb_common::pending_table_size(l.flow_table_size);
     BTreeMap::from([
         ("CONFIG", spec::<u32, Globals>(1, false)),
         // One entry per service, and at most one more per service for the
@@ -96,6 +97,8 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
         ("BACKEND_HOPS", spec::<u32, NextHop>(l.max_backends, true)),
         ("FLOWS", spec::<FlowKey, Flow>(l.flow_table_size, true)),
         ("NAT_REV", spec::<FlowKey, NatRev>(l.flow_table_size, true)),
+        ("PENDING", spec::<FlowKey, Flow>(pending, true)),
+        ("PENDING_REV", spec::<FlowKey, NatRev>(pending, true)),
         ("GLOBAL_STATS", spec::<u32, u64>(GLOBAL_STATS_LEN, false)),
         // Flow sync (docs/ha.md): an owner per flow at most.
         ("OWNERS", spec::<FlowKey, u32>(l.flow_table_size, true)),
