@@ -184,20 +184,13 @@ impl Flow {
         now.wrapping_sub(self.last_seen) > self.timeout(proto, g)
     }
 
-    /// [`Flow::timeout`] of an unconfirmed flow (`PENDING`): a TCP
-    /// handshake not completed within `tcp_closing` is over.
+    /// An unconfirmed flow (`PENDING`) idle past `Globals::pending_timeout`
+    /// is over: a TCP handshake not completed, a UDP exchange of one
+    /// datagram (and its answers). Short, so that its SNAT port comes back
+    /// soon.
     #[inline(always)]
-    pub fn pending_timeout(proto: u8, g: &Globals) -> u32 {
-        if proto == PROTO_TCP {
-            g.tcp_closing_timeout
-        } else {
-            g.udp_timeout
-        }
-    }
-
-    #[inline(always)]
-    pub fn pending_expired(&self, proto: u8, g: &Globals, now: u32) -> bool {
-        now.wrapping_sub(self.last_seen) > Flow::pending_timeout(proto, g)
+    pub fn pending_expired(&self, g: &Globals, now: u32) -> bool {
+        now.wrapping_sub(self.last_seen) > g.pending_timeout
     }
 }
 
@@ -263,6 +256,8 @@ pub struct Globals {
     pub udp_timeout: u32,
     pub tcp_timeout: u32,
     pub tcp_closing_timeout: u32,
+    /// Idle timeout of an unconfirmed flow (`PENDING`), seconds.
+    pub pending_timeout: u32,
     /// GUE destination port, network order.
     pub gue_port: u16,
     /// Rejections (`SVC_REJECT`) sent per second, per CPU; more are dropped.

@@ -137,7 +137,7 @@ pub fn lookup_or_create(
     };
     if let Some(flow) = pending {
         let f = unsafe { &mut *flow };
-        if let Some(backend) = standing(f, svc, !f.pending_expired(key.proto, globals, seen.now)) {
+        if let Some(backend) = standing(f, svc, !f.pending_expired(globals, seen.now)) {
             touch(f, seen);
             if confirms(f, key, svc, seen) {
                 confirm(key, f, svc, &backend, globals);

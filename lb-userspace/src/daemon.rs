@@ -38,6 +38,10 @@ use crate::{
 
 /// How often flows idle past their timeout are deleted (and counted).
 const FLOW_GC_INTERVAL: Duration = Duration::from_secs(5);
+/// Unconfirmed flows are swept more often: their SNAT ports are wanted
+/// back soon (a client making a new UDP flow per request can take
+/// thousands a second).
+const UNCONFIRMED_GC_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(config_path)?;
@@ -238,13 +242,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// Every `FLOW_GC_INTERVAL`: deletes expired flows and counts the rest,
-/// on the flow table's own handle (never waits for the controller).
+/// on the flow table's own handle (never waits for the controller); in
+/// between, every `UNCONFIRMED_GC_INTERVAL`, expired unconfirmed ones.
 async fn expire_flows(mut table: FlowTable) -> &'static str {
-    let mut tick = tokio::time::interval(FLOW_GC_INTERVAL);
-    loop {
+    let mut tick = tokio::time::interval(UNCONFIRMED_GC_INTERVAL);
+    let every = (FLOW_GC_INTERVAL.as_secs() / UNCONFIRMED_GC_INTERVAL.as_secs()).max(1);
+    for round in 0u64.. {
         tick.tick().await;
+        let all = round % every == 0;
         let swept = tokio::task::spawn_blocking(move || {
-            let done = table.expire();
+            let done = if all {
+                table.expire()
+            } else {
+                table.expire_unconfirmed()
+            };
             (table, done)
         })
         .await;
@@ -263,4 +274,5 @@ async fn expire_flows(mut table: FlowTable) -> &'static str {
             }
         }
     }
+    unreachable!("the rounds do not end")
 }

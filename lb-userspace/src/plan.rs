@@ -131,6 +131,7 @@ pub fn plan(
         udp_timeout: cfg.flow_timeouts.udp.as_secs() as u32,
         tcp_timeout: cfg.flow_timeouts.tcp.as_secs() as u32,
         tcp_closing_timeout: cfg.flow_timeouts.tcp_closing.as_secs() as u32,
+        pending_timeout: cfg.flow_timeouts.unconfirmed.as_secs() as u32,
         gue_port: cfg.gue_port.to_be(),
         reject_limit: cfg.reject_limit,
     };

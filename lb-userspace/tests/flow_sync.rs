@@ -15,7 +15,7 @@ use lb_testbed::{
     XDP_REDIRECT, XDP_TX,
     fib_net::{CLIENT, CLIENT_MAC, FibNet, LBB_MAC, backend_mac},
     fixtures::{SERVICES, SNAT, WEB_BACKENDS, WEB_VIP, dataplane},
-    frames::{Tcp, syn, tcp},
+    frames::{Tcp, ack_of, syn, syn_ack, tcp},
     inspect::{inspect, macs},
     run_frame,
 };
@@ -86,9 +86,16 @@ fn frames_of_flows_a_live_peer_owns_are_handed_to_it() {
         assert_eq!(&r.out[12..], &frame[12..], "the packet itself is unchanged");
         assert_eq!(owner_forwards(&dp), 1);
 
-        // A SYN of the same 5-tuple starts a flow here, which is announced
-        // and replaces the peer as owner.
+        // A SYN of the same 5-tuple starts a flow here; once its client
+        // completes the handshake (it acknowledges the backend's SYN-ACK)
+        // the flow is announced and replaces the peer as owner.
         let r = run_frame(dp.program(), &syn(CLIENT, 41000, WEB_VIP, 80));
+        balanced_here(r.verdict, &r.out);
+        assert!(maps.events.next().is_none(), "unconfirmed: not announced");
+        let to_backend = inspect(&r.out);
+        let answer = syn_ack(to_backend.dst, 8080, SNAT, to_backend.sport);
+        assert_eq!(run_frame(dp.program(), &answer).verdict, XDP_REDIRECT);
+        let r = run_frame(dp.program(), &ack_of(CLIENT, 41000, WEB_VIP, 80, 5001));
         balanced_here(r.verdict, &r.out);
         let announced = maps.events.next().expect("the new flow is announced");
         let announced: FlowKey = unsafe { std::ptr::read_unaligned(announced.as_ptr().cast()) };

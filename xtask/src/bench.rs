@@ -25,7 +25,7 @@ use crate::util::{cargo, is_root, line, root};
 
 /// Bench targets in the order they run (cheapest first, so a broken
 /// harness fails early).
-const BENCHES: &[&str] = &["pktcost", "scale", "control", "pps", "rps"];
+const BENCHES: &[&str] = &["pktcost", "scale", "control", "pps", "rps", "flood"];
 
 pub fn run(quick: bool) -> Result<()> {
     if !is_root() {

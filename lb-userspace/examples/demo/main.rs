@@ -162,9 +162,31 @@ fn single_node(args: &Args, stop: &Arc<AtomicBool>) -> Result<()> {
         let _ = w.join();
     }
     println!(
-        "\n{} requests answered, {} failed. Tearing down.",
+        "\n{} requests answered, {} failed.",
         done.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed)
+    );
+    let end = parse_metrics(&daemon.metrics()?);
+    let total = |name: &str, key: &str, value: &str| {
+        end.iter()
+            .filter(|s| s.name == name && label(&s.labels, key) == value)
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    let reasons: Vec<String> = DROP_REASONS
+        .iter()
+        .map(|r| (r, total("xdplb_dataplane_events_total", "event", r)))
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(r, n)| format!("{r} {n:.0}"))
+        .collect();
+    println!(
+        "XDP dropped {:.0} packets{}. Tearing down.",
+        total("xdplb_xdp_packets_total", "action", "drop"),
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        }
     );
     let (status, _) = daemon.stop()?;
     drop((http, udp, topo));
@@ -200,6 +222,16 @@ fn label<'a>(labels: &'a [(String, String)], key: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
+/// `xdplb_dataplane_events_total` events that are drops (the others count
+/// what went well, or rejections answered).
+const DROP_REASONS: [&str; 5] = [
+    "neigh_miss",
+    "fib_fail",
+    "no_backend",
+    "snat_exhausted",
+    "reject_limited",
+];
+
 fn print_rates(second: u32, prev: &[Sample], now: &[Sample], dt: f64) {
     let mut by_action: HashMap<&str, f64> = HashMap::new();
     for (labels, r) in rates("xdplb_xdp_packets_total", prev, now, dt) {
@@ -213,6 +245,15 @@ fn print_rates(second: u32, prev: &[Sample], now: &[Sample], dt: f64) {
         "[{second:>3}s] XDP {total:>9.0} pps ({})",
         actions.join(", ")
     );
+    // Every drop has a counted reason: show them as they happen.
+    let drops: Vec<String> = rates("xdplb_dataplane_events_total", prev, now, dt)
+        .into_iter()
+        .filter(|(l, r)| *r > 0.0 && DROP_REASONS.contains(&label(l, "event")))
+        .map(|(l, r)| format!("{} {r:.0}/s", label(l, "event")))
+        .collect();
+    if !drops.is_empty() {
+        println!("        dropped: {}", drops.join(", "));
+    }
     let backends = rates("xdplb_backend_packets_total", prev, now, dt);
     for (labels, r) in rates("xdplb_service_packets_total", prev, now, dt) {
         let svc = label(labels, "service");

@@ -156,6 +156,11 @@ pub struct FlowTimeouts {
     /// UDP (no connection to follow: idle time only).
     #[serde(with = "humantime_serde")]
     pub udp: Duration,
+    /// A flow whose client has not yet proven real (TCP: handshake not
+    /// completed; UDP: one datagram so far). Short: its SNAT port is
+    /// free again soon after.
+    #[serde(with = "humantime_serde")]
+    pub unconfirmed: Duration,
 }
 
 impl Default for FlowTimeouts {
@@ -164,6 +169,7 @@ impl Default for FlowTimeouts {
             tcp: Duration::from_secs(6 * 3600),
             tcp_closing: Duration::from_secs(10),
             udp: Duration::from_secs(60),
+            unconfirmed: Duration::from_secs(5),
         }
     }
 }

@@ -76,13 +76,12 @@ impl FlowTable {
     /// many; records how many confirmed ones are left. Reads each table
     /// whole, then deletes one by one.
     pub fn expire(&mut self) -> Result<u64> {
-        let globals = self.config.get(&0, 0).map_err(map_err("CONFIG"))?;
-        if globals.ring_size == 0 {
+        let Some(globals) = self.globals()? else {
             // No config written yet: nothing can be judged expired.
             self.swept
                 .store(self.entries()?.len() as u64, Ordering::Relaxed);
             return Ok(0);
-        }
+        };
         let now = monotonic_secs();
         let confirmed = Table {
             flows: &mut self.flows,
@@ -92,16 +91,35 @@ impl FlowTable {
         let (left, gone) = confirmed.sweep(&self.backends, &globals, |f, proto| {
             f.expired(proto, &globals, now)
         })?;
+        self.swept.store(left, Ordering::Relaxed);
+        Ok(gone + self.sweep_unconfirmed(&globals, now)?)
+    }
+
+    /// Deletes expired unconfirmed flows only (their timeout is short and
+    /// their SNAT ports are wanted back soon); returns how many.
+    pub fn expire_unconfirmed(&mut self) -> Result<u64> {
+        match self.globals()? {
+            Some(globals) => self.sweep_unconfirmed(&globals, monotonic_secs()),
+            None => Ok(0),
+        }
+    }
+
+    /// The settings the program runs with, once the daemon wrote them.
+    fn globals(&self) -> Result<Option<Globals>> {
+        let globals = self.config.get(&0, 0).map_err(map_err("CONFIG"))?;
+        Ok((globals.ring_size != 0).then_some(globals))
+    }
+
+    fn sweep_unconfirmed(&mut self, globals: &Globals, now: u32) -> Result<u64> {
         let unconfirmed = Table {
             flows: &mut self.pending,
             rev: &mut self.pending_rev,
             names: ("PENDING", "PENDING_REV"),
         };
-        let (_, gone_pending) = unconfirmed.sweep(&self.backends, &globals, |f, proto| {
-            f.pending_expired(proto, &globals, now)
+        let (_, gone) = unconfirmed.sweep(&self.backends, globals, |f, _| {
+            f.pending_expired(globals, now)
         })?;
-        self.swept.store(left, Ordering::Relaxed);
-        Ok(gone + gone_pending)
+        Ok(gone)
     }
 }
 

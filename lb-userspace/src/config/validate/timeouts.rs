@@ -10,6 +10,7 @@ pub(super) fn check(timeouts: &FlowTimeouts) -> Result<(), ConfigError> {
         ("tcp", timeouts.tcp),
         ("tcp_closing", timeouts.tcp_closing),
         ("udp", timeouts.udp),
+        ("unconfirmed", timeouts.unconfirmed),
     ] {
         if t < Duration::from_secs(1) || t.as_secs() > u32::MAX as u64 {
             return Err(invalid(
