@@ -678,15 +678,22 @@ fn a_next_hops_neighbour_entry_removed_or_failed_is_resolved_again() {
         streamed.len(),
         misses()
     );
-    assert!(outcomes.failures().is_empty(), "{:?}", outcomes.failures());
+    let log = bed.daemon.log();
+    let neighbour_lines: Vec<&str> = log.lines().filter(|l| l.contains("neigh")).collect();
+    assert!(
+        outcomes.failures().is_empty(),
+        "{:?}\n{}",
+        outcomes.failures(),
+        neighbour_lines.join("\n")
+    );
     assert!(
         streamed
             .iter()
             .all(|o| o.result.as_deref() == Ok(held.as_str())),
-        "{:?}",
-        streamed.failures()
+        "{:?}\n{}",
+        streamed.failures(),
+        neighbour_lines.join("\n")
     );
-    let log = bed.daemon.log();
     assert!(
         log.contains("neighbour 198.18.1.11 deleted; resolving it again"),
         "{log}"
