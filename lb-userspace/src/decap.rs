@@ -20,10 +20,11 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        Xdp, XdpMode,
+        ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
+    sys::SyscallError,
 };
 
 use crate::{config::XdpModeSetting, dataplane::DECAP};
@@ -82,9 +83,16 @@ pub fn attach(iface: &str, gue_port: u16, mode: XdpModeSetting) -> Result<&'stat
             Ok(_) => return Ok("replaced the running decapsulator"),
             // The interface was deleted (and maybe created again) since:
             // its link is defunct, the program gone with the old device.
-            Err(e) => {
-                tracing::info!("the pinned decap link of {iface} is stale ({e}); attaching anew");
+            Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.raw_os_error() == Some(libc::ENOLINK) =>
+            {
+                tracing::info!(
+                    "the pinned decap link of {iface} is stale (its device is gone); attaching anew"
+                );
                 fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("replacing the decap program on {iface}"));
             }
         }
     }

@@ -179,20 +179,24 @@ impl Links {
     }
 }
 
-/// `iface` as the kernel has it now (None: no such interface).
-pub fn look(iface: &str) -> Option<Seen> {
-    let index = nix::net::if_::if_nametoindex(iface).ok()?;
-    let flags = nix::ifaddrs::getifaddrs()
-        .ok()?
+/// `iface` as the kernel has it now (None: no such interface); an error
+/// when the kernel could not be asked (that says nothing of `iface`).
+pub fn look(iface: &str) -> nix::Result<Option<Seen>> {
+    let index = match nix::net::if_::if_nametoindex(iface) {
+        Ok(i) => i,
+        Err(nix::errno::Errno::ENODEV) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let flags = nix::ifaddrs::getifaddrs()?
         .find(|a| a.interface_name == iface)
         .map_or(InterfaceFlags::empty(), |a| a.flags);
-    Some(Seen {
+    Ok(Some(Seen {
         index,
         state: LinkState::of(
             flags.contains(InterfaceFlags::IFF_UP),
             flags.contains(InterfaceFlags::IFF_LOWER_UP),
         ),
-    })
+    }))
 }
 
 /// The watcher: a netlink socket subscribed to link events, and what was
@@ -216,7 +220,11 @@ impl LinkWatch {
         socket.socket_mut().bind(&SocketAddr::new(0, 0))?;
         socket.socket_mut().add_membership(libc::RTNLGRP_LINK)?;
         socket.socket_mut().add_membership(libc::RTNLGRP_NEIGH)?;
-        let links = Links::new(ifaces.iter().map(|i| (i.clone(), look(i))));
+        let mut seen = Vec::new();
+        for i in ifaces {
+            seen.push((i.clone(), look(i)?));
+        }
+        let links = Links::new(seen);
         let mut tick = tokio::time::interval(LOOK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(LinkWatch {
@@ -249,8 +257,10 @@ impl LinkWatch {
 
     fn look_all(&mut self) {
         for iface in &self.ifaces {
-            let change = self.links.update(iface, look(iface));
-            self.pending.extend(change);
+            match look(iface) {
+                Ok(now) => self.pending.extend(self.links.update(iface, now)),
+                Err(e) => tracing::debug!("looking at {iface}: {e}"),
+            }
         }
     }
 
@@ -423,8 +433,8 @@ mod tests {
 
     #[test]
     fn loopback_is_looked_at() {
-        let lo = look("lo").expect("lo exists");
+        let lo = look("lo").unwrap().expect("lo exists");
         assert_eq!(lo.index, 1);
-        assert_eq!(look("xdplb-no-such-if"), None);
+        assert_eq!(look("xdplb-no-such-if").unwrap(), None);
     }
 }
