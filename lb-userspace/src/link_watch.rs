@@ -29,9 +29,10 @@ use nix::net::if_::InterfaceFlags;
 
 /// How often every interface is looked at, besides the events.
 const LOOK_EVERY: Duration = Duration::from_secs(5);
-/// One report per neighbour address at most this often (an entry that
-/// cannot be resolved is deleted again, later, by the kernel).
-const NEIGHBOUR_EVERY: Duration = Duration::from_secs(1);
+/// One report per neighbour address at most this often; a deletion
+/// meanwhile is reported when the time is up (`ip neigh flush` deletes
+/// again, round after round, the entries resolved after its first round).
+const NEIGHBOUR_EVERY: Duration = Duration::from_millis(200);
 
 /// A link's state, as the kernel's flags say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,8 +208,10 @@ pub struct LinkWatch {
     links: Links,
     pending: Vec<Change>,
     tick: tokio::time::Interval,
-    /// When each neighbour address was last reported.
+    /// When each neighbour address was last reported, and the deletions
+    /// held back until `NEIGHBOUR_EVERY` has passed since.
     neighbours: HashMap<IpAddr, Instant>,
+    held: HashMap<IpAddr, Change>,
 }
 
 impl LinkWatch {
@@ -234,6 +237,7 @@ impl LinkWatch {
             pending: Vec::new(),
             tick,
             neighbours: HashMap::new(),
+            held: HashMap::new(),
         })
     }
 
@@ -243,6 +247,12 @@ impl LinkWatch {
             if !self.pending.is_empty() {
                 return Ok(self.pending.remove(0));
             }
+            let held_until = self
+                .held
+                .keys()
+                .filter_map(|a| self.neighbours.get(a))
+                .min()
+                .map(|t| *t + NEIGHBOUR_EVERY);
             tokio::select! {
                 got = self.socket.recv_from_full() => match got {
                     Ok((datagram, _)) => self.on_datagram(&datagram),
@@ -251,6 +261,8 @@ impl LinkWatch {
                     Err(e) => return Err(e),
                 },
                 _ = self.tick.tick() => self.look_all(),
+                _ = tokio::time::sleep_until(held_until.unwrap_or_else(Instant::now).into()),
+                    if held_until.is_some() => self.release_held(),
             }
         }
     }
@@ -264,22 +276,46 @@ impl LinkWatch {
         }
     }
 
-    /// Whether neighbour change `c` is the first for its address in
-    /// `NEIGHBOUR_EVERY`.
-    fn first_in_a_while(&mut self, c: &Change) -> bool {
+    /// Reports a neighbour deletion now, or holds it back if its address
+    /// was reported less than `NEIGHBOUR_EVERY` ago.
+    fn neighbour_gone(&mut self, c: Change) {
         let Change::NeighbourGone { addr, .. } = c else {
-            return true;
+            return self.pending.push(c);
         };
         let now = Instant::now();
         if self.neighbours.len() > 4096 {
-            self.neighbours
-                .retain(|_, t| now.duration_since(*t) < NEIGHBOUR_EVERY);
+            self.neighbours.retain(|a, t| {
+                now.duration_since(*t) < NEIGHBOUR_EVERY || self.held.contains_key(a)
+            });
         }
-        match self.neighbours.get(addr) {
-            Some(t) if now.duration_since(*t) < NEIGHBOUR_EVERY => false,
+        match self.neighbours.get(&addr) {
+            Some(t) if now.duration_since(*t) < NEIGHBOUR_EVERY => {
+                self.held.insert(addr, c);
+            }
             _ => {
-                self.neighbours.insert(*addr, now);
-                true
+                self.neighbours.insert(addr, now);
+                self.pending.push(c);
+            }
+        }
+    }
+
+    /// Reports the held-back deletions whose time is up.
+    fn release_held(&mut self) {
+        let now = Instant::now();
+        let due: Vec<IpAddr> = self
+            .held
+            .keys()
+            .filter(|a| {
+                self.neighbours
+                    .get(*a)
+                    .is_none_or(|t| now.duration_since(*t) >= NEIGHBOUR_EVERY)
+            })
+            .copied()
+            .collect();
+        for addr in due {
+            if let Some(c) = self.held.remove(&addr) {
+                self.neighbours.insert(addr, now);
+                self.pending.push(c);
             }
         }
     }
@@ -295,16 +331,20 @@ impl LinkWatch {
             if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
                 && let NetlinkPayload::InnerMessage(inner) = msg.payload
             {
-                let change = match &inner {
-                    RouteNetlinkMessage::NewLink(l) => self.links.on_message(l, false),
-                    RouteNetlinkMessage::DelLink(l) => self.links.on_message(l, true),
-                    RouteNetlinkMessage::DelNeighbour(n) => self
-                        .links
-                        .on_neighbour_gone(n)
-                        .filter(|c| self.first_in_a_while(c)),
-                    _ => None,
-                };
-                self.pending.extend(change);
+                match &inner {
+                    RouteNetlinkMessage::NewLink(l) => {
+                        self.pending.extend(self.links.on_message(l, false))
+                    }
+                    RouteNetlinkMessage::DelLink(l) => {
+                        self.pending.extend(self.links.on_message(l, true))
+                    }
+                    RouteNetlinkMessage::DelNeighbour(n) => {
+                        if let Some(c) = self.links.on_neighbour_gone(n) {
+                            self.neighbour_gone(c);
+                        }
+                    }
+                    _ => {}
+                }
             }
             rest = &rest[len.next_multiple_of(4).min(rest.len())..];
         }
@@ -429,6 +469,25 @@ mod tests {
         );
         links.update("lbb", None);
         assert_eq!(links.up(5), None);
+    }
+
+    #[tokio::test]
+    async fn a_neighbour_deleted_again_soon_is_reported_once_its_time_is_up() {
+        let mut watch = LinkWatch::open(&["lo".to_string()]).unwrap();
+        let gone = |addr: &str| Change::NeighbourGone {
+            iface: "lo".into(),
+            addr: addr.parse().unwrap(),
+            was_valid: false,
+        };
+        watch.neighbour_gone(gone("198.18.1.11"));
+        watch.neighbour_gone(gone("198.18.1.11"));
+        watch.neighbour_gone(gone("198.18.1.12"));
+        assert_eq!(watch.pending, [gone("198.18.1.11"), gone("198.18.1.12")]);
+        watch.pending.clear();
+        // Held back, then reported by `next` when its time is up.
+        let next = tokio::time::timeout(Duration::from_secs(2), watch.next());
+        assert_eq!(next.await.unwrap().unwrap(), gone("198.18.1.11"));
+        assert!(watch.held.is_empty());
     }
 
     #[test]

@@ -608,10 +608,24 @@ fn a_blackholing_backend_and_a_refusing_one_are_both_down_within_the_detection_w
     );
     assert!(refused_took < window + slack, "{refused_took:?}");
     assert!(blackholed_took < window + slack, "{blackholed_took:?}");
-    // A refusing backend fails its clients at once (RST); a blackholing
-    // one stalls them until the SYN's retransmission, 1 s later, which
-    // goes to another backend once it is down: slow, not failed.
-    failures_only_in(&outcomes, &[(refused_at, refused_seen)]);
+    // A refusing backend fails its new connections at once (RST); a
+    // blackholing one stalls them until the SYN's retransmission, 1 s
+    // later, which goes to another backend once it is down: slow, not
+    // failed. A connection it had already accepted breaks when it is
+    // marked down (its flow moves on, and the new backend resets it).
+    failures_only_in(
+        &outcomes,
+        &[(refused_at, refused_seen), (blackholed_at, blackholed_seen)],
+    );
+    for f in outcomes.failures() {
+        if f.overlaps(blackholed_at, blackholed_seen) {
+            let e = f.result.as_ref().unwrap_err();
+            assert!(
+                e.contains("reset"),
+                "only accepted connections break: {f:?}"
+            );
+        }
+    }
     assert!(
         outcomes
             .iter()
