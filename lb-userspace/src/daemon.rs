@@ -3,11 +3,12 @@
 //! interface changes (an interface deleted and created again gets the
 //! program again) and SIGHUP reloads until SIGINT/SIGTERM, which detach or
 //! keep the program as `on_exit` says. A start that fails before it is set
-//! up leaves nothing attached or pinned (`Dataplane`'s drop). With `bgp`, BIRD starts once the program is attached
-//! (a VIP is announced only while this node forwards), and a stop
-//! withdraws every VIP before anything else. The API server and every
-//! background task are watched: one that ends stops the daemon with an
-//! error (a supervisor restarts it; with a pin dir, traffic never notices).
+//! up leaves nothing attached or pinned (`Dataplane`'s drop). With `bgp`,
+//! BIRD starts once the program is attached (a VIP is announced only while
+//! this node forwards), and a stop withdraws every VIP before anything
+//! else. The API server and every background task are watched: one that
+//! ends stops the daemon with an error (a supervisor restarts it; with a
+//! pin dir, traffic never notices).
 
 use std::{
     path::Path,

@@ -213,8 +213,11 @@ impl Dataplane {
         let pins = pin_dir
             .map(|dir| pins::Pins::prepare(dir, &sizes))
             .transpose()?;
-        let ebpf = match load_object(&sizes, pins.as_ref()) {
-            Ok(ebpf) => ebpf,
+        let loaded = load_object(&sizes, pins.as_ref())
+            .and_then(|ebpf| Ok((CounterReader::open(&ebpf)?, FlowTable::open(&ebpf)?, ebpf)));
+        let (counters, flows, ebpf) = match loaded {
+            Ok(l) => l,
+            // Not built yet: nothing drops (see `Drop`) to undo the pins.
             Err(e) => {
                 if let Some(p) = &pins {
                     p.undo(&[]);
@@ -223,8 +226,8 @@ impl Dataplane {
             }
         };
         let mut dp = Self {
-            counters: CounterReader::open(&ebpf)?,
-            flows: FlowTable::open(&ebpf)?,
+            counters,
+            flows,
             ebpf,
             ring_size: limits.maglev_table_size,
             shadow: Shadow::default(),
