@@ -168,6 +168,27 @@ impl Topology {
         Ok(t)
     }
 
+    /// Deletes the LB's backend-side interface (`lbb`; its peer on the
+    /// switch goes with it), as an operator or a tool removing a device
+    /// does (fault tests; [`Self::create_lb_backend_if`] brings it back).
+    pub fn delete_lb_backend_if(&self) -> Result<()> {
+        ip(&["-n", &self.lb_ns(), "link", "del", LB_BACKEND_IF])?;
+        Ok(())
+    }
+
+    /// Creates `lbb` again as [`Self::create`] did: a new device (new index,
+    /// new MAC) with the same name and addresses, its peer on the bridge.
+    pub fn create_lb_backend_if(&self) -> Result<()> {
+        let (lb, sw) = (self.lb_ns(), self.switch_ns());
+        veth(&lb, LB_BACKEND_IF, &sw, "lb")?;
+        addr(&lb, LB_BACKEND_IF, LB_BACKEND_ADDR)?;
+        addr6(&lb, LB_BACKEND_IF, LB_BACKEND_ADDR6)?;
+        ip(&["-n", &sw, "link", "set", "lb", "master", "br0", "up"])?;
+        let ethtool = find_program("ethtool")?;
+        run(netns::command(&sw, &ethtool.to_string_lossy()).args(["-K", "lb", "gro", "on"]))?;
+        Ok(())
+    }
+
     fn add_ns(&mut self, ns: &str) -> Result<()> {
         self.created.push(Netns::create(ns)?);
         Ok(())

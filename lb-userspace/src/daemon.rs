@@ -1,11 +1,14 @@
 //! `xdplb run`: load (adopting pinned state), fill the maps, attach, then
-//! serve the admin API, health checks, neighbour requests, flow expiry and
-//! SIGHUP reloads until SIGINT/SIGTERM, which detach or keep the program
-//! as `on_exit` says. With `bgp`, BIRD starts once the program is attached
-//! (a VIP is announced only while this node forwards), and a stop
-//! withdraws every VIP before anything else. The API server and every
-//! background task are watched: one that ends stops the daemon with an
-//! error (a supervisor restarts it; with a pin dir, traffic never notices).
+//! serve the admin API, health checks, neighbour requests, flow expiry,
+//! interface changes (an interface deleted and created again gets the
+//! program again) and SIGHUP reloads until SIGINT/SIGTERM, which detach or
+//! keep the program as `on_exit` says. A start that fails before it is set
+//! up leaves nothing attached or pinned (`Dataplane`'s drop). With `bgp`,
+//! BIRD starts once the program is attached (a VIP is announced only while
+//! this node forwards), and a stop withdraws every VIP before anything
+//! else. The API server and every background task are watched: one that
+//! ends stops the daemon with an error (a supervisor restarts it; with a
+//! pin dir, traffic never notices).
 
 use std::{
     path::Path,
@@ -25,11 +28,12 @@ use tracing::{debug, error, info, warn};
 use crate::{
     api::{self, Shared},
     bgp::{Bgp, metrics::NodeCollector},
-    config::{self, Config, OnExit},
-    controller::Controller,
+    config::{self, Config, OnExit, XdpModeSetting},
+    controller::{Controller, SharedPlan},
     dataplane::{Dataplane, FlowTable},
     health::{HealthChecker, HealthMetrics},
     ids::Ids,
+    link_watch::{Change, LinkState, LinkWatch},
     metrics::DataplaneCollector,
     neigh, offload, privileges,
     sync::{FlowSync, metrics::SyncCollector},
@@ -96,6 +100,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     for b in controller.plan().services.iter().flat_map(|s| &s.backends) {
         neigh::resolve(b.addr.ip());
     }
+    // Before attaching: no interface change after it is missed.
+    let links = LinkWatch::open(&cfg.interfaces).context("subscribing to link events")?;
     for iface in &cfg.interfaces {
         let how = controller.dataplane_mut().attach(iface, cfg.xdp_mode)?;
         info!("attached to {iface} in {how}");
@@ -143,6 +149,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         privileges::Kept::names(kept.own).join(", "),
         privileges::Kept::names(kept.bounding).join(", ")
     );
+    shared.controller().dataplane_mut().set_up();
 
     // Each task returns its name if it ever ends.
     let mut tasks = JoinSet::new();
@@ -170,6 +177,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     });
     tasks.spawn(expire_flows(flows));
     tasks.spawn(offload::watch(partial_csum, partial_csum_counters));
+    let plan = shared.controller().shared_plan();
+    tasks.spawn(follow_links(links, shared.clone(), plan, cfg.xdp_mode));
     let goodbye = flow_sync.as_ref().map(FlowSync::goodbye);
     if let (Some(sync), Some((maps, table))) = (flow_sync, sync_maps) {
         tasks.spawn(async move {
@@ -239,6 +248,84 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         bail!("{what}");
     }
     Ok(())
+}
+
+/// Follows the configured interfaces (`LinkWatch`): one deleted and
+/// created again gets the program again; one line for each change. A
+/// neighbour entry deleted on one (that was usable, or a backend's) is
+/// resolved again at once; those flushed with a link are asked for by the
+/// program itself (`neigh`) once it meets them and a route is back.
+async fn follow_links(
+    mut links: LinkWatch,
+    shared: Arc<Shared>,
+    plan: SharedPlan,
+    mode: XdpModeSetting,
+) -> &'static str {
+    loop {
+        let change = match links.next().await {
+            Ok(c) => c,
+            Err(e) => {
+                error!("following link events: {e}");
+                return "the interface watcher";
+            }
+        };
+        match change {
+            Change::Gone { iface, index } => warn!(
+                "{iface} (ifindex {index}) was deleted, and the XDP program with it: \
+                 nothing passes through it until an interface of that name is back"
+            ),
+            Change::Back { iface, seen } => {
+                let s = shared.clone();
+                let name = iface.clone();
+                let attached = tokio::task::spawn_blocking(move || {
+                    s.controller().dataplane_mut().reattach(&name, mode)
+                })
+                .await;
+                match attached {
+                    Ok(Ok(how)) => info!(
+                        "{iface} is back (ifindex {}, link {:?}): re-attached in {how}",
+                        seen.index, seen.state
+                    ),
+                    Ok(Err(e)) => error!(
+                        "{iface} is back (ifindex {}) but attaching to it failed: {e}; \
+                         nothing is balanced through it",
+                        seen.index
+                    ),
+                    Err(e) => error!("re-attaching to {iface}: {e}"),
+                }
+            }
+            Change::State { iface, state } => match state {
+                LinkState::Up => info!("{iface}: link up"),
+                LinkState::Down => warn!(
+                    "{iface}: link down (the program stays attached; nothing passes through it until it is up)"
+                ),
+                LinkState::NoCarrier => warn!(
+                    "{iface}: no carrier (the program stays attached; nothing passes through it until the other end is up)"
+                ),
+            },
+            Change::NeighbourGone {
+                iface,
+                addr,
+                was_valid,
+            } => {
+                let backend = || {
+                    plan.get()
+                        .services
+                        .iter()
+                        .flat_map(|s| &s.backends)
+                        .any(|b| b.addr.ip() == addr)
+                };
+                if was_valid || backend() {
+                    match neigh::try_resolve(addr) {
+                        Ok(()) => debug!("{iface}: neighbour {addr} deleted; resolving it again"),
+                        Err(e) => {
+                            debug!("{iface}: neighbour {addr} deleted; not resolvable now: {e}")
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Every `FLOW_GC_INTERVAL`: deletes expired flows and counts the rest,

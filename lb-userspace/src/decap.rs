@@ -2,6 +2,14 @@
 //! decapsulating XDP program is attached and its link pinned under
 //! `/sys/fs/bpf/xdplb-decap/`, so it stays after the command exits (no
 //! daemon runs on backends); detach removes the pin, which detaches it.
+//!
+//! The pin must be on the host's bpf filesystem: under `ip netns exec`
+//! (a private /sys) it would vanish with the command, and the program with
+//! it. `ensure_pin_dir` refuses that with the fix (`nsenter --net=...`).
+//! Attaching through netlink instead (no link, nothing to pin) would work
+//! there, but a netlink-attached program can be replaced or removed by any
+//! other XDP tool without notice, and detach could no longer tell the
+//! decapsulator from another program: the pinned link is kept.
 
 use std::{
     fs,
@@ -12,10 +20,11 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        Xdp, XdpMode,
+        ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
+    sys::SyscallError,
 };
 
 use crate::{config::XdpModeSetting, dataplane::DECAP};
@@ -62,9 +71,7 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 
 /// Attaches (or, if attached, replaces in place) the decapsulator on
 /// `iface`, taking GUE packets on `gue_port`. Returns how it attached.
-/// The pin must land on the host's bpf filesystem: run it in the host's
-/// mount namespace (`ip netns exec` gives a private /sys, and the pin,
-/// hence the program, would go with the process).
+/// The pin must land on the host's bpf filesystem (see the module's text).
 pub fn attach(iface: &str, gue_port: u16, mode: XdpModeSetting) -> Result<&'static str> {
     crate::dataplane::ensure_pin_dir(Path::new(PIN_DIR))?;
     let mut ebpf = load(gue_port)?;
@@ -72,9 +79,22 @@ pub fn attach(iface: &str, gue_port: u16, mode: XdpModeSetting) -> Result<&'stat
     let pin = link_pin(iface);
     if let Ok(pinned) = PinnedLink::from_pin(&pin) {
         let link = XdpLink::try_from(FdLink::from(pinned))?;
-        prog.attach_to_link(link)
-            .with_context(|| format!("replacing the decap program on {iface}"))?;
-        return Ok("replaced the running decapsulator");
+        match prog.attach_to_link(link) {
+            Ok(_) => return Ok("replaced the running decapsulator"),
+            // The interface was deleted (and maybe created again) since:
+            // its link is defunct, the program gone with the old device.
+            Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.raw_os_error() == Some(libc::ENOLINK) =>
+            {
+                tracing::info!(
+                    "the pinned decap link of {iface} is stale (its device is gone); attaching anew"
+                );
+                fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("replacing the decap program on {iface}"));
+            }
+        }
     }
     let (id, how) = match mode {
         XdpModeSetting::Native => (prog.attach(iface, XdpMode::Driver)?, "native mode"),

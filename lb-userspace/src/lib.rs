@@ -14,6 +14,7 @@ pub mod decap;
 pub mod health;
 pub mod host;
 pub mod ids;
+pub mod link_watch;
 pub mod maglev;
 pub mod metrics;
 pub mod neigh;

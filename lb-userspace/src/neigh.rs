@@ -23,14 +23,20 @@ const MIN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Makes the kernel resolve `addr`'s link-layer address.
 pub fn resolve(addr: IpAddr) {
+    if let Err(e) = try_resolve(addr) {
+        warn!("cannot trigger neighbour resolution of {addr}: {e}");
+    }
+}
+
+/// `resolve`, its failure returned (no route to `addr`, for instance).
+pub fn try_resolve(addr: IpAddr) -> std::io::Result<()> {
     let bind: SocketAddr = match addr {
         IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let sent = UdpSocket::bind(bind).and_then(|s| s.send_to(&[], (addr, DISCARD_PORT)));
-    if let Err(e) = sent {
-        warn!("cannot trigger neighbour resolution of {addr}: {e}");
-    }
+    UdpSocket::bind(bind)
+        .and_then(|s| s.send_to(&[], (addr, DISCARD_PORT)))
+        .map(drop)
 }
 
 /// Serves the program's requests until the task is dropped.

@@ -5,8 +5,9 @@
 //!   changes, counters, the flow expiry, flow sync): kernels before 6.5
 //!   check it on each call when `kernel.unprivileged_bpf_disabled` is set,
 //!   as Debian 12's 6.1 does.
-//! - `CAP_NET_ADMIN`: XDP links and netlink (attaching again, detaching on
-//!   exit).
+//! - `CAP_NET_ADMIN`: XDP links and netlink (attaching again, also to an
+//!   interface deleted and created again while it runs, `link_watch`;
+//!   detaching on exit).
 //!
 //! With `bgp`, BIRD (a child, started and restarted by the daemon) gets
 //! what BIRD itself keeps when it drops privileges: `CAP_NET_BIND_SERVICE`

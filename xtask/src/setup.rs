@@ -17,6 +17,8 @@ const APT_PACKAGES: &[&str] = &[
     "bird2",
     // tests/api_security.rs installs schemathesis (PyPI) into a venv.
     "python3-venv",
+    // tests/faults.rs: a backend that blackholes (nft drops its SYNs).
+    "nftables",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

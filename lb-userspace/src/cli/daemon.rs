@@ -3,16 +3,24 @@
 
 use std::{path::Path, process::ExitCode};
 
-use xdplb::config::{self, Config, ConfigError};
+use xdplb::{
+    config::{self, Config, ConfigError},
+    dataplane::DataplaneError,
+};
 
-/// `run`: exit 2 if the config is invalid, 1 on any other failure.
+/// `run`: exit 2 if the config is invalid (also a limit the kernel will not
+/// create a map of), 1 on any other failure.
 pub fn run(config: &Path) -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(xdplb::daemon::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xdplb: {e:#}");
-            let invalid = e.downcast_ref::<ConfigError>().is_some();
+            let invalid = e.downcast_ref::<ConfigError>().is_some()
+                || matches!(
+                    e.downcast_ref::<DataplaneError>(),
+                    Some(DataplaneError::MapRefused { .. })
+                );
             ExitCode::from(if invalid { 2 } else { 1 })
         }
     }

@@ -589,6 +589,14 @@ impl Config {
             path: path.into(),
             err,
         })?;
+        // Truncated (or caught while rewritten in place): say so, rather
+        // than which key is missing.
+        if text.trim().is_empty() {
+            return Err(ConfigError::Read {
+                path: path.into(),
+                err: std::io::Error::other("the file is empty"),
+            });
+        }
         Config::from_yaml(&text).map_err(|err| ConfigError::InFile {
             path: path.into(),
             err: Box::new(err),

@@ -4,6 +4,7 @@
 
 mod apply;
 mod batch;
+mod bpffs;
 mod counters;
 mod gc;
 mod handles;
@@ -70,6 +71,15 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "{setting}: the kernel refused to create map {map} with {entries} entries ({why}); lower {setting}"
+    )]
+    MapRefused {
+        setting: &'static str,
+        map: String,
+        entries: u32,
+        why: String,
+    },
     #[error("map {map}: {source}")]
     Map {
         map: &'static str,
@@ -104,8 +114,16 @@ pub struct Dataplane {
     shadow: Shadow,
     /// Where maps and links are pinned, if anywhere.
     pins: Option<pins::Pins>,
-    /// Links this process created and pinned; closing them leaves the pins.
-    links: Vec<FdLink>,
+    /// Links this process created and pinned, by interface; closing them
+    /// leaves the pins.
+    links: StdHashMap<String, FdLink>,
+    /// Interfaces this process attached to anew (not in an earlier run's
+    /// link), and whether it took over any earlier run's link: what a
+    /// failed start undoes (see `Drop`).
+    made_links: Vec<String>,
+    replaced: bool,
+    /// Set up (`set_up`): from then on, dropping this leaves everything.
+    started: bool,
     counters: CounterReader,
     flows: FlowTable,
     /// Interfaces attached by this process.
@@ -197,36 +215,43 @@ impl Dataplane {
         let pins = pin_dir
             .map(|dir| pins::Pins::prepare(dir, &sizes))
             .transpose()?;
-        let mut loader = EbpfLoader::new();
-        for (name, spec) in &sizes {
-            if spec.configurable {
-                loader.map_max_entries(name, spec.max_entries);
+        let loaded = load_object(&sizes, pins.as_ref())
+            .and_then(|ebpf| Ok((CounterReader::open(&ebpf)?, FlowTable::open(&ebpf)?, ebpf)));
+        let (counters, flows, ebpf) = match loaded {
+            Ok(l) => l,
+            // Not built yet: nothing drops (see `Drop`) to undo the pins.
+            Err(e) => {
+                if let Some(p) = &pins {
+                    p.undo(&[]);
+                }
+                return Err(e);
             }
-        }
-        if let Some(p) = &pins {
-            for name in sizes.keys() {
-                loader.map_pin_path(name, p.map_path(name));
-            }
-            loader.map_pin_path("JUMP", p.jump_path());
-        }
-        let mut ebpf = loader.load(PROGRAM)?;
-        let entry = program_mut(&mut ebpf)?;
-        entry.load().map_err(|e| refused(PROGRAM_NAME, e))?;
-        log_verified(PROGRAM_NAME, entry);
-        link_stages(&mut ebpf)?;
+        };
         let mut dp = Self {
-            counters: CounterReader::open(&ebpf)?,
-            flows: FlowTable::open(&ebpf)?,
+            counters,
+            flows,
             ebpf,
             ring_size: limits.maglev_table_size,
             shadow: Shadow::default(),
             pins,
-            links: Vec::new(),
+            links: StdHashMap::new(),
+            made_links: Vec::new(),
+            replaced: false,
+            started: false,
             attached: Vec::new(),
             ipv6_forwarding: false,
         };
         dp.read_shadow()?;
         Ok(dp)
+    }
+
+    /// The daemon is set up: from now on the pins stay when this is
+    /// dropped (until then, a failed start undoes what it pinned).
+    pub fn set_up(&mut self) {
+        self.started = true;
+        if let Some(p) = &mut self.pins {
+            p.commit();
+        }
     }
 
     /// What the (pinned) maps held when this process loaded them.
@@ -254,8 +279,21 @@ impl Dataplane {
         if self.ipv6_forwarding {
             forward(iface, Family::V6)?;
         }
-        self.attached.push(iface.to_owned());
+        if !self.attached.iter().any(|a| a == iface) {
+            self.attached.push(iface.to_owned());
+        }
         self.attach_program(iface, mode)
+    }
+
+    /// `iface` was deleted and created again: a new device (new index,
+    /// forwarding off, no program). Its old link went defunct with the old
+    /// device; it is dropped, pin and all, and the program attached anew.
+    pub fn reattach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached> {
+        self.links.remove(iface);
+        if let Some(p) = &self.pins {
+            p.forget_link(iface)?;
+        }
+        self.attach(iface, mode)
     }
 
     /// Turns IPv6 forwarding on where attached once a plan has IPv6
@@ -283,7 +321,10 @@ impl Dataplane {
             && let Some(link) = pins.take_link(iface)
         {
             match program_mut(&mut self.ebpf)?.attach_to_link(link) {
-                Ok(_) => return Ok(Attached::Replaced),
+                Ok(_) => {
+                    self.replaced = true;
+                    return Ok(Attached::Replaced);
+                }
                 // For instance the interface went away and came back.
                 Err(e) => {
                     tracing::warn!("cannot reuse the pinned link of {iface} ({e}); attaching anew");
@@ -311,7 +352,10 @@ impl Dataplane {
             let link = program_mut(&mut self.ebpf)?
                 .take_link(id)
                 .map_err(DataplaneError::Program)?;
-            self.links.extend(pins.pin_link(iface, link)?);
+            if let Some(fd) = pins.pin_link(iface, link)? {
+                self.links.insert(iface.to_owned(), fd);
+            }
+            self.made_links.push(iface.to_owned());
         }
         Ok(attached)
     }
@@ -452,6 +496,78 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap(name))?;
         T::try_from(map).map_err(map_err(name))
     }
+}
+
+impl Drop for Dataplane {
+    /// A start that fails before `set_up` leaves nothing behind: no
+    /// program on an interface, no pin. Unless an earlier run's link
+    /// already runs this program: it keeps it, and the state with it.
+    fn drop(&mut self) {
+        if self.started {
+            return;
+        }
+        let Some(pins) = &mut self.pins else {
+            return;
+        };
+        if self.replaced {
+            pins.commit();
+            return;
+        }
+        // Unpinned and closed, each link detaches.
+        self.links.clear();
+        pins.undo(&self.made_links);
+    }
+}
+
+/// The object loaded with `sizes` (pinned in `pins`), its programs
+/// verified and linked.
+fn load_object(
+    sizes: &std::collections::BTreeMap<&'static str, pins::MapSpec>,
+    pins: Option<&pins::Pins>,
+) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    for (name, spec) in sizes {
+        if spec.setting.is_some() {
+            loader.map_max_entries(name, spec.max_entries);
+        }
+    }
+    if let Some(p) = pins {
+        for name in sizes.keys() {
+            loader.map_pin_path(name, p.map_path(name));
+        }
+        loader.map_pin_path("JUMP", p.jump_path());
+    }
+    let mut ebpf = loader.load(PROGRAM).map_err(|e| map_refused(sizes, e))?;
+    let entry = program_mut(&mut ebpf)?;
+    entry.load().map_err(|e| refused(PROGRAM_NAME, e))?;
+    log_verified(PROGRAM_NAME, entry);
+    link_stages(&mut ebpf)?;
+    Ok(ebpf)
+}
+
+/// A map the kernel would not create at the size the config asks for is
+/// the config's doing: the error names the setting.
+fn map_refused(
+    sizes: &std::collections::BTreeMap<&'static str, pins::MapSpec>,
+    e: EbpfError,
+) -> DataplaneError {
+    if let EbpfError::MapError(MapError::CreateError { name, io_error }) = &e
+        && let Some(spec) = sizes.get(name.as_str())
+        && let Some(setting) = spec.setting
+    {
+        let why = match io_error.raw_os_error() {
+            Some(libc::E2BIG) => "more than it allows".to_owned(),
+            Some(libc::ENOMEM) => "not enough memory for it".to_owned(),
+            _ => io_error.to_string(),
+        };
+        return DataplaneError::MapRefused {
+            setting,
+            map: name.clone(),
+            entries: spec.max_entries,
+            why,
+        };
+    }
+    DataplaneError::Load(e)
 }
 
 /// Loads the programs `xdplb` tail-calls and puts them in its jump table

@@ -10,9 +10,13 @@
 //! stages it was built with (they share its hand-off scratch map), so a
 //! new run brings its own table and frees the old ones only once its
 //! program runs on every link.
+//!
+//! A start that fails (a map the kernel refuses, an interface it cannot
+//! attach to) leaves the pin dir as it found it: nothing half-attached,
+//! and an earlier run's state still there for the next start.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fs, io,
     mem::size_of,
     path::{Path, PathBuf},
@@ -31,10 +35,8 @@ use lb_common::{
 };
 use tracing::{info, warn};
 
+pub use super::bpffs::ensure_pin_dir;
 use crate::config::Limits;
-
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const BPF_FS_ROOT: &str = "/sys/fs/bpf";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -44,11 +46,29 @@ pub enum PinError {
         #[source]
         source: io::Error,
     },
-    #[error("pin_dir {0} is not on a bpf filesystem (mount one there, or set pin_dir: null)")]
+    #[error(
+        "pin_dir {0} is not on a bpf filesystem (mount one there: `mount -t bpf bpf DIR`, or set pin_dir: null)"
+    )]
     NotBpffs(PathBuf),
+    #[error(
+        "{}: this process runs in a mount namespace of its own without the host's bpf filesystem \
+         (`ip netns exec` makes one, with a /sys of its own): pins made there vanish when it exits, \
+         detaching the XDP program and losing its state. Enter only the network namespace instead: \
+         `nsenter --net=/run/netns/{netns} xdplb ...` rather than `ip netns exec {netns} xdplb ...`",
+        .dir.display()
+    )]
+    PrivateMount { dir: PathBuf, netns: String },
+    #[error(
+        "{}: no bpf filesystem is mounted there and this process runs in a container (a PID \
+         namespace of its own): one mounted here would be the container's, and its pins would \
+         vanish with it, detaching the XDP program and losing its state. Mount the host's \
+         /sys/fs/bpf into the container (docker/podman: -v /sys/fs/bpf:/sys/fs/bpf)",
+        .0.display()
+    )]
+    NoHostBpffs(PathBuf),
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PinError {
+pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PinError {
     let what = what.into();
     move |source| PinError::Io { what, source }
 }
@@ -59,18 +79,24 @@ pub struct MapSpec {
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
-    /// Sized from the config at load time (else fixed in the object).
-    pub configurable: bool,
+    /// The `limits` setting it is sized from at load time (None: fixed in
+    /// the object).
+    pub setting: Option<&'static str>,
 }
 
-fn spec<K, V>(max_entries: u32, configurable: bool) -> MapSpec {
+fn spec<K, V>(max_entries: u32, setting: Option<&'static str>) -> MapSpec {
     MapSpec {
         key_size: size_of::<K>() as u32,
         value_size: size_of::<V>() as u32,
         max_entries,
-        configurable,
+        setting,
     }
 }
+
+const SERVICES: Option<&str> = Some("limits.max_services");
+const BACKENDS: Option<&str> = Some("limits.max_backends");
+const FLOWS: Option<&str> = Some("limits.flow_table_size");
+const FIXED: Option<&str> = None;
 
 /// Every map the daemon sizes or pins, with its expected shape.
 pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
@@ -80,30 +106,42 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
         .saturating_mul(l.maglev_table_size);
     let pending = lb_common::pending_table_size(l.flow_table_size);
     BTreeMap::from([
-        ("CONFIG", spec::<u32, Globals>(1, false)),
+        ("CONFIG", spec::<u32, Globals>(1, FIXED)),
         // One entry per service, and at most one more per service for the
         // echo entry of its VIP (icmp_echo).
         (
             "SERVICES",
-            spec::<ServiceKey, ServiceMeta>(l.max_services.saturating_mul(2), true),
+            spec::<ServiceKey, ServiceMeta>(l.max_services.saturating_mul(2), SERVICES),
         ),
-        ("SERVICE_STATS", spec::<u32, Counter>(l.max_services, true)),
-        ("RINGS", spec::<u32, u32>(rings, true)),
-        ("BACKENDS", spec::<u32, Backend>(l.max_backends, true)),
+        (
+            "SERVICE_STATS",
+            spec::<u32, Counter>(l.max_services, SERVICES),
+        ),
+        (
+            "RINGS",
+            spec::<u32, u32>(
+                rings,
+                Some("limits.max_services x limits.maglev_table_size"),
+            ),
+        ),
+        ("BACKENDS", spec::<u32, Backend>(l.max_backends, BACKENDS)),
         (
             "BACKEND_STATS",
-            spec::<u32, BackendCounter>(l.max_backends, true),
+            spec::<u32, BackendCounter>(l.max_backends, BACKENDS),
         ),
-        ("BACKEND_HOPS", spec::<u32, NextHop>(l.max_backends, true)),
-        ("FLOWS", spec::<FlowKey, Flow>(l.flow_table_size, true)),
-        ("NAT_REV", spec::<FlowKey, NatRev>(l.flow_table_size, true)),
-        ("PENDING", spec::<FlowKey, Flow>(pending, true)),
-        ("PENDING_REV", spec::<FlowKey, NatRev>(pending, true)),
-        ("GLOBAL_STATS", spec::<u32, u64>(GLOBAL_STATS_LEN, false)),
+        (
+            "BACKEND_HOPS",
+            spec::<u32, NextHop>(l.max_backends, BACKENDS),
+        ),
+        ("FLOWS", spec::<FlowKey, Flow>(l.flow_table_size, FLOWS)),
+        ("NAT_REV", spec::<FlowKey, NatRev>(l.flow_table_size, FLOWS)),
+        ("PENDING", spec::<FlowKey, Flow>(pending, FLOWS)),
+        ("PENDING_REV", spec::<FlowKey, NatRev>(pending, FLOWS)),
+        ("GLOBAL_STATS", spec::<u32, u64>(GLOBAL_STATS_LEN, FIXED)),
         // Flow sync (docs/ha.md): an owner per flow at most.
-        ("OWNERS", spec::<FlowKey, u32>(l.flow_table_size, true)),
-        ("PEERS", spec::<u32, Peer>(MAX_PEERS, false)),
-        ("PEER_MACS", spec::<[u8; 8], u32>(4 * MAX_PEERS, false)),
+        ("OWNERS", spec::<FlowKey, u32>(l.flow_table_size, FLOWS)),
+        ("PEERS", spec::<u32, Peer>(MAX_PEERS, FIXED)),
+        ("PEER_MACS", spec::<[u8; 8], u32>(4 * MAX_PEERS, FIXED)),
     ])
 }
 
@@ -111,23 +149,40 @@ pub struct Pins {
     dir: PathBuf,
     /// This run's jump table pin.
     jump: PathBuf,
+    /// What was there before this run, so that a start that fails leaves
+    /// it as it was (`undo`): whether this run made `dir`,
+    made_dir: bool,
+    /// the map pins of an earlier run this run adopts,
+    adopted: BTreeSet<&'static str>,
+    /// and those of another shape, renamed `previous-NAME` until this run
+    /// is set up (`commit`).
+    set_aside: Vec<&'static str>,
+    /// Every map this run pins.
+    maps: Vec<&'static str>,
 }
 
 const JUMP_PREFIX: &str = "jump-";
+/// (bpffs refuses dots in names.)
+const ASIDE_PREFIX: &str = "previous-";
 
 impl Pins {
-    /// Makes sure `dir` exists on a bpf filesystem (mounting one at
-    /// /sys/fs/bpf if that is where it belongs and nothing is mounted), and
-    /// removes pinned maps whose shape differs from `sizes` (all of them:
-    /// a half-adopted state would be worse than a fresh one).
+    /// Makes sure `dir` exists on the host's bpf filesystem
+    /// (`ensure_pin_dir`), and sets aside pinned maps whose shape differs
+    /// from `sizes` (all of them: a half-adopted state would be worse than
+    /// a fresh one).
     pub fn prepare(dir: &Path, sizes: &BTreeMap<&'static str, MapSpec>) -> Result<Pins, PinError> {
+        let made_dir = !dir.exists();
         ensure_pin_dir(dir)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let pins = Pins {
+        let mut pins = Pins {
             dir: dir.to_owned(),
             jump: dir.join(format!("{JUMP_PREFIX}{}-{nanos}", std::process::id())),
+            made_dir,
+            adopted: BTreeSet::new(),
+            set_aside: Vec::new(),
+            maps: sizes.keys().copied().collect(),
         };
         let mismatch: Vec<String> = sizes
             .iter()
@@ -138,10 +193,16 @@ impl Pins {
                     key_size: info.key_size(),
                     value_size: info.value_size(),
                     max_entries: info.max_entries(),
-                    configurable: want.configurable,
+                    setting: want.setting,
                 };
                 (got != *want).then(|| format!("{name} {got:?} (now {want:?})"))
             })
+            .collect();
+        let pinned: Vec<&'static str> = pins
+            .maps
+            .iter()
+            .copied()
+            .filter(|n| pins.map_path(n).exists())
             .collect();
         if !mismatch.is_empty() {
             warn!(
@@ -149,13 +210,65 @@ impl Pins {
                 dir.display(),
                 mismatch.join(", ")
             );
-            for name in sizes.keys() {
-                remove_if_exists(&pins.map_path(name))?;
+            for name in pinned {
+                let aside = pins.aside_path(name);
+                remove_if_exists(&aside)?;
+                fs::rename(pins.map_path(name), &aside).map_err(io_err(format!(
+                    "renaming the pin of {name} to {}",
+                    aside.display()
+                )))?;
+                pins.set_aside.push(name);
             }
-        } else if sizes.keys().any(|n| pins.map_path(n).exists()) {
+        } else if !pinned.is_empty() {
             info!("adopting pinned maps in {}", dir.display());
+            pins.adopted = pinned.into_iter().collect();
         }
         Ok(pins)
+    }
+
+    fn aside_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{ASIDE_PREFIX}{name}"))
+    }
+
+    /// This run is set up (its program attached): an earlier run's maps of
+    /// another shape are dropped.
+    pub fn commit(&mut self) {
+        for name in std::mem::take(&mut self.set_aside) {
+            if let Err(e) = remove_if_exists(&self.aside_path(name)) {
+                warn!("{e}");
+            }
+        }
+    }
+
+    /// A start that failed, before any earlier run's link took this run's
+    /// program: removes what it pinned (maps it created, its jump table,
+    /// the links in `made_links`, `dir` if it made it) and puts back what
+    /// it set aside, so the pin dir is as it found it.
+    pub fn undo(&self, made_links: &[String]) {
+        let remove = |path: &Path| {
+            if let Err(e) = remove_if_exists(path) {
+                warn!("undoing a failed start: {e}");
+            }
+        };
+        for iface in made_links {
+            remove(&self.link_path(iface));
+        }
+        for name in self.maps.iter().filter(|n| !self.adopted.contains(*n)) {
+            remove(&self.map_path(name));
+        }
+        remove(&self.jump);
+        for name in &self.set_aside {
+            if let Err(e) = fs::rename(self.aside_path(name), self.map_path(name)) {
+                warn!("undoing a failed start: putting back the pin of {name}: {e}");
+            }
+        }
+        if self.made_dir {
+            let _ = fs::remove_dir(&self.dir);
+        }
+        info!(
+            "the failed start left {} as it found it (nothing of it attached or pinned)",
+            self.dir.display()
+        );
     }
 
     pub fn map_path(&self, name: &str) -> PathBuf {
@@ -257,46 +370,10 @@ impl Pins {
     }
 }
 
-/// Makes sure `dir` exists on a bpf filesystem.
-pub fn ensure_pin_dir(dir: &Path) -> Result<(), PinError> {
-    ensure_bpffs(dir)?;
-    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))
-}
-
 fn remove_if_exists(path: &Path) -> Result<(), PinError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err(format!("removing {}", path.display()))(e)),
     }
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
-}
-
-/// Pins need a bpf filesystem. Many hosts do not mount one at /sys/fs/bpf
-/// until something needs it; mount it then, like other BPF tools do.
-fn ensure_bpffs(dir: &Path) -> Result<(), PinError> {
-    let existing = dir
-        .ancestors()
-        .find(|a| a.exists())
-        .unwrap_or(Path::new("/"));
-    if is_bpffs(existing) {
-        return Ok(());
-    }
-    let root = Path::new(BPF_FS_ROOT);
-    if dir.starts_with(root) && existing == root {
-        nix::mount::mount(
-            Some("bpf"),
-            root,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| io_err(format!("mounting a bpf filesystem at {BPF_FS_ROOT}"))(e.into()))?;
-        info!("mounted a bpf filesystem at {BPF_FS_ROOT} for pinning");
-        return Ok(());
-    }
-    Err(PinError::NotBpffs(dir.to_owned()))
 }
