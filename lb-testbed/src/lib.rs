@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod fib_net;
 pub mod fixtures;
 pub mod frames;
+pub mod fuzz;
 pub mod inspect;
 pub mod load;
 pub mod multinode;

@@ -1,0 +1,202 @@
+//! The program's state, read and reset between epochs: the flow and NAT
+//! tables and the global counters, on handles opened from the pins the
+//! daemon's own loader made (`Dataplane::load` with a pin directory).
+
+use std::{
+    collections::HashMap as StdHashMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use lb_common::{
+    FAMILY_V4, Flow, FlowKey, GLOBAL_STATS_LEN, NatRev, STAT_FIB_FAIL, STAT_NEIGH_MISS,
+    STAT_NO_BACKEND, STAT_SNAT_EXHAUSTED, XDP_ACTIONS, nat_rev_key,
+};
+
+use super::{config::Mode, world::World};
+
+/// The counters that say why a packet was dropped: the four of today, and
+/// the slots no name is given to yet (a reason added later, say a
+/// rate-limited answer, is taken as one).
+pub const DROP_SLOTS: [u32; 7] = [
+    STAT_NEIGH_MISS,
+    STAT_SNAT_EXHAUSTED,
+    STAT_NO_BACKEND,
+    STAT_FIB_FAIL,
+    13,
+    14,
+    15,
+];
+
+pub fn slot_name(slot: u32) -> String {
+    match slot {
+        STAT_NEIGH_MISS => "neigh_miss".into(),
+        STAT_SNAT_EXHAUSTED => "snat_exhausted".into(),
+        STAT_NO_BACKEND => "no_backend".into(),
+        STAT_FIB_FAIL => "fib_fail".into(),
+        s => format!("slot {s}"),
+    }
+}
+
+pub struct Maps {
+    pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub nat_rev: HashMap<MapData, FlowKey, NatRev>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn open(dir: &Path, name: &str) -> Result<Map> {
+    let path: PathBuf = dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    Map::from_map_data(data).with_context(|| format!("map {name}"))
+}
+
+impl Maps {
+    pub fn open(pin_dir: &Path) -> Result<Maps> {
+        Ok(Maps {
+            flows: HashMap::try_from(open(pin_dir, "FLOWS")?)?,
+            nat_rev: HashMap::try_from(open(pin_dir, "NAT_REV")?)?,
+            stats: PerCpuArray::try_from(open(pin_dir, "GLOBAL_STATS")?)?,
+        })
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<Flow> {
+        self.flows.get(key, 0).ok()
+    }
+
+    pub fn rev(&self, key: &FlowKey) -> Option<NatRev> {
+        self.nat_rev.get(key, 0).ok()
+    }
+
+    /// One global counter, summed over CPUs.
+    pub fn stat(&self, slot: u32) -> Result<u64> {
+        Ok(self.stats.get(&slot, 0)?.iter().sum())
+    }
+
+    pub fn stats(&self) -> Result<Vec<u64>> {
+        (0..GLOBAL_STATS_LEN).map(|s| self.stat(s)).collect()
+    }
+
+    /// Makes a flow look idle past its timeout: its next packet starts it
+    /// anew (re-selected, with a new SNAT port in nat mode).
+    pub fn age(&mut self, key: &FlowKey) -> Result<bool> {
+        let Some(mut f) = self.flow(key) else {
+            return Ok(false);
+        };
+        f.last_seen = xdplb::dataplane::monotonic_secs().wrapping_sub(4 * 3600);
+        self.flows.insert(key, f, 0)?;
+        Ok(true)
+    }
+
+    /// Empties the flow and NAT tables (a new epoch).
+    pub fn clear(&mut self) -> Result<()> {
+        let keys: Vec<FlowKey> = self.flows.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = self.flows.remove(&k);
+        }
+        let keys: Vec<FlowKey> = self.nat_rev.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = self.nat_rev.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// The tables agree with each other and with the plan: every flow
+    /// belongs to the service of its key and points at a backend of its
+    /// ring with the right port; a nat flow has a SNAT port in range and
+    /// its reverse entry, which points back at it; every reverse entry
+    /// belongs to a flow. Returns (flows, NAT entries).
+    pub fn check(&self, w: &World, insert_failed: bool) -> Result<(usize, usize)> {
+        let flows: StdHashMap<FlowKey, Flow> = self
+            .flows
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading FLOWS")?;
+        let revs: StdHashMap<FlowKey, NatRev> = self
+            .nat_rev
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading NAT_REV")?;
+        let (lo, hi) = (w.globals.snat_port_min, w.globals.snat_port_max);
+        let mut paired = 0;
+        for (k, f) in &flows {
+            let what = || format!("flow {} -> {f:?}", super::report::key_text(k));
+            let Some(svc) = w.service_of(k) else {
+                bail!("{}: no service has this key", what());
+            };
+            let s = &w.services[svc];
+            let Some((owner, b)) = w.backends.get(&f.backend) else {
+                bail!("{}: backend {} does not exist", what(), f.backend);
+            };
+            if *owner != svc || !s.ring.contains(&f.backend) {
+                bail!(
+                    "{}: backend {} is not in the ring of {}",
+                    what(),
+                    f.backend,
+                    s.name
+                );
+            }
+            let port = if b.port == 0 { k.dport } else { b.port };
+            if f.backend_port != port {
+                bail!("{}: backend port should be {}", what(), u16::from_be(port));
+            }
+            if s.mode != Mode::Nat {
+                if f.snat_port != 0 {
+                    bail!("{}: a SNAT port in {:?} mode", what(), s.mode);
+                }
+                continue;
+            }
+            if !(lo..=hi).contains(&u16::from_be(f.snat_port)) {
+                bail!("{}: SNAT port outside {lo}-{hi}", what());
+            }
+            let rk = nat_rev_key(k, &b.addr, f, w.globals.snat(k.family));
+            let Some(r) = revs.get(&rk) else {
+                bail!("{}: no NAT entry {}", what(), super::report::key_text(&rk));
+            };
+            if r.client != k.src
+                || r.vip != k.dst
+                || r.client_port != k.sport
+                || r.vip_port != k.dport
+                || r.backend != f.backend
+                || r.service != s.id
+            {
+                bail!("{}: its NAT entry points elsewhere: {r:?}", what());
+            }
+            paired += 1;
+        }
+        if paired != revs.len() && !insert_failed {
+            let orphan = revs.iter().find(|(rk, r)| {
+                let k = FlowKey {
+                    src: r.client,
+                    dst: r.vip,
+                    sport: r.client_port,
+                    dport: r.vip_port,
+                    proto: rk.proto,
+                    family: rk.family,
+                    _pad: [0; 2],
+                };
+                flows.get(&k).is_none_or(|f| {
+                    w.backends.get(&f.backend).is_none_or(|(_, b)| {
+                        nat_rev_key(&k, &b.addr, f, w.globals.snat(k.family)) != **rk
+                    })
+                })
+            });
+            if let Some((rk, r)) = orphan {
+                bail!(
+                    "NAT entry {} -> {r:?} belongs to no flow ({} NAT entries, {paired} nat flows)",
+                    super::report::key_text(rk),
+                    revs.len()
+                );
+            }
+        }
+        let _ = FAMILY_V4;
+        Ok((flows.len(), revs.len()))
+    }
+}
+
+/// The action counters (slots 0-4) in `stats`.
+pub fn actions(stats: &[u64]) -> [u64; 5] {
+    let mut a = [0; 5];
+    a.copy_from_slice(&stats[..XDP_ACTIONS.len()]);
+    a
+}
