@@ -275,16 +275,6 @@ fn check_decap(frame: &[u8], verdict: u32, out: &[u8]) -> Result<&'static str, F
             "changed a frame that is not a tunnel packet".into(),
         ),
         Some(d) => {
-            if let Some(ihl) = d.bad_ihl {
-                return fail(
-                    "decap_bad_ihl",
-                    format!(
-                        "stripped {} bytes of an outer IPv4 header with IHL {ihl} (below 5): \
-                         the inner packet starts inside the outer header",
-                        d.strip
-                    ),
-                );
-            }
             let mut e = frame[..12].to_vec();
             e.extend_from_slice(&d.ethertype.to_be_bytes());
             e.extend_from_slice(&frame[14 + d.strip..]);

@@ -303,7 +303,8 @@ fn icmp(f: &[u8], w: &World) -> Option<Expect> {
                     q + 40,
                 )
             };
-            if proto != TCP && proto != UDP {
+            // The quote ends with the ICMP message (not in padding).
+            if proto != TCP && proto != UDP || ql4 + 4 > l3 + ip_len as usize {
                 return None;
             }
             let ports = f.get(ql4..ql4 + 4)?;
@@ -345,32 +346,34 @@ fn icmp_reason(f: &[u8]) -> PassReason {
 
 /// What the decapsulator (bin/decap.rs) should do with a frame: strip
 /// `strip` bytes after the Ethernet header and set the EtherType to
-/// `ethertype`, or (`None`) pass it unchanged.
+/// `ethertype`, or (`None`) pass it unchanged: not IP, an IPv4 fragment or
+/// header with IHL below 5, not IPIP, IPv6-in-IP or GUE to its port, or
+/// cut before the inner packet's first 4 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decap {
     pub strip: usize,
     pub ethertype: u16,
-    /// The outer IPv4 header's IHL, when below 5 (no valid header to strip).
-    pub bad_ihl: Option<u8>,
 }
 
 pub fn decap(f: &[u8], gue_port: u16) -> Option<Decap> {
-    let (proto, ip_len, bad_ihl) = match be16(f, 12)? {
+    let (proto, ip_len) = match be16(f, 12)? {
         ETH_IP4 => {
             let vihl = *f.get(14)?;
             let frags = be16(f, 20)?;
-            if vihl >> 4 != 4 || frags & 0x3fff != 0 {
+            if vihl >> 4 != 4 || vihl & 0xf < 5 || frags & 0x3fff != 0 {
                 return None;
             }
-            let ihl = vihl & 0xf;
-            (*f.get(23)?, ihl as usize * 4, (ihl < 5).then_some(ihl))
+            (*f.get(23)?, (vihl & 0xf) as usize * 4)
         }
-        ETH_IP6 => (*f.get(20)?, 40, None),
+        ETH_IP6 => (*f.get(20)?, 40),
         _ => return None,
     };
     let inner = 14 + ip_len;
     let (inner, proto) = match proto {
-        IPIP | IP6IP => (inner, proto),
+        IPIP | IP6IP => {
+            f.get(inner..inner + 4)?;
+            (inner, proto)
+        }
         UDP => {
             if be16(f, inner + 2)? != gue_port {
                 return None;
@@ -388,7 +391,6 @@ pub fn decap(f: &[u8], gue_port: u16) -> Option<Decap> {
     Some(Decap {
         strip: inner - 14,
         ethertype: if proto == IPIP { ETH_IP4 } else { ETH_IP6 },
-        bad_ihl,
     })
 }
 
