@@ -18,7 +18,7 @@ use super::{
     wire::{
         Defects, ETH_IP4, ETH_IP6, ICMP, ICMP6, IP6IP, IPIP, TCP, UDP, addr_bytes, be16, defects,
     },
-    world::{World, route_reasons},
+    world::{World, odd_source, route_reasons},
 };
 use crate::{
     XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
@@ -182,7 +182,10 @@ fn describe(e: &Expect) -> String {
 /// The drop reasons the configuration allows for the packet.
 fn drop_reasons(r: &Run, e: &Expect) -> Vec<u32> {
     match e {
-        Expect::Balance { svc, pkt } => r.w.drop_reasons(*svc, pkt.ip_len as u32, true),
+        Expect::Balance { svc, pkt } => {
+            let src = key_addr(pkt.key.src, pkt.key.family);
+            r.w.drop_reasons(*svc, pkt.ip_len as u32, src)
+        }
         Expect::Reply { pkt } => match r.before {
             Before::Rev(Some(rev)) => {
                 route_reasons(key_addr(rev.client, pkt.key.family), pkt.ip_len as u32)
@@ -196,11 +199,15 @@ fn drop_reasons(r: &Run, e: &Expect) -> Vec<u32> {
             let Some(addr) = r.w.backend_addr(flow.backend) else {
                 return Vec::new();
             };
-            let added = match r.w.services[*svc].mode {
-                Mode::Ipip | Mode::Gue => 48,
-                _ => 0,
+            let (added, from_packet) = match r.w.services[*svc].mode {
+                Mode::Ipip | Mode::Gue => (48, false),
+                _ => (0, true),
             };
-            route_reasons(addr, msg.ip_len as u32 + added)
+            let mut reasons = route_reasons(addr, msg.ip_len as u32 + added);
+            if from_packet && odd_source(msg.src) {
+                reasons.push(lb_common::STAT_FIB_FAIL);
+            }
+            reasons
         }
         _ => Vec::new(),
     }
@@ -487,7 +494,9 @@ fn tunnel(
         }
     }
     let inherited = defects(f, l3, inner_v4);
-    let rt = (l3 == 14).then(|| {
+    // What the decapsulator makes of it (it reads no VLAN tag, and finds a
+    // GUE packet's family in the inner IP version).
+    let rt = (l3 == 14 && !inherited.header).then(|| {
         let et = if inner_v4 { ETH_IP4 } else { ETH_IP6 };
         [&out[..12], &et.to_be_bytes()[..], &f[l3..]].concat()
     });
@@ -573,9 +582,11 @@ fn icmp_error(r: &Run, svc: usize, msg: &Msg, flow: &Flow) -> Result<Checked, Fa
             }
             same_but(r.output, &e, &skip)?;
             let d = no_new_defects(f, r.output, msg.l3, msg.v4, "ICMP error")?;
+            // The quote ends with the message (bytes after it are padding).
+            let end = (msg.l3 + msg.ip_len as usize).min(f.len());
             no_new_defects(
-                f,
-                r.output,
+                &f[..end],
+                &r.output[..end],
                 msg.q_ip,
                 msg.v4,
                 "the packet quoted in the ICMP error",

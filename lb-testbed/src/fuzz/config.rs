@@ -17,10 +17,10 @@ use std::{
 use rand::Rng;
 
 /// SNAT addresses and port range (a narrow range: new flows collide on
-/// ports, and exhaust them, within an epoch).
+/// ports, and sometimes exhaust them, within an epoch).
 pub const SNAT4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const SNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
-pub const SNAT_PORTS: (u16, u16) = (20000, 20999);
+pub const SNAT_PORTS: (u16, u16) = (20000, 20099);
 pub const GUE_PORT: u16 = 6080;
 /// Flow table size: an epoch opens fewer flows than this, so nothing is
 /// ever evicted and the map checks can be exact.

@@ -213,7 +213,7 @@ impl Lb {
             _ => {}
         }
         let grown = if read { self.grown()? } else { Vec::new() };
-        let checked = check::check(&Run {
+        let mut checked = check::check(&Run {
             w: &self.world,
             input: frame,
             expect,
@@ -223,11 +223,33 @@ impl Lb {
             grown: &grown,
             flow_after,
         });
+        // A tunnel packet must come out of the decapsulator as it went in.
+        let mut round_trip = false;
+        if let Ok(Checked {
+            round_trip: Some(expected),
+            ..
+        }) = &checked
+        {
+            round_trip = true;
+            let (v, got) = self.decap(&ran.out)?;
+            if v != XDP_PASS || got != *expected {
+                checked = Err(Failure {
+                    class: "tunnel_round_trip",
+                    detail: format!(
+                        "the balancer's tunnel packet, decapsulated by xdplb_decap ({}), is not \
+                         the frame the client sent: {}",
+                        check::verdict_name(v),
+                        hex(&got)
+                    ),
+                });
+            }
+        }
         Ok(Stepped {
             checked,
             keys,
             verdict: ran.verdict,
             out: ran.out,
+            round_trip,
         })
     }
 
@@ -257,6 +279,8 @@ struct Stepped {
     keys: Vec<FlowKey>,
     verdict: u32,
     out: Vec<u8>,
+    /// The output went through the decapsulator too.
+    round_trip: bool,
 }
 
 /// Checks the decapsulator's verdict and output on `frame`.
@@ -394,7 +418,9 @@ impl<'a> Fuzzer<'a> {
             keys,
             verdict,
             out,
+            round_trip,
         } = self.lb.step(&made.frame)?;
+        self.report.round_trips += round_trip as u64;
         self.log.push(Entry::Frame {
             frame: made.frame.clone(),
             keys,
@@ -422,23 +448,6 @@ impl<'a> Fuzzer<'a> {
         if let Some(i) = made.learn {
             if matches!(c.outcome, Outcome::Sent(_)) {
                 self.source.learn(i, &out);
-            }
-        }
-        if let Some(expected) = c.round_trip {
-            self.report.round_trips += 1;
-            let (v, got) = self.lb.decap(&out)?;
-            if v != XDP_PASS || got != expected {
-                let f = Failure {
-                    class: "tunnel_round_trip",
-                    detail: format!(
-                        "the balancer's tunnel packet, decapsulated by xdplb_decap ({}), is not \
-                         the frame the client sent (tunnel packet: {})",
-                        check::verdict_name(v),
-                        hex(&out)
-                    ),
-                };
-                self.failure(&made, &f, &got)?;
-                return Ok(true);
             }
         }
         Ok(false)

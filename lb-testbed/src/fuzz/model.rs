@@ -21,7 +21,8 @@ pub enum PassReason {
     /// two 802.1Q tags, anything else).
     NotIp,
     /// Headers cut short or invalid (IP version, IHL below 5, the L4
-    /// header or an IPv6 extension header beyond the frame).
+    /// header or an IPv6 extension header beyond the frame), or an IP
+    /// length past the frame's end.
     Malformed,
     /// An IPv4 or IPv6 fragment.
     Fragment,
@@ -79,6 +80,8 @@ pub struct Msg {
     pub at: usize,
     pub v4: bool,
     pub ip_len: u16,
+    /// The message's source (the route toward the backend keeps it).
+    pub src: IpAddr,
     /// Where the quoted IP header and its L4 header start.
     pub q_ip: usize,
     pub q_l4: usize,
@@ -157,14 +160,11 @@ fn parse(f: &[u8]) -> Result<Pkt, PassReason> {
             }
             let src = ip_at(f, l3 + 12, true);
             let dst = ip_at(f, l3 + 16, true);
-            (
-                true,
-                f[l3 + 9],
-                l3 + ihl,
-                src,
-                dst,
-                be16(f, l3 + 2).unwrap(),
-            )
+            let len = be16(f, l3 + 2).unwrap();
+            if l3 + len as usize > f.len() {
+                return Err(PassReason::Malformed);
+            }
+            (true, f[l3 + 9], l3 + ihl, src, dst, len)
         }
         ETH_IP6 => {
             if f.len() < l3 + 40 || f[l3] >> 4 != 6 {
@@ -196,6 +196,9 @@ fn parse(f: &[u8]) -> Result<Pkt, PassReason> {
             let src = ip_at(f, l3 + 8, false);
             let dst = ip_at(f, l3 + 24, false);
             let len = be16(f, l3 + 4).unwrap().saturating_add(40);
+            if l3 + len as usize > f.len() {
+                return Err(PassReason::Malformed);
+            }
             (false, next, l4, src, dst, len)
         }
         _ => return Err(PassReason::NotIp),
@@ -250,10 +253,10 @@ fn icmp(f: &[u8], w: &World) -> Option<Expect> {
             let (src, dst) = (ip_at(f, l3 + 12, true), ip_at(f, l3 + 16, true));
             (true, l3 + ihl, be16(h, 2)?, src, dst)
         }
-        // No version check and no extension headers (icmp.rs).
+        // No extension headers (icmp.rs).
         ETH_IP6 => {
             let h = f.get(l3..l3 + 40)?;
-            if h[6] != ICMP6 {
+            if h[0] >> 4 != 6 || h[6] != ICMP6 {
                 return None;
             }
             let (src, dst) = (ip_at(f, l3 + 8, false), ip_at(f, l3 + 24, false));
@@ -261,7 +264,9 @@ fn icmp(f: &[u8], w: &World) -> Option<Expect> {
         }
         _ => return None,
     };
-    let _ = src;
+    if l3 + ip_len as usize > f.len() {
+        return None;
+    }
     let kind = *f.get(at..at + 4)?.first()?;
     let family = if v4 { FAMILY_V4 } else { FAMILY_V6 };
     let mut msg = Msg {
@@ -269,6 +274,7 @@ fn icmp(f: &[u8], w: &World) -> Option<Expect> {
         at,
         v4,
         ip_len,
+        src: key_addr(src, family),
         q_ip: at + 8,
         q_l4: 0,
     };
@@ -338,6 +344,13 @@ fn icmp_reason(f: &[u8]) -> PassReason {
         ETH_IP6 => f.get(l3 + 6),
         _ => None,
     };
+    let len = match et {
+        ETH_IP4 => be16(f, l3 + 2),
+        _ => be16(f, l3 + 4).map(|l| l.saturating_add(40)),
+    };
+    if len.is_some_and(|l| l3 + l as usize > f.len()) {
+        return PassReason::Malformed;
+    }
     match proto {
         Some(&ICMP) | Some(&ICMP6) => PassReason::IcmpOther,
         _ => PassReason::NotTcpUdp,

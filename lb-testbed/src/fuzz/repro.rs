@@ -98,10 +98,17 @@ impl Repro<'_> {
         };
         let _ = writeln!(t, "  {} frame(s), {how}", frames.len());
         if !aged.is_empty() {
+            let more = aged.len().saturating_sub(3);
             let _ = writeln!(
                 t,
-                "  the fuzzer aged (expired) flows in between, which xdplb trace cannot: {}",
-                aged.join("; ")
+                "  the fuzzer aged (expired) {} flow(s) in between, which xdplb trace cannot: {}{}",
+                aged.len(),
+                aged[..aged.len().min(3)].join("; "),
+                if more > 0 {
+                    format!("; {more} more")
+                } else {
+                    String::new()
+                }
             );
         }
         let trace = format!("{} trace --config {}", self.xdplb, config.display());

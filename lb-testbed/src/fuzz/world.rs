@@ -20,7 +20,6 @@ pub struct Svc {
     pub id: u32,
     pub name: String,
     pub mode: Mode,
-    pub key: ServiceKey,
     /// Backend ids in its ring: the only ones new flows may get.
     pub ring: HashSet<u32>,
 }
@@ -66,7 +65,6 @@ impl World {
                     id: s.id,
                     name: s.name.clone(),
                     mode: def.mode,
-                    key: s.key,
                     ring: s
                         .ring
                         .iter()
@@ -154,18 +152,21 @@ impl World {
     /// without a neighbour or a route, or too long for the MTU (`len`: the
     /// IP length it leaves with, before any encapsulation); no backend at
     /// all; no SNAT port (nat).
-    pub fn drop_reasons(&self, svc: usize, len: u32, new_flow_possible: bool) -> Vec<u32> {
+    /// `src`: the packet's source (dsr sends it on as it is).
+    pub fn drop_reasons(&self, svc: usize, len: u32, src: IpAddr) -> Vec<u32> {
         let s = &self.services[svc];
         let mut r = Vec::new();
-        if new_flow_possible && s.ring.is_empty() {
+        if s.ring.is_empty() {
             r.push(lb_common::STAT_NO_BACKEND);
         }
-        if new_flow_possible && s.mode == Mode::Nat {
+        if s.mode == Mode::Nat {
             r.push(lb_common::STAT_SNAT_EXHAUSTED);
+        }
+        if s.mode == Mode::Dsr && odd_source(src) {
+            r.push(lb_common::STAT_FIB_FAIL);
         }
         for id in &s.ring {
             let addr = self.backend_addr(*id).expect("ring ids are backends");
-            let family_change = addr.is_ipv4() != (s.key.family == FAMILY_V4);
             let added = match s.mode {
                 Mode::Ipip if addr.is_ipv4() => 20,
                 Mode::Ipip => 40,
@@ -173,7 +174,6 @@ impl World {
                 Mode::Gue => 48,
                 _ => 0,
             };
-            let _ = family_change;
             r.extend(route_reasons(addr, len + added));
         }
         r
@@ -197,6 +197,30 @@ pub fn route_reasons(addr: IpAddr, len: u32) -> Vec<u32> {
         }
     }
     r
+}
+
+/// Not a global unicast address (multicast, unspecified, loopback,
+/// link-local, broadcast): the kernel's FIB may refuse a route from it
+/// (it does for ICMPv6 errors from link-local, loopback and multicast
+/// sources), counted as `fib_fail`.
+pub fn odd_source(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => {
+            a.is_multicast()
+                || a.is_unspecified()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_broadcast()
+                || a.octets()[0] == 0
+                || a.octets()[0] >= 240
+        }
+        IpAddr::V6(a) => {
+            a.is_multicast()
+                || a.is_unspecified()
+                || a.is_loopback()
+                || a.segments()[0] & 0xffc0 == 0xfe80
+        }
+    }
 }
 
 /// Address words of an address.
