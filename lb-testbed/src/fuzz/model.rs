@@ -21,8 +21,7 @@ pub enum PassReason {
     /// two 802.1Q tags, anything else).
     NotIp,
     /// Headers cut short or invalid (IP version, IHL below 5, the L4
-    /// header or an IPv6 extension header beyond the frame), or an IP
-    /// length past the frame's end.
+    /// header or an IPv6 extension header beyond the frame).
     Malformed,
     /// An IPv4 or IPv6 fragment.
     Fragment,
@@ -66,8 +65,8 @@ pub struct Pkt {
     pub key: FlowKey,
     pub l3: usize,
     pub l4: usize,
-    /// The IP length field as the program takes it (IPv6: payload + 40,
-    /// saturating).
+    /// The IP length as the program takes it: the field (IPv6: payload +
+    /// 40, saturating), or what the frame carries if less.
     pub ip_len: u16,
     pub v4: bool,
 }
@@ -160,10 +159,7 @@ fn parse(f: &[u8]) -> Result<Pkt, PassReason> {
             }
             let src = ip_at(f, l3 + 12, true);
             let dst = ip_at(f, l3 + 16, true);
-            let len = be16(f, l3 + 2).unwrap();
-            if l3 + len as usize > f.len() {
-                return Err(PassReason::Malformed);
-            }
+            let len = carried(f, l3, be16(f, l3 + 2).unwrap());
             (true, f[l3 + 9], l3 + ihl, src, dst, len)
         }
         ETH_IP6 => {
@@ -195,10 +191,7 @@ fn parse(f: &[u8]) -> Result<Pkt, PassReason> {
             }
             let src = ip_at(f, l3 + 8, false);
             let dst = ip_at(f, l3 + 24, false);
-            let len = be16(f, l3 + 4).unwrap().saturating_add(40);
-            if l3 + len as usize > f.len() {
-                return Err(PassReason::Malformed);
-            }
+            let len = carried(f, l3, be16(f, l3 + 4).unwrap().saturating_add(40));
             (false, next, l4, src, dst, len)
         }
         _ => return Err(PassReason::NotIp),
@@ -228,6 +221,12 @@ fn parse(f: &[u8]) -> Result<Pkt, PassReason> {
     })
 }
 
+/// An IP length as the frame carries it (parse.rs's `carried_len`): the
+/// header's, or the bytes left in the frame if fewer.
+fn carried(f: &[u8], l3: usize, len: u16) -> u16 {
+    len.min((f.len() - l3) as u16)
+}
+
 /// Address words (as the program keys maps) of the address at `at`.
 fn ip_at(f: &[u8], at: usize, v4: bool) -> [u32; 4] {
     let a = super::wire::addr(f, at, v4).expect("length checked");
@@ -251,7 +250,7 @@ fn icmp(f: &[u8], w: &World) -> Option<Expect> {
                 return None;
             }
             let (src, dst) = (ip_at(f, l3 + 12, true), ip_at(f, l3 + 16, true));
-            (true, l3 + ihl, be16(h, 2)?, src, dst)
+            (true, l3 + ihl, carried(f, l3, be16(h, 2)?), src, dst)
         }
         // No extension headers (icmp.rs).
         ETH_IP6 => {
@@ -260,13 +259,11 @@ fn icmp(f: &[u8], w: &World) -> Option<Expect> {
                 return None;
             }
             let (src, dst) = (ip_at(f, l3 + 8, false), ip_at(f, l3 + 24, false));
-            (false, l3 + 40, be16(h, 4)?.saturating_add(40), src, dst)
+            let len = carried(f, l3, be16(h, 4)?.saturating_add(40));
+            (false, l3 + 40, len, src, dst)
         }
         _ => return None,
     };
-    if l3 + ip_len as usize > f.len() {
-        return None;
-    }
     let kind = *f.get(at..at + 4)?.first()?;
     let family = if v4 { FAMILY_V4 } else { FAMILY_V6 };
     let mut msg = Msg {
@@ -344,13 +341,6 @@ fn icmp_reason(f: &[u8]) -> PassReason {
         ETH_IP6 => f.get(l3 + 6),
         _ => None,
     };
-    let len = match et {
-        ETH_IP4 => be16(f, l3 + 2),
-        _ => be16(f, l3 + 4).map(|l| l.saturating_add(40)),
-    };
-    if len.is_some_and(|l| l3 + l as usize > f.len()) {
-        return PassReason::Malformed;
-    }
     match proto {
         Some(&ICMP) | Some(&ICMP6) => PassReason::IcmpOther,
         _ => PassReason::NotTcpUdp,
