@@ -14,6 +14,7 @@ use lb_common::{Flow, NatRev, STAT_FLOW_INSERT_FAIL};
 use super::{
     config::{GUE_PORT, Mode},
     maps::slot_name,
+    model,
     model::{Expect, Msg, PassReason, Pkt, key_addr},
     wire::{
         Defects, ETH_IP4, ETH_IP6, ICMP, ICMP6, IP6IP, IPIP, TCP, UDP, addr_bytes, be16, defects,
@@ -65,6 +66,9 @@ pub enum Before {
     None,
     Rev(Option<NatRev>),
     Flow(Option<Flow>),
+    /// Flow sync: the live peer that owns the packet's flow (this node has
+    /// none): the packet goes there.
+    Owner(IpAddr),
 }
 
 /// One run of the balancer.
@@ -141,7 +145,10 @@ pub fn check(r: &Run) -> Result<Checked, Failure> {
                 ),
             }
         }
-        (Expect::Balance { svc, pkt }, _) => balanced(r, svc, &pkt),
+        (Expect::Balance { svc, pkt }, _) => match r.before {
+            Before::Owner(peer) => sent("to owner", macs_only(r, pkt.l3, pkt.v4, peer)?, None),
+            _ => balanced(r, svc, &pkt),
+        },
         (Expect::Reply { pkt }, _) => {
             let Before::Rev(Some(rev)) = r.before else {
                 unreachable!("refined above")
@@ -182,10 +189,13 @@ fn describe(e: &Expect) -> String {
 /// The drop reasons the configuration allows for the packet.
 fn drop_reasons(r: &Run, e: &Expect) -> Vec<u32> {
     match e {
-        Expect::Balance { svc, pkt } => {
-            let src = key_addr(pkt.key.src, pkt.key.family);
-            r.w.drop_reasons(*svc, pkt.ip_len as u32, src)
-        }
+        Expect::Balance { svc, pkt } => match r.before {
+            Before::Owner(peer) => route_reasons(peer, pkt.ip_len as u32),
+            _ => {
+                let src = key_addr(pkt.key.src, pkt.key.family);
+                r.w.drop_reasons(*svc, pkt.ip_len as u32, src)
+            }
+        },
         Expect::Reply { pkt } => match r.before {
             Before::Rev(Some(rev)) => {
                 route_reasons(key_addr(rev.client, pkt.key.family), pkt.ip_len as u32)
@@ -387,10 +397,12 @@ fn rewritten(
     }
     same_but(r.output, &e, &skip)?;
     // No checksum stays none (IPv4 UDP).
-    if pkt.v4 && pkt.key.proto == UDP && be16(r.input, l4_sum) == Some(0) {
-        if be16(r.output, l4_sum) != Some(0) {
-            return fail("udp_checksum", "a UDP datagram without checksum got one");
-        }
+    if pkt.v4
+        && pkt.key.proto == UDP
+        && be16(r.input, l4_sum) == Some(0)
+        && be16(r.output, l4_sum) != Some(0)
+    {
+        return fail("udp_checksum", "a UDP datagram without checksum got one");
     }
     no_new_defects(r.input, r.output, pkt.l3, pkt.v4, "nat rewrite")
 }
@@ -629,4 +641,38 @@ fn answer(r: &Run, pkt: &Pkt) -> Result<Checked, Failure> {
         );
     }
     sent("answer", d, None)
+}
+
+/// The decapsulator's verdict and output on `frame`: always PASS, the
+/// frame stripped of its outer header as the model says, or unchanged.
+pub fn decap(frame: &[u8], verdict: u32, out: &[u8]) -> Result<&'static str, Failure> {
+    let fail = |class, detail: String| Err(Failure { class, detail });
+    if verdict != XDP_PASS {
+        return fail(
+            "decap_verdict",
+            format!("xdplb_decap returned {}", verdict_name(verdict)),
+        );
+    }
+    match model::decap(frame, GUE_PORT) {
+        None if out == frame => Ok("passed unchanged"),
+        None => fail(
+            "decap_modified",
+            "changed a frame that is not a tunnel packet".into(),
+        ),
+        Some(d) => {
+            let mut e = frame[..12].to_vec();
+            e.extend_from_slice(&d.ethertype.to_be_bytes());
+            e.extend_from_slice(&frame[14 + d.strip..]);
+            if out != e {
+                return fail(
+                    "decap_wrong_output",
+                    format!(
+                        "expected {} stripped bytes and EtherType {:#06x}",
+                        d.strip, d.ethertype
+                    ),
+                );
+            }
+            Ok("decapsulated")
+        }
+    }
 }

@@ -283,32 +283,47 @@ pub enum State {
     Zero,
 }
 
-/// The backends' states of one epoch, per service then backend.
+/// Flow sync's peers (`flow_sync.peers`, by index): the first has a
+/// neighbour (it is the FibNet's client address), the second none. A frame
+/// from `PEER_MAC` came from a peer (it is never handed on again).
+pub const PEERS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)];
+pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x09];
+
+/// One epoch's config: the backends' states, per service then backend,
+/// and whether flow sync is on (with which peers alive).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Variant(pub Vec<Vec<State>>);
+pub struct Variant {
+    pub states: Vec<Vec<State>>,
+    /// Flow sync on, and each peer's `alive` flag.
+    pub sync: Option<[bool; 2]>,
+}
 
 impl Variant {
-    /// Every backend ready (but `empty`'s).
+    /// Every backend ready (but `empty`'s), no flow sync.
     pub fn base() -> Variant {
-        Variant(
-            SERVICES
+        Variant {
+            states: SERVICES
                 .iter()
                 .map(|s| {
                     let st = if s.empty { State::Maint } else { State::Ready };
                     vec![st; s.backends.len()]
                 })
                 .collect(),
-        )
+            sync: None,
+        }
     }
 
-    /// Half the epochs run the base config; the others change about a
-    /// third of the backends.
+    /// A third of the epochs run flow sync. Half run the base states; the
+    /// others change about a third of the backends.
     pub fn draw(rng: &mut impl Rng) -> Variant {
         let mut v = Variant::base();
+        if rng.random_bool(0.33) {
+            v.sync = Some([rng.random_bool(0.8), rng.random_bool(0.8)]);
+        }
         if rng.random_bool(0.5) {
             return v;
         }
-        for (s, states) in SERVICES.iter().zip(&mut v.0) {
+        for (s, states) in SERVICES.iter().zip(&mut v.states) {
             for st in states.iter_mut().filter(|_| !s.empty) {
                 *st = match rng.random_range(0..9) {
                     0 => State::Drain,
@@ -337,11 +352,19 @@ impl Variant {
              limits: {{ max_services: 32, max_backends: 64, maglev_table_size: 251, flow_table_size: {FLOW_TABLE_SIZE} }}\n\
              # Long timeouts: nothing expires by itself, so a seed replays a run\n\
              # exactly (the fuzzer ages flows itself).\n\
-             flow_timeouts: {{ tcp: 1h, tcp_closing: 1h, udp: 1h }}\n\
-             services:",
+             flow_timeouts: {{ tcp: 1h, tcp_closing: 1h, udp: 1h }}",
             SNAT_PORTS.0, SNAT_PORTS.1
         );
-        for (s, states) in SERVICES.iter().zip(&self.0) {
+        if self.sync.is_some() {
+            let _ = writeln!(
+                y,
+                "# Flow sync: the fuzzer writes the peers' state (PEERS) itself.\n\
+                 flow_sync: {{ address: 198.18.0.1, peers: [{}, {}] }}",
+                PEERS[0], PEERS[1]
+            );
+        }
+        y.push_str("services:\n");
+        for (s, states) in SERVICES.iter().zip(&self.states) {
             let _ = writeln!(
                 y,
                 "  - name: {}\n    vip: \"{}\"\n    port: {}\n    protocol: {}",

@@ -68,6 +68,9 @@ pub struct Made {
 pub struct Gen {
     pub rng: ChaCha8Rng,
     pub flows: Vec<GFlow>,
+    /// Flow sync is on: some client packets come from a peer's MAC (a
+    /// frame another node handed over).
+    pub from_peer: bool,
 }
 
 impl Gen {
@@ -75,6 +78,7 @@ impl Gen {
         Gen {
             rng: ChaCha8Rng::seed_from_u64(seed),
             flows: Vec::new(),
+            from_peer: false,
         }
     }
 
@@ -188,7 +192,12 @@ impl Gen {
             let flags = if fl.sent == 0 { SYN } else { self.tcp_flags() };
             self.tcp(fl.cport, fl.vport, flags, &payload)
         };
-        let f = self.ip_frame((CLIENT_MAC, LBC_MAC), fl.client, s.vip(), s.proto(), &l4);
+        let smac = if self.from_peer && self.rng.random_bool(0.1) {
+            super::config::PEER_MAC
+        } else {
+            CLIENT_MAC
+        };
+        let f = self.ip_frame((smac, LBC_MAC), fl.client, s.vip(), s.proto(), &l4);
         (f, i)
     }
 
@@ -544,8 +553,8 @@ impl Gen {
         f
     }
 
-    /// Flows to age (make expire) now: their next packet re-selects.
-    pub fn aging_candidates(&mut self) -> Vec<FlowKey> {
+    /// A few of the flows (to age, or to hand over to a peer).
+    pub fn some_flows(&mut self) -> Vec<FlowKey> {
         let n = self.rng.random_range(1..=4).min(self.flows.len());
         (0..n)
             .map(|_| self.flows.choose(&mut self.rng).unwrap().key())

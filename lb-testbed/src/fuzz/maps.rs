@@ -3,7 +3,7 @@
 //! daemon's own loader made (`Dataplane::load` with a pin directory).
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet},
     path::{Path, PathBuf},
 };
 
@@ -191,6 +191,42 @@ impl Maps {
         }
         let _ = FAMILY_V4;
         Ok((flows.len(), revs.len()))
+    }
+}
+
+impl Maps {
+    /// Flow sync: every nat flow of the table was announced to the peers
+    /// (unless the ring overflowed, `lost`), and no flow both is here and
+    /// has another owner (creating a flow claims it).
+    pub fn check_sync(
+        &self,
+        w: &World,
+        announced: &HashSet<FlowKey>,
+        owners: &HashSet<FlowKey>,
+        lost: bool,
+    ) -> Result<()> {
+        for item in self.flows.iter() {
+            let (k, _) = item.context("reading FLOWS")?;
+            let nat = w
+                .service_of(&k)
+                .is_some_and(|s| w.services[s].mode == Mode::Nat);
+            if !nat {
+                continue;
+            }
+            if !lost && !announced.contains(&k) {
+                bail!(
+                    "nat flow {} was not announced to the peers",
+                    super::report::key_text(&k)
+                );
+            }
+            if owners.contains(&k) {
+                bail!(
+                    "nat flow {} is here and owned by a peer too",
+                    super::report::key_text(&k)
+                );
+            }
+        }
+        Ok(())
     }
 }
 

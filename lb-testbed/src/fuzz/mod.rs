@@ -4,13 +4,15 @@
 //! BPF_PROG_TEST_RUN, in a [`FibNet`] namespace so the forwarding step
 //! (`bpf_fib_lookup`) is real.
 //!
-//! The run is cut into epochs (a few thousand frames each): an epoch draws
+//! The run is cut into epochs (thousands of frames each): an epoch draws
 //! a variant of the config (backends drained, in maintenance, at weight
-//! 0), runs frames with the program's state carried from one to the next
-//! (flows opened, their packets, the backends' replies, ICMP errors about
-//! them, flows aged so they expire), then checks the flow and NAT tables
-//! against each other and the plan, and the counters against the
-//! verdicts, and empties the tables. Frames are valid ones (`generate`),
+//! 0; flow sync on in a third of them), runs frames with the program's
+//! state carried from one to the next (flows opened, their packets, the
+//! backends' replies, ICMP errors about them, flows aged so they expire,
+//! flows handed to a flow sync peer so the owner stage forwards them),
+//! then checks the flow and NAT tables against each other and the plan,
+//! and the counters against the verdicts, and empties the tables. The
+//! programs and their maps are `lb`'s. Frames are valid ones (`generate`),
 //! mutations of those (`mutate`), and random bytes; the decapsulator gets
 //! tunnel packets (nested up to 6 deep, mutated too) and every tunnel
 //! packet the balancer sends. Each verdict is checked (`check`) against
@@ -20,6 +22,7 @@
 mod check;
 mod config;
 mod generate;
+mod lb;
 mod maps;
 mod model;
 mod mutate;
@@ -29,30 +32,27 @@ mod wire;
 mod world;
 
 use std::{
+    collections::HashSet,
     path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
-use aya::Ebpf;
-use lb_common::{FlowKey, STAT_FLOW_INSERT_FAIL, XDP_ACTIONS, nat_rev_key};
+use anyhow::Result;
+use lb_common::{FlowKey, STAT_FLOW_INSERT_FAIL, STAT_SYNC_LOST, XDP_ACTIONS};
 use rand::Rng;
-use xdplb::{config::Config, dataplane::Dataplane, plan};
 
 pub use report::Report;
 
 use self::{
-    check::{Before, Checked, Failure, Outcome, Run},
+    check::{Failure, Outcome},
     config::{GUE_PORT, Variant},
     generate::{Gen, Made},
-    maps::{DROP_SLOTS, Maps},
-    model::Expect,
+    lb::{Lb, Stepped},
+    maps::DROP_SLOTS,
     repro::{Entry, Repro},
     wire::hex,
-    world::World,
 };
-use crate::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, fib_net::FibNet, run_frame};
+use crate::{fib_net::FibNet, run_frame};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -114,208 +114,6 @@ pub fn run_decap(frame: &[u8]) -> Result<(u32, Vec<u8>)> {
     Ok((ran.verdict, ran.out))
 }
 
-/// The programs, loaded as the daemon loads them, and the state the
-/// checks read.
-struct Lb {
-    dp: Dataplane,
-    maps: Maps,
-    decap: Ebpf,
-    world: World,
-    yaml: String,
-    /// The drop counters as last read (they only grow on a DROP or an
-    /// answer, when they are read again).
-    counters: Vec<u64>,
-}
-
-impl Lb {
-    fn load(variant: &Variant) -> Result<Lb> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let yaml = variant.yaml();
-        let cfg = Config::from_yaml(&yaml).context("the fuzzing config")?;
-        let plan = plan::from_config(&cfg).map_err(anyhow::Error::msg)?;
-        // Pinned, so the checks can open the maps the daemon's loader made.
-        let pin_dir = PathBuf::from(format!(
-            "/sys/fs/bpf/xdplb-fuzz-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut dp = Dataplane::load(&cfg.limits, Some(&pin_dir))?;
-        // Pins go now: the handles below keep the maps.
-        let maps = Maps::open(&pin_dir);
-        dp.unpin_all()?;
-        let maps = maps?;
-        dp.apply(&plan)?;
-        let counters = maps.stats()?;
-        Ok(Lb {
-            dp,
-            maps,
-            decap: xdplb::decap::load(cfg.gue_port)?,
-            world: World::new(&plan),
-            yaml,
-            counters,
-        })
-    }
-
-    /// Switches to another variant of the config (ids stay: same names).
-    fn set_variant(&mut self, variant: &Variant) -> Result<()> {
-        self.yaml = variant.yaml();
-        let cfg = Config::from_yaml(&self.yaml).context("the fuzzing config")?;
-        let plan = plan::from_config(&cfg).map_err(anyhow::Error::msg)?;
-        self.dp.apply(&plan)?;
-        self.world = World::new(&plan);
-        Ok(())
-    }
-
-    /// Runs one frame through the balancer and checks what it did.
-    fn step(&mut self, frame: &[u8]) -> Result<Stepped> {
-        let expect = model::expect(frame, &self.world);
-        let before = match expect {
-            Expect::Reply { pkt } => Before::Rev(self.maps.rev(&pkt.key)),
-            Expect::IcmpError { flow, .. } => Before::Flow(self.maps.flow(&flow)),
-            _ => Before::None,
-        };
-        let ran = run_frame(self.dp.program(), frame);
-        let sent = ran.verdict == XDP_TX || ran.verdict == XDP_REDIRECT;
-        let mut flow_after = None;
-        let mut keys = Vec::new();
-        let mut read = ran.verdict == XDP_DROP;
-        match expect {
-            Expect::Balance { svc, pkt } => {
-                keys.push(pkt.key);
-                if sent {
-                    flow_after = self.maps.flow(&pkt.key);
-                    read |= flow_after.is_none() || self.world.services[svc].ring.is_empty();
-                }
-                if let Some(f) = flow_after
-                    && let Some((_, b)) = self.world.backends.get(&f.backend)
-                {
-                    keys.push(nat_rev_key(
-                        &pkt.key,
-                        &b.addr,
-                        &f,
-                        self.world.globals.snat(pkt.key.family),
-                    ));
-                }
-            }
-            Expect::Reply { pkt } => {
-                keys.push(pkt.key);
-                if let Before::Rev(Some(r)) = before {
-                    keys.push(FlowKey {
-                        src: r.client,
-                        dst: r.vip,
-                        sport: r.client_port,
-                        dport: r.vip_port,
-                        ..pkt.key
-                    });
-                }
-            }
-            Expect::IcmpError { flow, .. } => keys.push(flow),
-            _ => {}
-        }
-        let grown = if read { self.grown()? } else { Vec::new() };
-        let mut checked = check::check(&Run {
-            w: &self.world,
-            input: frame,
-            expect,
-            before,
-            verdict: ran.verdict,
-            output: &ran.out,
-            grown: &grown,
-            flow_after,
-        });
-        // A tunnel packet must come out of the decapsulator as it went in.
-        let mut round_trip = false;
-        if let Ok(Checked {
-            round_trip: Some(expected),
-            ..
-        }) = &checked
-        {
-            round_trip = true;
-            let (v, got) = self.decap(&ran.out)?;
-            if v != XDP_PASS || got != *expected {
-                checked = Err(Failure {
-                    class: "tunnel_round_trip",
-                    detail: format!(
-                        "the balancer's tunnel packet, decapsulated by xdplb_decap ({}), is not \
-                         the frame the client sent: {}",
-                        check::verdict_name(v),
-                        hex(&got)
-                    ),
-                });
-            }
-        }
-        Ok(Stepped {
-            checked,
-            keys,
-            verdict: ran.verdict,
-            out: ran.out,
-            round_trip,
-        })
-    }
-
-    /// The counters that grew since they were last read.
-    fn grown(&mut self) -> Result<Vec<u32>> {
-        let mut grown = Vec::new();
-        for slot in DROP_SLOTS.into_iter().chain([STAT_FLOW_INSERT_FAIL]) {
-            let v = self.maps.stat(slot)?;
-            if v > self.counters[slot as usize] {
-                grown.push(slot);
-            }
-            self.counters[slot as usize] = v;
-        }
-        Ok(grown)
-    }
-
-    fn decap(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let ran = run_frame(xdplb::decap::program(&mut self.decap)?, frame);
-        Ok((ran.verdict, ran.out))
-    }
-}
-
-/// One balancer frame's run: the check's result, the flow keys it
-/// touched (for reproducers), the verdict and the output.
-struct Stepped {
-    checked: Result<Checked, Failure>,
-    keys: Vec<FlowKey>,
-    verdict: u32,
-    out: Vec<u8>,
-    /// The output went through the decapsulator too.
-    round_trip: bool,
-}
-
-/// Checks the decapsulator's verdict and output on `frame`.
-fn check_decap(frame: &[u8], verdict: u32, out: &[u8]) -> Result<&'static str, Failure> {
-    let fail = |class, detail: String| Err(Failure { class, detail });
-    if verdict != XDP_PASS {
-        return fail(
-            "decap_verdict",
-            format!("xdplb_decap returned {}", check::verdict_name(verdict)),
-        );
-    }
-    match model::decap(frame, GUE_PORT) {
-        None if out == frame => Ok("passed unchanged"),
-        None => fail(
-            "decap_modified",
-            "changed a frame that is not a tunnel packet".into(),
-        ),
-        Some(d) => {
-            let mut e = frame[..12].to_vec();
-            e.extend_from_slice(&d.ethertype.to_be_bytes());
-            e.extend_from_slice(&frame[14 + d.strip..]);
-            if out != e {
-                return fail(
-                    "decap_wrong_output",
-                    format!(
-                        "expected {} stripped bytes and EtherType {:#06x}",
-                        d.strip, d.ethertype
-                    ),
-                );
-            }
-            Ok("decapsulated")
-        }
-    }
-}
-
 struct Fuzzer<'a> {
     opts: &'a Options,
     netns: &'a str,
@@ -328,13 +126,16 @@ struct Fuzzer<'a> {
     /// Verdict counts of the epoch, against the action counters.
     epoch_verdicts: [u64; 5],
     epoch_actions: [u64; 5],
+    /// The global counters at the epoch's start.
+    epoch_stats: Vec<u64>,
 }
 
 impl<'a> Fuzzer<'a> {
     fn new(opts: &'a Options, netns: &'a str) -> Result<Fuzzer<'a>> {
         let variant = Variant::base();
         let lb = Lb::load(&variant)?;
-        let epoch_actions = maps::actions(&lb.maps.stats()?);
+        let epoch_stats = lb.maps.stats()?;
+        let epoch_actions = maps::actions(&epoch_stats);
         Ok(Fuzzer {
             opts,
             netns,
@@ -348,6 +149,7 @@ impl<'a> Fuzzer<'a> {
             log: Vec::new(),
             epoch_verdicts: [0; 5],
             epoch_actions,
+            epoch_stats,
         })
     }
 
@@ -391,11 +193,22 @@ impl<'a> Fuzzer<'a> {
     /// A balancer frame: valid (45%), mutated (45%) or random (10%).
     fn balancer_frame(&mut self) -> Result<bool> {
         if !self.source.flows.is_empty() && self.source.rng.random_bool(0.002) {
-            for key in self.source.aging_candidates() {
+            for key in self.source.some_flows() {
                 if self.lb.maps.age(&key)? {
                     self.report.aged += 1;
                     self.log.push(Entry::Aged(key));
                 }
+            }
+        }
+        if self.lb.peers_alive.is_some()
+            && !self.source.flows.is_empty()
+            && self.source.rng.random_bool(0.004)
+        {
+            for key in self.source.some_flows() {
+                let peer = self.source.rng.random_range(0..config::PEERS.len() as u32);
+                self.lb.hand_over(&key, peer)?;
+                self.report.handed_over += 1;
+                self.log.push(Entry::HandedOver(key, peer));
             }
         }
         let roll = self.source.rng.random_range(0..100);
@@ -445,10 +258,10 @@ impl<'a> Fuzzer<'a> {
         for d in c.inherited.names() {
             Report::add(&mut self.report.inherited, d);
         }
-        if let Some(i) = made.learn {
-            if matches!(c.outcome, Outcome::Sent(_)) {
-                self.source.learn(i, &out);
-            }
+        if let Some(i) = made.learn
+            && matches!(c.outcome, Outcome::Sent(_))
+        {
+            self.source.learn(i, &out);
         }
         Ok(false)
     }
@@ -460,7 +273,7 @@ impl<'a> Fuzzer<'a> {
         }
         self.report.decap_frames += 1;
         let (v, out) = self.lb.decap(&made.frame)?;
-        match check_decap(&made.frame, v, &out) {
+        match check::decap(&made.frame, v, &out) {
             Ok(what) => {
                 Report::add(&mut self.report.decap, what);
                 Ok(false)
@@ -471,7 +284,7 @@ impl<'a> Fuzzer<'a> {
                 }
                 let mut text = format!(
                     "FAILURE (xdplb_decap, frame {}, seed {}): {}: {}\n  frame ({}{}): {}\n  \
-                     output: {}\n  replay: {} --decap-hex {}\n",
+                     output: {}\n  replay: {} -- --decap-hex {}\n",
                     self.report.frames + self.report.decap_frames,
                     self.opts.seed,
                     f.class,
@@ -561,6 +374,7 @@ impl<'a> Fuzzer<'a> {
                 Entry::Aged(k) => {
                     lb.maps.age(k)?;
                 }
+                Entry::HandedOver(k, peer) => lb.hand_over(k, *peer)?,
             }
         }
         Ok(matches!(last, Some(Err(f)) if f.class == class))
@@ -598,6 +412,24 @@ impl<'a> Fuzzer<'a> {
             }
             Err(e) => problems.push(format!("{e:#}")),
         }
+        let announced = self.lb.announced();
+        if self.lb.peers_alive.is_some() {
+            let lost = stats[STAT_SYNC_LOST as usize] > self.epoch_stats[STAT_SYNC_LOST as usize];
+            let owners: HashSet<FlowKey> =
+                self.lb.sync.owners.keys().filter_map(|k| k.ok()).collect();
+            if let Err(e) = self
+                .lb
+                .maps
+                .check_sync(&self.lb.world, &announced, &owners, lost)
+            {
+                problems.push(format!("{e:#}"));
+            }
+        } else if !announced.is_empty() {
+            problems.push(format!(
+                "{} flows announced without flow sync",
+                announced.len()
+            ));
+        }
         if !problems.is_empty() && self.first_of("maps_or_counters") {
             let text = format!(
                 "FAILURE (maps and counters after epoch {}, seed {}): {}\n  the epoch's frames: \
@@ -617,13 +449,20 @@ impl<'a> Fuzzer<'a> {
 
     fn end_epoch_unchecked(&mut self) -> Result<()> {
         self.lb.maps.clear()?;
+        let owners: Vec<FlowKey> = self.lb.sync.owners.keys().filter_map(|k| k.ok()).collect();
+        for k in owners {
+            let _ = self.lb.sync.owners.remove(&k);
+        }
+        self.lb.announced();
         self.variant = Variant::draw(&mut self.source.rng);
         self.lb.set_variant(&self.variant)?;
         self.source.reset();
         self.log.clear();
+        self.source.from_peer = self.variant.sync.is_some();
         let stats = self.lb.maps.stats()?;
         self.lb.counters = stats.clone();
         self.epoch_actions = maps::actions(&stats);
+        self.epoch_stats = stats;
         self.epoch_verdicts = [0; 5];
         Ok(())
     }

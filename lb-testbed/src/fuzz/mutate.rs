@@ -5,6 +5,9 @@
 //! frame), fragments, every TCP flag combination, VLAN and QinQ tags, ICMP
 //! errors quoting the frame, checksums, addresses, stray bits.
 
+// Every mutation has the same signature (`Mutation`); some grow the frame.
+#![allow(clippy::ptr_arg)]
+
 use std::net::IpAddr;
 
 use rand::{Rng, seq::IndexedRandom};
@@ -173,7 +176,7 @@ fn ihl(g: &mut Gen, f: &mut Vec<u8>) -> Option<()> {
 fn ipv4_options(g: &mut Gen, f: &mut Vec<u8>) -> Option<()> {
     let lay = layout(f)?;
     let ihl = (*f.get(lay.l3)? & 0xf) as usize;
-    if !lay.v4 || ihl < 5 || ihl >= 15 || f.len() < lay.l3 + ihl * 4 {
+    if !lay.v4 || !(5..15).contains(&ihl) || f.len() < lay.l3 + ihl * 4 {
         return None;
     }
     let room = (15 - ihl) * 4;

@@ -30,6 +30,8 @@ pub struct Report {
     pub max_flows: usize,
     pub max_nat: usize,
     pub aged: u64,
+    /// Flows handed to a flow sync peer.
+    pub handed_over: u64,
     /// Failures by class; the text (with a reproducer) of the first of
     /// each.
     pub failed: BTreeMap<&'static str, u64>,
@@ -85,8 +87,9 @@ impl fmt::Display for Report {
         list(f, "decapsulator", &self.decap)?;
         writeln!(
             f,
-            "  maps checked after every epoch: up to {} flows and {} NAT entries; {} flows aged",
-            self.max_flows, self.max_nat, self.aged
+            "  maps checked after every epoch: up to {} flows and {} NAT entries; {} flows aged, \
+             {} handed to a flow sync peer",
+            self.max_flows, self.max_nat, self.aged, self.handed_over
         )?;
         if self.failed.is_empty() {
             write!(f, "no failure")

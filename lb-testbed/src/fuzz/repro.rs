@@ -25,8 +25,13 @@ use super::{report::key_text, wire::hex};
 /// flow the fuzzer aged.
 #[derive(Clone, Debug)]
 pub enum Entry {
-    Frame { frame: Vec<u8>, keys: Vec<FlowKey> },
+    Frame {
+        frame: Vec<u8>,
+        keys: Vec<FlowKey>,
+    },
     Aged(FlowKey),
+    /// Flow sync: the flow handed over to peer N.
+    HandedOver(FlowKey, u32),
 }
 
 /// Indexes of the entries of `log` (up to and with its last) that the
@@ -41,7 +46,7 @@ pub fn related(log: &[Entry]) -> Vec<usize> {
     for (i, e) in log.iter().enumerate().rev().skip(1) {
         let hit = match e {
             Entry::Frame { keys, .. } => keys.iter().any(|k| want.contains(k)),
-            Entry::Aged(k) => want.contains(k),
+            Entry::Aged(k) | Entry::HandedOver(k, _) => want.contains(k),
         };
         if hit {
             if let Entry::Frame { keys, .. } = e {
@@ -77,7 +82,7 @@ impl Repro<'_> {
             .iter()
             .filter_map(|e| match e {
                 Entry::Frame { frame, .. } => Some(frame),
-                Entry::Aged(_) => None,
+                _ => None,
             })
             .collect();
         let pcap = self.dir.join(format!("{}.pcap", self.name));
@@ -87,8 +92,9 @@ impl Repro<'_> {
         let aged: Vec<String> = entries
             .iter()
             .filter_map(|e| match e {
-                Entry::Aged(k) => Some(key_text(k)),
-                _ => None,
+                Entry::Aged(k) => Some(format!("aged {}", key_text(k))),
+                Entry::HandedOver(k, p) => Some(format!("{} handed to peer {p}", key_text(k))),
+                Entry::Frame { .. } => None,
             })
             .collect();
         let how = if verified {
@@ -101,7 +107,8 @@ impl Repro<'_> {
             let more = aged.len().saturating_sub(3);
             let _ = writeln!(
                 t,
-                "  the fuzzer aged (expired) {} flow(s) in between, which xdplb trace cannot: {}{}",
+                "  the fuzzer changed {} flow(s) in between (aged, or handed to a flow sync peer), \
+                 which xdplb trace cannot: {}{}",
                 aged.len(),
                 aged[..aged.len().min(3)].join("; "),
                 if more > 0 {
