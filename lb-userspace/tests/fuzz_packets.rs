@@ -13,7 +13,6 @@ fn a_fixed_seed_finds_nothing_and_reaches_every_path() {
     let opts = fuzz::Options {
         count: 150_000,
         seed: 0x5eed,
-        epoch: 10_000,
         out_dir: std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-packets"),
         xdplb: xdplb_bin!().display().to_string(),
         max_failures: 5,

@@ -259,7 +259,7 @@ impl<'a> Fuzzer<'a> {
             Report::add(&mut self.report.inherited, d);
         }
         if let Some(i) = made.learn
-            && matches!(c.outcome, Outcome::Sent(_))
+            && c.outcome == Outcome::Sent("nat")
         {
             self.source.learn(i, &out);
         }
