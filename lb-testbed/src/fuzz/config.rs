@@ -402,12 +402,14 @@ impl Variant {
 
 /// Whether `bpf_fib_lookup` in a [`FibNet`](crate::fib_net::FibNet) finds
 /// a neighbour for `addr` (`Some(true)`), a route but no neighbour
-/// (`Some(false)`), or no route (`None`).
+/// (`Some(false)`), or no route to forward on (`None`: none at all, or the
+/// LB's own addresses, which are local).
 pub fn reachable(addr: IpAddr) -> Option<bool> {
     match addr {
         IpAddr::V4(a) => {
             let o = a.octets();
             match (o[0], o[1], o[2]) {
+                (198, 18, 0 | 1) if o[3] == 1 => None,
                 (198, 18, 0) => Some(o[3] == 2),
                 (198, 18, 1) => Some((11..=13).contains(&o[3])),
                 _ => None,
@@ -415,12 +417,14 @@ pub fn reachable(addr: IpAddr) -> Option<bool> {
         }
         IpAddr::V6(a) => {
             let s = a.segments();
-            if s[..4] == [0x2001, 0xdb8, 0, 0] {
-                Some(s[4..] == [0, 0, 0, 2])
-            } else if s[..4] == [0x2001, 0xdb8, 1, 0] {
-                Some(s[4..7] == [0, 0, 0] && (0x11..=0x13).contains(&s[7]))
-            } else {
-                None
+            let host = &s[4..];
+            match s[..4] {
+                [0x2001, 0xdb8, 0 | 1, 0] if host == [0, 0, 0, 1] => None,
+                [0x2001, 0xdb8, 0, 0] => Some(host == [0, 0, 0, 2]),
+                [0x2001, 0xdb8, 1, 0] => {
+                    Some(host[..3] == [0, 0, 0] && (0x11..=0x13).contains(&host[3]))
+                }
+                _ => None,
             }
         }
     }

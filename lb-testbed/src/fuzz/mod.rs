@@ -399,7 +399,9 @@ impl<'a> Fuzzer<'a> {
         for slot in DROP_SLOTS {
             if stats[slot as usize] != self.lb.counters[slot as usize] {
                 problems.push(format!(
-                    "counter {} grew on frames that were neither dropped nor answered",
+                    "counter {} grew on frames that were neither dropped nor answered (a \
+                     counter that is no drop reason belongs outside DROP_SLOTS, \
+                     lb-testbed/src/fuzz/maps.rs)",
                     maps::slot_name(slot)
                 ));
             }
