@@ -53,7 +53,10 @@ impl Lb {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut dp = Dataplane::load(&cfg.limits, Some(&pin_dir))?;
+        let mut dp = Dataplane::load(&cfg.limits, Some(&pin_dir)).inspect_err(|_| {
+            // A refused program leaves the maps pinned.
+            let _ = std::fs::remove_dir_all(&pin_dir);
+        })?;
         // Pins go now: the handles below keep the maps.
         let maps = Maps::open(&pin_dir);
         dp.unpin_all()?;
