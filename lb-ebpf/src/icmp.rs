@@ -19,7 +19,7 @@ use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use crate::{
     BACKENDS, FLOWS, PENDING, SERVICES,
     fib::{self, Route},
-    parse::ptr_at,
+    parse::{self, ptr_at},
     service, stats,
     tunnel::{self, Inner},
 };
@@ -65,15 +65,19 @@ fn parse(ctx: &XdpContext) -> Option<Msg> {
         }
         let src = v4_words(h.src_addr);
         let dst = v4_words(h.dst_addr);
-        let len = u16::from_be_bytes(h.tot_len);
+        let len = parse::carried_len(ctx, l2, u16::from_be_bytes(h.tot_len));
         (Outer::V4(ip), FAMILY_V4, src, dst, len, l2 + ihl)
     } else if ethertype == ETH_P_IPV6 {
         let ip: *mut Ipv6Hdr = ptr_at(ctx, l2)?;
         let h = unsafe { &*ip };
-        if h.next_hdr != PROTO_ICMPV6 {
+        if h.vcf[0] >> 4 != 6 || h.next_hdr != PROTO_ICMPV6 {
             return None;
         }
-        let len = u16::from_be_bytes(h.payload_len).saturating_add(40);
+        let len = parse::carried_len(
+            ctx,
+            l2,
+            u16::from_be_bytes(h.payload_len).saturating_add(40),
+        );
         let (src, dst) = (v6_words(h.src_addr), v6_words(h.dst_addr));
         (Outer::V6(ip), FAMILY_V6, src, dst, len, l2 + 40)
     } else {
@@ -194,7 +198,15 @@ fn quoted(ctx: &XdpContext, msg: &Msg) -> Option<Quoted> {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;
     }
-    let [sport, dport] = unsafe { *ptr_at::<[u16; 2]>(ctx, l4)? };
+    let ports = ptr_at::<[u16; 2]>(ctx, l4)?;
+    // The quote ends where the ICMP message does: bytes after it in the
+    // frame (padding) are not the quoted packet's. (Compared after the
+    // bounds check: before it, LLVM would take it as proof enough and drop
+    // the check the verifier needs.)
+    if l4 + 4 > msg.l2_len + msg.ip_len as usize {
+        return None;
+    }
+    let [sport, dport] = unsafe { *ports };
     Some(Quoted {
         ip,
         l4,
@@ -306,7 +318,9 @@ fn translate(
 
     // The quoted L4 checksum, if quoted (its pseudo-header and ports change).
     let l4_check_at = q.l4 + if q.proto == PROTO_TCP { 16 } else { 6 };
-    if let Some(p) = ptr_at::<[u8; 2]>(ctx, l4_check_at) {
+    if let Some(p) = ptr_at::<[u8; 2]>(ctx, l4_check_at)
+        && l4_check_at + 2 <= msg.l2_len + msg.ip_len as usize
+    {
         let old = u16::from_ne_bytes(unsafe { *p });
         if old != 0 || q.proto == PROTO_TCP {
             let mut l4 = old;

@@ -47,7 +47,7 @@ pub struct Packet {
     /// The L4 checksum field; `None` for a UDP datagram sent without one.
     pub l4_check: Option<*mut [u8; 2]>,
     pub key: FlowKey,
-    /// Whole IP packet length, host order (the FIB's MTU check).
+    /// Whole IP packet length, host order, as carried (`carried_len`).
     pub ip_len: u16,
     /// TCP flags (byte 13 of the header: CWR ECE URG ACK PSH RST SYN FIN);
     /// 0 for UDP.
@@ -157,7 +157,7 @@ fn parse_v4(ctx: &XdpContext, l3: usize) -> Option<Net> {
         src: v4_words(src),
         dst: v4_words(dst),
         family: FAMILY_V4,
-        ip_len: u16::from_be_bytes(tot_len),
+        ip_len: carried_len(ctx, l3, u16::from_be_bytes(tot_len)),
     })
 }
 
@@ -197,6 +197,25 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Option<Net> {
         src: v6_words(src),
         dst: v6_words(dst),
         family: FAMILY_V6,
-        ip_len: u16::from_be_bytes(payload_len).saturating_add(Ipv6Hdr::LEN as u16),
+        ip_len: carried_len(
+            ctx,
+            l3,
+            u16::from_be_bytes(payload_len).saturating_add(Ipv6Hdr::LEN as u16),
+        ),
     })
+}
+
+/// An IP length as the frame carries it: the header's, or the bytes from
+/// `l3` to the frame's end if fewer (a packet cut short, or lying about
+/// its length). What is sent on is that long: the FIB's MTU check and a
+/// tunnel's outer length go by it (computed from the field alone, the
+/// outer length wrapped past 65535).
+#[inline(always)]
+pub fn carried_len(ctx: &XdpContext, l3: usize, len: u16) -> u16 {
+    let room = ctx.data_end() - ctx.data() - l3;
+    if len as usize > room {
+        room as u16
+    } else {
+        len
+    }
 }

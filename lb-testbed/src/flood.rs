@@ -19,6 +19,8 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use etherparse::PacketBuilder;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::{
     HttpServer, Topology, backend_addr,
@@ -204,14 +206,14 @@ fn flood(topo: &Topology, count: u64) -> Result<u64> {
     let src_mac = mac(&cli, CLIENT_IF)?;
     let dst_mac = mac(&topo.lb_ns(), LB_CLIENT_IF)?;
     let sock = run_in(&cli, || packet_socket(CLIENT_IF))?;
-    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
     let mut frame = Vec::with_capacity(64);
     for _ in 0..count {
-        let src = Ipv4Addr::from(SPOOFED_NET | rng.u32(..1 << 15));
+        let src = Ipv4Addr::from(SPOOFED_NET | rng.random_range(0..1 << 15));
         frame.clear();
         PacketBuilder::ethernet2(src_mac, dst_mac)
             .ipv4(src.octets(), VIP.octets(), 64)
-            .tcp(rng.u16(1024..), 80, rng.u32(..), 64240)
+            .tcp(rng.random_range(1024..=u16::MAX), 80, rng.random(), 64240)
             .syn()
             .write(&mut frame, &[])?;
         loop {

@@ -12,6 +12,7 @@ pub mod fib_net;
 pub mod fixtures;
 pub mod flood;
 pub mod frames;
+pub mod fuzz;
 pub mod inspect;
 pub mod load;
 pub mod multinode;

@@ -1,8 +1,9 @@
-//! `cargo xtask <command>`: setup, build-ebpf, test, vm-test, demo.
+//! `cargo xtask <command>`: setup, build-ebpf, test, vm-test, demo, fuzz-packets.
 
 mod bench;
 mod build_ebpf;
 mod demo;
+mod fuzz_packets;
 mod lint;
 mod setup;
 mod test;
@@ -65,6 +66,20 @@ enum Cmd {
     },
     /// cargo fmt --check and clippy (userspace and the XDP program).
     Lint,
+    /// Fuzz the XDP programs: frames through them with BPF_PROG_TEST_RUN,
+    /// every verdict checked (docs/security.md, "Packet fuzzing"; root).
+    FuzzPackets {
+        /// Frames to run.
+        #[arg(long, default_value_t = 10_000_000)]
+        count: u64,
+        /// Seed of the generator (a seed replays a run) [default: random].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// More arguments for the fuzzer: --max-failures N, --epoch N,
+        /// --decap-hex FRAME.
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
     /// Run the benchmarks (needs root).
     Bench {
         /// Every piece briefly (checks the harness, not the speed).
@@ -92,6 +107,7 @@ fn main() -> ExitCode {
         Cmd::BuildEbpf => build_ebpf::run(),
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo { seconds, nodes } => demo::run(seconds, nodes),
+        Cmd::FuzzPackets { count, seed, extra } => fuzz_packets::run(count, seed, &extra),
         Cmd::Bench { quick } => bench::run(quick),
         Cmd::Lint => lint::run(),
         Cmd::VmTest {
