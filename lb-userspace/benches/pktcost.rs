@@ -30,7 +30,7 @@ use lb_testbed::{XDP_PASS, XDP_REDIRECT, XDP_TX, fib_net::FibNet, fixtures::data
 use serde_json::json;
 use xdplb::dataplane::BASELINES;
 
-use frames::{Family, reply_to, tcp};
+use frames::{Family, establish, reply_to, tcp};
 use lb_common::FLAG_SKIP_FIB;
 
 const CONFIG: &str = r#"
@@ -191,10 +191,12 @@ fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
     // lookup skipped (FLAG_SKIP_FIB: XDP_TX, MACs untouched; trace's mode).
     {
         let lb = Prog { xdp: dp.program() };
-        let dsr = tcp(Family::V4, 0, Family::V4.vip(20), 80);
-        let nat = tcp(Family::V4, 0, Family::V4.vip(10), 80);
-        lb.run_once(&dsr);
-        lb.run_once(&nat);
+        let run = |f: &[u8]| {
+            let (v, _, out) = lb.run_once(f);
+            (v, out)
+        };
+        establish(run, Family::V4, 0, (Family::V4.vip(20), 80), false);
+        establish(run, Family::V4, 0, (Family::V4.vip(10), 80), true);
     }
     let mut skip = plan.clone();
     skip.globals.flags |= FLAG_SKIP_FIB;
@@ -244,7 +246,11 @@ fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
             .collect();
         rows.push(lb.cost(&format!("xdplb {tag}: new flow"), &new_flows, XDP_REDIRECT));
         let established = tcp(family, 0, vip, 80);
-        let (_, _, out) = lb.run_once(&established);
+        let run = |f: &[u8]| {
+            let (v, _, out) = lb.run_once(f);
+            (v, out)
+        };
+        let (_, out) = establish(run, family, 0, (vip, 80), mode == "nat");
         rows.push(lb.cost(
             &format!("xdplb {tag}: established flow"),
             &same(&established),

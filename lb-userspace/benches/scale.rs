@@ -1,7 +1,8 @@
 //! Per-packet cost as the state grows (docs/design.md section 8): the
 //! established-flow path (nat, IPv4) with 1 to 1M flows in the table, and
 //! with 1 to 256 services. Flows are put in the table by running their
-//! first packet through the program (the real new-flow path); each sample
+//! handshake through the program (the real new-flow and confirmation
+//! paths: SYN, the backend's SYN-ACK, the client's ACK); each sample
 //! then runs one packet of a random existing flow with `repeat = 1`, so the
 //! table's memory is touched as real traffic would. Needs root.
 
@@ -15,7 +16,7 @@ use aya::programs::Xdp;
 use lb_testbed::{XDP_REDIRECT, fib_net::FibNet, fixtures::dataplane, run_frame};
 use serde_json::json;
 
-use frames::{Family, tcp};
+use frames::{Family, establish, tcp};
 
 /// 64 backends: SNAT room for 1M flows (64 x 64512 ports, a quarter used).
 const BACKENDS: std::ops::RangeInclusive<u8> = 11..=74;
@@ -161,8 +162,13 @@ fn flows(steps: &[u32], samples: usize, table: u32) -> Vec<FlowRow> {
     for &n in steps {
         let prog = dp.program();
         let mut failed = 0u64;
+        let run_out = |f: &[u8]| {
+            let r = run_frame(prog, f);
+            (r.verdict, r.out)
+        };
         for flow in have..n {
-            failed += (run(prog, &tcp(Family::V4, flow, vip, 80)).0 != XDP_REDIRECT) as u64;
+            let (verdict, _) = establish(run_out, Family::V4, flow, (vip, 80), true);
+            failed += (verdict != XDP_REDIRECT) as u64;
         }
         if failed > 0 {
             eprintln!("scale: {failed} of the new flows up to {n} were not forwarded");
@@ -197,9 +203,14 @@ fn services(steps: &[u32], samples: usize) -> Vec<(u32, f64, f64, u64)> {
     for (step, &n) in steps.iter().enumerate() {
         // Flow f goes to service f % n; a fresh set of flows per step.
         let base = 20_000 * step as u32;
-        let frame = |f: u32| tcp(Family::V4, base + f, vip, 80 + (f % n) as u16);
+        let port = |f: u32| 80 + (f % n) as u16;
+        let frame = |f: u32| tcp(Family::V4, base + f, vip, port(f));
+        let run_out = |f: &[u8]| {
+            let r = run_frame(prog, f);
+            (r.verdict, r.out)
+        };
         for f in 0..10_000 {
-            run(prog, &frame(f));
+            establish(run_out, Family::V4, base + f, (vip, port(f)), true);
         }
         let (t, s, bad) = sample(prog, samples, || frame(rng.below(10_000)));
         eprintln!("scale: {n} services: {t:.1} ns (test_run), {s:.1} ns (bpf_stats)");

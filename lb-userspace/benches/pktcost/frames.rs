@@ -65,18 +65,46 @@ pub fn tcp(family: Family, flow: u32, dst: IpAddr, dport: u16) -> Vec<u8> {
     tb_frames::tcp(src, sport, dst, dport, Tcp::Ack, &[0u8; 64])
 }
 
-/// The backend's answer to `out` (a frame the balancer sent to it in nat
-/// mode): from the backend to the SNAT address and port.
-pub fn reply_to(family: Family, out: &[u8]) -> Vec<u8> {
-    let (src, sport, dst, dport): (IpAddr, u16, IpAddr, u16) = match family {
+/// Opens flow `flow` to `vip`:`dport` as a real client does, so that the
+/// balancer confirms it (`FLOWS`, the established path): the client's SYN;
+/// in nat mode the backend's SYN-ACK (sequence 5000) to the SNAT port the
+/// balancer chose; the client's ACK of it. `run` runs one frame and gives
+/// back (verdict, output). Returns the ACK's verdict and what the balancer
+/// sent for the SYN.
+pub fn establish(
+    mut run: impl FnMut(&[u8]) -> (u32, Vec<u8>),
+    family: Family,
+    flow: u32,
+    (vip, dport): (IpAddr, u16),
+    nat: bool,
+) -> (u32, Vec<u8>) {
+    let (src, sport) = client(family, flow);
+    let (_, out) = run(&tb_frames::tcp(src, sport, vip, dport, Tcp::Syn, b""));
+    if nat {
+        let (backend, bport, snat, snat_port) = addresses(family, &out);
+        let _ = run(&tb_frames::syn_ack(backend, bport, snat, snat_port));
+    }
+    let (verdict, _) = run(&tb_frames::ack_of(src, sport, vip, dport, 5001));
+    (verdict, out)
+}
+
+/// (destination, its port, source, its port) of an IPv4 or IPv6 frame.
+fn addresses(family: Family, out: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
+    match family {
         Family::V4 => {
             let o = inspect(out);
-            (o.src.into(), o.sport, o.dst.into(), o.dport)
+            (o.dst.into(), o.dport, o.src.into(), o.sport)
         }
         Family::V6 => {
             let o = inspect6(out);
-            (o.src.into(), o.sport, o.dst.into(), o.dport)
+            (o.dst.into(), o.dport, o.src.into(), o.sport)
         }
-    };
+    }
+}
+
+/// The backend's answer to `out` (a frame the balancer sent to it in nat
+/// mode): from the backend to the SNAT address and port.
+pub fn reply_to(family: Family, out: &[u8]) -> Vec<u8> {
+    let (dst, dport, src, sport) = addresses(family, out);
     tb_frames::tcp(dst, dport, src, sport, Tcp::Ack, &[0u8; 64])
 }
