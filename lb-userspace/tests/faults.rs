@@ -732,7 +732,12 @@ fn map_limits_the_kernel_refuses_name_the_setting_and_leave_nothing_behind() {
         let (status, text) = run_to_end(nsenter(&lb).args(["run", "--config"]).arg(&cfg), &out);
         assert_eq!(status.code(), Some(2), "{what}: {text}");
         assert!(text.contains("limits.flow_table_size"), "{what}: {text}");
-        assert!(text.contains("4000000000 entries"), "{what}: {text}");
+        // The first map the kernel refuses: a flow table (4000000000
+        // entries) or an unconfirmed one (a quarter of it).
+        assert!(
+            text.contains("4000000000 entries") || text.contains("1000000000 entries"),
+            "{what}: {text}"
+        );
         text
     };
 
