@@ -1,8 +1,9 @@
-//! `cargo xtask <command>`: setup, build-ebpf, test, vm-test, demo.
+//! `cargo xtask <command>`: setup, build-ebpf, test, vm-test, demo, fuzz.
 
 mod bench;
 mod build_ebpf;
 mod demo;
+mod fuzz;
 mod lint;
 mod setup;
 mod test;
@@ -65,6 +66,17 @@ enum Cmd {
     },
     /// cargo fmt --check and clippy (userspace and the XDP program).
     Lint,
+    /// Run the cargo-fuzz targets of fuzz/ (config, admin API, trace
+    /// captures) with libFuzzer on nightly; installs cargo-fuzz if missing.
+    /// Fails on the first crash, naming the input that caused it.
+    Fuzz {
+        /// Only this target (default: every one, in turn).
+        #[arg(long)]
+        target: Option<String>,
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
     /// Run the benchmarks (needs root).
     Bench {
         /// Every piece briefly (checks the harness, not the speed).
@@ -94,6 +106,7 @@ fn main() -> ExitCode {
         Cmd::Demo { seconds, nodes } => demo::run(seconds, nodes),
         Cmd::Bench { quick } => bench::run(quick),
         Cmd::Lint => lint::run(),
+        Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time),
         Cmd::VmTest {
             kernels,
             only,
