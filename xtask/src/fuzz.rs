@@ -148,6 +148,7 @@ fn is_summary(l: &str) -> bool {
     [
         "INFO: seed",
         "INITED",
+        "pulse",
         "DONE",
         "Done ",
         "stat::number_of_executed_units",
