@@ -34,9 +34,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = served.await.expect("the connection task does not panic");
         answers
     });
-    let carried_token = data
-        .windows(TOKEN.len())
-        .any(|w| w == TOKEN.as_bytes());
+    let carried_token = data.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes());
     if !carried_token {
         assert_eq!(state(&shared), before, "a change without the token");
     }
@@ -52,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
             ),
         };
         let status = response.code.expect("a status");
-        assert!(status < 500, "{status}: {:?}", String::from_utf8_lossy(rest));
+        assert!(
+            status < 500,
+            "{status}: {:?}",
+            String::from_utf8_lossy(rest)
+        );
         let length = response
             .headers
             .iter()

@@ -12,6 +12,8 @@
 
 #![no_main]
 
+use std::net::SocketAddr;
+
 use arbitrary::Arbitrary;
 use axum::{
     body::Body,
@@ -21,7 +23,10 @@ use libfuzzer_sys::fuzz_target;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
-use xdplb::api::MAX_BODY_BYTES;
+use xdplb::{
+    api::MAX_BODY_BYTES,
+    api_types::{Backend, BackendState},
+};
 use xdplb_fuzz::{TOKEN, assert_api_error, router, runtime, shared, state};
 
 #[derive(Arbitrary, Debug)]
@@ -53,7 +58,11 @@ enum Target {
     Metrics,
     OpenApi,
     Services,
+    /// A service of the config.
+    KnownService(u8),
     Service(Text),
+    /// A backend of the config (ADDR:PORT in a client's spelling).
+    KnownBackend(u8),
     Backend(Text, Text),
     Reload,
     Status,
@@ -78,6 +87,18 @@ enum Text {
     /// Any text, as is (the URI may not parse: then the input is skipped).
     Verbatim(String),
 }
+
+/// The backends of `fuzz/src/api.yaml`.
+const BACKENDS: &[(&str, &str)] = &[
+    ("web", "198.18.1.11:8080"),
+    ("web", "198.18.1.12:8080"),
+    ("web", "198.18.1.13:8080"),
+    ("dns", "198.18.1.21:53"),
+    ("web6", "[2001:db8::11]:8443"),
+    ("all-ports", "198.18.1.31:0"),
+    ("tunnel.mixed", "198.18.1.41:443"),
+    ("tunnel.mixed", "[2001:db8::41]:443"),
+];
 
 /// Names and addresses of `fuzz/src/api.yaml`, and near misses.
 const KNOWN: &[&str] = &[
@@ -139,7 +160,9 @@ enum BodyKind {
         extra: bool,
     },
     /// `{"state":"drain"}` padded with spaces to the limit plus `delta`.
-    AtTheLimit { delta: i8 },
+    AtTheLimit {
+        delta: i8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -180,7 +203,9 @@ const SEGMENT: &AsciiSet = &CONTROLS
 impl Text {
     fn write(&self) -> String {
         match self {
-            Text::Known(i) => utf8_percent_encode(KNOWN[*i as usize % KNOWN.len()], SEGMENT).to_string(),
+            Text::Known(i) => {
+                utf8_percent_encode(KNOWN[*i as usize % KNOWN.len()], SEGMENT).to_string()
+            }
             Text::Encoded(s) => utf8_percent_encode(s, SEGMENT).to_string(),
             Text::Verbatim(s) => s.clone(),
         }
@@ -194,7 +219,16 @@ impl Target {
             Target::Metrics => "/metrics".into(),
             Target::OpenApi => "/api/v1/openapi.json".into(),
             Target::Services => "/api/v1/services".into(),
+            Target::KnownService(i) => {
+                let (name, _) = BACKENDS[*i as usize % BACKENDS.len()];
+                format!("/api/v1/services/{name}")
+            }
             Target::Service(name) => format!("/api/v1/services/{}", name.write()),
+            Target::KnownBackend(i) => {
+                let (name, addr) = BACKENDS[*i as usize % BACKENDS.len()];
+                let addr = utf8_percent_encode(addr, SEGMENT);
+                format!("/api/v1/services/{name}/backends/{addr}")
+            }
             Target::Backend(name, addr) => format!(
                 "/api/v1/services/{}/backends/{}",
                 name.write(),
@@ -307,7 +341,9 @@ fuzz_target!(|input: Input| {
             Err(_) => return,
         },
     };
-    let mut request = Request::builder().method(method.clone()).uri(input.target.uri());
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri(input.target.uri());
     let authorization = match &input.auth {
         Auth::None => None,
         Auth::Right => Some(format!("Bearer {TOKEN}").into_bytes()),
@@ -374,4 +410,39 @@ fuzz_target!(|input: Input| {
         serde_json::from_slice::<Value>(&answer)
             .unwrap_or_else(|e| panic!("{status} on {path} is not JSON ({e})"));
     }
+    if let (Target::KnownBackend(i), true) = (&input.target, status.is_success())
+        && method == Method::PUT
+    {
+        assert_change_answered(
+            BACKENDS[*i as usize % BACKENDS.len()].1,
+            &input.body,
+            &answer,
+        );
+    }
 });
+
+/// A backend change that succeeded answers with the backend as changed.
+fn assert_change_answered(addr: &str, body: &BodyKind, answer: &[u8]) {
+    let b: Backend = serde_json::from_slice(answer).expect("a backend");
+    assert_eq!(b.address, addr.parse::<SocketAddr>().unwrap());
+    let BodyKind::Backend { state, weight, .. } = body else {
+        return;
+    };
+    let state = match state {
+        Some(Word::Ready) => Some(BackendState::Ready),
+        Some(Word::Drain) => Some(BackendState::Drain),
+        Some(Word::Maint) => Some(BackendState::Maint),
+        _ => None,
+    };
+    if let Some(s) = state {
+        assert_eq!(b.state, s);
+    }
+    let weight = match weight {
+        Some(Number::U32(n)) => Some(i64::from(*n)),
+        Some(Number::I64(n)) => Some(*n),
+        _ => None,
+    };
+    if let Some(w) = weight {
+        assert_eq!(i64::from(b.weight), w);
+    }
+}

@@ -22,10 +22,7 @@ fuzz_target!(|data: &[u8]| {
                 .strip_prefix("0x")
                 .or_else(|| trimmed.strip_prefix("0X"))
                 .unwrap_or(trimmed);
-            let digits = body
-                .chars()
-                .filter(char::is_ascii_hexdigit)
-                .count();
+            let digits = body.chars().filter(char::is_ascii_hexdigit).count();
             assert_eq!(hex.len(), digits, "{text:?}");
             let again = capture::parse_hex(&hex).expect("hex written back reads");
             assert_eq!(again, frame);

@@ -75,25 +75,26 @@ impl HealthSource for FakeHealth {
 
 pub type FakeShared = Shared<FakeDataplane, FakeHealth>;
 
-/// `CONFIG` in a file of its own (a reload reads it), written once.
-fn config_file() -> &'static PathBuf {
-    static FILE: OnceLock<PathBuf> = OnceLock::new();
+/// `CONFIG` in a file of its own (a reload reads it), written and read
+/// once.
+fn config() -> &'static (PathBuf, Config) {
+    static FILE: OnceLock<(PathBuf, Config)> = OnceLock::new();
     FILE.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("xdplb-fuzz-{}.yaml", std::process::id()));
         std::fs::write(&path, CONFIG).expect("writing the API's config file");
-        path
+        let config = Config::load(&path).expect("the API's config is valid");
+        (path, config)
     })
 }
 
 /// A fresh daemon state for each input (a change must not leak into the
 /// next input: a crash replays alone).
 pub fn shared(token: Option<&str>) -> Arc<FakeShared> {
-    let path = config_file();
-    let config = Config::load(path).expect("the API's config is valid");
-    let ids = Ids::adopt(&config, &Adopted::default()).expect("ids");
+    let (path, config) = config();
+    let ids = Ids::adopt(config, &Adopted::default()).expect("ids");
     let controller = Controller::new(
         path.clone(),
-        config,
+        config.clone(),
         ids,
         FakeDataplane,
         FakeHealth(Vec::new()),
@@ -139,5 +140,8 @@ pub fn assert_api_error(status: u16, body: &[u8]) {
         )
     });
     let only_error = v.as_object().is_some_and(|o| o.len() == 1) && v["error"].is_string();
-    assert!(only_error, "a {status} answer is not {{\"error\": ...}}: {v}");
+    assert!(
+        only_error,
+        "a {status} answer is not {{\"error\": ...}}: {v}"
+    );
 }

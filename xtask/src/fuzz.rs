@@ -89,11 +89,12 @@ fn run_target(dir: &Path, target: &str, seconds: u64) -> Result<()> {
     let found = dir.join("target/corpus").join(target);
     fs::create_dir_all(&found).with_context(|| format!("creating {}", found.display()))?;
     let mut cmd = cargo_fuzz(dir);
-    cmd.args(["run", target])
-        .args(BUILD_FLAGS)
-        .arg(&found)
-        .arg(dir.join("corpus").join(target))
-        .arg("--")
+    cmd.args(["run", target]).args(BUILD_FLAGS).arg(&found);
+    let seeds = dir.join("corpus").join(target);
+    if seeds.is_dir() {
+        cmd.arg(seeds);
+    }
+    cmd.arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-timeout={INPUT_TIMEOUT_SECS}"))
         .arg("-print_final_stats=1");
