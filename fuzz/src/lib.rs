@@ -62,7 +62,7 @@ impl HealthSource for FakeHealth {
     }
 
     fn status(&self, key: &BackendKey) -> Option<health::Status> {
-        self.0.contains(key).then(|| health::Status {
+        self.0.contains(key).then_some(health::Status {
             up: true,
             consecutive_ok: 2,
             consecutive_fail: 0,
