@@ -75,13 +75,16 @@ impl HealthSource for FakeHealth {
 
 pub type FakeShared = Shared<FakeDataplane, FakeHealth>;
 
-/// `CONFIG` in a file of its own (a reload reads it), written and read
-/// once.
+/// `CONFIG` in a file (a reload reads it), written and read once. One file
+/// for every process: each replaces it whole with the same text.
 fn config() -> &'static (PathBuf, Config) {
     static FILE: OnceLock<(PathBuf, Config)> = OnceLock::new();
     FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("xdplb-fuzz-{}.yaml", std::process::id()));
-        std::fs::write(&path, CONFIG).expect("writing the API's config file");
+        let dir = std::env::temp_dir();
+        let path = dir.join("xdplb-fuzz-api.yaml");
+        let new = dir.join(format!("xdplb-fuzz-api.yaml.{}", std::process::id()));
+        std::fs::write(&new, CONFIG).expect("writing the API's config file");
+        std::fs::rename(&new, &path).expect("writing the API's config file");
         let config = Config::load(&path).expect("the API's config is valid");
         (path, config)
     })
