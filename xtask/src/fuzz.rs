@@ -110,12 +110,20 @@ fn run_target(dir: &Path, target: &str, seconds: u64) -> Result<()> {
         .spawn()
         .context("cannot run cargo fuzz")?;
     // libFuzzer prints a line for every input that adds coverage: show
-    // its summary lines, keep the last ones for a failure.
+    // its summary lines; keep its report of a failure (from the panic or
+    // the sanitizer's error on), else the last lines.
     let mut last = VecDeque::new();
+    let mut report = Vec::new();
     for l in BufReader::new(child.stderr.take().expect("piped")).lines() {
         let l = l.context("reading cargo fuzz's output")?;
         if is_summary(&l) {
             eprintln!("  {target}: {l}");
+        }
+        if !report.is_empty() || l.contains("panicked at") || l.contains("ERROR:") {
+            if report.len() < 150 {
+                report.push(l);
+            }
+            continue;
         }
         if last.len() == 80 {
             last.pop_front();
@@ -130,7 +138,12 @@ fn run_target(dir: &Path, target: &str, seconds: u64) -> Result<()> {
         );
         return Ok(());
     }
-    for l in &last {
+    let shown = if report.is_empty() {
+        Vec::from(last)
+    } else {
+        report
+    };
+    for l in shown {
         eprintln!("  {target}| {l}");
     }
     match artifact(&dir.join("artifacts").join(target), started) {
