@@ -1,8 +1,10 @@
-//! `cargo xtask <command>`: setup, build-ebpf, test, vm-test, demo, fuzz-packets.
+//! `cargo xtask <command>`: setup, build-ebpf, test, vm-test, demo, bench,
+//! fuzz-packets, fuzz.
 
 mod bench;
 mod build_ebpf;
 mod demo;
+mod fuzz;
 mod fuzz_packets;
 mod lint;
 mod setup;
@@ -80,6 +82,17 @@ enum Cmd {
         #[arg(last = true)]
         extra: Vec<String>,
     },
+    /// Run the cargo-fuzz targets of fuzz/ (config, admin API, trace
+    /// captures) with libFuzzer on nightly; installs cargo-fuzz if missing.
+    /// Fails on the first crash, naming the input that caused it.
+    Fuzz {
+        /// Only this target (default: every one, in turn).
+        #[arg(long)]
+        target: Option<String>,
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
     /// Run the benchmarks (needs root).
     Bench {
         /// Every piece briefly (checks the harness, not the speed).
@@ -110,6 +123,7 @@ fn main() -> ExitCode {
         Cmd::FuzzPackets { count, seed, extra } => fuzz_packets::run(count, seed, &extra),
         Cmd::Bench { quick } => bench::run(quick),
         Cmd::Lint => lint::run(),
+        Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time),
         Cmd::VmTest {
             kernels,
             only,

@@ -21,6 +21,8 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// `cargo xtask fuzz` (libFuzzer targets in fuzz/; installed on demand).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     let mut did = false;
@@ -78,11 +80,12 @@ fn installed(pkg: &str) -> bool {
 }
 
 fn apt() -> Result<bool> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    apt_install(APT_PACKAGES)
+}
+
+/// Installs those of `packages` that are missing.
+fn apt_install(packages: &[&str]) -> Result<bool> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(false);
     }
@@ -140,4 +143,37 @@ fn bpf_linker() -> Result<bool> {
         bail!("bpf-linker installed but not found: add ~/.cargo/bin to PATH");
     }
     Ok(true)
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` only (not part of `run`: the other
+/// tasks do not need it). Idempotent like the rest.
+pub fn cargo_fuzz() -> Result<()> {
+    nightly()?;
+    // libfuzzer-sys builds libFuzzer (C++).
+    apt_install(&["g++"])?;
+    let version = find("cargo-fuzz").and_then(|p| output(Command::new(p).arg("--version")));
+    if version
+        .as_deref()
+        .is_some_and(|v| v.split_whitespace().any(|w| w == CARGO_FUZZ_VERSION))
+    {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (found: {})",
+        version.as_deref().map_or("none", str::trim)
+    );
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]);
+    cmd.env_remove("RUSTUP_TOOLCHAIN");
+    exec(&mut cmd)?;
+    if find("cargo-fuzz").is_none() {
+        bail!("cargo-fuzz installed but not found: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@ mod serve;
 mod tests;
 mod views;
 
-pub use serve::serve;
+pub use serve::{serve, serve_connection};
 
 use std::{
     net::SocketAddr,
@@ -38,7 +38,9 @@ use tokio::sync::watch;
 use crate::{
     api_types::{ApiError, BackendUpdate, NodeState, NodeStatus, NodeUpdate, ReloadSummary},
     bgp,
-    controller::{ControlError, Controller},
+    controller::{ControlError, Controller, DataplaneOps, HealthSource},
+    dataplane::Dataplane,
+    health::HealthChecker,
     neigh, sync,
 };
 
@@ -50,9 +52,11 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// hold it to [`endpoints`] and to the JSON types).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// What the daemon shares with its API.
-pub struct Shared {
-    pub controller: Mutex<Controller>,
+/// What the daemon shares with its API. The controller drives the
+/// kernel's data plane and the real health checks in the daemon; the API
+/// serves any (fakes in the fuzz targets, see fuzz/).
+pub struct Shared<D = Dataplane, H = HealthChecker> {
+    pub controller: Mutex<Controller<D, H>>,
     /// Every metric: the data plane's collector and the health checks'.
     pub registry: Registry,
     /// Bearer token required on mutating calls, if configured.
@@ -65,9 +69,9 @@ pub struct Shared {
     pub flow_sync: Option<sync::SharedStatus>,
 }
 
-impl Shared {
+impl<D: DataplaneOps, H: HealthSource> Shared<D, H> {
     /// The controller (`Controller::lock`: a panicked call does not poison it).
-    pub fn controller(&self) -> MutexGuard<'_, Controller> {
+    pub fn controller(&self) -> MutexGuard<'_, Controller<D, H>> {
         Controller::lock(&self.controller)
     }
 
@@ -103,38 +107,52 @@ impl Shared {
     }
 }
 
-type Endpoint = (Method, &'static str, MethodRouter<Arc<Shared>>);
+/// The data plane a [`Shared`] controller drives, as the handlers need it
+/// (moved to blocking tasks).
+pub trait Plane: DataplaneOps + Send + 'static {}
+impl<D: DataplaneOps + Send + 'static> Plane for D {}
+
+/// The health checks a [`Shared`] controller follows (likewise).
+pub trait Checks: HealthSource + Send + 'static {}
+impl<H: HealthSource + Send + 'static> Checks for H {}
+
+type Endpoint<D, H> = (Method, &'static str, MethodRouter<Arc<Shared<D, H>>>);
 
 /// Every endpoint: method, path (as written in `openapi.json`), handler.
-fn endpoints() -> Vec<Endpoint> {
+fn endpoints<D: Plane, H: Checks>() -> Vec<Endpoint<D, H>> {
     vec![
         endpoint(Method::GET, "/", dashboard),
-        endpoint(Method::GET, "/metrics", get_metrics),
+        endpoint(Method::GET, "/metrics", get_metrics::<D, H>),
         endpoint(Method::GET, "/api/v1/openapi.json", get_openapi),
-        endpoint(Method::GET, "/api/v1/services", list_services),
-        endpoint(Method::GET, "/api/v1/services/{name}", get_service),
+        endpoint(Method::GET, "/api/v1/services", list_services::<D, H>),
+        endpoint(Method::GET, "/api/v1/services/{name}", get_service::<D, H>),
         endpoint(
             Method::PUT,
             "/api/v1/services/{name}/backends/{addr}",
-            put_backend,
+            put_backend::<D, H>,
         ),
-        endpoint(Method::POST, "/api/v1/reload", post_reload),
-        endpoint(Method::GET, "/api/v1/status", get_status),
-        endpoint(Method::PUT, "/api/v1/node", put_node),
-        endpoint(Method::GET, "/api/v1/explain", get_explain),
+        endpoint(Method::POST, "/api/v1/reload", post_reload::<D, H>),
+        endpoint(Method::GET, "/api/v1/status", get_status::<D, H>),
+        endpoint(Method::PUT, "/api/v1/node", put_node::<D, H>),
+        endpoint(Method::GET, "/api/v1/explain", get_explain::<D, H>),
     ]
 }
 
-fn endpoint<H, T>(method: Method, path: &'static str, handler: H) -> Endpoint
+fn endpoint<S, F, T>(
+    method: Method,
+    path: &'static str,
+    handler: F,
+) -> (Method, &'static str, MethodRouter<S>)
 where
-    H: Handler<T, Arc<Shared>>,
+    S: Clone + Send + Sync + 'static,
+    F: Handler<T, S>,
     T: 'static,
 {
     let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
     (method, path, on(filter, handler))
 }
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router<D: Plane, H: Checks>(shared: Arc<Shared<D, H>>) -> Router {
     let token: Option<Arc<str>> = shared.token.as_deref().map(Arc::from);
     endpoints()
         .into_iter()
@@ -189,9 +207,9 @@ fn json<T: serde::Serialize>(result: Result<T, Response>) -> Response {
 
 /// Runs `f` on the controller off the async workers (writing a ring is a
 /// large syscall). A panic in `f` answers 500 and leaves the daemon up.
-async fn with_controller<T: Send + 'static>(
-    shared: &Arc<Shared>,
-    f: impl FnOnce(&mut Controller) -> Result<T, ControlError> + Send + 'static,
+async fn with_controller<D: Plane, H: Checks, T: Send + 'static>(
+    shared: &Arc<Shared<D, H>>,
+    f: impl FnOnce(&mut Controller<D, H>) -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, Response> {
     let shared = shared.clone();
     match tokio::task::spawn_blocking(move || f(&mut shared.controller())).await {
@@ -249,7 +267,7 @@ async fn get_openapi() -> Response {
 }
 
 /// Every metric, gathered without the controller (`metrics`).
-async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn get_metrics<D: Plane, H: Checks>(State(shared): State<Arc<Shared<D, H>>>) -> Response {
     let text = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         TextEncoder::new()
@@ -268,12 +286,12 @@ async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn list_services(State(shared): State<Arc<Shared>>) -> Response {
+async fn list_services<D: Plane, H: Checks>(State(shared): State<Arc<Shared<D, H>>>) -> Response {
     json(with_controller(&shared, |c| views::services(c)).await)
 }
 
-async fn get_service(
-    State(shared): State<Arc<Shared>>,
+async fn get_service<D: Plane, H: Checks>(
+    State(shared): State<Arc<Shared<D, H>>>,
     name: Result<Path<String>, PathRejection>,
 ) -> Response {
     let name = match name {
@@ -291,8 +309,8 @@ async fn get_service(
     )
 }
 
-async fn put_backend(
-    State(shared): State<Arc<Shared>>,
+async fn put_backend<D: Plane, H: Checks>(
+    State(shared): State<Arc<Shared<D, H>>>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -330,12 +348,12 @@ async fn put_backend(
     )
 }
 
-async fn get_status(State(shared): State<Arc<Shared>>) -> Response {
+async fn get_status<D: Plane, H: Checks>(State(shared): State<Arc<Shared<D, H>>>) -> Response {
     Json(shared.node_status()).into_response()
 }
 
-async fn put_node(
-    State(shared): State<Arc<Shared>>,
+async fn put_node<D: Plane, H: Checks>(
+    State(shared): State<Arc<Shared<D, H>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -364,8 +382,8 @@ async fn put_node(
 }
 
 /// Takes no body; one sent is read (within the limit) and ignored.
-async fn post_reload(
-    State(shared): State<Arc<Shared>>,
+async fn post_reload<D: Plane, H: Checks>(
+    State(shared): State<Arc<Shared<D, H>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(e) = body {
@@ -390,8 +408,8 @@ struct ExplainQuery {
     proto: crate::config::Protocol,
 }
 
-async fn get_explain(
-    State(shared): State<Arc<Shared>>,
+async fn get_explain<D: Plane, H: Checks>(
+    State(shared): State<Arc<Shared<D, H>>>,
     query: Result<Query<ExplainQuery>, QueryRejection>,
 ) -> Response {
     let q = match query {

@@ -15,7 +15,11 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::Semaphore,
+};
 use tracing::{debug, warn};
 
 /// Request line and headers, in bytes (hyper's default is ~400 KB).
@@ -47,21 +51,29 @@ pub async fn serve(listener: TcpListener, router: Router) {
                 continue;
             }
         };
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         tokio::spawn(async move {
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_headers(MAX_HEADERS)
-                .max_header_size(MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
+            if let Err(e) = serve_connection(stream, router).await {
                 debug!("admin API connection: {e}");
             }
             drop(slot);
         });
     }
+}
+
+/// Serves one connection with the limits above, until the client closes
+/// it or a limit does (the fuzz target `api_http` drives it in memory).
+pub async fn serve_connection<S>(stream: S, router: Router) -> Result<(), hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_header_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router))
+        .await
 }
 
 fn is_connection_error(e: &io::Error) -> bool {

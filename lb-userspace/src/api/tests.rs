@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{OPENAPI, endpoints};
 use crate::api_types::*;
+use crate::{dataplane::Dataplane, health::HealthChecker};
 
 fn document() -> Value {
     serde_json::from_str(OPENAPI).expect("openapi.json parses")
@@ -31,7 +32,7 @@ fn the_document_lists_every_route_the_router_serves() {
                 .map(|m| (m.to_uppercase(), path.clone()))
         })
         .collect();
-    let served: BTreeSet<(String, String)> = endpoints()
+    let served: BTreeSet<(String, String)> = endpoints::<Dataplane, HealthChecker>()
         .into_iter()
         .map(|(method, path, _)| (method.to_string(), path.to_owned()))
         .collect();

@@ -7,13 +7,15 @@ use lb_common::BackendCounter;
 
 use crate::{
     api_types::{Backend, Effective, Health, Service},
-    controller::{ControlError, Controller},
+    controller::{ControlError, Controller, DataplaneOps, HealthSource},
     ids::BackendKey,
     plan::BackendPlan,
 };
 
 /// `GET /api/v1/services`.
-pub fn services(c: &Controller) -> Result<Vec<Service>, ControlError> {
+pub fn services<D: DataplaneOps, H: HealthSource>(
+    c: &Controller<D, H>,
+) -> Result<Vec<Service>, ControlError> {
     let counters = c.counters()?;
     Ok(c.config()
         .services
@@ -43,7 +45,10 @@ pub fn services(c: &Controller) -> Result<Vec<Service>, ControlError> {
 }
 
 /// One backend, as the answer to a `PUT` of it.
-pub fn backend_of(c: &Controller, key: &BackendKey) -> Result<Backend, ControlError> {
+pub fn backend_of<D: DataplaneOps, H: HealthSource>(
+    c: &Controller<D, H>,
+    key: &BackendKey,
+) -> Result<Backend, ControlError> {
     services(c)?
         .into_iter()
         .filter(|s| s.name == key.0)
@@ -55,7 +60,12 @@ pub fn backend_of(c: &Controller, key: &BackendKey) -> Result<Backend, ControlEr
         })
 }
 
-fn backend(c: &Controller, service: &str, b: &BackendPlan, counters: BackendCounter) -> Backend {
+fn backend<D: DataplaneOps, H: HealthSource>(
+    c: &Controller<D, H>,
+    service: &str,
+    b: &BackendPlan,
+    counters: BackendCounter,
+) -> Backend {
     let check = c.health_status(&(service.to_owned(), b.addr));
     Backend {
         address: b.addr,

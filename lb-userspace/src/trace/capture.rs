@@ -11,9 +11,9 @@ use std::{
 
 use pcap_file::{
     DataLink, Endianness, PcapError, TsResolution,
-    pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter},
+    pcap::{PcapHeader, PcapPacket, PcapParser, PcapWriter},
     pcapng::{
-        Block, PcapNgReader,
+        Block, PcapNgParser,
         blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
     },
 };
@@ -167,18 +167,25 @@ fn check_ethernet(path: &Path, link: DataLink) -> Result<(), CaptureError> {
     })
 }
 
+// The whole file is in memory: pcap-file's parsers read it in place (its
+// readers would copy it through a buffer of 8 MB, and refuse a record
+// larger than that as truncated).
+
 fn read_pcap(path: &Path, bytes: &[u8]) -> Result<Capture, CaptureError> {
-    let mut reader =
-        PcapReader::new(bytes).map_err(|e| read_error(path, "the pcap file header".into(), e))?;
-    let header = reader.header();
+    let (mut rest, parser) =
+        PcapParser::new(bytes).map_err(|e| read_error(path, "the pcap file header".into(), e))?;
+    let header = parser.header();
     check_ethernet(path, header.datalink)?;
     let nanos = header.ts_resolution == TsResolution::NanoSecond;
     let mut frames = Vec::new();
     // Raw records: pcap-file's checked packets refuse an original length
     // above the snap length, which is just what `tcpdump -s 96` writes.
-    while let Some(raw) = reader.next_raw_packet() {
+    while !rest.is_empty() {
         let n = frames.len() + 1;
-        let raw = raw.map_err(|e| read_error(path, format!("packet {n}"), e))?;
+        let raw;
+        (rest, raw) = parser
+            .next_raw_packet(rest)
+            .map_err(|e| read_error(path, format!("packet {n}"), e))?;
         let sub_ns = if nanos {
             Some(raw.ts_frac)
         } else {
@@ -218,14 +225,16 @@ fn ts_units_per_sec(idb: &InterfaceDescriptionBlock) -> u128 {
 }
 
 fn read_pcapng(path: &Path, bytes: &[u8]) -> Result<Capture, CaptureError> {
-    let mut reader = PcapNgReader::new(bytes)
+    let (mut rest, mut parser) = PcapNgParser::new(bytes)
         .map_err(|e| read_error(path, "the pcapng section header".into(), e))?;
     let mut frames = Vec::new();
     let mut nanos = false;
-    while let Some(block) = reader.next_block() {
+    while !rest.is_empty() {
         let n = frames.len() + 1;
-        let block =
-            block.map_err(|e| read_error(path, format!("the block after packet {}", n - 1), e))?;
+        let block;
+        (rest, block) = parser
+            .next_block(rest)
+            .map_err(|e| read_error(path, format!("the block after packet {}", n - 1), e))?;
         // pcap-file hands the timestamp over as a count of the interface's
         // units (labelled nanoseconds); `units` turns it into time.
         let (interface, units, orig_len, data): (u32, Option<u128>, u32, Vec<u8>) = match block {
@@ -244,7 +253,7 @@ fn read_pcapng(path: &Path, bytes: &[u8]) -> Result<Capture, CaptureError> {
             Block::SimplePacket(p) => (0, None, p.original_len, p.data.into_owned()),
             _ => continue,
         };
-        let Some(idb) = reader.interfaces().get(interface as usize) else {
+        let Some(idb) = parser.interfaces().get(interface as usize) else {
             return Err(CaptureError::Corrupt {
                 path: path.into(),
                 what: format!("packet {n}"),

@@ -30,7 +30,7 @@
 //! Frames come and go through `capture`; `summary` describes them.
 
 mod attribution;
-mod capture;
+pub mod capture;
 mod render;
 mod run;
 mod summary;

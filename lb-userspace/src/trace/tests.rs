@@ -148,6 +148,41 @@ fn frames_cut_by_the_snap_length_are_read() {
     assert_eq!(c.frames[0].orig_len as usize, full.len());
 }
 
+/// Found by the fuzz target `trace_capture` (slow inputs): pcap-file's
+/// readers copy a capture through an 8 MB buffer and take a record larger
+/// than that for a truncated file; read in place, it is read whole.
+#[test]
+fn records_larger_than_8_mb_are_read() {
+    let mut big = syn(40000);
+    big.resize(9_000_000, 0xab);
+    let header = PcapHeader {
+        snaplen: 10_000_000,
+        ..PcapHeader::default()
+    };
+    let frames = [(Duration::ZERO, big), (Duration::ZERO, syn(40001))];
+    let c = parse(&pcap_bytes(header, &frames)).unwrap();
+    assert_eq!(c.frames.len(), 2);
+    assert_eq!(c.frames[0].data, frames[0].1);
+
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    w.write_pcapng_block(InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![],
+    })
+    .unwrap();
+    w.write_pcapng_block(EnhancedPacketBlock {
+        interface_id: 0,
+        timestamp: Duration::ZERO,
+        original_len: frames[0].1.len() as u32,
+        data: frames[0].1.as_slice().into(),
+        options: vec![],
+    })
+    .unwrap();
+    let c = parse(&w.into_inner()).unwrap();
+    assert_eq!(c.frames[0].data, frames[0].1);
+}
+
 #[test]
 fn pcapng_with_its_timestamp_resolution() {
     let frame = syn(40000);
