@@ -7,7 +7,10 @@
 //! 7), so the warning waits for partial checksums to be a real share of
 //! the new flows: with offload on, every new flow from that sender has one.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashSet, VecDeque},
+    time::Duration,
+};
 
 use aya::maps::{HashMap, MapData};
 use lb_common::{STAT_FLOW_NEW, STAT_PARTIAL_CSUM};
@@ -22,8 +25,11 @@ pub const PARTIAL_CSUM_NOTE: &str = "partial L4 checksum (the sender has TX chec
 /// How often the program's record is read.
 const INTERVAL: Duration = Duration::from_secs(2);
 
-/// In one interval, partial checksums on at least this many new flows
-/// and this share of them (percent) make the warning.
+/// Over the last `WINDOW` intervals (a minute), partial checksums on at
+/// least this many new flows and this share of them (percent) make the
+/// warning: a lab's occasional connection is caught, a busy node's one
+/// valid checksum in 65,536 is not.
+const WINDOW: usize = 30;
 const MIN_PARTIAL: u64 = 3;
 const MIN_SHARE_PERCENT: u64 = 10;
 
@@ -32,7 +38,9 @@ const MIN_SHARE_PERCENT: u64 = 10;
 pub async fn watch(mut seen: HashMap<MapData, u32, u32>, counters: CounterReader) -> &'static str {
     let mut warned = HashSet::new();
     let mut tick = tokio::time::interval(INTERVAL);
-    let mut last = (0, 0);
+    let mut last = None;
+    // (partial, new) flows of the last `WINDOW` intervals.
+    let mut window: VecDeque<(u64, u64)> = VecDeque::with_capacity(WINDOW + 1);
     loop {
         tick.tick().await;
         let Ok(c) = counters.read(&[], &[]) else {
@@ -40,8 +48,19 @@ pub async fn watch(mut seen: HashMap<MapData, u32, u32>, counters: CounterReader
         };
         let at = |slot: u32| c.global.get(slot as usize).copied().unwrap_or(0);
         let now = (at(STAT_PARTIAL_CSUM), at(STAT_FLOW_NEW));
-        let (partial, new) = (now.0.saturating_sub(last.0), now.1.saturating_sub(last.1));
-        last = now;
+        // Counters adopted from a pinned run count from before this one.
+        let (before_p, before_n) = last.unwrap_or(now);
+        last = Some(now);
+        window.push_back((
+            now.0.saturating_sub(before_p),
+            now.1.saturating_sub(before_n),
+        ));
+        if window.len() > WINDOW {
+            window.pop_front();
+        }
+        let (partial, new) = window
+            .iter()
+            .fold((0, 0), |(p, n), (dp, dn)| (p + dp, n + dn));
         let ifaces: Vec<u32> = seen.keys().filter_map(Result::ok).collect();
         if partial >= MIN_PARTIAL && partial * 100 >= new * MIN_SHARE_PERCENT {
             for &ifindex in &ifaces {
@@ -50,9 +69,12 @@ pub async fn watch(mut seen: HashMap<MapData, u32, u32>, counters: CounterReader
                 }
             }
         }
-        // Each interval judges its own interfaces.
-        for ifindex in ifaces {
-            let _ = seen.remove(&ifindex);
+        // An interface noted only for a valid checksum that looked partial
+        // is forgotten once the window holds none.
+        if partial == 0 {
+            for ifindex in ifaces {
+                let _ = seen.remove(&ifindex);
+            }
         }
     }
 }
