@@ -5,9 +5,10 @@
 //! balancer forwards it as it is (its incremental update keeps it partial)
 //! and the backend drops it (`TcpInCsumErrors`): "xdplb does not forward".
 //! Checked on a flow's first packet only, counted and reported by ingress
-//! interface so the daemon can name the fix (`ethtool -K PEER tx off`).
+//! interface so the daemon can name the fix (`ethtool -K SENDER tx off`).
 //! A full checksum equal to the pseudo-header's sum is possible but rare
-//! (one in 65536): a count, not a verdict.
+//! (one in 65536): a count, not a verdict (the daemon warns only when
+//! they are a real share of new flows).
 
 use aya_ebpf::{macros::map, maps::HashMap, programs::XdpContext};
 use lb_common::{
