@@ -27,7 +27,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::{Mutex, PoisonError},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -469,22 +472,39 @@ fn measure(bed: &mut Bed, failure: Failure) -> Measured {
             .next_hops(bed.vip.ip())
             .contains(&IpAddr::V4(node_addr(FAILED)))
     );
-    // Every stream answers again (or broke), well after the reroute.
+    // Every stream answers again (or broke), well after the reroute. Where
+    // the streams go meanwhile: the surviving nodes' flow tables, sampled
+    // throughout (a moved nat stream that broke leaves only an unconfirmed
+    // flow, swept within seconds).
     let settle = failed_at.elapsed() + Duration::from_secs(3);
-    for (stream, &at) in streams.iter().zip(&at) {
-        stream.wait_for(WAIT, |o| {
-            o.iter().any(|o| o.start > at + settle) || o.last().is_some_and(|o| !o.ok())
+    let waiting = AtomicBool::new(true);
+    let moved = std::thread::scope(|scope| {
+        let bed = &*bed;
+        let (clients, carrier, waiting) = (&clients, &carrier, &waiting);
+        let sampler = scope.spawn(move || {
+            let mut moved = BTreeSet::new();
+            loop {
+                let last = !waiting.load(Ordering::Relaxed);
+                for k in (1..=NODES).filter(|&k| k != FAILED) {
+                    let held = bed.clients_of(k);
+                    moved.extend(
+                        (0..STREAMS).filter(|&s| carrier[s] != k && held.contains(&clients[s])),
+                    );
+                }
+                if last {
+                    return moved;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
         });
-    }
-    // Where the streams are now: the surviving nodes' flow tables.
-    let moved = (1..=NODES)
-        .filter(|&k| k != FAILED)
-        .flat_map(|k| {
-            let held = bed.clients_of(k);
-            let (clients, carrier) = (&clients, &carrier);
-            (0..STREAMS).filter(move |&s| carrier[s] != k && held.contains(&clients[s]))
-        })
-        .collect();
+        for (stream, &at) in streams.iter().zip(&at) {
+            stream.wait_for(WAIT, |o| {
+                o.iter().any(|o| o.start > at + settle) || o.last().is_some_and(|o| !o.ok())
+            });
+        }
+        waiting.store(false, Ordering::Relaxed);
+        sampler.join().expect("the flow table sampler")
+    });
     let outcomes: Vec<Vec<Outcome>> = streams.into_iter().map(Stream::stop).collect();
     let handed_to_owner = bed.handed_to_owner() - handed_before;
     let broken = outcomes
