@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
-use crate::util::{built_executables, cargo, is_root, line, root};
+use crate::util::{build_daemon_and_example, is_root, line, root};
 
 pub fn run(seconds: u64, nodes: Option<u8>) -> Result<()> {
     if !is_root() {
@@ -42,28 +42,5 @@ pub fn run(seconds: u64, nodes: Option<u8>) -> Result<()> {
 /// Builds the release daemon and the demo; their paths, from cargo's JSON
 /// messages (wherever the target dir is: CARGO_TARGET_DIR, config).
 fn build() -> Result<(PathBuf, PathBuf)> {
-    let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--release",
-        "-p",
-        "lb-userspace",
-        "--bin",
-        "xdplb",
-        "--example",
-        "demo",
-    ])
-    .env_remove("AYA_BUILD_SKIP");
-    let (mut xdplb, mut demo) = (None, None);
-    for b in built_executables(&mut cmd, "the demo")? {
-        match (b.kind.as_str(), b.name.as_str()) {
-            ("bin", "xdplb") => xdplb = Some(b.path),
-            ("example", "demo") => demo = Some(b.path),
-            _ => {}
-        }
-    }
-    Ok((
-        xdplb.context("cargo built no xdplb binary")?,
-        demo.context("cargo built no demo example")?,
-    ))
+    build_daemon_and_example("demo")
 }

@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{built_executables, cargo, is_root, line, root};
+use crate::util::{build_daemon_and_example, is_root, line, root};
 
 /// `count` frames from `seed` (random if none); `extra`: more arguments for
 /// the fuzzer (`--max-failures N`, `--epoch N`, `--decap-hex FRAME`).
@@ -17,29 +17,8 @@ pub fn run(count: u64, seed: Option<u64>, extra: &[String]) -> Result<()> {
         );
     }
     crate::setup::run()?;
-    let mut build = cargo();
-    build
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "lb-userspace",
-            "--bin",
-            "xdplb",
-            "--example",
-            "fuzz_packets",
-        ])
-        .env_remove("AYA_BUILD_SKIP");
-    let (mut xdplb, mut fuzzer) = (None, None);
-    for b in built_executables(&mut build, "the packet fuzzer")? {
-        match (b.kind.as_str(), b.name.as_str()) {
-            ("bin", "xdplb") => xdplb = Some(b.path),
-            ("example", "fuzz_packets") => fuzzer = Some(b.path),
-            _ => {}
-        }
-    }
-    let xdplb = xdplb.context("cargo built no xdplb binary")?;
-    let mut cmd = std::process::Command::new(fuzzer.context("cargo built no fuzz_packets")?);
+    let (xdplb, fuzzer) = build_daemon_and_example("fuzz_packets")?;
+    let mut cmd = std::process::Command::new(fuzzer);
     cmd.current_dir(root())
         .arg("--xdplb")
         .arg(xdplb)

@@ -120,3 +120,32 @@ pub fn built_executables(cmd: &mut Command, what: &str) -> Result<Vec<Built>> {
         })
         .collect())
 }
+
+/// Builds the release daemon (XDP program embedded) and lb-userspace's
+/// example `example`; returns their paths (xdplb, example).
+pub fn build_daemon_and_example(example: &str) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "lb-userspace",
+        "--bin",
+        "xdplb",
+        "--example",
+        example,
+    ])
+    .env_remove("AYA_BUILD_SKIP");
+    let (mut xdplb, mut built) = (None, None);
+    for b in built_executables(&mut cmd, &format!("the {example} example"))? {
+        match (b.kind.as_str(), b.name.as_str()) {
+            ("bin", "xdplb") => xdplb = Some(b.path),
+            ("example", name) if name == example => built = Some(b.path),
+            _ => {}
+        }
+    }
+    Ok((
+        xdplb.context("cargo built no xdplb binary")?,
+        built.with_context(|| format!("cargo built no {example} example"))?,
+    ))
+}
