@@ -117,6 +117,8 @@ fn the_package_installs_works_and_removes_cleanly() {
     );
     assert!(ok, "bash registers a completion for xdplb");
     assert!(Path::new("/usr/share/zsh/vendor-completions/_xdplb").is_file());
+    let dashboard = std::fs::read_to_string("/usr/share/xdplb/grafana/xdplb.json").unwrap();
+    serde_json::from_str::<serde_json::Value>(&dashboard).expect("the Grafana dashboard");
 
     // Remove: the program goes, the edited config stays; purge: all goes.
     let files = must("dpkg-query", &["-L", "xdplb"]);

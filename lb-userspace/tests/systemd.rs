@@ -38,12 +38,13 @@ fn service_section(text: &str) -> BTreeMap<String, Vec<String>> {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             in_service = line == "[Service]";
-        } else if in_service && !line.starts_with('#') {
-            if let Some((k, v)) = line.split_once('=') {
-                out.entry(k.trim().into())
-                    .or_default()
-                    .push(v.trim().into());
-            }
+        } else if in_service
+            && !line.starts_with('#')
+            && let Some((k, v)) = line.split_once('=')
+        {
+            out.entry(k.trim().into())
+                .or_default()
+                .push(v.trim().into());
         }
     }
     out
