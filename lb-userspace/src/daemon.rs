@@ -110,6 +110,21 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     for iface in controller.dataplane_mut().detach_others(&cfg.interfaces)? {
         info!("detached from {iface} (no longer configured)");
     }
+    let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen {}", cfg.admin.listen))?;
+    // Set up: from here on only what the running daemon needs (BIRD, which
+    // starts next, gets only what `needed` gives children).
+    let kept = privileges::drop_to(privileges::needed(&cfg))
+        .context("dropping the capabilities the daemon no longer needs")?;
+    info!(
+        "capabilities kept: {}; children (BIRD) get at most: {}",
+        privileges::Kept::names(kept.own).join(", "),
+        match privileges::Kept::names(kept.for_children()).join(", ") {
+            names if names.is_empty() => "none".to_string(),
+            names => names,
+        }
+    );
     // Attached: from now on a VIP may be announced.
     let mut bgp = bgp.map(|b| b.start(controller.announcements()));
     registry.register(Box::new(NodeCollector::new(
@@ -130,20 +145,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         registry,
         token,
     });
-    let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
-        .await
-        .with_context(|| format!("admin.listen {}", cfg.admin.listen))?;
-    // Set up: from here on only what the running daemon needs.
-    let kept = privileges::drop_to(privileges::needed(&cfg))
-        .context("dropping the capabilities the daemon no longer needs")?;
-    info!(
-        "capabilities kept: {}; children (BIRD) get at most: {}",
-        privileges::Kept::names(kept.own).join(", "),
-        match privileges::Kept::names(kept.for_children()).join(", ") {
-            names if names.is_empty() => "none".to_string(),
-            names => names,
-        }
-    );
     shared.controller().dataplane_mut().set_up();
 
     // Each task returns its name if it ever ends.
