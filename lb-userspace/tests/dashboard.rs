@@ -238,7 +238,7 @@ async fn drive(servers: &[HttpServer]) {
     assert_eq!(b.title().await.unwrap(), "xdplb");
 
     // The graphs have data points, drawn from the daemon's history.
-    for id in ["g-packets", "g-bits", "g-flows"] {
+    for id in ["g-packets", "g-bits", "g-flows", "g-new"] {
         wait_for(&format!("data points in #{id}"), || async {
             (points(&b, id).await >= 2).then_some(())
         })
@@ -246,7 +246,7 @@ async fn drive(servers: &[HttpServer]) {
     }
     let before = wait_for("a few samples", || async {
         let p = points(&b, "g-packets").await;
-        (p >= 3).then_some(p)
+        (p >= 6).then_some(p)
     })
     .await;
     // Loaded again, the page shows the past at once: the daemon kept it.
