@@ -32,6 +32,7 @@ use crate::{
     controller::{Controller, SharedPlan},
     dataplane::{Dataplane, FlowTable},
     health::{HealthChecker, HealthMetrics},
+    history::{self, History},
     ids::Ids,
     link_watch::{Change, LinkState, LinkWatch},
     metrics::DataplaneCollector,
@@ -81,6 +82,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let ids = Ids::adopt(&cfg, &adopted).map_err(anyhow::Error::msg)?;
     let counters = dp.counter_reader()?;
     let partial_csum_counters = dp.counter_reader()?;
+    let history_counters = dp.counter_reader()?;
     let flows = dp.flow_table()?;
     let sync_maps = match &flow_sync {
         Some(_) => Some((dp.sync_maps()?, dp.flow_table()?)),
@@ -141,6 +143,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         node: controller.node_watch(),
         bgp: bgp.as_ref().map(Bgp::status),
         flow_sync: flow_sync.as_ref().map(FlowSync::status),
+        history: History::new(cfg.interfaces.clone()),
         controller: Mutex::new(controller),
         registry,
         token,
@@ -171,9 +174,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
         "the health-check listener"
     });
+    let plan = shared.controller().shared_plan();
+    tasks.spawn(history::sample(
+        shared.history.clone(),
+        plan.clone(),
+        history_counters,
+        flows.swept_entries(),
+    ));
     tasks.spawn(expire_flows(flows));
     tasks.spawn(offload::watch(partial_csum, partial_csum_counters));
-    let plan = shared.controller().shared_plan();
     tasks.spawn(follow_links(links, shared.clone(), plan, cfg.xdp_mode));
     let goodbye = flow_sync.as_ref().map(FlowSync::goodbye);
     if let (Some(sync), Some((maps, table))) = (flow_sync, sync_maps) {
