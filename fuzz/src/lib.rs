@@ -113,6 +113,7 @@ pub fn shared(token: Option<&str>) -> Arc<FakeShared> {
         bgp: None,
         flow_sync: None,
         history: Default::default(),
+        attachments: Default::default(),
     })
 }
 

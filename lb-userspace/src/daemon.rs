@@ -26,7 +26,7 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    api::{self, Shared},
+    api::{self, Attachments, Shared},
     bgp::{Bgp, metrics::NodeCollector},
     config::{self, Config, OnExit, XdpModeSetting},
     controller::{Controller, SharedPlan},
@@ -105,8 +105,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     // Before attaching: no interface change after it is missed.
     let links = LinkWatch::open(&cfg.interfaces).context("subscribing to link events")?;
+    let attachments = Attachments::default();
     for iface in &cfg.interfaces {
         let how = controller.dataplane_mut().attach(iface, cfg.xdp_mode)?;
+        attachments.set(iface, true);
         info!("attached to {iface} in {how}");
     }
     for iface in controller.dataplane_mut().detach_others(&cfg.interfaces)? {
@@ -144,6 +146,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         bgp: bgp.as_ref().map(Bgp::status),
         flow_sync: flow_sync.as_ref().map(FlowSync::status),
         history: History::new(cfg.interfaces.clone()),
+        attachments,
         controller: Mutex::new(controller),
         registry,
         token,
@@ -295,10 +298,13 @@ async fn follow_links(
             }
         };
         match change {
-            Change::Gone { iface, index } => warn!(
-                "{iface} (ifindex {index}) was deleted, and the XDP program with it: \
-                 nothing passes through it until an interface of that name is back"
-            ),
+            Change::Gone { iface, index } => {
+                shared.attachments.set(&iface, false);
+                warn!(
+                    "{iface} (ifindex {index}) was deleted, and the XDP program with it: \
+                     nothing passes through it until an interface of that name is back"
+                )
+            }
             Change::Back { iface, seen } => {
                 let s = shared.clone();
                 let name = iface.clone();
@@ -306,6 +312,9 @@ async fn follow_links(
                     s.controller().dataplane_mut().reattach(&name, mode)
                 })
                 .await;
+                shared
+                    .attachments
+                    .set(&iface, matches!(attached, Ok(Ok(_))));
                 match attached {
                     Ok(Ok(how)) => info!(
                         "{iface} is back (ifindex {}, link {:?}): re-attached in {how}",

@@ -17,7 +17,7 @@ use lb_common::{ServiceKey, ServiceMeta};
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Load, Outcome, Outcomes, Stream, Topology, backend_addr,
     fixtures::{backend as backend_yaml, service},
-    metric_sum, netns, wait_answering, wait_until, xdplb_bin,
+    http_get, metric_sum, netns, wait_answering, wait_until, xdplb_bin,
 };
 use xdplb::{
     api_types::{Effective, Health},
@@ -236,8 +236,12 @@ fn an_interface_deleted_and_created_again_gets_the_program_again_and_link_down_i
     let lb = bed.lb_ns();
     let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(10));
     assert!(load.wait_for(PATIENCE, |o| o.len() >= 20));
+    let probe = |path: &str| http_get(&lb, ADMIN.parse().unwrap(), path, PATIENCE).unwrap();
+    assert_eq!(probe("/readyz"), (200, "ready\n".into()));
+    assert_eq!(probe("/livez"), (200, "ok\n".into()));
 
-    // The backend-side interface is deleted: the program goes with it.
+    // The backend-side interface is deleted: the program goes with it, and
+    // the daemon is not ready (its readiness probe says where it is missing).
     let deleted_at = load.elapsed();
     bed.topo.delete_lb_backend_if().unwrap();
     bed.wait_log("lbb (ifindex", 1);
@@ -246,11 +250,14 @@ fn an_interface_deleted_and_created_again_gets_the_program_again_and_link_down_i
             .log()
             .contains("was deleted, and the XDP program with it")
     );
+    assert_eq!(probe("/readyz"), (503, "not attached to lbb\n".into()));
+    assert_eq!(probe("/livez").0, 200);
     // ... and created again: a new device, which gets the program.
     bed.topo.create_lb_backend_if().unwrap();
     bed.wait_log("lbb is back", 1);
     let back_at = load.elapsed();
     assert!(xdp_on(&lb, "lbb"), "the program is on the new lbb");
+    assert_eq!(probe("/readyz"), (200, "ready\n".into()));
     let pin = Path::new(&bed.topo.pin_dir()).join("link-lbb");
     assert!(pin.exists(), "the new link is pinned (a restart keeps it)");
     assert!(

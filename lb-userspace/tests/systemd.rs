@@ -176,9 +176,25 @@ fn the_units_exec_start_serves_traffic_as_a_user_with_only_the_units_capabilitie
     let caps = unit_capabilities(&service);
     assert_eq!(caps, ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"]);
     let bed = Bed::new();
+    // systemd's side of Type=notify and WatchdogSec=: the socket it passes
+    // in NOTIFY_SOCKET, and the watchdog interval in WATCHDOG_USEC.
+    let notify = Notify::bind();
+    let mut command: Vec<OsString> = vec![
+        "env".into(),
+        format!("NOTIFY_SOCKET={}", notify.path.display()).into(),
+        "WATCHDOG_USEC=1000000".into(),
+    ];
+    command.extend(command_line(&service["ExecStart"][0], &caps));
     let daemon = bed
-        .start(command_line(&service["ExecStart"][0], &caps))
+        .start(command)
         .expect("the daemon starts as a user with the unit's capabilities");
+    let ready = notify.wait_for("READY=1");
+    assert!(
+        ready.contains("STATUS=1 services, 2 backends; admin on http://127.0.0.1:9100"),
+        "{ready}"
+    );
+    notify.wait_for("WATCHDOG=1");
+    notify.wait_for("WATCHDOG=1");
 
     // Every thread runs as that user, with CAP_BPF and CAP_NET_ADMIN only
     // (CAP_PERFMON was for loading) and nothing for children.
@@ -218,17 +234,18 @@ fn the_units_exec_start_serves_traffic_as_a_user_with_only_the_units_capabilitie
     }
     assert_eq!(served.len(), 2, "both backends serve: {served:?}");
 
-    // ExecReload (SIGHUP) re-reads the file as that user.
+    // ExecReload (SIGHUP) re-reads the file as that user, framed for systemd.
     daemon.reload(None).unwrap();
-    lb_testbed::wait_until(Duration::from_secs(10), || {
-        daemon.log().contains("SIGHUP: reloaded")
-    });
+    assert!(notify.wait_for("RELOADING=1").contains("MONOTONIC_USEC="));
+    notify.wait_for("READY=1");
     assert!(
         daemon.log().contains("SIGHUP: reloaded"),
         "{}",
         daemon.log()
     );
 
+    daemon.send_sigterm();
+    notify.wait_for("STOPPING=1");
     let (exit, log) = daemon.stop().unwrap();
     assert!(exit.success(), "{exit}:\n{log}");
     assert!(
@@ -279,6 +296,47 @@ fn without_any_one_of_the_units_capabilities_the_daemon_does_not_start() {
         "trace with the unit's capabilities: {}",
         String::from_utf8_lossy(&all.stderr)
     );
+}
+
+/// The notify socket systemd would give the service, writable by `UID`.
+struct Notify {
+    path: PathBuf,
+    socket: std::os::unix::net::UnixDatagram,
+}
+
+impl Notify {
+    fn bind() -> Notify {
+        let path = std::env::temp_dir().join(format!("xdplb-notify-{}", std::process::id()));
+        let _ = fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Notify { path, socket }
+    }
+
+    /// The next message holding line `line` (earlier ones are skipped).
+    #[track_caller]
+    fn wait_for(&self, line: &str) -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self
+                .socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {line} from the daemon: {e}"));
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if message.lines().any(|l| l == line) {
+                return message;
+            }
+        }
+    }
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// `xdplb trace` of one frame with the test's config, as `UID` with `caps`.

@@ -8,11 +8,13 @@
 //! (docs/security.md).
 
 mod auth;
+mod probes;
 mod serve;
 #[cfg(test)]
 mod tests;
 mod views;
 
+pub use probes::Attachments;
 pub use serve::{serve, serve_connection};
 
 use std::{
@@ -70,6 +72,8 @@ pub struct Shared<D = Dataplane, H = HealthChecker> {
     pub flow_sync: Option<sync::SharedStatus>,
     /// The recent past, for the dashboard (filled by the daemon's sampler).
     pub history: History,
+    /// Where the program is attached (`GET /readyz`).
+    pub attachments: Attachments,
 }
 
 impl<D: DataplaneOps, H: HealthSource> Shared<D, H> {
@@ -126,6 +130,8 @@ fn endpoints<D: Plane, H: Checks>() -> Vec<Endpoint<D, H>> {
     vec![
         endpoint(Method::GET, "/", dashboard),
         endpoint(Method::GET, "/metrics", get_metrics::<D, H>),
+        endpoint(Method::GET, "/livez", probes::livez::<D, H>),
+        endpoint(Method::GET, "/readyz", probes::readyz::<D, H>),
         endpoint(Method::GET, "/api/v1/openapi.json", get_openapi),
         endpoint(Method::GET, "/api/v1/services", list_services::<D, H>),
         endpoint(Method::GET, "/api/v1/services/{name}", get_service::<D, H>),
