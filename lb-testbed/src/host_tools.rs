@@ -18,13 +18,34 @@ use crate::netns::{find_program, run};
 static APT: Mutex<()> = Mutex::new(());
 
 /// `program`, from Debian's `package` (`apt-get install`) if it is not on
-/// this machine yet. The package lists are updated once if the first try
-/// fails (a fresh machine may have none, or stale ones).
+/// this machine yet.
 pub fn apt_program(program: &str, package: &str) -> Result<PathBuf> {
     let _one = APT.lock().unwrap_or_else(|e| e.into_inner());
     if let Ok(path) = find_program(program) {
         return Ok(path);
     }
+    apt_install(package).with_context(|| format!("for `{program}`"))?;
+    find_program(program)
+        .with_context(|| format!("`{program}` is missing after installing {package}"))
+}
+
+/// Debian's `package`, installed if it is not (for what is no command:
+/// a plugin, a library).
+pub fn apt_package(package: &str) -> Result<()> {
+    let _one = APT.lock().unwrap_or_else(|e| e.into_inner());
+    let status = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .context("dpkg-query runs")?;
+    if String::from_utf8_lossy(&status.stdout) == "install ok installed" {
+        return Ok(());
+    }
+    apt_install(package)
+}
+
+/// apt-get install, after an update if the first try fails (a fresh
+/// machine may have no package lists, or stale ones). Callers hold APT.
+fn apt_install(package: &str) -> Result<()> {
     let install = || {
         run(Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -32,10 +53,9 @@ pub fn apt_program(program: &str, package: &str) -> Result<PathBuf> {
     };
     if install().is_err() {
         run(Command::new("apt-get").arg("update")).context("apt-get update")?;
-        install().with_context(|| format!("apt-get install {package} (for `{program}`)"))?;
+        install().with_context(|| format!("apt-get install {package}"))?;
     }
-    find_program(program)
-        .with_context(|| format!("`{program}` is missing after installing {package}"))
+    Ok(())
 }
 
 /// `bin` of the PyPI requirement `spec` (`name==1.2.3`), installed into a
