@@ -15,7 +15,7 @@ use std::{
     process::{Command, Output},
 };
 
-use cli_support::{TempFile, stderr, stdout, xdplb};
+use cli_support::{TempFile, assert_exit, assert_fails, stderr, stdout, xdplb};
 use lb_testbed::host_tools::{apt_program, pip_tool};
 use serde_yaml::Value;
 
@@ -190,13 +190,12 @@ fn xdplb_check_accepts_the_configmaps_config() {
     assert!(config.contains(in_pod), "{config}");
     let here = config.replace(in_pod, &format!("token_file: {}", token.arg()));
     let file = TempFile::new("k8s-xdplb.yaml", &here);
-    let out = xdplb(&["check", "--config", file.arg()]);
-    assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
+    assert_exit(&xdplb(&["check", "--config", file.arg()]), 0);
 
     // And check is no rubber stamp: the config without its token is refused.
     let file = TempFile::new("k8s-xdplb-missing-token.yaml", &config);
     let out = xdplb(&["check", "--config", file.arg()]);
-    assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
+    assert_fails(&out, 2, "cannot read token file /etc/xdplb-token/token");
 }
 
 fn container() -> Value {
