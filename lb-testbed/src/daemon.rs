@@ -1,6 +1,7 @@
 //! The real `xdplb` daemon, run inside the test bed's LB namespace.
 
 use std::{
+    ffi::OsString,
     fs,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -23,7 +24,8 @@ pub const ADMIN: &str = "127.0.0.1:9100";
 /// and log files removed.
 pub struct Daemon {
     child: Child,
-    bin: PathBuf,
+    /// The command line up to the config file's path.
+    command: Vec<OsString>,
     ns: String,
     admin: SocketAddr,
     config: PathBuf,
@@ -33,13 +35,15 @@ pub struct Daemon {
     pin_dir: Option<PathBuf>,
 }
 
-/// Starts `bin run --config CONFIG` inside network namespace `ns` only: not
-/// through `ip netns exec`, whose private mount of /sys would hide the
-/// host's bpf filesystem and lose the pins with the process.
-fn spawn_in(bin: &Path, ns: &str, config: &Path, log: &Path) -> Result<Child> {
+/// Starts `COMMAND CONFIG` (`xdplb run --config CONFIG`) inside network
+/// namespace `ns` only: not through `ip netns exec`, whose private mount of
+/// /sys would hide the host's bpf filesystem and lose the pins with the
+/// process.
+fn spawn_in(command: &[OsString], ns: &str, config: &Path, log: &Path) -> Result<Child> {
     let log_file = fs::OpenOptions::new().create(true).append(true).open(log)?;
-    let mut cmd = Command::new(bin);
-    cmd.args(["run", "--config"])
+    let (program, args) = command.split_first().context("an empty command line")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .arg(config)
         .env("XDPLB_LOG", "debug,aya=info,aya_obj=info")
         .stdout(log_file.try_clone()?)
@@ -53,6 +57,19 @@ impl Daemon {
     /// in `ns`, and waits until its admin API answers (`admin` must be the
     /// config's `admin.listen`).
     pub fn start(bin: &Path, ns: &str, config_yaml: &str, admin: SocketAddr) -> Result<Daemon> {
+        let command = vec![bin.into(), "run".into(), "--config".into()];
+        Daemon::start_command(command, ns, config_yaml, admin)
+    }
+
+    /// As [`Self::start`], with `command` (the command line up to the
+    /// config file's path) in place of `xdplb run --config`: a unit file's
+    /// ExecStart under `setpriv`, say.
+    pub fn start_command(
+        command: Vec<OsString>,
+        ns: &str,
+        config_yaml: &str,
+        admin: SocketAddr,
+    ) -> Result<Daemon> {
         let config = std::env::temp_dir().join(format!("{ns}.yaml"));
         let log = std::env::temp_dir().join(format!("{ns}.log"));
         fs::write(&config, config_yaml).with_context(|| format!("write {}", config.display()))?;
@@ -60,8 +77,8 @@ impl Daemon {
             .context("the test's config")?
             .pin_dir;
         let mut d = Daemon {
-            child: spawn_in(bin, ns, &config, &log)?,
-            bin: bin.to_owned(),
+            child: spawn_in(&command, ns, &config, &log)?,
+            command,
             ns: ns.to_owned(),
             admin,
             config,
@@ -78,7 +95,7 @@ impl Daemon {
         if self.child.try_wait()?.is_none() {
             bail!("restart: the daemon is still running");
         }
-        self.child = spawn_in(&self.bin, &self.ns, &self.config, &self.log)?;
+        self.child = spawn_in(&self.command, &self.ns, &self.config, &self.log)?;
         self.wait_ready(Duration::from_secs(30))
     }
 

@@ -8,6 +8,7 @@
 pub mod bird;
 pub mod clients;
 pub mod daemon;
+pub mod deb;
 pub mod fib_net;
 pub mod fixtures;
 pub mod flood;

@@ -35,7 +35,7 @@ use crate::{
     ids::Ids,
     link_watch::{Change, LinkState, LinkWatch},
     metrics::DataplaneCollector,
-    neigh, offload, privileges,
+    neigh, offload, privileges, supervisor,
     sync::{FlowSync, metrics::SyncCollector},
     token::read_token_file,
 };
@@ -50,6 +50,7 @@ const UNCONFIRMED_GC_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(config_path)?;
     config::check_host(&cfg)?;
+    privileges::check_can_start().map_err(anyhow::Error::msg)?;
     let token = cfg
         .admin
         .token_file
@@ -119,16 +120,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     if let Some(s) = &flow_sync {
         registry.register(Box::new(SyncCollector::new(s.status())))?;
     }
-    let plan = controller.plan();
-    info!(
-        "{} services, {} backends; admin on http://{}",
-        plan.services.len(),
-        plan.services
-            .iter()
-            .map(|s| s.backends.len())
-            .sum::<usize>(),
-        cfg.admin.listen
-    );
+    info!("{}", serving(&controller, &cfg));
 
     let shared = Arc::new(Shared {
         node: controller.node_watch(),
@@ -147,7 +139,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     info!(
         "capabilities kept: {}; children (BIRD) get at most: {}",
         privileges::Kept::names(kept.own).join(", "),
-        privileges::Kept::names(kept.bounding).join(", ")
+        match privileges::Kept::names(kept.for_children()).join(", ") {
+            names if names.is_empty() => "none".to_string(),
+            names => names,
+        }
     );
     shared.controller().dataplane_mut().set_up();
 
@@ -189,6 +184,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         });
     }
 
+    tasks.spawn(supervisor::watchdog(shared.clone()));
+    supervisor::ready(&serving(&shared.controller(), &cfg));
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -198,11 +196,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             _ = int.recv() => { info!("SIGINT"); break None }
             _ = hup.recv() => {
                 let s = shared.clone();
+                supervisor::reloading();
                 match tokio::task::spawn_blocking(move || s.reload()).await {
                     Ok(Ok(summary)) => info!("SIGHUP: reloaded: {summary:?}"),
                     Ok(Err(e)) => error!("SIGHUP: reload refused, nothing changed: {e}"),
                     Err(e) => error!("SIGHUP: the reload failed ({e}); nothing changed"),
                 }
+                supervisor::ready(&serving(&shared.controller(), &cfg));
             }
             Some(ended) = tasks.join_next() => {
                 let what = match ended {
@@ -219,6 +219,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             }
         }
     };
+    supervisor::stopping();
     // Withdraw first: peers send no new traffic here while the program
     // still forwards what is on its way.
     if let Some(bgp) = bgp.take() {
@@ -248,6 +249,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         bail!("{what}");
     }
     Ok(())
+}
+
+/// One line on what runs: the log's and `systemctl status`'s.
+fn serving(controller: &Controller, cfg: &Config) -> String {
+    let plan = controller.plan();
+    format!(
+        "{} services, {} backends; admin on http://{}",
+        plan.services.len(),
+        plan.services
+            .iter()
+            .map(|s| s.backends.len())
+            .sum::<usize>(),
+        cfg.admin.listen
+    )
 }
 
 /// Follows the configured interfaces (`LinkWatch`): one deleted and

@@ -21,6 +21,7 @@ pub mod neigh;
 pub mod offload;
 pub mod plan;
 pub mod privileges;
+pub mod supervisor;
 pub mod sync;
 pub mod token;
 pub mod trace;

@@ -8,18 +8,33 @@
 mod cli;
 
 use std::{
+    io::IsTerminal,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
+    sync::LazyLock,
     time::Duration,
 };
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap_complete::Shell;
 use cli::{admin::AdminArgs, changes::BackendCommand, decap::DecapCommand, trace::TraceArgs};
 use xdplb::{api_types::NodeState, config::Protocol};
 
 #[derive(Parser)]
-#[command(name = "xdplb", version, about = "XDP layer-4 load balancer")]
+#[command(
+    name = "xdplb",
+    about = "XDP layer-4 load balancer",
+    long_about = "XDP layer-4 load balancer.\n\n\
+        `xdplb run --config FILE` is the daemon: it loads the XDP program, fills its maps \
+        from the YAML config, attaches to the configured interfaces, health-checks the \
+        backends and serves the admin API, the dashboard and Prometheus metrics \
+        (admin.listen, default 127.0.0.1:9100). The package runs it as the systemd \
+        service xdplb.service, as user xdplb with CAP_BPF, CAP_NET_ADMIN and \
+        CAP_PERFMON, reading /etc/xdplb/xdplb.yaml. The other commands validate a \
+        config, talk to a running daemon, or trace frames through the program offline.\n\n\
+        Logs go to stderr (XDPLB_LOG=debug for more; plain text unless stderr is a terminal)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,7 +42,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon in the foreground (needs root).
+    /// Run the daemon in the foreground (needs root, or CAP_BPF, CAP_NET_ADMIN and
+    /// CAP_PERFMON: see xdplb.service).
     Run {
         #[arg(long, short)]
         config: PathBuf,
@@ -142,6 +158,55 @@ enum Command {
     /// TX and DROP (neigh_miss, fib_fail) are then the real ones.
     #[command(after_long_help = cli::trace::JSON_HELP)]
     Trace(TraceArgs),
+    /// Print a shell completion script (the package installs them):
+    /// `xdplb completions bash > /etc/bash_completion.d/xdplb`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: Shell,
+    },
+    /// Print the man page, xdplb(1), in roff (`xdplb manpage | man -l -`);
+    /// with --dir, write it and a page per command (xdplb-run.1, ...) there.
+    Manpage {
+        /// Write every page into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `xdplb --version`: the crate version, the commit it was built from
+/// (`-modified` when the tree had uncommitted changes) and, when built by
+/// `cargo xtask package`, the Debian package's version.
+static VERSION: LazyLock<String> = LazyLock::new(version);
+
+fn version() -> String {
+    let commit = git_version::git_version!(
+        args = [
+            "--always",
+            "--dirty=-modified",
+            "--abbrev=12",
+            "--exclude=*"
+        ],
+        fallback = "unknown"
+    );
+    let mut line = format!("{} (commit {commit}", env!("CARGO_PKG_VERSION"));
+    if let Some(package) = option_env!("XDPLB_PACKAGE_VERSION") {
+        line.push_str(&format!(", package {package}"));
+    }
+    line.push(')');
+    line
+}
+
+/// `xdplb manpage [--dir DIR]`.
+fn manpage(dir: Option<&std::path::Path>) -> std::io::Result<()> {
+    match dir {
+        Some(dir) => clap_mangen::generate_to(command(), dir),
+        None => clap_mangen::Man::new(command()).render(&mut std::io::stdout()),
+    }
+}
+
+/// The command line's definition, with the version line.
+fn command() -> clap::Command {
+    Cli::command().version(VERSION.as_str())
 }
 
 #[derive(Subcommand)]
@@ -159,7 +224,10 @@ enum NodeCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -172,6 +240,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match cli.command {
         Command::Run { config } => cli::daemon::run(&config),
@@ -206,5 +276,16 @@ fn main() -> ExitCode {
         Command::Decap { command } => cli::decap::decap(command),
         Command::BackendSetup { vips, remove } => cli::backend_setup::backend_setup(&vips, remove),
         Command::Trace(args) => cli::trace::trace(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut command(), "xdplb", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Manpage { dir } => match manpage(dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xdplb: writing the man page: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -19,6 +19,7 @@ use prometheus::{
 };
 
 use crate::{
+    config::BackendState,
     controller::SharedPlan,
     dataplane::{CounterReader, Counters},
     plan::Plan,
@@ -43,6 +44,13 @@ const EVENTS: [(u32, &str); 13] = [
 
 const BACKEND: [&str; 2] = ["service", "backend"];
 
+/// Every admin state, as `state` label values of `xdplb_backend_state`.
+const STATES: [(BackendState, &str); 3] = [
+    (BackendState::Ready, "ready"),
+    (BackendState::Drain, "drain"),
+    (BackendState::Maint, "maint"),
+];
+
 /// The series, empty: filled afresh at every scrape, so a service or
 /// backend that left the config leaves the output too.
 struct Series {
@@ -54,6 +62,8 @@ struct Series {
     be_bytes: IntCounterVec,
     be_flows: IntCounterVec,
     be_up: IntGaugeVec,
+    be_state: IntGaugeVec,
+    be_weight: IntGaugeVec,
     flows: IntGaugeVec,
 }
 
@@ -108,6 +118,19 @@ impl Series {
                 "1 if the backend passes its health check (or has none).",
                 &BACKEND,
             ),
+            // A state set (one series per state, 1 for the one in force):
+            // a panel or alert selects `state="drain"` without knowing
+            // a numeric code.
+            be_state: gauge(
+                "xdplb_backend_state",
+                "1 for the backend's admin state in force (ready, drain or maint), 0 for the others.",
+                &["service", "backend", "state"],
+            ),
+            be_weight: gauge(
+                "xdplb_backend_weight",
+                "The backend's weight in force (config, or set at run time).",
+                &BACKEND,
+            ),
             flows: gauge(
                 "xdplb_flow_table_entries",
                 "Entries in the connection-tracking table, as of the last expiry sweep (every 5 s).",
@@ -116,7 +139,7 @@ impl Series {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 9] {
+    fn collectors(&self) -> [&dyn Collector; 11] {
         [
             &self.xdp,
             &self.events,
@@ -126,6 +149,8 @@ impl Series {
             &self.be_bytes,
             &self.be_flows,
             &self.be_up,
+            &self.be_state,
+            &self.be_weight,
             &self.flows,
         ]
     }
@@ -159,6 +184,14 @@ pub fn families(plan: &Plan, c: &Counters, flow_entries: u64) -> Vec<MetricFamil
             s.be_bytes.with_label_values(&labels).inc_by(bc.bytes);
             s.be_flows.with_label_values(&labels).inc_by(bc.flows);
             s.be_up.with_label_values(&labels).set(i64::from(b.up));
+            for (state, name) in STATES {
+                s.be_state
+                    .with_label_values(&[labels[0], labels[1], name])
+                    .set(i64::from(b.admin == state));
+            }
+            s.be_weight
+                .with_label_values(&labels)
+                .set(i64::from(b.weight));
         }
     }
     s.flows
@@ -273,6 +306,9 @@ mod tests {
             "xdplb_service_packets_total{service=\"web6\"} 0",
             "xdplb_backend_packets_total{backend=\"[2001:db8:1::12]:8080\",service=\"web6\"} 0",
             "xdplb_backend_up{backend=\"[2001:db8:1::12]:8080\",service=\"web6\"} 1",
+            "xdplb_backend_state{backend=\"198.18.1.11:8080\",service=\"web\",state=\"ready\"} 1",
+            "xdplb_backend_state{backend=\"198.18.1.11:8080\",service=\"web\",state=\"drain\"} 0",
+            "xdplb_backend_weight{backend=\"198.18.1.11:8080\",service=\"web\"} 100",
             "xdplb_flow_table_entries 42",
         ] {
             assert!(

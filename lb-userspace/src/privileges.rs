@@ -11,9 +11,16 @@
 //!
 //! With `bgp`, BIRD (a child, started and restarted by the daemon) gets
 //! what BIRD itself keeps when it drops privileges: `CAP_NET_BIND_SERVICE`
-//! (port 179), `CAP_NET_ADMIN`, `CAP_NET_RAW`, `CAP_NET_BROADCAST`. These
-//! stay in the bounding set only, which is what a root child gets at
-//! exec; the daemon's own sets do not hold them.
+//! (port 179), `CAP_NET_ADMIN`, `CAP_NET_RAW`, `CAP_NET_BROADCAST`. Run as
+//! root, these stay in the bounding set only, which is what a root child
+//! gets at exec; the daemon's own sets do not hold them. Run as another
+//! user (the systemd unit: user xdplb with ambient capabilities), a child
+//! gets only ambient capabilities: those of BIRD's the daemon was given
+//! stay permitted, inheritable and ambient, never effective.
+//!
+//! Starting needs one more: `CAP_PERFMON`, without which the verifier
+//! refuses the program's pointer arithmetic on packets ("prohibited for
+//! !root"). Loaded, the program needs it no more, so it goes too.
 //!
 //! Everything else goes, from every set: `CAP_SYS_ADMIN`,
 //! `CAP_DAC_OVERRIDE`, `CAP_SYS_PTRACE`, `CAP_SYS_MODULE`, ... Root's files
@@ -52,10 +59,13 @@ const DEADLINE: Duration = Duration::from_secs(5);
 /// What the drop leaves, as bit masks (bit n = capability n).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kept {
-    /// Effective and permitted (inheritable and ambient are emptied).
+    /// Effective (and permitted).
     pub own: u64,
-    /// The bounding set: what a child can get at exec.
+    /// The bounding set: what a root child can get at exec.
     pub bounding: u64,
+    /// Permitted, inheritable and ambient beside `own`: what a child of a
+    /// daemon not running as root gets at exec (empty as root).
+    pub ambient: u64,
 }
 
 impl Kept {
@@ -70,6 +80,60 @@ impl Kept {
     }
 }
 
+fn running_as_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Kept {
+    /// What a child (BIRD) gets at most at exec: a root child what the
+    /// bounding set allows, another user's only what is ambient.
+    pub fn for_children(&self) -> u64 {
+        if running_as_root() {
+            self.bounding
+        } else {
+            self.ambient
+        }
+    }
+}
+
+/// What starting needs: see the module's text.
+pub const TO_START: &[Capability] = &[
+    Capability::CAP_BPF,
+    Capability::CAP_PERFMON,
+    Capability::CAP_NET_ADMIN,
+];
+
+/// Refuses a start that would fail on a missing capability, naming it
+/// (the kernel's own refusal is a bare EPERM, or a verifier message about
+/// pointer arithmetic). CAP_SYS_ADMIN stands in for CAP_BPF and
+/// CAP_PERFMON, as in the kernel.
+pub fn check_can_start() -> Result<(), String> {
+    let effective = caps::read(None, caps::CapSet::Effective)
+        .map_err(|e| format!("reading this process's capabilities: {e}"))?;
+    let sys_admin = effective.contains(&Capability::CAP_SYS_ADMIN);
+    let missing: Vec<String> = TO_START
+        .iter()
+        .filter(|c| !effective.contains(c))
+        .filter(|c| !(sys_admin && **c != Capability::CAP_NET_ADMIN))
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "xdplb run needs {}; this process lacks {} (run it as root, or as the \
+         systemd unit deploy/systemd/xdplb.service does: AmbientCapabilities=CAP_BPF \
+         CAP_PERFMON CAP_NET_ADMIN)",
+        TO_START
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        missing.join(", ")
+    ))
+}
+
 /// What the daemon running `cfg` needs: see the module's text.
 pub fn needed(cfg: &Config) -> Kept {
     let mask = |caps: &[Capability]| caps.iter().fold(0, |m, c| m | c.bitmask());
@@ -78,6 +142,7 @@ pub fn needed(cfg: &Config) -> Kept {
     Kept {
         own,
         bounding: own | children,
+        ambient: 0,
     }
 }
 
@@ -130,6 +195,7 @@ impl ThreadCaps {
 static OWN_MASK: AtomicU64 = AtomicU64::new(0);
 static BOUNDING_DROP: AtomicU64 = AtomicU64::new(0);
 static DROP_BOUNDING: AtomicBool = AtomicBool::new(false);
+static AMBIENT_MASK: AtomicU64 = AtomicU64::new(0);
 
 #[repr(C)]
 struct CapHeader {
@@ -148,11 +214,13 @@ struct CapData {
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// The drop on the calling thread: the bounding set first (that needs
-/// CAP_SETPCAP, which the capset then drops), then effective = permitted
-/// = own, inheritable (and so ambient) empty. Only atomics and raw
-/// syscalls: async-signal-safe. True if capset succeeded.
+/// CAP_SETPCAP, which the capset then drops), then effective = own,
+/// permitted = own + ambient, inheritable = ambient (the kernel clears
+/// every other ambient capability), and the ambient ones raised. Only
+/// atomics and raw syscalls: async-signal-safe. True if capset succeeded.
 fn apply_on_this_thread() -> bool {
     let own = OWN_MASK.load(Ordering::SeqCst);
+    let ambient = AMBIENT_MASK.load(Ordering::SeqCst);
     if DROP_BOUNDING.load(Ordering::SeqCst) {
         let drop = BOUNDING_DROP.load(Ordering::SeqCst);
         for cap in 0..64 {
@@ -166,20 +234,38 @@ fn apply_on_this_thread() -> bool {
         version: CAPABILITY_VERSION_3,
         pid: 0,
     };
+    let permitted = own | ambient;
     let data = [
         CapData {
             effective: own as u32,
-            permitted: own as u32,
-            inheritable: 0,
+            permitted: permitted as u32,
+            inheritable: ambient as u32,
         },
         CapData {
             effective: (own >> 32) as u32,
-            permitted: (own >> 32) as u32,
-            inheritable: 0,
+            permitted: (permitted >> 32) as u32,
+            inheritable: (ambient >> 32) as u32,
         },
     ];
     // SAFETY: header and data are the layout capset(2) reads for version 3.
-    unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) == 0 }
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return false;
+    }
+    for cap in 0..64 {
+        if ambient & (1 << cap) != 0 {
+            // SAFETY: a plain syscall on this thread.
+            unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                )
+            };
+        }
+    }
+    true
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -195,9 +281,8 @@ fn signal() -> libc::c_int {
 }
 
 /// Drops, on every thread of this process, every capability `needed` does
-/// not name; returns what is left. The daemon runs as root: without
-/// CAP_SETPCAP (already restricted by a supervisor) the bounding set is
-/// left as it is.
+/// not name; returns what is left. Without CAP_SETPCAP (already restricted
+/// by a supervisor, or not root) the bounding set is left as it is.
 pub fn drop_to(needed: Kept) -> io::Result<Kept> {
     let me = std::process::id().to_string();
     let before = ThreadCaps::of_threads("self")?
@@ -216,6 +301,7 @@ pub fn drop_to(needed: Kept) -> io::Result<Kept> {
     if needed.own & bpf != 0 && own & bpf == 0 {
         own |= before.permitted & sys_admin;
     }
+    let root = running_as_root();
     let want = Kept {
         own,
         bounding: if setpcap {
@@ -223,8 +309,14 @@ pub fn drop_to(needed: Kept) -> io::Result<Kept> {
         } else {
             before.bounding
         },
+        ambient: if root {
+            0
+        } else {
+            needed.bounding & !own & before.permitted
+        },
     };
     OWN_MASK.store(want.own, Ordering::SeqCst);
+    AMBIENT_MASK.store(want.ambient, Ordering::SeqCst);
     BOUNDING_DROP.store(before.bounding & !want.bounding, Ordering::SeqCst);
     DROP_BOUNDING.store(setpcap, Ordering::SeqCst);
 
@@ -244,9 +336,9 @@ pub fn drop_to(needed: Kept) -> io::Result<Kept> {
     }
     let done = |c: &ThreadCaps| {
         c.effective == want.own
-            && c.permitted == want.own
-            && c.inheritable == 0
-            && c.ambient == 0
+            && c.permitted == want.own | want.ambient
+            && c.inheritable == want.ambient
+            && c.ambient == want.ambient
             && c.bounding == want.bounding
     };
     let start = Instant::now();

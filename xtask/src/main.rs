@@ -1,5 +1,5 @@
 //! `cargo xtask <command>`: setup, build-ebpf, test, vm-test, demo, bench,
-//! fuzz-packets, fuzz.
+//! fuzz-packets, fuzz, package.
 
 mod bench;
 mod build_ebpf;
@@ -7,6 +7,7 @@ mod demo;
 mod fuzz;
 mod fuzz_packets;
 mod lint;
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -68,6 +69,10 @@ enum Cmd {
     },
     /// cargo fmt --check and clippy (userspace and the XDP program).
     Lint,
+    /// Build the Debian package (cargo-deb, installed if missing): the
+    /// binary, the systemd unit, /etc/xdplb/xdplb.yaml, man pages and
+    /// completions. Prints the .deb's path.
+    Package,
     /// Fuzz the XDP programs: frames through them with BPF_PROG_TEST_RUN,
     /// every verdict checked (docs/security.md, "Packet fuzzing"; root).
     FuzzPackets {
@@ -123,6 +128,7 @@ fn main() -> ExitCode {
         Cmd::FuzzPackets { count, seed, extra } => fuzz_packets::run(count, seed, &extra),
         Cmd::Bench { quick } => bench::run(quick),
         Cmd::Lint => lint::run(),
+        Cmd::Package => package::run(),
         Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time),
         Cmd::VmTest {
             kernels,

@@ -19,10 +19,17 @@ const APT_PACKAGES: &[&str] = &[
     "python3-venv",
     // tests/faults.rs: a backend that blackholes (nft drops its SYNs).
     "nftables",
+    // tests/systemd.rs and tests/package.rs: setpriv, systemd-analyze
+    // verify (which looks the unit's man pages up with man).
+    "util-linux",
+    "systemd",
+    "man-db",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// `cargo xtask fuzz` (libFuzzer targets in fuzz/; installed on demand).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// `cargo xtask package` (installed on demand).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 pub fn run() -> Result<()> {
     let mut did = false;
@@ -151,29 +158,34 @@ pub fn cargo_fuzz() -> Result<()> {
     nightly()?;
     // libfuzzer-sys builds libFuzzer (C++).
     apt_install(&["g++"])?;
-    let version = find("cargo-fuzz").and_then(|p| output(Command::new(p).arg("--version")));
-    if version
+    cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION)
+}
+
+/// cargo-deb, for `cargo xtask package` only.
+pub fn cargo_deb() -> Result<()> {
+    cargo_tool("cargo-deb", CARGO_DEB_VERSION)
+}
+
+/// `cargo install NAME --version VERSION --locked` unless that version is
+/// already there (its `--version` output names it).
+fn cargo_tool(name: &str, version: &str) -> Result<()> {
+    let found = find(name).and_then(|p| output(Command::new(p).arg("--version")));
+    if found
         .as_deref()
-        .is_some_and(|v| v.split_whitespace().any(|w| w == CARGO_FUZZ_VERSION))
+        .is_some_and(|v| v.split_whitespace().any(|w| w == version))
     {
         return Ok(());
     }
     eprintln!(
-        "xtask setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (found: {})",
-        version.as_deref().map_or("none", str::trim)
+        "xtask setup: installing {name} {version} (found: {})",
+        found.as_deref().map_or("none", str::trim)
     );
     let mut cmd = Command::new("cargo");
-    cmd.args([
-        "install",
-        "cargo-fuzz",
-        "--version",
-        CARGO_FUZZ_VERSION,
-        "--locked",
-    ]);
+    cmd.args(["install", name, "--version", version, "--locked"]);
     cmd.env_remove("RUSTUP_TOOLCHAIN");
     exec(&mut cmd)?;
-    if find("cargo-fuzz").is_none() {
-        bail!("cargo-fuzz installed but not found: add ~/.cargo/bin to PATH");
+    if find(name).is_none() {
+        bail!("{name} installed but not found: add ~/.cargo/bin to PATH");
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! lb-ebpf has none and only builds for the BPF target). Needs root: the packet
 //! tests load XDP programs and the integration tests create namespaces.
 //! `--no-fail-fast`: one failing test binary must not hide the others.
+//! The Debian package is built first: its tests get its path in XDPLB_DEB.
 
 use anyhow::{Context, Result, bail};
 
@@ -15,9 +16,12 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
     crate::setup::run()?;
+    // tests/package.rs installs it, tests/vagrant_lab.rs provisions from it.
+    let deb = crate::package::build()?;
     let mut cmd = cargo();
     cmd.args(["test", "--no-fail-fast"])
         .args(args)
+        .env("XDPLB_DEB", &deb)
         .env_remove("AYA_BUILD_SKIP");
     eprintln!("xtask: + {}", line(&cmd));
     let status = cmd.status().context("cannot run cargo test")?;
