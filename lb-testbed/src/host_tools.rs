@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::netns::{find_program, run};
 
 /// dpkg takes one installer at a time: the tests of one binary run in
-/// parallel threads.
+/// parallel threads (and apt-get waits for another process's lock).
 static APT: Mutex<()> = Mutex::new(());
 
 /// `program`, from Debian's `package` (`apt-get install`) if it is not on
@@ -49,7 +49,8 @@ fn apt_install(package: &str) -> Result<()> {
     let install = || {
         run(Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "--no-install-recommends", package]))
+            .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y"])
+            .args(["--no-install-recommends", package]))
     };
     if install().is_err() {
         run(Command::new("apt-get").arg("update")).context("apt-get update")?;

@@ -195,7 +195,7 @@ fn xdplb_check_accepts_the_configmaps_config() {
     // And check is no rubber stamp: the config without its token is refused.
     let file = TempFile::new("k8s-xdplb-missing-token.yaml", &config);
     let out = xdplb(&["check", "--config", file.arg()]);
-    assert_fails(&out, 2, "cannot read token file /etc/xdplb-token/token");
+    assert_fails(&out, 2, "cannot read /etc/xdplb-token/token");
 }
 
 fn container() -> Value {

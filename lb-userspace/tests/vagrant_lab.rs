@@ -9,8 +9,9 @@
 //! the bpf filesystem), with services as plain processes (no systemd
 //! here). Then curl from the client namespace gets pages from both
 //! backends through the VIP, balanced by the real xdplb unpacked from the
-//! .deb. Needs root, iproute2, ethtool and the package (`cargo xtask
-//! package`); installs vagrant, curl and nc when missing.
+//! .deb. Needs root, iproute2 and ethtool; the package comes from
+//! XDPLB_DEB or `cargo xtask package` (lb_testbed::deb); installs vagrant,
+//! curl and nc when missing.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,6 +21,7 @@ use std::{
 };
 
 use lb_testbed::{
+    deb,
     host_tools::{apt_package, apt_program},
     metric_sum,
     netns::{Netns, find_program, ip, run},
@@ -315,30 +317,6 @@ impl Drop for Lab {
     }
 }
 
-/// The .deb: built by `cargo xtask package` into the workspace's
-/// target/debian.
-fn deb_dir() -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let dir = target.join("debian");
-    let has_deb = |dir: &Path| {
-        std::fs::read_dir(dir).is_ok_and(|d| {
-            d.flatten().any(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with("xdplb_") && name.ends_with(".deb")
-            })
-        })
-    };
-    assert!(
-        has_deb(&dir),
-        "no xdplb_*.deb in {}: run `cargo xtask package`",
-        dir.display()
-    );
-    dir
-}
-
 #[test]
 fn the_provision_scripts_build_a_lab_that_balances_over_both_backends() {
     for (program, package) in [
@@ -352,7 +330,7 @@ fn the_provision_scripts_build_a_lab_that_balances_over_both_backends() {
         apt_program(program, package).unwrap_or_else(|e| panic!("{program}: {e:#}"));
     }
     let plan = plan();
-    let deb_dir = deb_dir();
+    let deb = deb::path().expect("the .deb (cargo xtask package)");
     let lab = Lab::create(&plan);
 
     for (i, role) in ["backend1", "backend2"].iter().enumerate() {
@@ -368,7 +346,7 @@ fn the_provision_scripts_build_a_lab_that_balances_over_both_backends() {
         "lb",
         "lb.sh",
         &[
-            ("DEB_DIR", deb_dir.display().to_string()),
+            ("DEB", deb.display().to_string()),
             ("XDPLB_ROOT", lb_dir.join("root").display().to_string()),
             (
                 "XDPLB_CONFIG",

@@ -7,7 +7,8 @@
 # process where there is no systemd.
 #
 # Environment (defaults in lab.env and here):
-#   DEB_DIR        where xdplb_*.deb is (the newest is taken)
+#   DEB            the .deb to install; default: the newest xdplb_*.deb in
+#   DEB_DIR        (the host's target/debian, synced)
 #   XDPLB_ROOT     empty: install the .deb with apt-get (the machine's own
 #                  package, its unit); a directory: unpack the .deb there
 #                  (dpkg-deb -x) and run its binary as a process, leaving the
@@ -21,6 +22,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lab.env"
 . "$here/common.sh"
 : "${DEB_DIR:=/lab/deb}"
+: "${DEB:=}"
 : "${XDPLB_ROOT:=}"
 : "${XDP_MODE:=native}"
 : "${XDPLB_CONFIG:=/etc/xdplb/xdplb.yaml}"
@@ -33,8 +35,8 @@ need ip iproute2
 need curl curl
 front=${LB_FRONT_IF:-$(nic_with "$LB_FRONT_ADDR")}
 back=${LB_BACK_IF:-$(nic_with "$LB_BACK_ADDR")}
-deb=$(ls -t "$DEB_DIR"/xdplb_*.deb 2>/dev/null | head -n 1) || true
-[[ -n "$deb" ]] || die "no xdplb_*.deb in $DEB_DIR: build it on the host with \`cargo xtask package\` (target/debian/), then \`vagrant provision lb\`"
+deb=${DEB:-$(ls -t "$DEB_DIR"/xdplb_*.deb 2>/dev/null | head -n 1)}
+[[ -f "$deb" ]] || die "no xdplb_*.deb in $DEB_DIR: build it on the host with \`cargo xtask package\` (target/debian/), then \`vagrant provision lb\`"
 
 # The program looks routes up with bpf_fib_lookup, which answers
 # "forwarding disabled" unless the kernel forwards.
