@@ -233,14 +233,17 @@ fn the_daemonset_matches_the_config_and_runs_unprivileged() {
     assert_eq!(text(notes, &["prometheus.io/scrape"]), "true");
     assert_eq!(text(notes, &["prometheus.io/port"]), port);
     assert_eq!(text(notes, &["prometheus.io/path"]), "/metrics");
-    // The config is the ConfigMap's, where `run --config` reads it.
-    let args: Vec<String> = at(&c, &["args"])
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(args, ["run", "--config", "/etc/xdplb/xdplb.yaml"]);
+    // The package's binary, with the ConfigMap's config.
+    let words = |key: &str| -> Vec<String> {
+        at(&c, &[key])
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(words("command"), ["/usr/bin/xdplb"]);
+    assert_eq!(words("args"), ["run", "--config", "/etc/xdplb/xdplb.yaml"]);
     let mounts = at(&c, &["volumeMounts"]).as_sequence().unwrap();
     let mount = |path: &str| {
         let m = mounts

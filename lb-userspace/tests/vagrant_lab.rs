@@ -1,7 +1,7 @@
 //! The Vagrant lab (vagrant/): Debian's vagrant validates the Vagrantfile
-//! (with vagrant-libvirt, whose provider settings it then checks too), and
-//! the provision scripts build the lab on this machine in network
-//! namespaces wired as the lab's machines are (client, lb, two backends;
+//! (with vagrant-libvirt, whose provider settings it then checks too),
+//! shellcheck passes the provision scripts, and the scripts build the lab
+//! on this machine in network namespaces wired as the lab's machines are (client, lb, two backends;
 //! addresses from vagrant/provision/lab.env): each script runs as it runs
 //! in its machine, but in the role's namespace, in a mount namespace of its
 //! own whose root file system is read-only (it can write only its own
@@ -132,6 +132,31 @@ fn vagrant_validates_the_lab() {
     std::fs::remove_dir_all(&copy).unwrap();
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("nic_model_typo"), "{}", text(&out));
+}
+
+#[test]
+fn the_provision_scripts_pass_shellcheck() {
+    let shellcheck = apt_program("shellcheck", "shellcheck").expect("shellcheck installs");
+    let dir = vagrant_dir().join("provision");
+    let mut scripts: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sh") || n.ends_with(".env"))
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 6, "{scripts:?}");
+    // -x follows what they source; every severity, info included.
+    let out = Command::new(shellcheck)
+        .args(["-x", "--severity=style"])
+        .args(&scripts)
+        .current_dir(&dir)
+        .output()
+        .expect("shellcheck runs");
+    assert!(
+        out.status.success(),
+        "shellcheck {scripts:?}:\n{}",
+        text(&out)
+    );
 }
 
 /// The lab's namespaces, the processes the scripts started and their

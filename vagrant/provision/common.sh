@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # What the lab's provision scripts share (sourced, not run).
 #
 # Where services run: LAB_SERVICES=systemd (units, the default on a host

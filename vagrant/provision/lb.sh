@@ -35,6 +35,7 @@ need ip iproute2
 need curl curl
 front=${LB_FRONT_IF:-$(nic_with "$LB_FRONT_ADDR")}
 back=${LB_BACK_IF:-$(nic_with "$LB_BACK_ADDR")}
+# shellcheck disable=SC2012 # the newest by time; the names are cargo-deb's
 deb=${DEB:-$(ls -t "$DEB_DIR"/xdplb_*.deb 2>/dev/null | head -n 1)}
 [[ -f "$deb" ]] || die "no xdplb_*.deb in $DEB_DIR: build it on the host with \`cargo xtask package\` (target/debian/), then \`vagrant provision lb\`"
 
