@@ -1,18 +1,17 @@
 //! The Vagrant lab (vagrant/): Debian's vagrant validates the Vagrantfile
 //! (with vagrant-libvirt, whose provider settings it then checks too),
 //! shellcheck passes the provision scripts, and the scripts build the lab
-//! on this machine in network namespaces wired as the lab's machines are (client, lb, two backends;
-//! addresses from vagrant/provision/lab.env): each script runs as it runs
-//! in its machine, but in the role's namespace, in a mount namespace of its
-//! own whose root file system is read-only (it can write only its own
-//! directory under the target dir, /proc/sys of its network namespace and
-//! the bpf filesystem), with services as plain processes (no systemd
-//! here). Then curl from the client namespace gets pages from both
-//! backends through the VIP, balanced by the real xdplb unpacked from the
-//! .deb. Needs root, iproute2 and ethtool; the package comes from
-//! XDPLB_DEB or `cargo xtask package` (lb_testbed::deb); installs vagrant,
-//! curl and nc when missing.
-
+//! on this machine in network namespaces wired as the lab's machines are
+//! (client, lb, two backends; addresses from vagrant/provision/lab.env).
+//! Each script runs as in its machine, but in its role's namespace and in
+//! a mount namespace of its own whose root file system is read-only (it can
+//! write only its own directory under the target dir, /proc/sys of its
+//! network namespace and the bpf filesystem), with services as plain
+//! processes (no systemd here). Then curl from the client namespace gets
+//! pages from both backends through the VIP, balanced by the real xdplb
+//! unpacked from the .deb. Needs root, iproute2 and ethtool; the package
+//! comes from XDPLB_DEB or `cargo xtask package` (lb_testbed::deb);
+//! installs vagrant, shellcheck, curl and nc when missing.
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
