@@ -12,6 +12,7 @@
 //! unpacked from the .deb. Needs root, iproute2 and ethtool; the package
 //! comes from XDPLB_DEB or `cargo xtask package` (lb_testbed::deb);
 //! installs vagrant, shellcheck, curl and nc when missing.
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
