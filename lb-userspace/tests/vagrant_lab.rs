@@ -77,10 +77,14 @@ fn vagrant() -> PathBuf {
     bin
 }
 
+/// Where vagrant keeps its state (`.vagrant`) for this test process.
+fn dot_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vagrant-dot-{}", std::process::id()))
+}
+
 /// `vagrant ARGS` in `dir`, its state kept under the target dir.
 fn run_vagrant(dir: &Path, args: &[&str]) -> Output {
-    let dot =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vagrant-dot-{}", std::process::id()));
+    let dot = dot_dir();
     Command::new(vagrant())
         .args(args)
         .current_dir(dir)
@@ -130,6 +134,7 @@ fn vagrant_validates_the_lab() {
     .unwrap();
     let out = run_vagrant(&copy, &["validate"]);
     std::fs::remove_dir_all(&copy).unwrap();
+    let _ = std::fs::remove_dir_all(dot_dir());
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("nic_model_typo"), "{}", text(&out));
 }
