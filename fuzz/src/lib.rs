@@ -69,6 +69,8 @@ impl HealthSource for FakeHealth {
             last_duration_ms: Some(0.5),
             last_error: None,
             checks: 2,
+            last_change_ms: None,
+            last_change_reason: None,
         })
     }
 }
@@ -110,6 +112,7 @@ pub fn shared(token: Option<&str>) -> Arc<FakeShared> {
         token: token.map(str::to_owned),
         bgp: None,
         flow_sync: None,
+        history: Default::default(),
     })
 }
 

@@ -201,3 +201,60 @@ pub struct PeerStatus {
 pub struct ApiError {
     pub error: String,
 }
+
+/// Answer to `GET /api/v1/history[?since=UNIX_MS]`: the daemon's recent
+/// past (`history`), sampled every `step_ms` and kept `keep_s` seconds,
+/// for the dashboard. Every series has one value per entry of `times`;
+/// null where it had none (a service not configured then, the first
+/// sample after a counter went back).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The node the daemon runs on, and the interfaces it is attached to.
+    pub hostname: String,
+    pub interfaces: Vec<String>,
+    pub step_ms: u64,
+    pub keep_s: u64,
+    /// The end of each sample, Unix time in milliseconds, oldest first.
+    pub times: Vec<u64>,
+    /// Flows in the flow table (as of the last expiry sweep).
+    pub active_flows: Vec<Option<f64>>,
+    /// New flows per second.
+    pub new_flows: Vec<Option<f64>>,
+    /// Packets per second by XDP verdict (`aborted`, `drop`, `pass`,
+    /// `tx`, `redirect`).
+    pub actions: Vec<HistorySeries>,
+    /// Data-plane events per second by name (the `event` label of
+    /// `xdplb_dataplane_events_total`: drops by reason and more).
+    pub events: Vec<HistorySeries>,
+    pub services: Vec<ServiceHistory>,
+    /// Capped (`history::MAX_BACKENDS`): the first backends of the plan.
+    pub backends: Vec<BackendHistory>,
+}
+
+/// One named rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistorySeries {
+    pub name: String,
+    pub per_second: Vec<Option<f64>>,
+}
+
+/// A service's rates (both directions).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceHistory {
+    pub name: String,
+    /// Packets per second.
+    pub packets: Vec<Option<f64>>,
+    /// Bits per second (whole frames).
+    pub bits: Vec<Option<f64>>,
+}
+
+/// A backend's rates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendHistory {
+    pub service: String,
+    pub address: SocketAddr,
+    pub packets: Vec<Option<f64>>,
+    pub bits: Vec<Option<f64>>,
+    /// New flows given to it per second.
+    pub flows: Vec<Option<f64>>,
+}

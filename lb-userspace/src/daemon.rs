@@ -32,6 +32,7 @@ use crate::{
     controller::{Controller, SharedPlan},
     dataplane::{Dataplane, FlowTable},
     health::{HealthChecker, HealthMetrics},
+    history::{self, History},
     ids::Ids,
     link_watch::{Change, LinkState, LinkWatch},
     metrics::DataplaneCollector,
@@ -81,6 +82,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let ids = Ids::adopt(&cfg, &adopted).map_err(anyhow::Error::msg)?;
     let counters = dp.counter_reader()?;
     let partial_csum_counters = dp.counter_reader()?;
+    let history_counters = dp.counter_reader()?;
     let flows = dp.flow_table()?;
     let sync_maps = match &flow_sync {
         Some(_) => Some((dp.sync_maps()?, dp.flow_table()?)),
@@ -110,6 +112,21 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     for iface in controller.dataplane_mut().detach_others(&cfg.interfaces)? {
         info!("detached from {iface} (no longer configured)");
     }
+    let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen {}", cfg.admin.listen))?;
+    // Set up: from here on only what the running daemon needs (BIRD, which
+    // starts next, gets only what `needed` gives children).
+    let kept = privileges::drop_to(privileges::needed(&cfg))
+        .context("dropping the capabilities the daemon no longer needs")?;
+    info!(
+        "capabilities kept: {}; children (BIRD) get at most: {}",
+        privileges::Kept::names(kept.own).join(", "),
+        match privileges::Kept::names(kept.for_children()).join(", ") {
+            names if names.is_empty() => "none".to_string(),
+            names => names,
+        }
+    );
     // Attached: from now on a VIP may be announced.
     let mut bgp = bgp.map(|b| b.start(controller.announcements()));
     registry.register(Box::new(NodeCollector::new(
@@ -126,24 +143,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         node: controller.node_watch(),
         bgp: bgp.as_ref().map(Bgp::status),
         flow_sync: flow_sync.as_ref().map(FlowSync::status),
+        history: History::new(cfg.interfaces.clone()),
         controller: Mutex::new(controller),
         registry,
         token,
     });
-    let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
-        .await
-        .with_context(|| format!("admin.listen {}", cfg.admin.listen))?;
-    // Set up: from here on only what the running daemon needs.
-    let kept = privileges::drop_to(privileges::needed(&cfg))
-        .context("dropping the capabilities the daemon no longer needs")?;
-    info!(
-        "capabilities kept: {}; children (BIRD) get at most: {}",
-        privileges::Kept::names(kept.own).join(", "),
-        match privileges::Kept::names(kept.for_children()).join(", ") {
-            names if names.is_empty() => "none".to_string(),
-            names => names,
-        }
-    );
     shared.controller().dataplane_mut().set_up();
 
     // Each task returns its name if it ever ends.
@@ -170,9 +174,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
         "the health-check listener"
     });
+    let plan = shared.controller().shared_plan();
+    tasks.spawn(history::sample(
+        shared.history.clone(),
+        plan.clone(),
+        history_counters,
+        flows.swept_entries(),
+    ));
     tasks.spawn(expire_flows(flows));
     tasks.spawn(offload::watch(partial_csum, partial_csum_counters));
-    let plan = shared.controller().shared_plan();
     tasks.spawn(follow_links(links, shared.clone(), plan, cfg.xdp_mode));
     let goodbye = flow_sync.as_ref().map(FlowSync::goodbye);
     if let (Some(sync), Some((maps, table))) = (flow_sync, sync_maps) {

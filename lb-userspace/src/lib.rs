@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod decap;
 pub mod health;
+pub mod history;
 pub mod host;
 pub mod ids;
 pub mod link_watch;

@@ -25,8 +25,9 @@ use crate::{
     plan::Plan,
 };
 
-/// Names of the `lb_common::STAT_*` slots, as `event` label values.
-const EVENTS: [(u32, &str); 13] = [
+/// Names of the `lb_common::STAT_*` slots, as `event` label values (and
+/// in the dashboard's history).
+pub(crate) const EVENTS: [(u32, &str); 13] = [
     (lb_common::STAT_NEIGH_MISS, "neigh_miss"),
     (lb_common::STAT_SNAT_EXHAUSTED, "snat_exhausted"),
     (lb_common::STAT_NO_BACKEND, "no_backend"),

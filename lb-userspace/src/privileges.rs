@@ -63,8 +63,9 @@ pub struct Kept {
     pub own: u64,
     /// The bounding set: what a root child can get at exec.
     pub bounding: u64,
-    /// Permitted, inheritable and ambient beside `own`: what a child of a
-    /// daemon not running as root gets at exec (empty as root).
+    /// Permitted, inheritable and ambient (beside `own`, effective only in
+    /// the child): what a child of a daemon not running as root gets at
+    /// exec. `drop_to` leaves it empty as root.
     pub ambient: u64,
 }
 
@@ -142,7 +143,7 @@ pub fn needed(cfg: &Config) -> Kept {
     Kept {
         own,
         bounding: own | children,
-        ambient: 0,
+        ambient: children,
     }
 }
 
@@ -312,7 +313,7 @@ pub fn drop_to(needed: Kept) -> io::Result<Kept> {
         ambient: if root {
             0
         } else {
-            needed.bounding & !own & before.permitted
+            needed.ambient & before.permitted
         },
     };
     OWN_MASK.store(want.own, Ordering::SeqCst);
@@ -384,12 +385,16 @@ mod tests {
         let base = "interfaces: [eth0]\nsnat: { ipv4: 198.18.1.1 }\nservices: []\n";
         let plain = needed(&Config::from_yaml(base).unwrap());
         assert_eq!(Kept::names(plain.own), ["CAP_NET_ADMIN", "CAP_BPF"]);
-        assert_eq!(plain.bounding, plain.own);
+        assert_eq!((plain.bounding, plain.ambient), (plain.own, 0));
         let bgp = format!(
             "{base}bgp: {{ local_as: 65001, router_id: 198.18.0.1, peers: [{{ address: 198.18.0.2, as: 65000 }}] }}\n"
         );
         let with_bird = needed(&Config::from_yaml(&bgp).unwrap());
         assert_eq!(with_bird.own, plain.own);
+        assert_eq!(
+            with_bird.ambient,
+            with_bird.bounding & !plain.own | Capability::CAP_NET_ADMIN.bitmask()
+        );
         assert_eq!(
             Kept::names(with_bird.bounding),
             [

@@ -18,8 +18,9 @@ use std::{
 
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Topology, backend_addr,
+    bird::{PeerBird, router_conf},
     fixtures::{backend as backend_yaml, service},
-    http_get_from, wait_answering, xdplb_bin,
+    http_get_from, netns, wait_answering, wait_until, xdplb_bin,
 };
 use xdplb::privileges::{Kept, ThreadCaps};
 
@@ -100,6 +101,17 @@ fn command_line(exec_start: &str, caps: &[String]) -> Vec<OsString> {
     argv
 }
 
+/// The capabilities of the drop-in the unit's header gives for `bgp`
+/// (`#   AmbientCapabilities=...` in its comment).
+fn bgp_drop_in_capabilities(unit: &str) -> Vec<String> {
+    unit.lines()
+        .find_map(|l| l.strip_prefix("#   AmbientCapabilities="))
+        .expect("the unit's comment shows the bgp drop-in")
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
 fn backend(i: usize) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(backend_addr(i), 8080))
 }
@@ -112,6 +124,11 @@ struct Bed {
 
 impl Bed {
     fn new() -> Bed {
+        Bed::with("")
+    }
+
+    /// `extra` goes into the config's top level.
+    fn with(extra: &str) -> Bed {
         let topo = Topology::create(2).expect("topology");
         let servers = (1..=2)
             .map(|i| {
@@ -122,8 +139,11 @@ impl Bed {
             .map(|i| backend_yaml(backend_addr(i), 8080))
             .collect();
         let yaml = topo.daemon_config(
-            "snat: { ipv4: 198.18.1.1, ports: 20000-29999 }\n\
-             limits: { max_services: 4, max_backends: 8, maglev_table_size: 1021, flow_table_size: 4096 }\n",
+            &format!(
+                "snat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}\n\
+                 limits: {{ max_services: 4, max_backends: 8, maglev_table_size: 1021, flow_table_size: 4096 }}\n\
+                 {extra}"
+            ),
             &[service("web", "198.18.100.10", 80, &["protocol: tcp"], &backends)],
         );
         // What the unit's ExecStartPre does for /sys/fs/bpf/xdplb: the pin
@@ -243,7 +263,13 @@ fn without_any_one_of_the_units_capabilities_the_daemon_does_not_start() {
         assert!(!trace.status.success(), "trace without {missing} ran");
         let stderr = String::from_utf8_lossy(&trace.stderr);
         assert!(
-            stderr.contains("Operation not permitted") || stderr.contains("prohibited for !root"),
+            [
+                "Operation not permitted",
+                "prohibited for !root",
+                "failed to create map"
+            ]
+            .iter()
+            .any(|refusal| stderr.contains(refusal)),
             "trace without {missing}: {stderr}"
         );
     }
@@ -273,6 +299,74 @@ fn trace_as_user(bed: &Bed, caps: &[String]) -> std::process::Output {
         .unwrap();
     let _ = fs::remove_file(&config);
     out
+}
+
+/// With `bgp`, BIRD runs as the daemon's child: as a user other than root,
+/// with the capabilities of the drop-in the unit's header shows, it gets
+/// them (ambient) and establishes its session; the router learns the VIP.
+#[test]
+fn with_bgp_and_the_drop_in_bird_runs_as_the_services_child_and_announces() {
+    let unit = fs::read_to_string(unit_path()).unwrap();
+    let mut caps = unit_capabilities(&service_section(&unit));
+    let bird_caps = bgp_drop_in_capabilities(&unit);
+    caps.extend(bird_caps.iter().cloned());
+    let run_dir = std::env::temp_dir().join(format!("xdplb-unit-bgp-{}", std::process::id()));
+    fs::create_dir_all(&run_dir).unwrap();
+    chown(&run_dir, Some(UID), Some(UID)).unwrap();
+    let bed = Bed::with(&format!(
+        "run_dir: {}\nbgp:\n  local_as: 65001\n  peers: [ {{ address: 198.18.0.2, as: 65000 }} ]\n  hold_time: 3s\n",
+        run_dir.display()
+    ));
+    let client = bed.topo.client_ns();
+    netns::ip(&["-n", &client, "route", "del", "198.18.100.0/24"]).unwrap();
+    let router = PeerBird::start(
+        &client,
+        &router_conf("198.18.0.2", 65000, "198.18.0.1", 65001),
+    )
+    .expect("router bird");
+    let daemon = bed
+        .start(command_line(&service_section(&unit)["ExecStart"][0], &caps))
+        .expect("the daemon starts with the bgp drop-in's capabilities");
+    let learnt = wait_until(Duration::from_secs(30), || {
+        netns::ip(&["-n", &client, "route", "show", "198.18.100.10/32"])
+            .is_ok_and(|r| r.contains("proto bird"))
+    });
+    // Children of any of the daemon's threads (BIRD is spawned from one).
+    let children: Vec<String> = fs::read_dir(format!("/proc/{}/task", daemon.pid()))
+        .unwrap()
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .collect();
+    let bird_status = children
+        .iter()
+        .find_map(|pid| {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status.starts_with("Name:\tbird").then_some(status)
+        })
+        .unwrap_or_default();
+    let _ = fs::remove_dir_all(&run_dir);
+    assert!(
+        learnt,
+        "the router never learnt the VIP:\n{}\nrouter: {}",
+        daemon.log(),
+        router.log()
+    );
+    let bird = ThreadCaps::parse(&bird_status).expect("BIRD runs as the daemon's child");
+    // BIRD's own four (sysdep/linux/syspriv.h), CAP_NET_ADMIN among them.
+    assert_eq!(
+        Kept::names(bird.effective),
+        [
+            "CAP_NET_BIND_SERVICE",
+            "CAP_NET_BROADCAST",
+            "CAP_NET_ADMIN",
+            "CAP_NET_RAW"
+        ]
+    );
+    let uid = bird_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid.split_whitespace().nth(1),
+        Some(UID.to_string().as_str())
+    );
 }
 
 /// `systemd-analyze verify` on the unit, with the binary under test for

@@ -41,6 +41,7 @@ use crate::{
     controller::{ControlError, Controller, DataplaneOps, HealthSource},
     dataplane::Dataplane,
     health::HealthChecker,
+    history::History,
     neigh, sync,
 };
 
@@ -67,6 +68,8 @@ pub struct Shared<D = Dataplane, H = HealthChecker> {
     pub bgp: Option<bgp::SharedStatus>,
     /// Flow sync's view, with a `flow_sync` section.
     pub flow_sync: Option<sync::SharedStatus>,
+    /// The recent past, for the dashboard (filled by the daemon's sampler).
+    pub history: History,
 }
 
 impl<D: DataplaneOps, H: HealthSource> Shared<D, H> {
@@ -135,6 +138,7 @@ fn endpoints<D: Plane, H: Checks>() -> Vec<Endpoint<D, H>> {
         endpoint(Method::GET, "/api/v1/status", get_status::<D, H>),
         endpoint(Method::PUT, "/api/v1/node", put_node::<D, H>),
         endpoint(Method::GET, "/api/v1/explain", get_explain::<D, H>),
+        endpoint(Method::GET, "/api/v1/history", get_history::<D, H>),
     ]
 }
 
@@ -252,7 +256,8 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
-/// The live dashboard: one static page that polls the JSON API.
+/// The live dashboard: one static page (no external assets) that reads
+/// `/api/v1/history` once, then polls it and the other JSON endpoints.
 async fn dashboard() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -431,4 +436,24 @@ async fn get_explain<D: Plane, H: Checks>(
         );
     };
     json(with_controller(&shared, move |c| c.explain(src, dst, q.proto)).await)
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    since: Option<u64>,
+}
+
+/// The kept samples (those ending after `since`, Unix ms), without the
+/// controller.
+async fn get_history<D: Plane, H: Checks>(
+    State(shared): State<Arc<Shared<D, H>>>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => Json(shared.history.view(q.since)).into_response(),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("query must be empty or ?since=UNIX_MS: {}", e.body_text()),
+        ),
+    }
 }

@@ -68,6 +68,8 @@ fn every_json_type_conforms_to_its_schema() {
         last_duration_ms: Some(0.25),
         last_error: Some("connection refused".into()),
         checks: 9,
+        last_change_ms: Some(1_700_000_000_000),
+        last_change_reason: Some("connection refused".into()),
     });
     let backend = |check| Backend {
         address: "[2001:db8::1]:80".parse().unwrap(),
@@ -151,7 +153,42 @@ fn every_json_type_conforms_to_its_schema() {
         ring_index: None,
         reason: "not a VIP".into(),
     };
+    let history = History {
+        hostname: "lb1".into(),
+        interfaces: vec!["eth0".into()],
+        step_ms: 2000,
+        keep_s: 900,
+        times: vec![1_700_000_000_000, 1_700_000_002_000],
+        active_flows: vec![Some(3.0), Some(4.0)],
+        new_flows: vec![None, Some(0.5)],
+        actions: vec![HistorySeries {
+            name: "tx".into(),
+            per_second: vec![Some(10.0), None],
+        }],
+        events: vec![HistorySeries {
+            name: "no_backend".into(),
+            per_second: vec![Some(0.0), Some(1.5)],
+        }],
+        services: vec![ServiceHistory {
+            name: "web".into(),
+            packets: vec![Some(1.0), None],
+            bits: vec![Some(8.0), None],
+        }],
+        backends: vec![BackendHistory {
+            service: "web".into(),
+            address: "[2001:db8::1]:80".parse().unwrap(),
+            packets: vec![None, Some(1.0)],
+            bits: vec![None, Some(8.0)],
+            flows: vec![None, Some(0.5)],
+        }],
+    };
     let cases: Vec<(&str, Value)> = vec![
+        ("History", to(&history)),
+        // What a daemon serves before its first sample.
+        (
+            "History",
+            to(&crate::history::History::default().view(None)),
+        ),
         ("Service", to(&service)),
         ("Backend", to(&service.backends[1])),
         ("NodeStatus", to(&full)),

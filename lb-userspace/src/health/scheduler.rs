@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::{BackendKey, HealthMetrics, Status, Target, Transition, probe};
-use crate::config::HealthCheck;
+use crate::{config::HealthCheck, history::unix_ms};
 
 /// What the checker and a key's task share.
 struct Shared {
@@ -122,8 +122,13 @@ impl HealthChecker {
                     entry.check = check;
                 }
                 None => {
+                    let mut status = Status::new();
+                    status.changed(
+                        unix_ms(),
+                        format!("checks began (up until {} fail in a row)", check.fall),
+                    );
                     let shared = Arc::new(Mutex::new(Shared {
-                        status: Status::new(),
+                        status,
                         generation: 0,
                     }));
                     let task = self.spawner.spawn(&key, &check, &shared, 0);
@@ -198,6 +203,7 @@ impl Task {
             let Some((up, reason)) = shared.status.record(result, took, &self.check) else {
                 continue;
             };
+            shared.status.changed(unix_ms(), reason.clone());
             if up {
                 tracing::info!(service, %backend, %reason, "backend is UP");
             } else {

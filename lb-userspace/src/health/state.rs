@@ -18,6 +18,13 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Checks run so far.
     pub checks: u64,
+    /// When the backend last went up or down, or its checks began (Unix
+    /// time in milliseconds; set by the scheduler: this module has no clock).
+    #[serde(default)]
+    pub last_change_ms: Option<u64>,
+    /// Why: the transition's reason, or that the checks began.
+    #[serde(default)]
+    pub last_change_reason: Option<String>,
 }
 
 impl Status {
@@ -30,7 +37,15 @@ impl Status {
             last_duration_ms: None,
             last_error: None,
             checks: 0,
+            last_change_ms: None,
+            last_change_reason: None,
         }
+    }
+
+    /// Notes a change (or the start of the checks) at `at_ms`, Unix time.
+    pub(super) fn changed(&mut self, at_ms: u64, reason: String) {
+        self.last_change_ms = Some(at_ms);
+        self.last_change_reason = Some(reason);
     }
 
     /// Records a check's outcome; returns the transition it causes, as
