@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod flood;
 pub mod frames;
 pub mod fuzz;
+pub mod host_tools;
 pub mod inspect;
 pub mod load;
 pub mod multinode;
