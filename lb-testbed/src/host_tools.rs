@@ -44,19 +44,35 @@ pub fn apt_package(package: &str) -> Result<()> {
 }
 
 /// apt-get install, after an update if the first try fails (a fresh
-/// machine may have no package lists, or stale ones). Callers hold APT.
+/// machine may have no package lists, or stale ones). A package that
+/// ships a service (prometheus, libvirt) does not get it started: a
+/// `policy-rc.d` refusing every start is in place meanwhile, unless the
+/// machine has one of its own. Callers hold APT.
 fn apt_install(package: &str) -> Result<()> {
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# an xdplb test's install: start no service\nexit 101\n",
+        )
+        .context("writing /usr/sbin/policy-rc.d")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
     let install = || {
         run(Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y"])
             .args(["--no-install-recommends", package]))
     };
-    if install().is_err() {
+    let installed = install().or_else(|_| {
         run(Command::new("apt-get").arg("update")).context("apt-get update")?;
-        install().with_context(|| format!("apt-get install {package}"))?;
+        install().with_context(|| format!("apt-get install {package}"))
+    });
+    if ours {
+        let _ = std::fs::remove_file(policy);
     }
-    Ok(())
+    installed.map(drop)
 }
 
 /// `bin` of the PyPI requirement `spec` (`name==1.2.3`), installed into a

@@ -21,7 +21,7 @@ use lb_testbed::{
     ADMIN, Daemon, HttpServer, Topology, backend_addr,
     bird::{PeerBird, router_conf},
     fixtures::{backend as backend_yaml, service},
-    http_get, netns, wait_answering, xdplb_bin,
+    host_tools, http_get, netns, wait_answering, xdplb_bin,
 };
 use xdplb::{
     client::Client,
@@ -485,22 +485,7 @@ fn clone(r: &Request) -> Request {
 /// PyPI on first use.
 fn schemathesis() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-venv");
-    let bin = venv.join("bin/schemathesis");
-    if bin.is_file() {
-        return bin;
-    }
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}{}\n(needs python3 with venv: apt-get install python3-venv, as `cargo xtask setup` does)",
-            stdout(&out),
-            stderr(&out)
-        );
-    };
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "schemathesis>=4,<5"]));
-    bin
+    host_tools::pip_tool(&venv, "schemathesis>=4,<5", "schemathesis").expect("schemathesis")
 }
 
 #[test]

@@ -23,7 +23,7 @@ use fantoccini::{Client as Browser, ClientBuilder, Locator, elements::Element};
 use lb_testbed::{
     ADMIN, HttpServer, Load, Topology, backend_addr,
     fixtures::{backend as backend_yaml, service},
-    netns, wait_answering, xdplb_bin,
+    host_tools, netns, wait_answering, xdplb_bin,
 };
 use serde_json::{Value, json};
 use xdplb::{
@@ -46,21 +46,8 @@ fn backend(i: usize) -> SocketAddr {
 
 /// Debian's chromium and chromedriver, installed if missing.
 fn ensure_chromium() {
-    if Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists() {
-        return;
-    }
-    let out = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(["chromium", "chromium-driver"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .expect("running apt-get");
-    assert!(
-        out.status.success() && Path::new(CHROMEDRIVER).exists(),
-        "apt-get install chromium chromium-driver failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    host_tools::apt_program(CHROMIUM, "chromium").expect("Debian's chromium");
+    host_tools::apt_program(CHROMEDRIVER, "chromium-driver").expect("Debian's chromedriver");
 }
 
 /// chromedriver in the LB namespace, in a process group of its own: the

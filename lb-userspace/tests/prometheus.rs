@@ -26,7 +26,7 @@ use lb_testbed::{
     ADMIN, Daemon, Topology, UdpEchoServer, backend_addr,
     bird::{PeerBird, router_conf},
     fixtures::{backend as backend_yaml, service},
-    netns, udp_request, wait_until, xdplb_bin,
+    host_tools, netns, udp_request, wait_until, xdplb_bin,
 };
 use serde_json::Value;
 
@@ -100,57 +100,21 @@ fn on_path(program: &str) -> bool {
     netns::find_program(program).is_ok()
 }
 
-/// Debian's prometheus (it brings promtool), installed when missing. The
-/// package starts and enables its own service: a `policy-rc.d` that
-/// refuses every start is in place during the install (if the machine has
-/// none), and the service is disabled (and stopped) afterwards, so only
-/// this test's own prometheus ever runs.
+/// Debian's prometheus (it brings promtool), installed when missing
+/// (`host_tools` keeps the package from starting its service). The
+/// package enables that service for the next boot: it is disabled, so
+/// only this test's own prometheus ever runs.
 fn ensure_prometheus() {
-    if on_path("prometheus") && on_path("promtool") {
-        return;
-    }
-    let policy = Path::new("/usr/sbin/policy-rc.d");
-    let ours = !policy.exists();
-    if ours {
-        std::fs::write(
-            policy,
-            "#!/bin/sh\n# xdplb's prometheus test: start no service\nexit 101\n",
-        )
-        .expect("write policy-rc.d");
-        run(Command::new("chmod").args(["755"]).arg(policy));
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y"])
-            .args(["--no-install-recommends", "prometheus"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    // Fresh machines may have no package lists yet.
-    let installed = install() || {
-        run(Command::new("apt-get").arg("update"));
-        install()
-    };
-    if ours {
-        let _ = std::fs::remove_file(policy);
-    }
-    assert!(
-        installed,
-        "apt-get install -y --no-install-recommends prometheus failed"
-    );
-    if on_path("systemctl") {
+    let installed = !on_path("prometheus");
+    host_tools::apt_program("prometheus", "prometheus").expect("Debian's prometheus");
+    host_tools::apt_program("promtool", "prometheus").expect("promtool");
+    if installed && on_path("systemctl") {
         // Works offline (symlinks) as well as with systemd running.
         run(Command::new("systemctl").args(["disable", "prometheus.service"]));
         if Path::new("/run/systemd/system").exists() {
             run(Command::new("systemctl").args(["stop", "prometheus.service"]));
         }
     }
-    assert!(
-        on_path("prometheus") && on_path("promtool"),
-        "the prometheus package installed no prometheus or promtool"
-    );
 }
 
 /// A directory removed on drop, even when the test fails.

@@ -97,5 +97,5 @@ if [[ -z "$XDPLB_ROOT" && "$LAB_SERVICES" == systemd ]]; then
 else
     start_process xdplb "$xdplb" run --config "$XDPLB_CONFIG"
 fi
-wait_for "the admin API on $ADMIN_LISTEN" 60 curl -fsS --max-time 2 "http://$ADMIN_LISTEN/api/v1/status"
+wait_for "xdplb ready (attached, admin API on $ADMIN_LISTEN)" 60 curl -fsS --max-time 2 "http://$ADMIN_LISTEN/readyz"
 say "xdplb balances $VIP:80 (tcp) and $VIP:53 (udp) over $BACKENDS on $front and $back ($XDP_MODE XDP); admin API on $ADMIN_LISTEN"
