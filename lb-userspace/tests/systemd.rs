@@ -70,8 +70,8 @@ fn unit_capabilities(service: &BTreeMap<String, Vec<String>>) -> Vec<String> {
 
 /// `setpriv` taking this process to `UID` with exactly `caps` (CAP_* names)
 /// as ambient, inheritable and bounding set, then the unit's ExecStart up
-/// to the config path, with the binary under test for /usr/bin/xdplb.
-fn command_line(exec_start: &str, caps: &[String]) -> Vec<OsString> {
+/// to the config path, with `bin` (the binary under test) for /usr/bin/xdplb.
+fn command_line(exec_start: &str, caps: &[String], bin: &Path) -> Vec<OsString> {
     let list = caps
         .iter()
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
@@ -96,7 +96,7 @@ fn command_line(exec_start: &str, caps: &[String]) -> Vec<OsString> {
         ["/usr/bin/xdplb", "run", "--config", "/etc/xdplb/xdplb.yaml"],
         "ExecStart as this test knows it"
     );
-    argv.push(xdplb_bin!().into());
+    argv.push(bin.into());
     argv.extend(words[1..3].iter().map(OsString::from));
     argv
 }
@@ -120,6 +120,35 @@ struct Bed {
     topo: Topology,
     _servers: Vec<HttpServer>,
     yaml: String,
+    bin: UserBinary,
+}
+
+/// The binary under test, copied where `UID` can run it (the build's may
+/// sit under a home directory other users cannot enter, as /root is);
+/// removed on drop.
+struct UserBinary(PathBuf);
+
+impl UserBinary {
+    fn new(name: &str) -> UserBinary {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("{name}bin"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join("xdplb");
+        fs::copy(xdplb_bin!(), &bin).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        UserBinary(dir)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0.join("xdplb")
+    }
+}
+
+impl Drop for UserBinary {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Bed {
@@ -152,6 +181,7 @@ impl Bed {
         fs::create_dir_all(&pins).unwrap();
         chown(&pins, Some(UID), Some(UID)).unwrap();
         Bed {
+            bin: UserBinary::new(topo.prefix()),
             topo,
             _servers: servers,
             yaml,
@@ -184,7 +214,11 @@ fn the_units_exec_start_serves_traffic_as_a_user_with_only_the_units_capabilitie
         format!("NOTIFY_SOCKET={}", notify.path.display()).into(),
         "WATCHDOG_USEC=1000000".into(),
     ];
-    command.extend(command_line(&service["ExecStart"][0], &caps));
+    command.extend(command_line(
+        &service["ExecStart"][0],
+        &caps,
+        &bed.bin.path(),
+    ));
     let daemon = bed
         .start(command)
         .expect("the daemon starts as a user with the unit's capabilities");
@@ -261,7 +295,11 @@ fn without_any_one_of_the_units_capabilities_the_daemon_does_not_start() {
     let bed = Bed::new();
     for missing in &caps {
         let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
-        let err = match bed.start(command_line(&service["ExecStart"][0], &fewer)) {
+        let err = match bed.start(command_line(
+            &service["ExecStart"][0],
+            &fewer,
+            &bed.bin.path(),
+        )) {
             Ok(d) => panic!("started without {missing}:\n{}", d.log()),
             Err(e) => format!("{e:#}"),
         };
@@ -343,13 +381,17 @@ impl Drop for Notify {
 fn trace_as_user(bed: &Bed, caps: &[String]) -> std::process::Output {
     let config = std::env::temp_dir().join(format!("{}trace.yaml", bed.topo.prefix()));
     fs::write(&config, &bed.yaml).unwrap();
-    let argv = command_line("/usr/bin/xdplb run --config /etc/xdplb/xdplb.yaml", caps);
+    let argv = command_line(
+        "/usr/bin/xdplb run --config /etc/xdplb/xdplb.yaml",
+        caps,
+        &bed.bin.path(),
+    );
     // setpriv's options, then the binary: `trace` in place of `run`.
     let (setpriv, rest) = argv.split_first().unwrap();
     let options = &rest[..rest.len() - 3];
     let out = Command::new(setpriv)
         .args(options)
-        .arg(xdplb_bin!())
+        .arg(bed.bin.path())
         .args(["trace", "--config"])
         .arg(&config)
         .args(["--hex", &"00".repeat(60)])
@@ -383,7 +425,11 @@ fn with_bgp_and_the_drop_in_bird_runs_as_the_services_child_and_announces() {
     )
     .expect("router bird");
     let daemon = bed
-        .start(command_line(&service_section(&unit)["ExecStart"][0], &caps))
+        .start(command_line(
+            &service_section(&unit)["ExecStart"][0],
+            &caps,
+            &bed.bin.path(),
+        ))
         .expect("the daemon starts with the bgp drop-in's capabilities");
     let learnt = wait_until(Duration::from_secs(30), || {
         netns::ip(&["-n", &client, "route", "show", "198.18.100.10/32"])
