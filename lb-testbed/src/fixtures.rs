@@ -80,6 +80,18 @@ pub fn daemon_config(
     )
 }
 
+/// `config` (from [`daemon_config`]) with `admin.token_file` set: every
+/// change through the API needs that file's token.
+pub fn with_token_file(config: &str, token: &std::path::Path) -> String {
+    config.replace(
+        &format!("admin: {{ listen: {ADMIN} }}"),
+        &format!(
+            "admin: {{ listen: {ADMIN}, token_file: {} }}",
+            token.display()
+        ),
+    )
+}
+
 /// One entry of `services:`; `keys` are more of its keys, one per entry
 /// (`protocol: udp`, `mode: dsr`, `health_check: {...}`).
 pub fn service(

@@ -313,12 +313,7 @@ pub async fn sample(
     loop {
         tick.tick().await;
         let plan = plan.get();
-        let sids: Vec<u32> = plan.services.iter().map(|s| s.id).collect();
-        let bids: Vec<u32> = plan
-            .services
-            .iter()
-            .flat_map(|s| s.backends.iter().map(|b| b.id))
-            .collect();
+        let (sids, bids) = plan.ids();
         // A syscall per id: off the async workers.
         let read = tokio::task::spawn_blocking(move || {
             let read = counters.read(&sids, &bids);

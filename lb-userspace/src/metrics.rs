@@ -232,12 +232,7 @@ impl Collector for DataplaneCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let plan = self.plan.get();
-        let sids: Vec<u32> = plan.services.iter().map(|s| s.id).collect();
-        let bids: Vec<u32> = plan
-            .services
-            .iter()
-            .flat_map(|s| s.backends.iter().map(|b| b.id))
-            .collect();
+        let (sids, bids) = plan.ids();
         match self.counters.read(&sids, &bids) {
             Ok(c) => families(&plan, &c, self.flow_entries.load(Ordering::Relaxed)),
             Err(e) => {

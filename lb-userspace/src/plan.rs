@@ -32,6 +32,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Every service's id and every backend's id, as the counter maps are
+    /// read by.
+    pub fn ids(&self) -> (Vec<u32>, Vec<u32>) {
+        let services = self.services.iter().map(|s| s.id).collect();
+        let backends = self
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| b.id))
+            .collect();
+        (services, backends)
+    }
+
     /// The VIPs this node can serve: those with at least one service whose
     /// ring has a backend (ready, weight > 0, healthy). What BGP announces
     /// while the node is ready (docs/ha.md).

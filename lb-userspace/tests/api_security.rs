@@ -20,7 +20,7 @@ use cli_support::{TempFile, assert_exit, assert_fails, stderr, stdout, xdplb};
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Topology, backend_addr,
     bird::{PeerBird, router_conf},
-    fixtures::{backend as backend_yaml, service},
+    fixtures::{backend as backend_yaml, service, with_token_file},
     host_tools, http_get, netns, wait_answering, xdplb_bin,
 };
 use xdplb::{
@@ -62,7 +62,8 @@ fn config(topo: &Topology, token: &Path, backends: &[usize]) -> String {
         .map(|i| backend_yaml(backend_addr(*i), 8080))
         .collect();
     let health = "health_check: { type: tcp, interval: 200ms, timeout: 200ms, rise: 1, fall: 3 }";
-    topo.daemon_config(
+    with_token_file(
+        &topo.daemon_config(
         "snat: { ipv4: 198.18.1.1, ports: 20000-29999 }\n\
          limits: { max_services: 4, max_backends: 8, maglev_table_size: 65537, flow_table_size: 65536 }",
         &[service(
@@ -72,13 +73,8 @@ fn config(topo: &Topology, token: &Path, backends: &[usize]) -> String {
             &["protocol: tcp", health],
             &list,
         )],
-    )
-    .replace(
-        &format!("admin: {{ listen: {ADMIN} }}"),
-        &format!(
-            "admin: {{ listen: {ADMIN}, token_file: {} }}",
-            token.display()
-        ),
+    ),
+        token,
     )
 }
 

@@ -22,7 +22,7 @@ use std::{
 use fantoccini::{Client as Browser, ClientBuilder, Locator, elements::Element};
 use lb_testbed::{
     ADMIN, HttpServer, Load, Topology, backend_addr,
-    fixtures::{backend as backend_yaml, service},
+    fixtures::{backend as backend_yaml, service, with_token_file},
     host_tools, netns, wait_answering, xdplb_bin,
 };
 use serde_json::{Value, json};
@@ -95,7 +95,8 @@ impl Drop for TokenFile {
 fn config(topo: &Topology, token: &Path) -> String {
     let list = [1, 2].map(|i| backend_yaml(backend_addr(i), 8080));
     let health = "health_check: { type: http, path: /healthz, interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }";
-    topo.daemon_config(
+    with_token_file(
+        &topo.daemon_config(
         "snat: { ipv4: 198.18.1.1, ports: 20000-29999 }\n\
          limits: { max_services: 4, max_backends: 8, maglev_table_size: 65537, flow_table_size: 65536 }",
         &[service(
@@ -105,13 +106,8 @@ fn config(topo: &Topology, token: &Path) -> String {
             &["protocol: tcp", health],
             &list,
         )],
-    )
-    .replace(
-        &format!("admin: {{ listen: {ADMIN} }}"),
-        &format!(
-            "admin: {{ listen: {ADMIN}, token_file: {} }}",
-            token.display()
-        ),
+    ),
+        token,
     )
 }
 
