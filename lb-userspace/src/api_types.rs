@@ -44,6 +44,22 @@ pub struct Backend {
     pub flows: u64,
     /// None: the service has no health check.
     pub check: Option<CheckStatus>,
+    /// The weight new flows see: 0 while it takes none (drain, maint,
+    /// down), less than `weight` while slow start ramps it up.
+    #[serde(default)]
+    pub effective_weight: f64,
+    /// While slow start ramps its weight up (null otherwise).
+    #[serde(default)]
+    pub slow_start: Option<SlowStart>,
+}
+
+/// A backend's slow-start ramp in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlowStart {
+    /// Share of its weight reached: 0 to 99.
+    pub percent: u32,
+    /// Until it takes its full weight.
+    pub remaining_ms: u64,
 }
 
 /// What the health checks say.

@@ -177,6 +177,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
         "the health-check listener"
     });
+    let ramps = shared.controller().slow_start_steps();
+    let ramp_shared = shared.clone();
+    tasks.spawn(crate::controller::drive_slow_start(ramps, move || {
+        ramp_shared.controller().slow_start_step()
+    }));
     let plan = shared.controller().shared_plan();
     tasks.spawn(history::sample(
         shared.history.clone(),

@@ -13,7 +13,7 @@ use std::sync::{
 };
 
 use prometheus::{
-    IntCounterVec, IntGaugeVec, Opts,
+    GaugeVec, IntCounterVec, IntGaugeVec, Opts,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
@@ -65,6 +65,7 @@ struct Series {
     be_up: IntGaugeVec,
     be_state: IntGaugeVec,
     be_weight: IntGaugeVec,
+    be_effective_weight: GaugeVec,
     flows: IntGaugeVec,
 }
 
@@ -132,6 +133,14 @@ impl Series {
                 "The backend's weight in force (config, or set at run time).",
                 &BACKEND,
             ),
+            be_effective_weight: GaugeVec::new(
+                Opts::new(
+                    "xdplb_backend_effective_weight",
+                    "The weight new flows see: 0 while the backend takes none, less than its weight while slow start ramps it.",
+                ),
+                &BACKEND,
+            )
+            .expect("valid metric definition"),
             flows: gauge(
                 "xdplb_flow_table_entries",
                 "Entries in the connection-tracking table, as of the last expiry sweep (every 5 s).",
@@ -140,7 +149,7 @@ impl Series {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 11] {
+    fn collectors(&self) -> [&dyn Collector; 12] {
         [
             &self.xdp,
             &self.events,
@@ -152,6 +161,7 @@ impl Series {
             &self.be_up,
             &self.be_state,
             &self.be_weight,
+            &self.be_effective_weight,
             &self.flows,
         ]
     }
@@ -193,6 +203,9 @@ pub fn families(plan: &Plan, c: &Counters, flow_entries: u64) -> Vec<MetricFamil
             s.be_weight
                 .with_label_values(&labels)
                 .set(i64::from(b.weight));
+            s.be_effective_weight
+                .with_label_values(&labels)
+                .set(b.effective_weight());
         }
     }
     s.flows
@@ -305,6 +318,7 @@ mod tests {
             "xdplb_backend_state{backend=\"198.18.1.11:8080\",service=\"web\",state=\"ready\"} 1",
             "xdplb_backend_state{backend=\"198.18.1.11:8080\",service=\"web\",state=\"drain\"} 0",
             "xdplb_backend_weight{backend=\"198.18.1.11:8080\",service=\"web\"} 100",
+            "xdplb_backend_effective_weight{backend=\"198.18.1.11:8080\",service=\"web\"} 100",
             "xdplb_flow_table_entries 42",
         ] {
             assert!(

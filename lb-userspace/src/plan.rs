@@ -2,6 +2,12 @@
 //! (admin changes, health), into the exact contents of the data-plane maps:
 //! map entries and each service's Maglev ring. Pure, so it is unit-tested
 //! without a kernel.
+//!
+//! A ring is rebuilt only when what it is built from changed (`ring_from`):
+//! slow start re-plans every step, and only the ramping service's ring is
+//! computed again.
+
+mod ramp;
 
 use std::{
     collections::BTreeSet,
@@ -20,6 +26,8 @@ use crate::{
     ids::{BackendKey, Ids},
     maglev::{MaglevBackend, build_table},
 };
+
+pub use ramp::{MIN_STEP as SLOW_START_MIN_STEP, Ramp, next_change as ramp_next_change, ramp};
 
 /// Everything the daemon writes into the maps for one config.
 #[derive(Debug, Clone)]
@@ -71,6 +79,17 @@ pub struct ServicePlan {
     pub backends: Vec<BackendPlan>,
     /// Maglev ring: `M` backend ids (or `NO_BACKEND`).
     pub ring: Vec<u32>,
+    /// What `ring` was built from (`RingInput`).
+    ring_input: RingInput,
+}
+
+/// Everything a service's ring depends on: size, seed, and each backend's
+/// identity, id and weight as Maglev sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RingInput {
+    m: u32,
+    seed: u32,
+    backends: Vec<(MaglevBackend, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +104,23 @@ pub struct BackendPlan {
     pub weight: u32,
     /// Health: false once its checks failed (always true without checks).
     pub up: bool,
+    /// Slow start: where its weight's ramp is, while it ramps.
+    pub ramp: Option<Ramp>,
+}
+
+impl BackendPlan {
+    /// The weight new flows see: 0 while it takes none (drain, maint,
+    /// down, weight 0), its weight times the ramp's progress while slow
+    /// start ramps it, else its weight.
+    pub fn effective_weight(&self) -> f64 {
+        if self.entry.state != STATE_READY {
+            return 0.0;
+        }
+        let share = self
+            .ramp
+            .map_or(1.0, |r| f64::from(r.permille) / f64::from(ramp::SCALE));
+        f64::from(self.weight) * share
+    }
 }
 
 /// A backend's run-time status, as the daemon knows it.
@@ -93,6 +129,14 @@ pub struct Status {
     pub admin: BackendState,
     pub weight: u32,
     pub up: bool,
+}
+
+impl Status {
+    /// Whether it takes new flows (is in its service's ring): ready, up,
+    /// with a weight. Slow start begins when this becomes true.
+    pub fn takes_new_flows(&self) -> bool {
+        self.admin == BackendState::Ready && self.up && self.weight > 0
+    }
 }
 
 // Re-exported until controller.rs, neigh.rs and trace/ import them from
@@ -121,6 +165,18 @@ pub fn plan(
     cfg: &Config,
     ids: &Ids,
     status: impl Fn(&BackendKey, &BackendConfig) -> Status,
+) -> Plan {
+    plan_ramped(cfg, ids, status, |_| None, None)
+}
+
+/// `plan`, with the slow-start ramp of each backend (`ramps`), reusing the
+/// rings of `previous` whose inputs did not change.
+pub fn plan_ramped(
+    cfg: &Config,
+    ids: &Ids,
+    status: impl Fn(&BackendKey, &BackendConfig) -> Status,
+    ramps: impl Fn(&BackendKey) -> Option<Ramp>,
+    previous: Option<&Plan>,
 ) -> Plan {
     let m = cfg.limits.maglev_table_size;
     let globals = Globals {
@@ -172,9 +228,15 @@ pub fn plan(
                         admin: st.admin,
                         weight: st.weight,
                         up: st.up,
+                        ramp: ramps(&key).filter(|_| st.takes_new_flows()),
                     }
                 })
                 .collect();
+            let ring_input = ring_input(&backends, m, cfg.hash_seed);
+            let reused = previous
+                .and_then(|p| p.services.iter().find(|p| p.id == id))
+                .filter(|p| p.ring_input == ring_input)
+                .map(|p| p.ring.clone());
             ServicePlan {
                 name: s.name.clone(),
                 id,
@@ -196,7 +258,8 @@ pub fn plan(
                     OnEmpty::Reject => SVC_REJECT,
                     OnEmpty::Drop => 0,
                 },
-                ring: ring_for(&backends, m, cfg.hash_seed),
+                ring: reused.unwrap_or_else(|| ring_for(&ring_input)),
+                ring_input,
                 backends,
             }
         })
@@ -236,27 +299,38 @@ fn state_code(st: Status) -> u8 {
     }
 }
 
-/// Only `ready` backends with a weight take new flows.
-fn ring_for(backends: &[BackendPlan], m: u32, seed: u32) -> Vec<u32> {
-    let input: Vec<MaglevBackend> = backends
+/// Only `ready` backends with a weight take new flows; while one of the
+/// service's backends ramps, every weight is scaled so the ramp is exact.
+fn ring_input(backends: &[BackendPlan], m: u32, seed: u32) -> RingInput {
+    let ramping = backends.iter().any(|b| b.ramp.is_some());
+    let backends = backends
         .iter()
-        .map(|b| MaglevBackend {
-            addr: b.addr.ip(),
-            port: b.addr.port(),
-            weight: if b.entry.state == STATE_READY {
-                b.weight
-            } else {
-                0
-            },
+        .map(|b| {
+            let weight = match (b.entry.state == STATE_READY, ramping) {
+                (false, _) => 0,
+                (true, false) => b.weight,
+                (true, true) => ramp::scaled_weight(b.weight, b.ramp),
+            };
+            let mb = MaglevBackend {
+                addr: b.addr.ip(),
+                port: b.addr.port(),
+                weight,
+            };
+            (mb, b.id)
         })
         .collect();
-    build_table(&input, m, seed)
+    RingInput { m, seed, backends }
+}
+
+fn ring_for(input: &RingInput) -> Vec<u32> {
+    let table: Vec<MaglevBackend> = input.backends.iter().map(|(b, _)| *b).collect();
+    build_table(&table, input.m, input.seed)
         .into_iter()
         .map(|i| {
             if i == NO_BACKEND {
                 NO_BACKEND
             } else {
-                backends[i as usize].id
+                input.backends[i as usize].1
             }
         })
         .collect()
@@ -370,5 +444,46 @@ mod tests {
         });
         assert_eq!(owners(&s), [11]);
         assert_eq!(s.backends[2].entry.state, STATE_READY);
+    }
+
+    #[test]
+    fn a_ring_is_rebuilt_only_when_its_inputs_change() {
+        let cfg = Config::from_yaml(CFG).unwrap();
+        let mut ids = Ids::default();
+        ids.assign(&cfg).unwrap();
+        let mut before = plan(&cfg, &ids, |_, b| configured(b));
+        // Marked, so a ring taken over (not rebuilt) shows.
+        before.services[0].ring[0] = 12345;
+        let same = plan_ramped(&cfg, &ids, |_, b| configured(b), |_| None, Some(&before));
+        assert_eq!(same.services[0].ring[0], 12345, "same inputs: reused");
+
+        let half = Ramp {
+            permille: 500,
+            remaining: std::time::Duration::from_secs(5),
+        };
+        let ramped = |k: &BackendKey| k.1.ip().to_string().ends_with(".13").then_some(half);
+        let p = plan_ramped(&cfg, &ids, |_, b| configured(b), ramped, Some(&before));
+        assert_ne!(p.services[0].ring[0], 12345, "a ramp changed it: rebuilt");
+        let count = |p: &ServicePlan, last: &str| {
+            let id = p
+                .backends
+                .iter()
+                .find(|b| b.addr.ip().to_string().ends_with(last))
+                .unwrap()
+                .id;
+            p.ring.iter().filter(|e| **e == id).count()
+        };
+        // .11 at full weight, .13 at half (.12 drains): about 2:1.
+        let (b11, b13) = (count(&p.services[0], ".11"), count(&p.services[0], ".13"));
+        assert!(
+            (600..=760).contains(&b11) && b11 + b13 == 1021,
+            "{b11} {b13}"
+        );
+        assert_eq!(p.services[0].backends[2].effective_weight(), 50.0);
+        assert_eq!(p.services[0].backends[1].effective_weight(), 0.0, "drain");
+        assert_eq!(
+            p.services[0].backends[1].ramp, None,
+            "no ramp unless in the ring"
+        );
     }
 }

@@ -81,6 +81,11 @@ fn every_json_type_conforms_to_its_schema() {
         bytes: 1,
         flows: 2,
         check,
+        effective_weight: 37.5,
+        slow_start: Some(SlowStart {
+            percent: 37,
+            remaining_ms: 6_250,
+        }),
     };
     let service = Service {
         name: "web".into(),
@@ -90,7 +95,14 @@ fn every_json_type_conforms_to_its_schema() {
         hash: HashMode::SourceIp,
         packets: 1,
         bytes: 2,
-        backends: vec![backend(check), backend(None)],
+        backends: vec![
+            backend(check),
+            Backend {
+                effective_weight: 0.0,
+                slow_start: None,
+                ..backend(None)
+            },
+        ],
     };
     let full = NodeStatus {
         node: NodeState::Drain,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use lb_common::BackendCounter;
 
 use crate::{
-    api_types::{Backend, Effective, Health, Service},
+    api_types::{Backend, Effective, Health, Service, SlowStart},
     controller::{ControlError, Controller, DataplaneOps, HealthSource},
     ids::BackendKey,
     plan::BackendPlan,
@@ -66,7 +66,8 @@ fn backend<D: DataplaneOps, H: HealthSource>(
     b: &BackendPlan,
     counters: BackendCounter,
 ) -> Backend {
-    let check = c.health_status(&(service.to_owned(), b.addr));
+    let key = (service.to_owned(), b.addr);
+    let check = c.health_status(&key);
     Backend {
         address: b.addr,
         weight: b.weight,
@@ -86,5 +87,10 @@ fn backend<D: DataplaneOps, H: HealthSource>(
         bytes: counters.bytes,
         flows: counters.flows,
         check,
+        effective_weight: b.effective_weight(),
+        slow_start: b.ramp.map(|r| SlowStart {
+            percent: r.percent(),
+            remaining_ms: c.slow_start_remaining(&key).unwrap_or_default().as_millis() as u64,
+        }),
     }
 }

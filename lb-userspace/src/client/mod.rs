@@ -105,6 +105,8 @@ mod fixtures {
                 bytes: packets * 100,
                 flows: 1,
                 check: None,
+                effective_weight: 100.0,
+                slow_start: None,
             }],
         }
     }

@@ -107,7 +107,7 @@ pub fn render_status(services: &[Service], rates: Option<&Rates>) -> String {
         for b in &svc.backends {
             rows.push(vec![
                 b.address.to_string(),
-                b.weight.to_string(),
+                weight_cell(b),
                 state_word(b.state).into(),
                 health_word(b.health).into(),
                 effective_word(b.effective).into(),
@@ -119,6 +119,20 @@ pub fn render_status(services: &[Service], rates: Option<&Rates>) -> String {
         table(&mut out, &rows, &right);
     }
     out
+}
+
+/// The weight, and how far slow start has ramped it ("100 (slow start
+/// 35%, 6s left)").
+fn weight_cell(b: &Backend) -> String {
+    match b.slow_start {
+        None => b.weight.to_string(),
+        Some(r) => format!(
+            "{} (slow start {}%, {}s left)",
+            b.weight,
+            r.percent,
+            r.remaining_ms.div_ceil(1000)
+        ),
+    }
 }
 
 /// Columns as wide as their widest cell, two spaces apart; `right`: which
@@ -266,6 +280,21 @@ mod tests {
         );
         assert!(render_status(&after.services, None).contains(" -\n"));
         assert_eq!(render_status(&[], None), "no services\n");
+    }
+
+    #[test]
+    fn status_shows_a_slow_start_next_to_the_weight() {
+        let mut svc = service(0);
+        svc.backends[0].effective_weight = 35.0;
+        svc.backends[0].slow_start = Some(crate::api_types::SlowStart {
+            percent: 35,
+            remaining_ms: 5_200,
+        });
+        let text = render_status(&[svc], None);
+        assert!(
+            text.contains("198.18.1.11:8080  100 (slow start 35%, 6s left)  ready"),
+            "{text}"
+        );
     }
 
     #[test]

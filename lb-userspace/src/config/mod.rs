@@ -358,7 +358,23 @@ pub struct Service {
     /// None = backends are always up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// HAProxy's `slowstart`: a backend that starts taking new flows again
+    /// (back up, added by a reload, back to `ready`) ramps its weight up
+    /// over this time. None or 0: off.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub slow_start: Option<Duration>,
     pub backends: Vec<BackendConfig>,
+}
+
+impl Service {
+    /// The ramp's length, if slow start is on.
+    pub fn slow_start(&self) -> Option<Duration> {
+        self.slow_start.filter(|d| !d.is_zero())
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -231,7 +231,8 @@ fn schema_messages_are_serdes_placed_by_serde_yaml() {
             .unwrap_err()
             .to_string(),
         "services[0].colour: unknown field `colour`, expected one of `name`, `vip`, `port`, \
-         `protocol`, `mode`, `encap`, `icmp_echo`, `hash`, `on_empty`, `health_check`, `backends` \
+         `protocol`, `mode`, `encap`, `icmp_echo`, `hash`, `on_empty`, `health_check`, `slow_start`, \
+         `backends` \
          (line 5, column 5)"
     );
     assert_err(
@@ -1082,4 +1083,48 @@ fn flow_sync_errors_name_the_key() {
         ),
         (with_flow_sync(addr), &["flow_sync: missing field `peers`"]),
     ]);
+}
+
+#[test]
+fn slow_start_is_a_duration_0_or_absent_for_off_at_most_an_hour() {
+    let with = |v: &str| {
+        parse(&base_with(
+            "port: 80\n",
+            &format!("port: 80\n    slow_start: {v}\n"),
+        ))
+    };
+    assert_eq!(parse(BASE).unwrap().services[0].slow_start(), None);
+    let s = with("30s").unwrap();
+    assert_eq!(s.services[0].slow_start(), Some(Duration::from_secs(30)));
+    assert_eq!(
+        with("1m 30s").unwrap().services[0].slow_start(),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(
+        with("1h").unwrap().services[0].slow_start(),
+        Some(Duration::from_secs(3600))
+    );
+    for off in ["0s", "0"] {
+        let c = with(off).unwrap();
+        assert_eq!(c.services[0].slow_start, Some(Duration::ZERO), "{off}");
+        assert_eq!(c.services[0].slow_start(), None, "{off} is off");
+    }
+    for (bad, parts) in [
+        (
+            "500ms",
+            &[
+                "services[0].slow_start",
+                "500ms is out of range: 0 (off), or 1s up to 1h",
+            ][..],
+        ),
+        (
+            "2h",
+            &["services[0].slow_start", "2h is out of range", "line 7"][..],
+        ),
+        ("30", &["services[0].slow_start"][..]),
+        ("fast", &["services[0].slow_start"][..]),
+    ] {
+        let text = base_with("port: 80\n", &format!("port: 80\n    slow_start: {bad}\n"));
+        assert_err(&text, parts);
+    }
 }

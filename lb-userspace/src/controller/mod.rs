@@ -12,6 +12,7 @@
 mod diff;
 mod error;
 mod explain;
+mod slow_start;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +21,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
+    time::{Duration, Instant},
 };
 
 use tokio::sync::watch;
@@ -27,6 +29,7 @@ use tracing::{error, info, warn};
 
 pub use crate::dataplane::DataplaneOps;
 pub use error::ControlError;
+pub use slow_start::drive as drive_slow_start;
 
 use crate::{
     api_types::{NodeState, ReloadSummary},
@@ -36,6 +39,7 @@ use crate::{
     ids::{BackendKey, Ids},
     plan::{self, Plan, Status},
 };
+use slow_start::Ramps;
 
 /// What the controller needs of health checking.
 pub trait HealthSource {
@@ -114,6 +118,12 @@ pub struct Controller<D = Dataplane, H = HealthChecker> {
     /// The VIPs BGP should announce (`desired_announcements`), published
     /// after every write and node change.
     announce: watch::Sender<BTreeSet<IpAddr>>,
+    /// Slow start: the ramps in progress, and when the next step is due
+    /// (published after every write, for `drive_slow_start`).
+    ramps: Ramps,
+    ramp_step: watch::Sender<Option<Instant>>,
+    /// The time ramps are measured with (a fake one in tests).
+    clock: Box<dyn Fn() -> Instant + Send>,
 }
 
 /// What this node announces: every usable VIP, none while drained.
@@ -127,7 +137,8 @@ fn desired_announcements(plan: &Plan, node: NodeState) -> BTreeSet<IpAddr> {
 impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
     /// Takes over a loaded data plane with `ids` (from `Ids::adopt`: those
     /// of state pinned by an earlier run kept), then writes the whole
-    /// config and starts checking backends.
+    /// config and starts checking backends. Every backend starts at its
+    /// full weight: no slow start.
     pub fn new(
         config_path: PathBuf,
         config: Config,
@@ -154,6 +165,9 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
             dataplane,
             plan,
             shared_plan,
+            ramps: Ramps::default(),
+            ramp_step: watch::Sender::new(None),
+            clock: Box::new(Instant::now),
         })
     }
 
@@ -182,6 +196,32 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
     /// The VIPs to announce, kept current (the BGP task follows it).
     pub fn announcements(&self) -> watch::Receiver<BTreeSet<IpAddr>> {
         self.announce.subscribe()
+    }
+
+    /// When the next slow-start step is due, kept current
+    /// (`drive_slow_start` follows it and calls `slow_start_step`).
+    pub fn slow_start_steps(&self) -> watch::Receiver<Option<Instant>> {
+        self.ramp_step.subscribe()
+    }
+
+    /// How long until the backend takes its full weight, while slow start
+    /// ramps it (counted now; the plan's ramp is as of its last step).
+    pub fn slow_start_remaining(&self, key: &BackendKey) -> Option<Duration> {
+        self.ramps.ramp(key, (self.clock)()).map(|r| r.remaining)
+    }
+
+    /// Moves the slow-start ramps on: re-plans, which rebuilds only the
+    /// rings of services whose ramps reached a new step. A failed write is
+    /// tried again a step later.
+    pub fn slow_start_step(&mut self) {
+        if self.ramps.is_empty() {
+            return;
+        }
+        if let Err(e) = self.replan() {
+            warn!("applying a slow-start step: {e}");
+            let retry = (self.clock)() + plan::SLOW_START_MIN_STEP;
+            self.ramp_step.send_replace(Some(retry));
+        }
     }
 
     /// `xdplb node drain|ready`: withdraw every VIP (the data plane keeps
@@ -244,12 +284,25 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
         &mut self,
         how: impl FnOnce(&mut D, &Plan) -> Result<(), DataplaneError>,
     ) -> Result<(), DataplaneError> {
-        let plan = plan::plan(&self.inputs.config, &self.inputs.ids, |k, b| {
-            self.status(k, b)
-        });
+        let now = (self.clock)();
+        let status = |k: &BackendKey, b: &BackendConfig| self.status(k, b);
+        let ramps = self
+            .ramps
+            .next(&self.plan, &self.inputs.config, status, now);
+        let plan = plan::plan_ramped(
+            &self.inputs.config,
+            &self.inputs.ids,
+            status,
+            |k| ramps.ramp(k, now),
+            Some(&self.plan),
+        );
         how(&mut self.dataplane, &plan)?;
         self.plan = Arc::new(plan);
         self.shared_plan.set(self.plan.clone());
+        let due = ramps.next_step(now);
+        self.ramp_step
+            .send_if_modified(|d| std::mem::replace(d, due) != due);
+        self.ramps = ramps;
         self.publish();
         Ok(())
     }

@@ -644,3 +644,309 @@ fn a_change_that_fails_to_write_announces_nothing_new() {
     assert_eq!(vips(&rx), ["198.18.100.10", "198.18.100.53"]);
     assert!(!rx.has_changed().unwrap());
 }
+
+// --- slow start ---
+
+/// `yaml` with `slow_start` on `web`.
+fn slow_yaml(web_backends: &str, slow_start: &str) -> String {
+    yaml(web_backends, "").replacen(
+        "    health_check:",
+        &format!("    slow_start: {slow_start}\n    health_check:"),
+        1,
+    )
+}
+
+/// A controller whose ramps run on a clock the test moves.
+fn start_slow(text: &str) -> (TestController, ConfigFile, Arc<Mutex<Instant>>) {
+    let (mut c, f) = start(text);
+    let now = Arc::new(Mutex::new(Instant::now()));
+    let clock = now.clone();
+    c.clock = Box::new(move || *clock.lock().unwrap());
+    (c, f, now)
+}
+
+fn advance(now: &Mutex<Instant>, secs: f64) {
+    *now.lock().unwrap() += std::time::Duration::from_secs_f64(secs);
+}
+
+fn set_health(c: &mut TestController, a: &str, up: bool) {
+    let key = ("web".to_owned(), addr(a));
+    if up {
+        c.health.down.remove(&key);
+    } else {
+        c.health.down.insert(key.clone());
+    }
+    c.on_health(&Transition {
+        key,
+        up,
+        reason: String::new(),
+    });
+}
+
+/// Ramp progress of `a` (per mille) in the plan in force; None: full weight.
+fn permille(c: &TestController, a: &str) -> Option<u32> {
+    backend(c.plan(), "web", a).ramp.map(|r| r.permille)
+}
+
+const B13: &str = "198.18.1.13:8080";
+
+#[test]
+fn nothing_ramps_at_start_nor_without_slow_start() {
+    let (mut c, _f, now) = start_slow(&slow_yaml(WEB, "10s"));
+    assert!(
+        c.plan().services[0]
+            .backends
+            .iter()
+            .all(|b| b.ramp.is_none())
+    );
+    assert_eq!(backend(c.plan(), "web", B13).effective_weight(), 100.0);
+    assert_eq!(*c.slow_start_steps().borrow(), None, "no step due");
+
+    let (mut plain, _g, _) = start_slow(&yaml(WEB, ""));
+    set_health(&mut plain, B13, false);
+    set_health(&mut plain, B13, true);
+    assert_eq!(
+        permille(&plain, B13),
+        None,
+        "no slow_start: full weight at once"
+    );
+    assert!(ring_share(plain.plan(), B13) > 25);
+
+    // A step with nothing ramping writes nothing.
+    let writes = c.dataplane_mut().written.len();
+    advance(&now, 5.0);
+    c.slow_start_step();
+    assert_eq!(c.dataplane_mut().written.len(), writes);
+}
+
+#[test]
+fn a_backend_back_up_ramps_in_steps_to_its_full_share() {
+    let (mut c, _f, now) = start_slow(&slow_yaml(WEB, "10s"));
+    let full = ring_share(c.plan(), B13);
+    set_health(&mut c, B13, false);
+    assert_eq!(permille(&c, B13), None);
+    let dns_ring = c.plan().services[1].ring.clone();
+
+    set_health(&mut c, B13, true);
+    assert_eq!(permille(&c, B13), Some(1), "from near 0");
+    assert_eq!(ring_share(c.plan(), B13), 0);
+    assert_eq!(backend(c.plan(), "web", B13).effective_weight(), 0.1);
+    let start = *now.lock().unwrap();
+    assert_eq!(
+        *c.slow_start_steps().borrow(),
+        Some(start + std::time::Duration::from_secs(1)),
+        "the next step is due a step (10s / 20, at least 1s) later"
+    );
+    assert_eq!(
+        c.slow_start_remaining(&("web".into(), addr(B13))),
+        Some(std::time::Duration::from_secs(10))
+    );
+
+    let mut shares = vec![];
+    for _ in 0..9 {
+        advance(&now, 1.0);
+        c.slow_start_step();
+        shares.push(ring_share(c.plan(), B13));
+    }
+    assert_eq!(permille(&c, B13), Some(900));
+    assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
+    assert!(
+        shares[0] > 0 && shares[0] < full / 3,
+        "{shares:?} vs {full}"
+    );
+    assert!(
+        shares[8] > full * 3 / 4 && shares[8] <= full,
+        "{shares:?} vs {full}"
+    );
+    // The other service's ring is the same all along.
+    assert_eq!(c.plan().services[1].ring, dns_ring);
+
+    advance(&now, 1.0);
+    c.slow_start_step();
+    assert_eq!(permille(&c, B13), None, "over: full weight");
+    assert_eq!(ring_share(c.plan(), B13), full);
+    assert_eq!(*c.slow_start_steps().borrow(), None);
+}
+
+#[test]
+fn a_step_that_changes_nothing_writes_no_ring() {
+    // 30s: steps of 1.5s; a step called early changes no ring.
+    let (mut c, _f, now) = start_slow(&slow_yaml(WEB, "30s"));
+    set_health(&mut c, B13, false);
+    set_health(&mut c, B13, true);
+    let ring = c.plan().services[0].ring.clone();
+    advance(&now, 1.0);
+    c.slow_start_step();
+    assert_eq!(permille(&c, B13), Some(1));
+    assert_eq!(c.plan().services[0].ring, ring);
+    advance(&now, 0.5);
+    c.slow_start_step();
+    assert_eq!(permille(&c, B13), Some(50));
+}
+
+#[test]
+fn back_to_ready_or_to_a_weight_ramps_but_a_drain_of_another_does_not() {
+    for (away, back) in [
+        (
+            (Some(BackendState::Drain), None),
+            (Some(BackendState::Ready), None),
+        ),
+        (
+            (Some(BackendState::Maint), None),
+            (Some(BackendState::Ready), None),
+        ),
+        ((None, Some(0)), (None, Some(100))),
+    ] {
+        let (mut c, _f, _now) = start_slow(&slow_yaml(WEB, "10s"));
+        let a = addr(B13);
+        c.update_backend("web", a, away.0, away.1).unwrap();
+        assert_eq!(permille(&c, B13), None);
+        c.update_backend("web", a, back.0, back.1).unwrap();
+        assert_eq!(permille(&c, B13), Some(1), "{away:?} then {back:?}");
+        // Another backend leaving does not ramp the ones that stay.
+        c.update_backend(
+            "web",
+            addr("198.18.1.11:8080"),
+            Some(BackendState::Drain),
+            None,
+        )
+        .unwrap();
+        assert_eq!(permille(&c, "198.18.1.12:8080"), None);
+        assert_eq!(permille(&c, B13), Some(1));
+    }
+}
+
+#[test]
+fn a_weight_change_mid_ramp_ramps_to_the_new_weight() {
+    let (mut c, _f, now) = start_slow(&slow_yaml(WEB, "10s"));
+    set_health(&mut c, B13, false);
+    set_health(&mut c, B13, true);
+    advance(&now, 4.0);
+    c.slow_start_step();
+    assert_eq!(backend(c.plan(), "web", B13).effective_weight(), 40.0);
+    c.update_backend("web", addr(B13), None, Some(300)).unwrap();
+    assert_eq!(permille(&c, B13), Some(400), "the ramp goes on");
+    assert_eq!(backend(c.plan(), "web", B13).effective_weight(), 120.0);
+    advance(&now, 6.0);
+    c.slow_start_step();
+    assert_eq!(backend(c.plan(), "web", B13).effective_weight(), 300.0);
+}
+
+#[test]
+fn going_down_mid_ramp_stops_it_and_coming_back_starts_over() {
+    let (mut c, _f, now) = start_slow(&slow_yaml(WEB, "10s"));
+    set_health(&mut c, B13, false);
+    set_health(&mut c, B13, true);
+    advance(&now, 5.0);
+    c.slow_start_step();
+    assert_eq!(permille(&c, B13), Some(500));
+    set_health(&mut c, B13, false);
+    assert_eq!(permille(&c, B13), None);
+    assert_eq!(backend(c.plan(), "web", B13).effective_weight(), 0.0);
+    assert_eq!(*c.slow_start_steps().borrow(), None, "nothing ramps");
+    advance(&now, 1.0);
+    set_health(&mut c, B13, true);
+    assert_eq!(permille(&c, B13), Some(1), "from near 0 again");
+}
+
+#[test]
+fn reloads_ramp_added_backends_not_added_services_nor_untouched_ones() {
+    let (mut c, f, now) = start_slow(&slow_yaml(WEB, "10s"));
+    let four = format!("{WEB}      - {{ address: 198.18.1.14, port: 8080 }}\n");
+    let ssh = "  - name: ssh\n    vip: 198.18.100.22\n    port: 22\n    slow_start: 10s\n    backends:\n\
+               \x20     - { address: 198.18.1.31, port: 22 }\n      - { address: 198.18.1.32, port: 22 }\n";
+    f.write(&format!("{}{ssh}", slow_yaml(&four, "10s")));
+    c.reload().unwrap();
+    assert_eq!(
+        permille(&c, "198.18.1.14:8080"),
+        Some(1),
+        "an added backend ramps"
+    );
+    assert_eq!(permille(&c, B13), None);
+    assert!(
+        c.plan().services[2]
+            .backends
+            .iter()
+            .all(|b| b.ramp.is_none()),
+        "an added service starts at full weight"
+    );
+    // A reload mid-ramp keeps it going; one that turns slow start off ends it.
+    advance(&now, 3.0);
+    c.reload().unwrap();
+    assert_eq!(permille(&c, "198.18.1.14:8080"), Some(300));
+    f.write(&format!("{}{ssh}", yaml(&four, "")));
+    c.reload().unwrap();
+    assert_eq!(permille(&c, "198.18.1.14:8080"), None);
+
+    // Turning slow start on ramps nothing that already takes flows.
+    f.write(&format!("{}{ssh}", slow_yaml(&four, "10s")));
+    c.reload().unwrap();
+    assert!(
+        c.plan().services[0]
+            .backends
+            .iter()
+            .all(|b| b.ramp.is_none())
+    );
+}
+
+#[test]
+fn a_restart_adopting_pinned_state_does_not_ramp() {
+    // A new controller over the same config (as a restart with pinned maps
+    // builds): the first plan is written at full weight.
+    let text = slow_yaml(WEB, "10s");
+    let (c, _f, _now) = start_slow(&text);
+    let adopted = Adopted {
+        services: c
+            .plan()
+            .services
+            .iter()
+            .map(|s| {
+                let meta = lb_common::ServiceMeta {
+                    id: s.id,
+                    ..Default::default()
+                };
+                (s.key, meta)
+            })
+            .collect(),
+        backends: c
+            .plan()
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| (b.id, b.entry)))
+            .collect(),
+    };
+    let file = ConfigFile::new(&text);
+    let cfg = Config::load(&file.0).unwrap();
+    let ids = Ids::adopt(&cfg, &adopted).unwrap();
+    let again = Controller::new(
+        file.0.clone(),
+        cfg,
+        ids,
+        FakeDataplane::default(),
+        FakeHealth::default(),
+    )
+    .unwrap();
+    assert!(
+        again.plan().services[0]
+            .backends
+            .iter()
+            .all(|b| b.ramp.is_none())
+    );
+    assert_eq!(again.plan().services[0].ring, c.plan().services[0].ring);
+}
+
+#[test]
+fn a_failed_step_is_tried_again_a_second_later() {
+    let (mut c, _f, now) = start_slow(&slow_yaml(WEB, "10s"));
+    set_health(&mut c, B13, false);
+    set_health(&mut c, B13, true);
+    advance(&now, 1.0);
+    c.dataplane_mut().failures = vec![true];
+    c.slow_start_step();
+    assert_eq!(permille(&c, B13), Some(1), "the plan in force is kept");
+    let retry = *now.lock().unwrap() + std::time::Duration::from_secs(1);
+    assert_eq!(*c.slow_start_steps().borrow(), Some(retry));
+    advance(&now, 1.0);
+    c.slow_start_step();
+    assert_eq!(permille(&c, B13), Some(200));
+}

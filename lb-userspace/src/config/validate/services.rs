@@ -2,10 +2,12 @@
 //! check and backends.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::{backends, check_unicast, health_check};
 use crate::config::error::invalid;
 use crate::config::{ConfigError, Encap, Mode, Service};
+use crate::plan::SLOW_START_MIN_STEP;
 
 pub(super) fn check(services: &[Service]) -> Result<(), ConfigError> {
     // (vip, port, protocol) -> index of the service that owns it.
@@ -25,6 +27,9 @@ pub(super) fn check(services: &[Service]) -> Result<(), ConfigError> {
         }
         if let Some(hc) = &s.health_check {
             health_check::check(&at("health_check"), hc)?;
+        }
+        if let Some(d) = s.slow_start {
+            check_slow_start(&at("slow_start"), d)?;
         }
         check_unicast(&at("vip"), s.vip)?;
         if let Some(j) = vips.insert((s.vip, s.port, s.protocol), i) {
@@ -56,4 +61,27 @@ fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// The longest `slow_start`. Warm-ups (JIT, caches, connection pools) take
+/// seconds to minutes; past an hour the ramp's steps (1/20 of it) are three
+/// minutes apart, and a longer value is more likely a wrong unit (`30h`
+/// for `30m`) that would keep a backend under-used for a day.
+pub const MAX_SLOW_START: Duration = Duration::from_secs(3600);
+
+/// 0 turns slow start off; otherwise at least one ramp step, at most
+/// `MAX_SLOW_START`.
+fn check_slow_start(path: &str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() || (SLOW_START_MIN_STEP..=MAX_SLOW_START).contains(&d) {
+        return Ok(());
+    }
+    Err(invalid(
+        path,
+        format!(
+            "{} is out of range: 0 (off), or {} up to {}",
+            humantime::format_duration(d),
+            humantime::format_duration(SLOW_START_MIN_STEP),
+            humantime::format_duration(MAX_SLOW_START),
+        ),
+    ))
 }
