@@ -67,6 +67,10 @@ fn shipped_configs_are_valid() {
     let example = Config::from_yaml(include_str!("../../../config/example.yaml")).unwrap();
     assert_eq!(example.services[0].backends[2].state, BackendState::Drain);
     assert_eq!(example.services[1].hash, HashMode::SourceIp);
+    assert_eq!(
+        example.services[0].slow_start(),
+        Some(Duration::from_secs(30))
+    );
     let hc = example.services[0].health_check.as_ref().unwrap();
     assert_eq!((hc.r#type, hc.path()), (CheckType::Http, "/healthz"));
     let bgp = example.bgp.as_ref().unwrap();
