@@ -36,7 +36,10 @@ pub fn services<D: DataplaneOps, H: HealthSource>(
                     .iter()
                     .map(|b| {
                         let bc = counters.backends.get(&b.id).copied().unwrap_or_default();
-                        backend(c, &s.name, b, bc)
+                        Backend {
+                            signals: counters.signals(p, b.id),
+                            ..backend(c, &s.name, b, bc)
+                        }
                     })
                     .collect(),
             }
@@ -86,5 +89,6 @@ fn backend<D: DataplaneOps, H: HealthSource>(
         bytes: counters.bytes,
         flows: counters.flows,
         check,
+        signals: Default::default(),
     }
 }
