@@ -256,9 +256,10 @@ fn reverse(key: &FlowKey, svc: &ServiceMeta, backend_id: u32) -> NatRev {
 /// A backend answered the unconfirmed nat flow of `rev` (`xdplb_reply`
 /// found it in `PENDING_REV`): record what confirms it (module doc).
 /// `syn_ack_seq`: the answer's sequence number if it is a TCP SYN-ACK.
-/// The first SYN-ACK also ends the handshake the backend is timed on.
+/// The first SYN-ACK also ends the handshake the backend is timed on; a
+/// RST refuses it (the flow is closing: answered, not confirmable).
 #[inline(always)]
-pub fn answered(rev: &NatRev, key: &FlowKey, syn_ack_seq: Option<u32>) {
+pub fn answered(rev: &NatRev, key: &FlowKey, tcp_flags: u8, syn_ack_seq: Option<u32>) {
     let Some(flow) = PENDING.get_ptr_mut(client_key(rev, key)) else {
         return;
     };
@@ -266,7 +267,12 @@ pub fn answered(rev: &NatRev, key: &FlowKey, syn_ack_seq: Option<u32>) {
     let confirm = if key.proto == PROTO_TCP {
         match syn_ack_seq {
             Some(seq) => seq.wrapping_add(1),
-            None => return,
+            None => {
+                if tcp_flags & TCP_RST != 0 && f.closing == 0 {
+                    f.closing = 1;
+                }
+                return;
+            }
         }
     } else {
         1

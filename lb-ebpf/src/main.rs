@@ -289,7 +289,7 @@ fn reply(ctx: &XdpContext) -> Result<u32, ()> {
                 }
                 _ => None,
             };
-            flow::answered(unsafe { &*rev }, &pkt.key, seq);
+            flow::answered(unsafe { &*rev }, &pkt.key, pkt.tcp_flags, seq);
             rev
         }
     };

@@ -112,6 +112,8 @@ fn handshake_metric(labels: [&str; 2], h: &lb_common::Handshakes) -> proto::Metr
         p.set_value(value.to_string());
         pairs.push(p);
     }
+    // In name order, as the library's own series have them.
+    pairs.sort_by(|a, b| a.name().cmp(b.name()));
     let mut cumulative = 0;
     let buckets = h
         .buckets
@@ -323,7 +325,14 @@ pub fn families(plan: &Plan, c: &Counters, flow_entries: u64) -> Vec<MetricFamil
     s.flows
         .with_label_values(&[] as &[&str])
         .set(i64::try_from(flow_entries).unwrap_or(i64::MAX));
-    let mut out: Vec<MetricFamily> = s.collectors().iter().flat_map(|c| c.collect()).collect();
+    // A family with no series (nat-only ones with only dsr services) is
+    // left out: the text encoder refuses it.
+    let mut out: Vec<MetricFamily> = s
+        .collectors()
+        .iter()
+        .flat_map(|c| c.collect())
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
     if !handshake_metrics.is_empty() {
         handshakes.set_metric(handshake_metrics);
         out.push(handshakes);
@@ -485,6 +494,7 @@ mod tests {
         .unwrap();
         let plan = crate::plan::from_config(&cfg).unwrap();
         let c = Counters {
+            actions: vec![[0; 5]],
             global: vec![0; lb_common::GLOBAL_STATS_LEN as usize],
             ..Counters::default()
         };

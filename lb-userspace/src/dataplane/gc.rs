@@ -199,8 +199,14 @@ impl FlowTable {
             globals,
             |f, _| f.pending_expired(globals, now),
             |k, f, deleted| {
-                // A nat TCP flow whose backend never sent its SYN-ACK.
-                if deleted && k.proto == PROTO_TCP && f.snat_port != 0 && f.confirm == 0 {
+                // A nat TCP flow whose backend sent neither a SYN-ACK nor
+                // a RST (`closing`: a RST, or the client's FIN or RST).
+                if deleted
+                    && k.proto == PROTO_TCP
+                    && f.snat_port != 0
+                    && f.confirm == 0
+                    && f.closing == 0
+                {
                     *unanswered.entry(f.backend).or_default() += 1;
                 }
             },
