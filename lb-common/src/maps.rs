@@ -137,6 +137,11 @@ pub struct Flow {
     /// initial sequence number + 1, which a spoofed client never saw), for
     /// UDP 1. 0: no answer yet.
     pub confirm: u32,
+    /// When the flow was created (its SYN forwarded), in microseconds of
+    /// the kernel's monotonic clock (`bpf_ktime_get_ns` / 1000, wrapping
+    /// every 71 minutes): the start of the handshake the reply program
+    /// times (`Handshakes`).
+    pub born_us: u32,
 }
 
 /// A cached `bpf_fib_lookup` answer: per backend and CPU toward backends
@@ -325,10 +330,112 @@ pub struct Counter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendCounter {
+    /// Packets and bytes (whole frames), both directions.
     pub packets: u64,
     pub bytes: u64,
     /// New flows assigned to this backend.
     pub flows: u64,
+    /// Of `bytes`, those of the backend's replies (nat mode: the only mode
+    /// whose replies pass the balancer); the rest went to the backend.
+    pub reply_bytes: u64,
+    /// TCP resets the backend sent (nat mode).
+    pub resets: u64,
+}
+
+/// `BACKEND_LOAD` value, by backend id: how many flows a backend holds,
+/// for the program (least-flows balancing, `max_flows`) and the metrics.
+///
+/// The flow tables are LRU maps whose evictions are silent, so a count the
+/// program kept up and down itself would drift (an evicted flow is never
+/// counted down). Instead the daemon's expiry sweep, which walks `FLOWS`
+/// anyway (every 5 s), counts them exactly and writes `active`; between
+/// two sweeps the program adds its new flows to `recent` (a plain add:
+/// two CPUs adding at once may lose one), which the sweep sets back to 0. So `flows()` is never negative, is
+/// exact at each sweep, and between sweeps counts new flows at once but
+/// closed ones only at the next sweep. (A flow created while the sweep
+/// runs may be missed until the next one.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendLoad {
+    /// Confirmed flows open as of the daemon's last sweep: not expired, no
+    /// TCP FIN or RST seen (either direction in nat mode, the client's in
+    /// dsr and tunnel modes).
+    pub active: u64,
+    /// New flows (confirmed or not) given to it since that sweep.
+    pub recent: u64,
+    /// TCP connection attempts (nat mode) it never answered: unconfirmed
+    /// flows that expired with no SYN-ACK seen (`Flow::confirm` still 0),
+    /// counted by the sweep that deletes them. Only the daemon writes it.
+    pub unanswered: u64,
+}
+
+impl BackendLoad {
+    /// The flows it holds, as best known now (see the type's doc).
+    #[inline(always)]
+    pub fn flows(&self) -> u64 {
+        self.active.saturating_add(self.recent)
+    }
+}
+
+/// Buckets of a `Handshakes` histogram.
+pub const HANDSHAKE_BUCKETS: usize = 24;
+
+/// `BACKEND_HANDSHAKE` value (per CPU, by backend id): the backend's TCP
+/// handshake latency in nat mode, from its flow's first SYN forwarded to
+/// the first SYN-ACK seen (a SYN the client retransmitted counts from the
+/// first), as a log2 histogram. Bucket `i` counts latencies of at most
+/// 2^i microseconds (and more than the bucket before), the last bucket
+/// everything longer than 2^(HANDSHAKE_BUCKETS - 2) us (4.2 s).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshakes {
+    pub buckets: [u64; HANDSHAKE_BUCKETS],
+    /// The latencies' sum, microseconds.
+    pub sum_us: u64,
+}
+
+impl Default for Handshakes {
+    fn default() -> Self {
+        Handshakes {
+            buckets: [0; HANDSHAKE_BUCKETS],
+            sum_us: 0,
+        }
+    }
+}
+
+/// The `Handshakes` bucket of a latency of `us` microseconds: the number
+/// of bits of `us - 1` (so 2^i lands in bucket i), at most the last one.
+/// Straight-line shifts: the program has no count-leading-zeros.
+#[inline(always)]
+pub fn handshake_bucket(us: u32) -> usize {
+    let mut v = us.saturating_sub(1);
+    let mut n = 0;
+    if v >= 1 << 16 {
+        n += 16;
+        v >>= 16;
+    }
+    if v >= 1 << 8 {
+        n += 8;
+        v >>= 8;
+    }
+    if v >= 1 << 4 {
+        n += 4;
+        v >>= 4;
+    }
+    if v >= 1 << 2 {
+        n += 2;
+        v >>= 2;
+    }
+    if v >= 1 << 1 {
+        n += 1;
+        v >>= 1;
+    }
+    let bits = n + v as usize;
+    if bits < HANDSHAKE_BUCKETS {
+        bits
+    } else {
+        HANDSHAKE_BUCKETS - 1
+    }
 }
 
 /// `GLOBAL_STATS` slots (per CPU). Slots 0..=4 count the XDP actions by
@@ -395,6 +502,46 @@ mod pod {
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for BackendCounter {}
+    unsafe impl aya::Pod for BackendLoad {}
+    unsafe impl aya::Pod for Handshakes {}
     unsafe impl aya::Pod for NeighEvent {}
     unsafe impl aya::Pod for Peer {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_buckets_are_powers_of_two_of_microseconds() {
+        for (us, bucket) in [
+            (0, 0),
+            (1, 0),
+            (2, 1),
+            (3, 2),
+            (4, 2),
+            (5, 3),
+            (1024, 10),
+            (1025, 11),
+            (1 << 22, 22),
+            ((1 << 22) + 1, 23),
+            (u32::MAX, 23),
+        ] {
+            assert_eq!(handshake_bucket(us), bucket, "{us} us");
+        }
+        for i in 0..HANDSHAKE_BUCKETS - 1 {
+            assert_eq!(handshake_bucket(1 << i), i);
+        }
+    }
+
+    #[test]
+    fn load_is_never_negative_and_saturates() {
+        let l = BackendLoad {
+            active: u64::MAX,
+            recent: 5,
+            unanswered: 0,
+        };
+        assert_eq!(l.flows(), u64::MAX);
+        assert_eq!(BackendLoad::default().flows(), 0);
+    }
 }

@@ -15,7 +15,7 @@
 //! LRU eviction frees their SNAT ports); established flows stay.
 
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use lb_common::{
     Backend, FLAG_FLOW_SYNC, Flow, FlowKey, Globals, HASH_FIVE_TUPLE, MODE_NAT, NatRev, NextHop,
     PROTO_TCP, SNAT_PORT_TRIES, STAT_FLOW_CONFIRMED, STAT_FLOW_INSERT_FAIL, STAT_FLOW_NEW,
@@ -68,6 +68,13 @@ fn usable(state: u8) -> bool {
 #[inline(always)]
 pub fn now_secs() -> u32 {
     (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
+}
+
+/// Microseconds of the kernel's monotonic clock, wrapping (`Flow::born_us`):
+/// precise, for the handshake latency; only new flows and SYN-ACKs read it.
+#[inline(always)]
+pub fn now_us() -> u32 {
+    (unsafe { bpf_ktime_get_ns() } / 1000) as u32
 }
 
 /// The flow's backend, if the flow still stands: the backend is usable,
@@ -183,6 +190,7 @@ pub fn lookup_or_create(
         backend_port,
         last_seen: seen.now,
         closing: (seen.tcp_flags & (TCP_FIN | TCP_RST) != 0) as u8,
+        born_us: if svc.mode == MODE_NAT { now_us() } else { 0 },
         ..Flow::default()
     };
     stats::bump(STAT_FLOW_NEW);
@@ -248,9 +256,39 @@ fn reverse(key: &FlowKey, svc: &ServiceMeta, backend_id: u32) -> NatRev {
 /// A backend answered the unconfirmed nat flow of `rev` (`xdplb_reply`
 /// found it in `PENDING_REV`): record what confirms it (module doc).
 /// `syn_ack_seq`: the answer's sequence number if it is a TCP SYN-ACK.
+/// The first SYN-ACK also ends the handshake the backend is timed on; a
+/// RST refuses it (the flow is closing: answered, not confirmable).
 #[inline(always)]
-pub fn answered(rev: &NatRev, key: &FlowKey, syn_ack_seq: Option<u32>) {
-    let client = FlowKey {
+pub fn answered(rev: &NatRev, key: &FlowKey, tcp_flags: u8, syn_ack_seq: Option<u32>) {
+    let Some(flow) = PENDING.get_ptr_mut(client_key(rev, key)) else {
+        return;
+    };
+    let f = unsafe { &mut *flow };
+    let confirm = if key.proto == PROTO_TCP {
+        match syn_ack_seq {
+            Some(seq) => seq.wrapping_add(1),
+            None => {
+                if tcp_flags & TCP_RST != 0 && f.closing == 0 {
+                    f.closing = 1;
+                }
+                return;
+            }
+        }
+    } else {
+        1
+    };
+    if f.confirm != confirm {
+        if f.confirm == 0 && key.proto == PROTO_TCP {
+            stats::count_handshake(rev.backend, now_us().wrapping_sub(f.born_us));
+        }
+        f.confirm = confirm;
+    }
+}
+
+/// The client-side key of the nat flow whose reply (`key`) found `rev`.
+#[inline(always)]
+fn client_key(rev: &NatRev, key: &FlowKey) -> FlowKey {
+    FlowKey {
         src: rev.client,
         dst: rev.vip,
         sport: rev.client_port,
@@ -258,21 +296,18 @@ pub fn answered(rev: &NatRev, key: &FlowKey, syn_ack_seq: Option<u32>) {
         proto: key.proto,
         family: key.family,
         _pad: [0; 2],
-    };
-    let Some(flow) = PENDING.get_ptr_mut(client) else {
-        return;
-    };
-    let f = unsafe { &mut *flow };
-    let confirm = if key.proto == PROTO_TCP {
-        match syn_ack_seq {
-            Some(seq) => seq.wrapping_add(1),
-            None => return,
+    }
+}
+
+/// A backend sent a TCP FIN or RST on the confirmed nat flow of `rev`:
+/// the flow is closing (`BackendLoad::active` no longer counts it).
+#[inline(always)]
+pub fn closed_by_backend(rev: &NatRev, key: &FlowKey) {
+    if let Some(flow) = FLOWS.get_ptr_mut(client_key(rev, key)) {
+        let f = unsafe { &mut *flow };
+        if f.closing == 0 {
+            f.closing = 1;
         }
-    } else {
-        1
-    };
-    if f.confirm != confirm {
-        f.confirm = confirm;
     }
 }
 

@@ -29,9 +29,9 @@ use aya_ebpf::{
 };
 use fib::Route;
 use lb_common::{
-    Backend, BackendCounter, Counter, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Flow, FlowKey,
-    GLOBAL_STATS_LEN, Globals, MAX_PEERS, MODE_DSR, MODE_NAT, MODE_TUNNEL, NatRev, NextHop,
-    PROTO_TCP, Peer, SVC_REJECT, ServiceKey, ServiceMeta,
+    Backend, BackendCounter, BackendLoad, Counter, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Flow, FlowKey,
+    GLOBAL_STATS_LEN, Globals, Handshakes, MAX_PEERS, MODE_DSR, MODE_NAT, MODE_TUNNEL, NatRev,
+    NextHop, PROTO_TCP, Peer, SVC_REJECT, ServiceKey, ServiceMeta,
 };
 use tunnel::Inner;
 
@@ -71,6 +71,13 @@ static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0)
 /// Per-CPU counters by backend id.
 #[map]
 static BACKEND_STATS: PerCpuArray<BackendCounter> = PerCpuArray::with_max_entries(1, 0);
+/// Flows per backend id (`lb_common::BackendLoad`): counted by the
+/// daemon's sweep, plus the new flows since (added here).
+#[map]
+static BACKEND_LOAD: Array<BackendLoad> = Array::with_max_entries(1, 0);
+/// Per-CPU handshake-latency histograms by backend id (nat mode).
+#[map]
+static BACKEND_HANDSHAKE: PerCpuArray<Handshakes> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU global counters: XDP actions, then the `lb_common::STAT_*` slots. Fixed size.
 #[map]
 static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GLOBAL_STATS_LEN, 0);
@@ -282,13 +289,18 @@ fn reply(ctx: &XdpContext) -> Result<u32, ()> {
                 }
                 _ => None,
             };
-            flow::answered(unsafe { &*rev }, &pkt.key, seq);
+            flow::answered(unsafe { &*rev }, &pkt.key, pkt.tcp_flags, seq);
             rev
         }
     };
     let rev = unsafe { &mut *rev };
     stats::count_service(rev.service, pkt.frame_len);
-    stats::count_backend(rev.backend, pkt.frame_len, false);
+    stats::count_reply(rev.backend, pkt.frame_len, pkt.tcp_flags);
+    // The backend closes: its flow stops counting as active (and expires
+    // sooner), as when the client closes.
+    if pkt.tcp_flags & (parse::TCP_FIN | parse::TCP_RST) != 0 {
+        flow::closed_by_backend(rev, &pkt.key);
+    }
     nat::rewrite(
         &mut pkt,
         &rev.vip,

@@ -1,8 +1,10 @@
 //! Per-CPU counters: no atomics needed, the daemon sums the CPUs.
 
-use lb_common::XDP_ACTIONS;
+use lb_common::{XDP_ACTIONS, handshake_bucket};
 
-use crate::{BACKEND_STATS, GLOBAL_STATS, SERVICE_STATS};
+use crate::{
+    BACKEND_HANDSHAKE, BACKEND_LOAD, BACKEND_STATS, GLOBAL_STATS, SERVICE_STATS, parse::TCP_RST,
+};
 
 #[inline(always)]
 pub fn bump(slot: u32) {
@@ -39,5 +41,38 @@ pub fn count_backend(id: u32, bytes: u64, new_flow: bool) {
                 (*c).flows += 1;
             }
         }
+    }
+    // Shared by the CPUs (the program reads it back). A plain add: BPF
+    // has no atomic add in Rust's core, and two CPUs adding at once lose
+    // one at worst, until the next sweep counts anew.
+    if new_flow && let Some(load) = BACKEND_LOAD.get_ptr_mut(id) {
+        unsafe { (*load).recent += 1 };
+    }
+}
+
+/// A backend's reply (nat mode): `tcp_flags` 0 for UDP.
+#[inline(always)]
+pub fn count_reply(id: u32, bytes: u64, tcp_flags: u8) {
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(id) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+            (*c).reply_bytes += bytes;
+            if tcp_flags & TCP_RST != 0 {
+                (*c).resets += 1;
+            }
+        }
+    }
+}
+
+/// A backend's handshake took `us` microseconds.
+#[inline(always)]
+pub fn count_handshake(id: u32, us: u32) {
+    if let Some(h) = BACKEND_HANDSHAKE.get_ptr_mut(id) {
+        let h = unsafe { &mut *h };
+        if let Some(b) = h.buckets.get_mut(handshake_bucket(us)) {
+            *b += 1;
+        }
+        h.sum_us += us as u64;
     }
 }

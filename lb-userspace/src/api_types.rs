@@ -51,6 +51,9 @@ pub struct Backend {
     /// While slow start ramps its weight up (null otherwise).
     #[serde(default)]
     pub slow_start: Option<SlowStart>,
+    /// The golden signals (docs/operations.md).
+    #[serde(flatten)]
+    pub signals: Signals,
 }
 
 /// A backend's slow-start ramp in progress.
@@ -60,6 +63,107 @@ pub struct SlowStart {
     pub percent: u32,
     /// Until it takes its full weight.
     pub remaining_ms: u64,
+}
+
+/// A backend's golden signals from the data plane. Those only nat mode
+/// sees (the backend's side of the conversation) are None in dsr and
+/// tunnel modes, and those of TCP handshakes None for UDP services.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Signals {
+    /// Open flows, as of the last expiry sweep (every 5 s): confirmed, no
+    /// FIN or RST seen, not expired.
+    pub active_flows: u64,
+    /// Bytes (whole frames) sent to it: the client side.
+    pub bytes_sent: u64,
+    /// Bytes it sent back.
+    pub bytes_received: Option<u64>,
+    /// TCP resets it sent.
+    pub resets: Option<u64>,
+    /// TCP connection attempts it never answered (no SYN-ACK before the
+    /// unconfirmed flow expired).
+    pub unanswered: Option<u64>,
+    /// Its TCP handshake latencies.
+    pub handshakes: Option<Handshakes>,
+}
+
+/// A latency histogram in powers of two of microseconds
+/// (`lb_common::Handshakes`): `buckets[i]` counts handshakes of at most
+/// 2^i us (and more than the bucket before), the last one everything
+/// longer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshakes {
+    /// Handshakes timed.
+    pub count: u64,
+    /// Their total, microseconds.
+    pub sum_us: u64,
+    pub buckets: Vec<u64>,
+}
+
+impl Handshakes {
+    /// The `q` quantile (0..=1), in microseconds: the upper bound of the
+    /// bucket it falls in (None without handshakes, or in the last,
+    /// unbounded bucket).
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return (i + 1 < self.buckets.len()).then(|| 1u64 << i);
+            }
+        }
+        None
+    }
+
+    /// The handshakes counted in `self` but not yet in `earlier` (a later
+    /// and an earlier read); None if a counter went back (a restart).
+    pub fn since(&self, earlier: &Handshakes) -> Option<Handshakes> {
+        if self.buckets.len() != earlier.buckets.len() {
+            return None;
+        }
+        let buckets = self
+            .buckets
+            .iter()
+            .zip(&earlier.buckets)
+            .map(|(a, b)| a.checked_sub(*b))
+            .collect::<Option<Vec<u64>>>()?;
+        Some(Handshakes {
+            count: self.count.checked_sub(earlier.count)?,
+            sum_us: self.sum_us.checked_sub(earlier.sum_us)?,
+            buckets,
+        })
+    }
+}
+
+impl Signals {
+    /// From the data plane's counters of one backend; `nat`: the service
+    /// is in nat mode, `tcp`: its protocol is TCP.
+    pub fn new(
+        c: &lb_common::BackendCounter,
+        load: &lb_common::BackendLoad,
+        h: &lb_common::Handshakes,
+        nat: bool,
+        tcp: bool,
+    ) -> Signals {
+        let nat_tcp = nat && tcp;
+        Signals {
+            active_flows: load.active,
+            bytes_sent: c.bytes.saturating_sub(c.reply_bytes),
+            bytes_received: nat.then_some(c.reply_bytes),
+            resets: nat_tcp.then_some(c.resets),
+            unanswered: nat_tcp.then_some(load.unanswered),
+            handshakes: nat_tcp.then(|| Handshakes {
+                count: h.buckets.iter().sum(),
+                sum_us: h.sum_us,
+                buckets: h.buckets.to_vec(),
+            }),
+        }
+    }
 }
 
 /// What the health checks say.

@@ -391,6 +391,7 @@ mod tests {
                 packets,
                 bytes: packets * 100,
                 flows,
+                ..BackendCounter::default()
             },
         );
         c

@@ -6,6 +6,13 @@
 //! the controller: a scrape never waits for a reload, nor a reload for a
 //! scrape. The flow-table size is the count of the last expiry sweep, so a
 //! scrape does not copy the table.
+//!
+//! Per backend, the golden signals (docs/operations.md, "Golden
+//! signals"): new flows, active flows and bytes sent in every mode; in nat
+//! mode, the only one whose replies pass the balancer, also bytes
+//! received, resets and, for TCP, unanswered attempts and the handshake
+//! latency histogram. Series a mode cannot measure are left out rather
+//! than shown as 0.
 
 use std::sync::{
     Arc,
@@ -15,7 +22,7 @@ use std::sync::{
 use prometheus::{
     GaugeVec, IntCounterVec, IntGaugeVec, Opts,
     core::{Collector, Desc},
-    proto::MetricFamily,
+    proto::{self, MetricFamily},
 };
 
 use crate::{
@@ -67,6 +74,69 @@ struct Series {
     be_weight: IntGaugeVec,
     be_effective_weight: GaugeVec,
     flows: IntGaugeVec,
+    be_active: IntGaugeVec,
+    be_sent: IntCounterVec,
+    be_received: IntCounterVec,
+    be_resets: IntCounterVec,
+    be_unanswered: IntCounterVec,
+}
+
+const HANDSHAKE: &str = "xdplb_backend_handshake_seconds";
+const HANDSHAKE_HELP: &str =
+    "TCP handshake latency of a backend (nat mode): from the SYN forwarded to the SYN-ACK seen.";
+
+fn handshake_desc() -> Desc {
+    Desc::new(
+        HANDSHAKE.into(),
+        HANDSHAKE_HELP.into(),
+        BACKEND.iter().map(|l| l.to_string()).collect(),
+        Default::default(),
+    )
+    .expect("valid metric definition")
+}
+
+/// The upper bound of `Handshakes` bucket `i`, seconds (the last: +Inf).
+fn handshake_le(i: usize) -> f64 {
+    if i + 1 < lb_common::HANDSHAKE_BUCKETS {
+        (1u64 << i) as f64 / 1e6
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// One backend's histogram, as Prometheus wants it (cumulative buckets).
+fn handshake_metric(labels: [&str; 2], h: &lb_common::Handshakes) -> proto::Metric {
+    let mut pairs = Vec::new();
+    for (name, value) in BACKEND.iter().zip(labels) {
+        let mut p = proto::LabelPair::default();
+        p.set_name(name.to_string());
+        p.set_value(value.to_string());
+        pairs.push(p);
+    }
+    // In name order, as the library's own series have them.
+    pairs.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut cumulative = 0;
+    let buckets = h
+        .buckets
+        .iter()
+        .enumerate()
+        // +Inf is implied by the count.
+        .take(lb_common::HANDSHAKE_BUCKETS - 1)
+        .map(|(i, n)| {
+            cumulative += n;
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(handshake_le(i));
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let mut hist = proto::Histogram::default();
+    hist.set_bucket(buckets);
+    hist.set_sample_count(h.buckets.iter().sum());
+    hist.set_sample_sum(h.sum_us as f64 / 1e6);
+    let mut m = proto::Metric::from_label(pairs);
+    m.set_histogram(hist);
+    m
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -146,10 +216,35 @@ impl Series {
                 "Entries in the connection-tracking table, as of the last expiry sweep (every 5 s).",
                 &[],
             ),
+            be_active: gauge(
+                "xdplb_backend_active_flows",
+                "Open flows of a backend (confirmed, no FIN or RST seen, not expired), as of the last expiry sweep (every 5 s).",
+                &BACKEND,
+            ),
+            be_sent: counter(
+                "xdplb_backend_sent_bytes_total",
+                "Bytes (whole frames) sent to a backend: the client side.",
+                &BACKEND,
+            ),
+            be_received: counter(
+                "xdplb_backend_received_bytes_total",
+                "Bytes (whole frames) a backend sent back (nat mode).",
+                &BACKEND,
+            ),
+            be_resets: counter(
+                "xdplb_backend_resets_total",
+                "TCP resets a backend sent (nat mode).",
+                &BACKEND,
+            ),
+            be_unanswered: counter(
+                "xdplb_backend_unanswered_total",
+                "TCP connection attempts a backend never answered: no SYN-ACK before the unconfirmed flow expired (nat mode).",
+                &BACKEND,
+            ),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 12] {
+    fn collectors(&self) -> [&dyn Collector; 17] {
         [
             &self.xdp,
             &self.events,
@@ -163,6 +258,11 @@ impl Series {
             &self.be_weight,
             &self.be_effective_weight,
             &self.flows,
+            &self.be_active,
+            &self.be_sent,
+            &self.be_received,
+            &self.be_resets,
+            &self.be_unanswered,
         ]
     }
 }
@@ -171,6 +271,11 @@ impl Series {
 /// output is unit-tested without a kernel.
 pub fn families(plan: &Plan, c: &Counters, flow_entries: u64) -> Vec<MetricFamily> {
     let s = Series::new();
+    let mut handshakes = MetricFamily::default();
+    handshakes.set_name(HANDSHAKE.into());
+    handshakes.set_help(HANDSHAKE_HELP.into());
+    handshakes.set_field_type(proto::MetricType::HISTOGRAM);
+    let mut handshake_metrics = Vec::new();
     for (cpu, actions) in c.actions.iter().enumerate() {
         for (action, n) in lb_common::XDP_ACTIONS.iter().zip(actions) {
             s.xdp
@@ -206,12 +311,46 @@ pub fn families(plan: &Plan, c: &Counters, flow_entries: u64) -> Vec<MetricFamil
             s.be_effective_weight
                 .with_label_values(&labels)
                 .set(b.effective_weight());
+            let load = c.loads.get(&b.id).copied().unwrap_or_default();
+            s.be_active
+                .with_label_values(&labels)
+                .set(i64::try_from(load.active).unwrap_or(i64::MAX));
+            s.be_sent
+                .with_label_values(&labels)
+                .inc_by(bc.bytes.saturating_sub(bc.reply_bytes));
+            if svc.mode != lb_common::MODE_NAT {
+                continue;
+            }
+            s.be_received
+                .with_label_values(&labels)
+                .inc_by(bc.reply_bytes);
+            s.be_resets.with_label_values(&labels).inc_by(bc.resets);
+            if svc.key.proto != lb_common::PROTO_TCP {
+                continue;
+            }
+            s.be_unanswered
+                .with_label_values(&labels)
+                .inc_by(load.unanswered);
+            let h = c.handshakes.get(&b.id).copied().unwrap_or_default();
+            handshake_metrics.push(handshake_metric([labels[0], labels[1]], &h));
         }
     }
     s.flows
         .with_label_values(&[] as &[&str])
         .set(i64::try_from(flow_entries).unwrap_or(i64::MAX));
-    s.collectors().iter().flat_map(|c| c.collect()).collect()
+    // A family with no series (nat-only ones with only dsr services) is
+    // left out: the text encoder refuses it.
+    let mut out: Vec<MetricFamily> = s
+        .collectors()
+        .iter()
+        .flat_map(|c| c.collect())
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
+    if !handshake_metrics.is_empty() {
+        handshakes.set_metric(handshake_metrics);
+        out.push(handshakes);
+    }
+    out
 }
 
 /// The data plane as a prometheus `Collector`.
@@ -224,11 +363,12 @@ pub struct DataplaneCollector {
 
 impl DataplaneCollector {
     pub fn new(plan: SharedPlan, counters: CounterReader, flow_entries: Arc<AtomicU64>) -> Self {
-        let descs = Series::new()
+        let mut descs: Vec<Desc> = Series::new()
             .collectors()
             .iter()
             .flat_map(|c| c.desc().into_iter().cloned())
             .collect();
+        descs.push(handshake_desc());
         DataplaneCollector {
             plan,
             counters,
@@ -260,7 +400,7 @@ impl Collector for DataplaneCollector {
 
 #[cfg(test)]
 mod tests {
-    use lb_common::{BackendCounter, Counter};
+    use lb_common::{BackendCounter, BackendLoad, Counter, Handshakes};
     use prometheus::{Encoder, TextEncoder};
 
     use super::*;
@@ -298,8 +438,24 @@ mod tests {
                 packets: 60,
                 bytes: 3840,
                 flows: 3,
+                reply_bytes: 840,
+                resets: 2,
             },
         );
+        c.loads.insert(
+            svc.backends[0].id,
+            BackendLoad {
+                active: 5,
+                recent: 1,
+                unanswered: 4,
+            },
+        );
+        let mut h = Handshakes::default();
+        h.buckets[7] = 2; // up to 128 us
+        h.buckets[10] = 1; // up to 1.024 ms
+        h.buckets[lb_common::HANDSHAKE_BUCKETS - 1] = 1; // beyond 4.2 s
+        h.sum_us = 5_000_600;
+        c.handshakes.insert(svc.backends[0].id, h);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&families(&plan, &c, 42), &mut out)
@@ -320,11 +476,60 @@ mod tests {
             "xdplb_backend_weight{backend=\"198.18.1.11:8080\",service=\"web\"} 100",
             "xdplb_backend_effective_weight{backend=\"198.18.1.11:8080\",service=\"web\"} 100",
             "xdplb_flow_table_entries 42",
+            "xdplb_backend_active_flows{backend=\"198.18.1.11:8080\",service=\"web\"} 5",
+            "xdplb_backend_sent_bytes_total{backend=\"198.18.1.11:8080\",service=\"web\"} 3000",
+            "xdplb_backend_received_bytes_total{backend=\"198.18.1.11:8080\",service=\"web\"} 840",
+            "xdplb_backend_resets_total{backend=\"198.18.1.11:8080\",service=\"web\"} 2",
+            "xdplb_backend_unanswered_total{backend=\"198.18.1.11:8080\",service=\"web\"} 4",
+            "xdplb_backend_handshake_seconds_bucket{backend=\"198.18.1.11:8080\",service=\"web\",le=\"0.000064\"} 0",
+            "xdplb_backend_handshake_seconds_bucket{backend=\"198.18.1.11:8080\",service=\"web\",le=\"0.000128\"} 2",
+            "xdplb_backend_handshake_seconds_bucket{backend=\"198.18.1.11:8080\",service=\"web\",le=\"0.001024\"} 3",
+            "xdplb_backend_handshake_seconds_bucket{backend=\"198.18.1.11:8080\",service=\"web\",le=\"4.194304\"} 3",
+            "xdplb_backend_handshake_seconds_bucket{backend=\"198.18.1.11:8080\",service=\"web\",le=\"+Inf\"} 4",
+            "xdplb_backend_handshake_seconds_sum{backend=\"198.18.1.11:8080\",service=\"web\"} 5.0006",
+            "xdplb_backend_handshake_seconds_count{backend=\"198.18.1.11:8080\",service=\"web\"} 4",
+            "xdplb_backend_handshake_seconds_count{backend=\"[2001:db8:1::12]:8080\",service=\"web6\"} 0",
+            "xdplb_backend_active_flows{backend=\"[2001:db8:1::12]:8080\",service=\"web6\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
+        }
+    }
+
+    #[test]
+    fn dsr_and_tunnel_backends_show_only_what_the_balancer_sees() {
+        let cfg = Config::from_yaml(
+            "interfaces: [eth0]\nlimits: { maglev_table_size: 101 }\nservices:\n\
+             \x20 - name: d\n    vip: 198.18.100.20\n    port: 80\n    mode: dsr\n    backends:\n\
+             \x20     - { address: 198.18.1.11, port: 80 }\n",
+        )
+        .unwrap();
+        let plan = crate::plan::from_config(&cfg).unwrap();
+        let c = Counters {
+            actions: vec![[0; 5]],
+            global: vec![0; lb_common::GLOBAL_STATS_LEN as usize],
+            ..Counters::default()
+        };
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&families(&plan, &c, 0), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for present in [
+            "xdplb_backend_active_flows{",
+            "xdplb_backend_sent_bytes_total{",
+        ] {
+            assert!(text.contains(present), "{present} missing:\n{text}");
+        }
+        for absent in [
+            "xdplb_backend_received_bytes_total{",
+            "xdplb_backend_resets_total{",
+            "xdplb_backend_unanswered_total{",
+            "xdplb_backend_handshake_seconds",
+        ] {
+            assert!(!text.contains(absent), "{absent} in dsr mode:\n{text}");
         }
     }
 }

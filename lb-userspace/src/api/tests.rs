@@ -71,7 +71,7 @@ fn every_json_type_conforms_to_its_schema() {
         last_change_ms: Some(1_700_000_000_000),
         last_change_reason: Some("connection refused".into()),
     });
-    let backend = |check| Backend {
+    let backend = |check: Option<CheckStatus>| Backend {
         address: "[2001:db8::1]:80".parse().unwrap(),
         weight: 100,
         state: BackendState::Drain,
@@ -80,6 +80,19 @@ fn every_json_type_conforms_to_its_schema() {
         packets: u64::MAX,
         bytes: 1,
         flows: 2,
+        // Nat mode's signals with a check, the others' without.
+        signals: Signals {
+            active_flows: 3,
+            bytes_sent: 1,
+            bytes_received: check.is_some().then_some(0),
+            resets: check.is_some().then_some(4),
+            unanswered: check.is_some().then_some(5),
+            handshakes: check.is_some().then(|| Handshakes {
+                count: 1,
+                sum_us: 90,
+                buckets: vec![0, 0, 0, 0, 0, 0, 0, 1],
+            }),
+        },
         check,
         effective_weight: 37.5,
         slow_start: Some(SlowStart {

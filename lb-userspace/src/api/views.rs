@@ -36,7 +36,10 @@ pub fn services<D: DataplaneOps, H: HealthSource>(
                     .iter()
                     .map(|b| {
                         let bc = counters.backends.get(&b.id).copied().unwrap_or_default();
-                        backend(c, &s.name, b, bc)
+                        Backend {
+                            signals: counters.signals(p, b.id),
+                            ..backend(c, &s.name, b, bc)
+                        }
                     })
                     .collect(),
             }
@@ -92,5 +95,6 @@ fn backend<D: DataplaneOps, H: HealthSource>(
             percent: r.percent(),
             remaining_ms: c.slow_start_remaining(&key).unwrap_or_default().as_millis() as u64,
         }),
+        signals: Default::default(),
     }
 }

@@ -14,7 +14,7 @@ mod transport;
 
 use std::time::Duration;
 
-pub use rates::{Rate, Rates, Sample};
+pub use rates::{Rate, Rates, Sample, SignalRates};
 pub use render::{
     effective_word, health_word, node_word, render_backend, render_node, render_reload,
     render_status, state_word,
@@ -80,12 +80,15 @@ impl From<TokenError> for ClientError {
 /// Canned API answers for the unit tests of the rates and the rendering.
 #[cfg(test)]
 mod fixtures {
-    use crate::api_types::{Backend, BackendState, Effective, HashMode, Health, Mode, Protocol};
+    use crate::api_types::{
+        Backend, BackendState, Effective, Handshakes, HashMode, Health, Mode, Protocol, Signals,
+    };
 
     pub use crate::api_types::Service;
 
     /// Service "web" (198.18.100.10:80) with one backend, 198.18.1.11:8080;
-    /// both counted `packets` packets of 100 bytes.
+    /// both counted `packets` packets of 100 bytes, the backend's half each
+    /// way, and `packets / 100` handshakes of 100 us.
     pub fn service(packets: u64) -> Service {
         Service {
             name: "web".into(),
@@ -107,6 +110,18 @@ mod fixtures {
                 check: None,
                 effective_weight: 100.0,
                 slow_start: None,
+                signals: Signals {
+                    active_flows: 2,
+                    bytes_sent: packets * 50,
+                    bytes_received: Some(packets * 50),
+                    resets: Some(3),
+                    unanswered: Some(0),
+                    handshakes: Some(Handshakes {
+                        count: packets / 100,
+                        sum_us: packets,
+                        buckets: [vec![0; 7], vec![packets / 100], vec![0; 16]].concat(),
+                    }),
+                },
             }],
         }
     }

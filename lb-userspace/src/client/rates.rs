@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api_types::Service;
+use crate::api_types::{Handshakes, Service};
 
 /// `GET /api/v1/services` and when it was answered.
 pub struct Sample {
@@ -23,12 +23,24 @@ pub struct Rate {
     pub bytes_per_second: f64,
 }
 
+/// A backend's golden signals between two samples (`api_types::Signals`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SignalRates {
+    pub new_flows_per_second: f64,
+    pub bytes_sent_per_second: f64,
+    /// None where the mode does not see it (dsr, tunnel).
+    pub bytes_received_per_second: Option<f64>,
+    /// The handshakes of the interval.
+    pub handshakes: Option<Handshakes>,
+}
+
 /// Rates of the services and backends present in both samples whose
 /// counters did not go backwards (a daemon restart resets them).
 #[derive(Clone, Debug, Default)]
 pub struct Rates {
     services: HashMap<String, Rate>,
     backends: HashMap<(String, SocketAddr), Rate>,
+    signals: HashMap<(String, SocketAddr), SignalRates>,
 }
 
 impl Rates {
@@ -58,6 +70,31 @@ impl Rates {
                 if let Some(r) = rate(ob.packets, ob.bytes, nb.packets, nb.bytes) {
                     rates.backends.insert((new.name.clone(), nb.address), r);
                 }
+                let (o, n) = (&ob.signals, &nb.signals);
+                let per_second = |a: u64, b: u64| (b >= a).then(|| (b - a) as f64 / seconds);
+                let (Some(new_flows), Some(sent)) = (
+                    per_second(ob.flows, nb.flows),
+                    per_second(o.bytes_sent, n.bytes_sent),
+                ) else {
+                    continue;
+                };
+                let received = match (o.bytes_received, n.bytes_received) {
+                    (Some(a), Some(b)) => per_second(a, b),
+                    _ => None,
+                };
+                let handshakes = match (&o.handshakes, &n.handshakes) {
+                    (Some(a), Some(b)) => b.since(a),
+                    _ => None,
+                };
+                rates.signals.insert(
+                    (new.name.clone(), nb.address),
+                    SignalRates {
+                        new_flows_per_second: new_flows,
+                        bytes_sent_per_second: sent,
+                        bytes_received_per_second: received,
+                        handshakes,
+                    },
+                );
             }
         }
         rates
@@ -69,6 +106,10 @@ impl Rates {
 
     pub fn backend(&self, service: &str, address: SocketAddr) -> Option<Rate> {
         self.backends.get(&(service.to_string(), address)).copied()
+    }
+
+    pub fn signals(&self, service: &str, address: SocketAddr) -> Option<&SignalRates> {
+        self.signals.get(&(service.to_string(), address))
     }
 
     /// Adds `packets_per_second` and `bytes_per_second` to the services and

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::rates::{Rate, Rates};
+use super::rates::{Rate, Rates, SignalRates};
 use crate::api_types::{
-    Backend, BackendState, Effective, HashMode, Health, Mode, NodeState, NodeStatus, Protocol,
-    ReloadSummary, Service,
+    Backend, BackendState, Effective, Handshakes, HashMode, Health, Mode, NodeState, NodeStatus,
+    Protocol, ReloadSummary, Service,
 };
 
 /// The words of the API, as in the YAML.
@@ -66,8 +66,58 @@ fn format_rate(rate: Option<Rate>) -> String {
     }
 }
 
+/// A count or rate in few characters: `980`, `1.2k`, `3.4M`; `-` if
+/// unknown.
+fn si(v: Option<f64>) -> String {
+    let Some(v) = v else {
+        return "-".into();
+    };
+    for (scale, unit) in [(1e9, "G"), (1e6, "M"), (1e3, "k")] {
+        if v >= scale {
+            return format!("{:.1}{unit}", v / scale);
+        }
+    }
+    if v >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// A handshake latency (an upper bound, microseconds) in few characters.
+fn latency(us: Option<u64>) -> String {
+    match us {
+        None => "-".into(),
+        Some(us) if us < 1000 => format!("{us}us"),
+        Some(us) if us < 1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        Some(us) => format!("{:.1}s", us as f64 / 1e6),
+    }
+}
+
+/// `P50/P99` of the handshakes: those of the interval if there were any,
+/// else all since the daemon started.
+fn handshake_cell(all: Option<&Handshakes>, interval: Option<&Handshakes>) -> String {
+    let h = match (interval, all) {
+        (Some(i), _) if i.count > 0 => i,
+        (_, Some(a)) => a,
+        _ => return "-".into(),
+    };
+    if h.count == 0 {
+        return "-".into();
+    }
+    format!(
+        "{}/{}",
+        latency(h.quantile_us(0.5)),
+        latency(h.quantile_us(0.99))
+    )
+}
+
 /// `xdplb status`: per service a header line and a table of its backends.
-/// Without `rates`, the packets-per-second columns show `-`.
+/// Without `rates`, the per-second columns show `-`. After PKT/S come the
+/// golden signals (docs/operations.md): ACTIVE flows, NEW flows/s, bytes/s
+/// SENT to the backend and RECV from it, RESETS and UNANSWERED attempts
+/// since the daemon started, HANDSHAKE latency p50/p99 (`-`: not seen in
+/// this mode).
 pub fn render_status(services: &[Service], rates: Option<&Rates>) -> String {
     if services.is_empty() {
         return "no services\n".into();
@@ -100,6 +150,13 @@ pub fn render_status(services: &[Service], rates: Option<&Rates>) -> String {
                 "EFFECTIVE",
                 "FLOWS",
                 "PKT/S",
+                "ACTIVE",
+                "NEW/S",
+                "SENT/S",
+                "RECV/S",
+                "RESETS",
+                "UNANSWERED",
+                "HANDSHAKE",
             ]
             .map(String::from)
             .to_vec(),
@@ -114,8 +171,24 @@ pub fn render_status(services: &[Service], rates: Option<&Rates>) -> String {
                 b.flows.to_string(),
                 format_rate(rates.and_then(|r| r.backend(&svc.name, b.address))),
             ]);
+            let sig = &b.signals;
+            let r: Option<&SignalRates> = rates.and_then(|r| r.signals(&svc.name, b.address));
+            let count = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+            rows.last_mut().expect("just pushed").extend([
+                sig.active_flows.to_string(),
+                si(r.map(|r| r.new_flows_per_second)),
+                si(r.map(|r| r.bytes_sent_per_second)),
+                si(r.and_then(|r| r.bytes_received_per_second)),
+                count(sig.resets),
+                count(sig.unanswered),
+                handshake_cell(
+                    sig.handshakes.as_ref(),
+                    r.and_then(|r| r.handshakes.as_ref()),
+                ),
+            ]);
         }
-        let right = [false, true, false, false, false, true, true];
+        let mut right = vec![false, true, false, false, false, true, true];
+        right.extend([true; 7]);
         table(&mut out, &rows, &right);
     }
     out
@@ -275,10 +348,16 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("198.18.1.11:8080     100  ready  unchecked  ready          1   1000"),
+            text.contains(
+                "198.18.1.11:8080     100  ready  unchecked  ready          1   1000       2      0   50.0k   50.0k       3           0  128us/128us"
+            ),
             "{text}"
         );
-        assert!(render_status(&after.services, None).contains(" -\n"));
+        let text = render_status(&after.services, None);
+        assert!(
+            text.contains("ready          1      -       2      -       -       -       3           0  128us/128us\n"),
+            "{text}"
+        );
         assert_eq!(render_status(&[], None), "no services\n");
     }
 

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray},
 };
-use lb_common::{BackendCounter, Counter, GLOBAL_STATS_LEN};
+use lb_common::{BackendCounter, BackendLoad, Counter, GLOBAL_STATS_LEN, Handshakes};
 
 use super::{Result, handles::open, map_err};
 
@@ -21,13 +21,33 @@ pub struct Counters {
     pub services: HashMap<u32, Counter>,
     /// By backend id (only ids asked for).
     pub backends: HashMap<u32, BackendCounter>,
+    /// Flows held and connection attempts unanswered, by backend id (as
+    /// of the last expiry sweep: `lb_common::BackendLoad`).
+    pub loads: HashMap<u32, BackendLoad>,
+    /// Handshake latencies by backend id.
+    pub handshakes: HashMap<u32, Handshakes>,
 }
 
-/// The three counter maps, on fds of their own (`handles`).
+impl Counters {
+    /// The golden signals of backend `id` of `svc` (`api_types::Signals`).
+    pub fn signals(&self, svc: &crate::plan::ServicePlan, id: u32) -> crate::api_types::Signals {
+        crate::api_types::Signals::new(
+            &self.backends.get(&id).copied().unwrap_or_default(),
+            &self.loads.get(&id).copied().unwrap_or_default(),
+            &self.handshakes.get(&id).copied().unwrap_or_default(),
+            svc.mode == lb_common::MODE_NAT,
+            svc.key.proto == lb_common::PROTO_TCP,
+        )
+    }
+}
+
+/// The counter maps, on fds of their own (`handles`).
 pub struct CounterReader {
     global: PerCpuArray<MapData, u64>,
     services: PerCpuArray<MapData, Counter>,
     backends: PerCpuArray<MapData, BackendCounter>,
+    loads: Array<MapData, BackendLoad>,
+    handshakes: PerCpuArray<MapData, Handshakes>,
 }
 
 impl CounterReader {
@@ -36,6 +56,8 @@ impl CounterReader {
             global: open(ebpf, "GLOBAL_STATS")?,
             services: open(ebpf, "SERVICE_STATS")?,
             backends: open(ebpf, "BACKEND_STATS")?,
+            loads: open(ebpf, "BACKEND_LOAD")?,
+            handshakes: open(ebpf, "BACKEND_HANDSHAKE")?,
         })
     }
 
@@ -74,8 +96,24 @@ impl CounterReader {
                     packets: a.packets + c.packets,
                     bytes: a.bytes + c.bytes,
                     flows: a.flows + c.flows,
+                    reply_bytes: a.reply_bytes + c.reply_bytes,
+                    resets: a.resets + c.resets,
                 });
             out.backends.insert(id, sum);
+            let load = self.loads.get(&id, 0).map_err(map_err("BACKEND_LOAD"))?;
+            out.loads.insert(id, load);
+            let per_cpu = self
+                .handshakes
+                .get(&id, 0)
+                .map_err(map_err("BACKEND_HANDSHAKE"))?;
+            let mut sum = Handshakes::default();
+            for h in per_cpu.iter() {
+                for (s, b) in sum.buckets.iter_mut().zip(h.buckets) {
+                    *s += b;
+                }
+                sum.sum_us += h.sum_us;
+            }
+            out.handshakes.insert(id, sum);
         }
         Ok(out)
     }

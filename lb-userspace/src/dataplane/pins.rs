@@ -30,8 +30,8 @@ use aya::{
     },
 };
 use lb_common::{
-    Backend, BackendCounter, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals, MAX_PEERS, NatRev,
-    NextHop, Peer, RING_SLOTS_PER_SERVICE, ServiceKey, ServiceMeta,
+    Backend, BackendCounter, BackendLoad, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals,
+    Handshakes, MAX_PEERS, NatRev, NextHop, Peer, RING_SLOTS_PER_SERVICE, ServiceKey, ServiceMeta,
 };
 use tracing::{info, warn};
 
@@ -128,6 +128,14 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
         (
             "BACKEND_STATS",
             spec::<u32, BackendCounter>(l.max_backends, BACKENDS),
+        ),
+        (
+            "BACKEND_LOAD",
+            spec::<u32, BackendLoad>(l.max_backends, BACKENDS),
+        ),
+        (
+            "BACKEND_HANDSHAKE",
+            spec::<u32, Handshakes>(l.max_backends, BACKENDS),
         ),
         (
             "BACKEND_HOPS",
