@@ -33,7 +33,7 @@ pub use daemon::{ADMIN, Daemon, Sample, metric_sum, parse_metrics};
 pub use load::{Load, Outcome, Outcomes, Stream};
 pub use servers::{HttpServer, UdpEchoServer, is_pattern, pattern_byte, wait_until};
 pub use test_run::{Ran, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, run_frame};
-pub use topology::{Topology, backend_addr, backend_addr6};
+pub use topology::{Topology, backend_addr, backend_addr6, backend_http};
 
 /// The `xdplb` binary cargo built beside the calling integration test or
 /// bench, as a `&Path`. A macro: `CARGO_BIN_EXE_xdplb` is only set when

@@ -52,6 +52,12 @@ pub fn backend_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 1, 10 + i as u8)
 }
 
+/// Backend `i`'s HTTP test server address (`HttpServer` on port 8080),
+/// as the daemon's configs of the integration tests name it.
+pub fn backend_http(i: usize) -> std::net::SocketAddr {
+    (backend_addr(i), 8080).into()
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// The namespaces of one run; all are deleted on drop, even on panic.

@@ -406,6 +406,13 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// `families` as Prometheus text.
+    fn render(families: &[MetricFamily]) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(families, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn every_series_is_rendered_from_one_snapshot() {
         let cfg = Config::from_yaml(
@@ -456,11 +463,7 @@ mod tests {
         h.buckets[lb_common::HANDSHAKE_BUCKETS - 1] = 1; // beyond 4.2 s
         h.sum_us = 5_000_600;
         c.handshakes.insert(svc.backends[0].id, h);
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&families(&plan, &c, 42), &mut out)
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = render(&families(&plan, &c, 42));
         for line in [
             "xdplb_xdp_packets_total{action=\"tx\",cpu=\"1\"} 40",
             "xdplb_dataplane_events_total{event=\"neigh_miss\"} 7",
@@ -512,11 +515,7 @@ mod tests {
             global: vec![0; lb_common::GLOBAL_STATS_LEN as usize],
             ..Counters::default()
         };
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&families(&plan, &c, 0), &mut out)
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = render(&families(&plan, &c, 0));
         for present in [
             "xdplb_backend_active_flows{",
             "xdplb_backend_sent_bytes_total{",

@@ -10,13 +10,14 @@ mod cli_support;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, SocketAddrV4, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use cli_support::{TempFile, assert_exit, assert_fails, stderr, stdout, xdplb};
+use lb_testbed::backend_http as backend;
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Topology, backend_addr,
     bird::{PeerBird, router_conf},
@@ -31,10 +32,6 @@ use xdplb::{
 const VIP: &str = "198.18.100.10:80";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-fn backend(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(backend_addr(i), 8080))
-}
 
 /// A token file for this test process (removed on drop).
 struct TokenFile(PathBuf);

@@ -8,12 +8,13 @@
 //! the measured times are printed, not asserted.
 
 use std::{
-    net::{SocketAddr, SocketAddrV4},
+    net::SocketAddr,
     path::PathBuf,
     process::Output,
     time::{Duration, Instant},
 };
 
+use lb_testbed::backend_http as backend;
 use lb_testbed::{
     ADMIN, HttpServer, Stream, Topology, backend_addr,
     bird::{PeerBird, router_conf},
@@ -28,10 +29,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn vip() -> SocketAddr {
     format!("{VIP}:80").parse().unwrap()
-}
-
-fn backend(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(backend_addr(i), 8080))
 }
 
 /// The daemon's run dir, removed even when the test fails.

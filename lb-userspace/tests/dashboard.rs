@@ -12,7 +12,7 @@
 //! fails (never skips) if that fails. Needs root and the built XDP program.
 
 use std::{
-    net::{SocketAddr, SocketAddrV4},
+    net::SocketAddr,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -20,6 +20,7 @@ use std::{
 };
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator, elements::Element};
+use lb_testbed::backend_http as backend;
 use lb_testbed::{
     ADMIN, HttpServer, Load, Topology, backend_addr,
     fixtures::{backend as backend_yaml, service, with_token_file},
@@ -39,10 +40,6 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const DRIVER_PORT: u16 = 9515;
 /// Long enough for a few history samples (one every 2 s) on a busy machine.
 const WAIT: Duration = Duration::from_secs(40);
-
-fn backend(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(backend_addr(i), 8080))
-}
 
 /// Debian's chromium and chromedriver, installed if missing.
 fn ensure_chromium() {

@@ -6,7 +6,7 @@
 
 use std::{
     fs,
-    net::{SocketAddr, SocketAddrV4},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -14,6 +14,7 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use lb_common::{ServiceKey, ServiceMeta};
+use lb_testbed::backend_http as backend;
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Load, Outcome, Outcomes, Stream, Topology, backend_addr,
     fixtures::{backend as backend_yaml, service},
@@ -36,10 +37,6 @@ const HEALTH: &str =
 
 fn vip() -> SocketAddr {
     VIP.parse().unwrap()
-}
-
-fn backend(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(backend_addr(i), 8080))
 }
 
 fn name(i: usize) -> String {

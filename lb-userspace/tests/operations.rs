@@ -3,12 +3,9 @@
 //! topology, real servers, clients running continuously throughout.
 //! Needs root and the built XDP program.
 
-use std::{
-    net::{SocketAddr, SocketAddrV4},
-    process::Output,
-    time::Duration,
-};
+use std::{net::SocketAddr, process::Output, time::Duration};
 
+use lb_testbed::backend_http as backend;
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Load, Outcomes, Stream, Topology, backend_addr,
     fixtures::{backend as backend_yaml, service},
@@ -28,10 +25,6 @@ const ZERO: Duration = Duration::ZERO;
 
 fn vip() -> SocketAddr {
     VIP.parse().unwrap()
-}
-
-fn backend(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(backend_addr(i), 8080))
 }
 
 /// Config for `backends` (indexes), health-checked every 100 ms; `extra`

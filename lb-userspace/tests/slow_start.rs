@@ -4,11 +4,9 @@
 //! NEW connections that grows over the ramp, where without slow start it
 //! takes its full share at once. Needs root and the built XDP program.
 
-use std::{
-    net::{SocketAddr, SocketAddrV4},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
+use lb_testbed::backend_http as backend;
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Load, Outcome, Topology, backend_addr,
     fixtures::{backend as backend_yaml, service},
@@ -31,10 +29,6 @@ const AFTER: (Duration, Duration) = (Duration::from_millis(10_500), Duration::fr
 
 fn vip() -> SocketAddr {
     VIP.parse().unwrap()
-}
-
-fn backend(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(backend_addr(i), 8080))
 }
 
 fn name(i: usize) -> String {

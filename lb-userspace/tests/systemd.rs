@@ -9,13 +9,14 @@ use std::{
     collections::BTreeMap,
     ffi::OsString,
     fs,
-    net::{SocketAddr, SocketAddrV4},
+    net::SocketAddr,
     os::unix::fs::chown,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
+use lb_testbed::backend_http as backend;
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Topology, backend_addr,
     bird::{PeerBird, router_conf},
@@ -110,10 +111,6 @@ fn bgp_drop_in_capabilities(unit: &str) -> Vec<String> {
         .split_whitespace()
         .map(String::from)
         .collect()
-}
-
-fn backend(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(backend_addr(i), 8080))
 }
 
 struct Bed {
