@@ -49,6 +49,14 @@ pub fn flow_hash(key: &FlowKey, hash_mode: u8, seed: u32) -> u32 {
     finish(mix(mix(h, ports), key.proto as u32))
 }
 
+/// The ring index of a flow's second candidate (`balance: least-flows`),
+/// from its flow hash: a fresh mix, so the two draws are independent (the
+/// ring size is prime, and `h % m` and this differ for most flows).
+#[inline(always)]
+pub fn second_hash(h: u32) -> u32 {
+    finish(mix(h, 0x5bd1_e995))
+}
+
 /// General-purpose hash of a few words (Maglev permutations, SNAT ports).
 #[inline(always)]
 pub fn hash_words(words: &[u32], seed: u32) -> u32 {

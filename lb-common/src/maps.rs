@@ -83,6 +83,40 @@ pub struct ServiceMeta {
 /// `ServiceMeta::flags`: with no usable backend, answer (TCP RST, ICMP port
 /// unreachable) rather than drop (`on_empty: reject`).
 pub const SVC_REJECT: u8 = 1;
+/// `ServiceMeta::flags`: a new flow goes to the less loaded (fewer flows
+/// for its weight) of two backends drawn from the ring (`balance:
+/// least-flows`), not to the one its hash picks (`balance: maglev`).
+pub const SVC_LEAST_FLOWS: u8 = 2;
+/// `ServiceMeta::flags`: some backend has a `max_flows` limit, so a new
+/// flow whose drawn backends are all full looks for room among the
+/// service's backends (`SERVICE_BACKENDS`).
+pub const SVC_LIMITED: u8 = 4;
+/// `ServiceMeta::flags`: when every backend is full, a new flow still goes
+/// to the one drawn (`on_full: admit`) rather than being dropped.
+pub const SVC_ADMIT_FULL: u8 = 8;
+
+/// How many of a service's backends a new flow looks at for room when the
+/// backends drawn for it are at their `max_flows` (`SERVICE_BACKENDS`).
+pub const OVERFLOW_SCAN: usize = 32;
+
+/// `SERVICE_BACKENDS` value, by service id: the backends a new flow looks
+/// at for room when those drawn for it are full (the service's first
+/// `OVERFLOW_SCAN` backends, any state: the program checks each).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceBackends {
+    pub len: u32,
+    pub ids: [u32; OVERFLOW_SCAN],
+}
+
+impl Default for ServiceBackends {
+    fn default() -> Self {
+        ServiceBackends {
+            len: 0,
+            ids: [NO_BACKEND; OVERFLOW_SCAN],
+        }
+    }
+}
 
 /// Tunnel encapsulations (`ServiceMeta::encap`): IP in IP (IPIP, IP6IP6,
 /// IPv4 in IPv6, IPv6 in IPv4), or GUE variant 1 (the inner IP packet right
@@ -101,6 +135,12 @@ pub struct Backend {
     pub state: u8,
     /// Owning service id.
     pub service: u32,
+    /// Its weight as the service's ring was built with it (0 when it takes
+    /// no new flows), for `balance: least-flows`.
+    pub weight: u32,
+    /// New flows stop once it holds this many (`BackendLoad::flows`); 0:
+    /// no limit.
+    pub max_flows: u32,
 }
 
 /// Connection-table key, as the packet arrives (client side for `FLOWS`,
@@ -340,6 +380,9 @@ pub struct BackendCounter {
     pub reply_bytes: u64,
     /// TCP resets the backend sent (nat mode).
     pub resets: u64,
+    /// New flows drawn for it that went elsewhere (or were dropped, or
+    /// admitted anyway: `on_full`) because it held its `max_flows`.
+    pub full: u64,
 }
 
 /// `BACKEND_LOAD` value, by backend id: how many flows a backend holds,
@@ -349,11 +392,14 @@ pub struct BackendCounter {
 /// program kept up and down itself would drift (an evicted flow is never
 /// counted down). Instead the daemon's expiry sweep, which walks `FLOWS`
 /// anyway (every 5 s), counts them exactly and writes `active`; between
-/// two sweeps the program adds its new flows to `recent` (a plain add:
-/// two CPUs adding at once may lose one), which the sweep sets back to 0. So `flows()` is never negative, is
-/// exact at each sweep, and between sweeps counts new flows at once but
-/// closed ones only at the next sweep. (A flow created while the sweep
-/// runs may be missed until the next one.)
+/// two sweeps the program adds its new flows to `recent` and the flows it
+/// sees closing (a TCP FIN or RST, either way) to `closed`, which the
+/// sweep sets back to 0. So `flows()` is never negative, is exact at each
+/// sweep, and between sweeps follows new and closing TCP flows at once
+/// (idle ones, and UDP flows, leave at the next sweep). The program's adds
+/// are plain adds: two CPUs adding at once may lose one, until the next
+/// sweep. (A flow created while the sweep runs may be missed until the
+/// next one.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendLoad {
@@ -367,14 +413,41 @@ pub struct BackendLoad {
     /// flows that expired with no SYN-ACK seen (`Flow::confirm` still 0),
     /// counted by the sweep that deletes them. Only the daemon writes it.
     pub unanswered: u64,
+    /// Flows seen closing since that sweep.
+    pub closed: u64,
 }
 
 impl BackendLoad {
     /// The flows it holds, as best known now (see the type's doc).
     #[inline(always)]
     pub fn flows(&self) -> u64 {
-        self.active.saturating_add(self.recent)
+        self.active
+            .saturating_add(self.recent)
+            .saturating_sub(self.closed)
     }
+
+    /// Whether a backend holding these flows is at `max_flows` (0: never).
+    #[inline(always)]
+    pub fn full(&self, max_flows: u32) -> bool {
+        max_flows != 0 && self.flows() >= max_flows as u64
+    }
+}
+
+/// Whether backend `a` (holding `flows_a` flows, weight `weight_a`) is
+/// less loaded than `b` for its weight: `flows_a / weight_a < flows_b /
+/// weight_b`, compared without division (ties keep `b`). A weight of 0
+/// takes no new flows, so it is never less loaded.
+#[inline(always)]
+pub fn less_loaded(flows_a: u64, weight_a: u32, flows_b: u64, weight_b: u32) -> bool {
+    if weight_a == 0 {
+        return false;
+    }
+    if weight_b == 0 {
+        return true;
+    }
+    // Flows fit in 32 bits in practice (the flow table is smaller); the
+    // products cannot overflow then, and saturate otherwise.
+    (flows_a.min(u32::MAX as u64) * weight_b as u64) < (flows_b.min(u32::MAX as u64) * weight_a as u64)
 }
 
 /// Buckets of a `Handshakes` histogram.
@@ -475,6 +548,14 @@ pub const STAT_FLOW_NEW: u32 = 16;
 /// by a second packet (in nat after the backend answered). A flood shows
 /// as `flow_new` far above `flow_confirmed`.
 pub const STAT_FLOW_CONFIRMED: u32 = 17;
+/// New flows whose drawn backend was at its `max_flows` and that went to
+/// another backend with room.
+pub const STAT_FULL_REDIRECT: u32 = 18;
+/// New flows dropped because every backend looked at was at its
+/// `max_flows` (`on_full: drop`).
+pub const STAT_FULL_DROP: u32 = 19;
+/// New flows given to a full backend all the same (`on_full: admit`).
+pub const STAT_FULL_ADMIT: u32 = 20;
 pub const GLOBAL_STATS_LEN: u32 = 24;
 
 /// Event sent to the daemon (`NEIGH_EVENTS` ring buffer) when a next hop
@@ -503,6 +584,7 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for BackendCounter {}
     unsafe impl aya::Pod for BackendLoad {}
+    unsafe impl aya::Pod for ServiceBackends {}
     unsafe impl aya::Pod for Handshakes {}
     unsafe impl aya::Pod for NeighEvent {}
     unsafe impl aya::Pod for Peer {}
@@ -539,9 +621,45 @@ mod tests {
         let l = BackendLoad {
             active: u64::MAX,
             recent: 5,
-            unanswered: 0,
+            ..BackendLoad::default()
         };
         assert_eq!(l.flows(), u64::MAX);
         assert_eq!(BackendLoad::default().flows(), 0);
+        // Closed since the sweep: flows counted in `active` or `recent`.
+        let l = BackendLoad {
+            active: 3,
+            recent: 2,
+            closed: 4,
+            unanswered: 0,
+        };
+        assert_eq!(l.flows(), 1);
+        let l = BackendLoad {
+            closed: 2,
+            ..BackendLoad::default()
+        };
+        assert_eq!(l.flows(), 0, "a flow counted by an earlier sweep closing");
+    }
+
+    #[test]
+    fn full_only_with_a_limit() {
+        let l = BackendLoad {
+            active: 10,
+            ..BackendLoad::default()
+        };
+        assert!(!l.full(0));
+        assert!(!l.full(11));
+        assert!(l.full(10));
+        assert!(l.full(9));
+    }
+
+    #[test]
+    fn less_loaded_compares_flows_per_weight() {
+        assert!(less_loaded(1, 1, 2, 1));
+        assert!(!less_loaded(2, 1, 2, 1), "a tie keeps the other");
+        // 10 flows at weight 100 is lighter than 1 at weight 1.
+        assert!(less_loaded(10, 100, 1, 1));
+        assert!(!less_loaded(0, 0, 5, 1), "weight 0 takes no new flows");
+        assert!(less_loaded(5, 1, 0, 0));
+        assert!(less_loaded(u64::MAX - 1, u32::MAX, u64::MAX, 1));
     }
 }

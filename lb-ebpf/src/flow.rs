@@ -47,6 +47,8 @@ pub enum Miss {
     NoBackend,
     /// No free SNAT port (nat mode).
     SnatExhausted,
+    /// Every backend looked at holds its `max_flows` (`on_full: drop`).
+    Full,
 }
 
 /// What of a packet the flow table looks at.
@@ -92,8 +94,18 @@ fn touch(f: &mut Flow, seen: &Seen) {
     if f.last_seen != seen.now {
         f.last_seen = seen.now;
     }
-    if seen.tcp_flags & (TCP_FIN | TCP_RST) != 0 && f.closing == 0 {
+    if seen.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        closing(f);
+    }
+}
+
+/// The flow is closing: it gets the shorter timeout, and its backend's
+/// load counts it out (`BackendLoad::closed`) the first time.
+#[inline(always)]
+fn closing(f: &mut Flow) {
+    if f.closing == 0 {
         f.closing = 1;
+        stats::count_closed(f.backend);
     }
 }
 
@@ -154,9 +166,13 @@ pub fn lookup_or_create(
     }
     let stale_pending = pending.map(|f| unsafe { *f });
 
-    let Some((backend_id, backend)) = select::select(key, svc, globals) else {
-        stats::bump(STAT_NO_BACKEND);
-        return Err(Miss::NoBackend);
+    let (backend_id, backend) = match select::select(key, svc, globals) {
+        Ok(chosen) => chosen,
+        Err(Miss::NoBackend) => {
+            stats::bump(STAT_NO_BACKEND);
+            return Err(Miss::NoBackend);
+        }
+        Err(miss) => return Err(miss),
     };
     // A re-selected flow's old entries would only linger until evicted;
     // a confirmed one would be found (and re-selected) on every packet.
@@ -184,15 +200,17 @@ pub fn lookup_or_create(
     } else {
         0
     };
-    let flow = Flow {
+    let mut flow = Flow {
         backend: backend_id,
         snat_port,
         backend_port,
         last_seen: seen.now,
-        closing: (seen.tcp_flags & (TCP_FIN | TCP_RST) != 0) as u8,
         born_us: if svc.mode == MODE_NAT { now_us() } else { 0 },
         ..Flow::default()
     };
+    if seen.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        closing(&mut flow);
+    }
     stats::bump(STAT_FLOW_NEW);
     if PENDING.insert(key, flow, BPF_ANY as u64).is_err() {
         stats::bump(STAT_FLOW_INSERT_FAIL);
@@ -268,8 +286,8 @@ pub fn answered(rev: &NatRev, key: &FlowKey, tcp_flags: u8, syn_ack_seq: Option<
         match syn_ack_seq {
             Some(seq) => seq.wrapping_add(1),
             None => {
-                if tcp_flags & TCP_RST != 0 && f.closing == 0 {
-                    f.closing = 1;
+                if tcp_flags & TCP_RST != 0 {
+                    closing(f);
                 }
                 return;
             }
@@ -304,10 +322,7 @@ fn client_key(rev: &NatRev, key: &FlowKey) -> FlowKey {
 #[inline(always)]
 pub fn closed_by_backend(rev: &NatRev, key: &FlowKey) {
     if let Some(flow) = FLOWS.get_ptr_mut(client_key(rev, key)) {
-        let f = unsafe { &mut *flow };
-        if f.closing == 0 {
-            f.closing = 1;
-        }
+        closing(unsafe { &mut *flow });
     }
 }
 

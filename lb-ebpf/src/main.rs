@@ -31,7 +31,7 @@ use fib::Route;
 use lb_common::{
     Backend, BackendCounter, BackendLoad, Counter, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Flow, FlowKey,
     GLOBAL_STATS_LEN, Globals, Handshakes, MAX_PEERS, MODE_DSR, MODE_NAT, MODE_TUNNEL, NatRev,
-    NextHop, PROTO_TCP, Peer, SVC_REJECT, ServiceKey, ServiceMeta,
+    NextHop, PROTO_TCP, Peer, SVC_REJECT, ServiceBackends, ServiceKey, ServiceMeta,
 };
 use tunnel::Inner;
 
@@ -75,6 +75,10 @@ static BACKEND_STATS: PerCpuArray<BackendCounter> = PerCpuArray::with_max_entrie
 /// daemon's sweep, plus the new flows since (added here).
 #[map]
 static BACKEND_LOAD: Array<BackendLoad> = Array::with_max_entries(1, 0);
+/// Service id -> the backends a new flow looks at for room when those
+/// drawn for it are at their `max_flows` (`lb_common::ServiceBackends`).
+#[map]
+static SERVICE_BACKENDS: Array<ServiceBackends> = Array::with_max_entries(1, 0);
 /// Per-CPU handshake-latency histograms by backend id (nat mode).
 #[map]
 static BACKEND_HANDSHAKE: PerCpuArray<Handshakes> = PerCpuArray::with_max_entries(1, 0);

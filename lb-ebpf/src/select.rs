@@ -1,23 +1,133 @@
-//! Backend selection: the flow's hash picks an entry of the service's
-//! active Maglev ring.
+//! Backend selection for a new flow: the flow's hash picks an entry of the
+//! service's active Maglev ring (`balance: maglev`), or the less loaded of
+//! two entries (`balance: least-flows`: power of two choices, the second
+//! drawn with `second_hash`). A backend at its `max_flows` is passed over
+//! for the other candidate, then for the least loaded of the service's
+//! backends with room (`SERVICE_BACKENDS`); with none, `on_full` drops the
+//! flow or admits it all the same (docs/operations.md, "Least flows and
+//! max_flows").
 
-use lb_common::{Backend, FlowKey, Globals, NO_BACKEND, ServiceMeta, hash::flow_hash};
+use lb_common::{
+    Backend, BackendLoad, FlowKey, Globals, NO_BACKEND, OVERFLOW_SCAN, STAT_FULL_ADMIT,
+    STAT_FULL_DROP, STAT_FULL_REDIRECT, STATE_READY, SVC_ADMIT_FULL, SVC_LEAST_FLOWS, SVC_LIMITED,
+    ServiceMeta,
+    hash::{flow_hash, second_hash},
+    less_loaded,
+};
 
-use crate::{BACKENDS, RINGS};
+use crate::{BACKEND_LOAD, BACKENDS, RINGS, SERVICE_BACKENDS, flow::Miss, stats};
 
-/// The backend id and entry for a new flow, or `None` when the service has
-/// no usable backend (its ring holds `NO_BACKEND`).
+/// A backend the flow could go to (its entry in place: the BPF stack is
+/// too small for copies).
+#[derive(Clone, Copy)]
+struct Candidate {
+    id: u32,
+    backend: &'static Backend,
+}
+
+impl Candidate {
+    #[inline(always)]
+    fn of(id: u32) -> Option<Candidate> {
+        if id == NO_BACKEND {
+            return None;
+        }
+        Some(Candidate {
+            id,
+            backend: BACKENDS.get(id)?,
+        })
+    }
+
+    /// The flows it holds (read only where least-flows or a limit needs it).
+    #[inline(always)]
+    fn flows(&self) -> u64 {
+        BACKEND_LOAD.get(self.id).map_or(0, BackendLoad::flows)
+    }
+
+    #[inline(always)]
+    fn full(&self) -> bool {
+        self.backend.max_flows != 0 && self.flows() >= self.backend.max_flows as u64
+    }
+
+    /// Whether it is less loaded for its weight than `other`.
+    #[inline(always)]
+    fn lighter_than(&self, other: &Candidate) -> bool {
+        less_loaded(
+            self.flows(),
+            self.backend.weight,
+            other.flows(),
+            other.backend.weight,
+        )
+    }
+}
+
+/// The backend id and entry for a new flow; `Miss::NoBackend` when the
+/// service has no usable backend (its ring holds `NO_BACKEND`),
+/// `Miss::Full` when every backend looked at is full and `on_full` drops.
 #[inline(always)]
-pub fn select(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> Option<(u32, Backend)> {
+pub fn select(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> Result<(u32, Backend), Miss> {
     let m = globals.ring_size;
     if m == 0 {
-        return None;
+        return Err(Miss::NoBackend);
     }
     let h = flow_hash(key, svc.hash, globals.hash_seed);
-    let idx = svc.ring.wrapping_mul(m).wrapping_add(h % m);
-    let id = *RINGS.get(idx)?;
-    if id == NO_BACKEND {
-        return None;
+    let base = svc.ring.wrapping_mul(m);
+    let entry = |h: u32| RINGS.get(base.wrapping_add(h % m)).copied();
+    let first = entry(h)
+        .and_then(Candidate::of)
+        .ok_or(Miss::NoBackend)?;
+    let (pick, other) = if svc.flags & SVC_LEAST_FLOWS != 0 {
+        match entry(second_hash(h)).and_then(Candidate::of) {
+            Some(second) if second.id != first.id && second.lighter_than(&first) => {
+                (second, Some(first))
+            }
+            Some(second) if second.id != first.id => (first, Some(second)),
+            _ => (first, None),
+        }
+    } else {
+        (first, None)
+    };
+    if !pick.full() {
+        return Ok((pick.id, *pick.backend));
     }
-    Some((id, *BACKENDS.get(id)?))
+    stats::count_full(pick.id);
+    let room = match other {
+        Some(o) if !o.full() => Some(o),
+        _ if svc.flags & SVC_LIMITED != 0 => lightest_with_room(svc.id),
+        _ => None,
+    };
+    if let Some(c) = room {
+        stats::bump(STAT_FULL_REDIRECT);
+        return Ok((c.id, *c.backend));
+    }
+    if svc.flags & SVC_ADMIT_FULL != 0 {
+        stats::bump(STAT_FULL_ADMIT);
+        return Ok((pick.id, *pick.backend));
+    }
+    stats::bump(STAT_FULL_DROP);
+    Err(Miss::Full)
+}
+
+/// The least loaded (for its weight) of service `service`'s backends that
+/// take new flows and are below their `max_flows`. A function of its own
+/// (a BPF call): inlined, its loop overflows the caller's stack.
+#[inline(never)]
+fn lightest_with_room(service: u32) -> Option<Candidate> {
+    let list = SERVICE_BACKENDS.get(service)?;
+    let mut best: Option<Candidate> = None;
+    for i in 0..OVERFLOW_SCAN {
+        if i as u32 >= list.len {
+            break;
+        }
+        let Some(c) = Candidate::of(list.ids[i]) else {
+            continue;
+        };
+        let b = c.backend;
+        if b.service != service || b.state != STATE_READY || b.weight == 0 || c.full() {
+            continue;
+        }
+        if best.as_ref().is_none_or(|best| c.lighter_than(best)) {
+            best = Some(c);
+        }
+    }
+    best
 }

@@ -50,6 +50,22 @@ pub fn count_backend(id: u32, bytes: u64, new_flow: bool) {
     }
 }
 
+/// A flow of backend `id` is closing (a TCP FIN or RST went by).
+#[inline(always)]
+pub fn count_closed(id: u32) {
+    if let Some(load) = BACKEND_LOAD.get_ptr_mut(id) {
+        unsafe { (*load).closed += 1 };
+    }
+}
+
+/// A new flow drawn for backend `id` found it at its `max_flows`.
+#[inline(always)]
+pub fn count_full(id: u32) {
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(id) {
+        unsafe { (*c).full += 1 };
+    }
+}
+
 /// A backend's reply (nat mode): `tcp_flags` 0 for UDP.
 #[inline(always)]
 pub fn count_reply(id: u32, bytes: u64, tcp_flags: u8) {

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::{BackendState, HashMode, Mode, Protocol};
+pub use crate::config::{Balance, BackendState, HashMode, Mode, OnFull, Protocol};
 
 /// `GET /api/v1/services` (an array of these), `GET /api/v1/services/{name}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,6 +21,10 @@ pub struct Service {
     pub protocol: Protocol,
     pub mode: Mode,
     pub hash: HashMode,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub on_full: OnFull,
     /// Counters since the daemon started (all backends and misses).
     pub packets: u64,
     pub bytes: u64,
@@ -51,6 +55,9 @@ pub struct Backend {
     /// While slow start ramps its weight up (null otherwise).
     #[serde(default)]
     pub slow_start: Option<SlowStart>,
+    /// Its limit of flows (null: none).
+    #[serde(default)]
+    pub max_flows: Option<u32>,
     /// The golden signals (docs/operations.md).
     #[serde(flatten)]
     pub signals: Signals,
@@ -71,8 +78,10 @@ pub struct SlowStart {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Signals {
-    /// Open flows, as of the last expiry sweep (every 5 s): confirmed, no
-    /// FIN or RST seen, not expired.
+    /// The flows it holds, as the data plane balances by them
+    /// (`lb_common::BackendLoad::flows`): counted exactly by the expiry
+    /// sweep (every 5 s: confirmed, no FIN or RST seen, not expired), plus
+    /// the new flows since, minus those seen closing since.
     pub active_flows: u64,
     /// Bytes (whole frames) sent to it: the client side.
     pub bytes_sent: u64,
@@ -85,6 +94,9 @@ pub struct Signals {
     pub unanswered: Option<u64>,
     /// Its TCP handshake latencies.
     pub handshakes: Option<Handshakes>,
+    /// New flows drawn for it while it held its `max_flows` (sent to
+    /// another backend, dropped, or admitted: `on_full`).
+    pub at_max_flows: u64,
 }
 
 /// A latency histogram in powers of two of microseconds
@@ -152,7 +164,7 @@ impl Signals {
     ) -> Signals {
         let nat_tcp = nat && tcp;
         Signals {
-            active_flows: load.active,
+            active_flows: load.flows(),
             bytes_sent: c.bytes.saturating_sub(c.reply_bytes),
             bytes_received: nat.then_some(c.reply_bytes),
             resets: nat_tcp.then_some(c.resets),
@@ -162,6 +174,7 @@ impl Signals {
                 sum_us: h.sum_us,
                 buckets: h.buckets.to_vec(),
             }),
+            at_max_flows: c.full,
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::{
 
 /// Names of the `lb_common::STAT_*` slots, as `event` label values (and
 /// in the dashboard's history).
-pub(crate) const EVENTS: [(u32, &str); 13] = [
+pub(crate) const EVENTS: [(u32, &str); 16] = [
     (lb_common::STAT_NEIGH_MISS, "neigh_miss"),
     (lb_common::STAT_SNAT_EXHAUSTED, "snat_exhausted"),
     (lb_common::STAT_NO_BACKEND, "no_backend"),
@@ -48,6 +48,9 @@ pub(crate) const EVENTS: [(u32, &str); 13] = [
     (lb_common::STAT_PARTIAL_CSUM, "partial_checksum"),
     (lb_common::STAT_FLOW_NEW, "flow_new"),
     (lb_common::STAT_FLOW_CONFIRMED, "flow_confirmed"),
+    (lb_common::STAT_FULL_REDIRECT, "full_redirect"),
+    (lb_common::STAT_FULL_DROP, "full_drop"),
+    (lb_common::STAT_FULL_ADMIT, "full_admit"),
 ];
 
 const BACKEND: [&str; 2] = ["service", "backend"];
@@ -79,6 +82,8 @@ struct Series {
     be_received: IntCounterVec,
     be_resets: IntCounterVec,
     be_unanswered: IntCounterVec,
+    be_full: IntCounterVec,
+    be_max_flows: IntGaugeVec,
 }
 
 const HANDSHAKE: &str = "xdplb_backend_handshake_seconds";
@@ -241,10 +246,20 @@ impl Series {
                 "TCP connection attempts a backend never answered: no SYN-ACK before the unconfirmed flow expired (nat mode).",
                 &BACKEND,
             ),
+            be_full: counter(
+                "xdplb_backend_full_total",
+                "New flows drawn for a backend while it held its max_flows (sent elsewhere, dropped or admitted: see xdplb_events_total full_*).",
+                &BACKEND,
+            ),
+            be_max_flows: gauge(
+                "xdplb_backend_max_flows",
+                "A backend's max_flows limit (only backends with one).",
+                &BACKEND,
+            ),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 17] {
+    fn collectors(&self) -> [&dyn Collector; 19] {
         [
             &self.xdp,
             &self.events,
@@ -263,6 +278,8 @@ impl Series {
             &self.be_received,
             &self.be_resets,
             &self.be_unanswered,
+            &self.be_full,
+            &self.be_max_flows,
         ]
     }
 }
@@ -314,10 +331,16 @@ pub fn families(plan: &Plan, c: &Counters, flow_entries: u64) -> Vec<MetricFamil
             let load = c.loads.get(&b.id).copied().unwrap_or_default();
             s.be_active
                 .with_label_values(&labels)
-                .set(i64::try_from(load.active).unwrap_or(i64::MAX));
+                .set(i64::try_from(load.flows()).unwrap_or(i64::MAX));
             s.be_sent
                 .with_label_values(&labels)
                 .inc_by(bc.bytes.saturating_sub(bc.reply_bytes));
+            s.be_full.with_label_values(&labels).inc_by(bc.full);
+            if b.entry.max_flows != 0 {
+                s.be_max_flows
+                    .with_label_values(&labels)
+                    .set(i64::from(b.entry.max_flows));
+            }
             if svc.mode != lb_common::MODE_NAT {
                 continue;
             }
@@ -447,14 +470,16 @@ mod tests {
                 flows: 3,
                 reply_bytes: 840,
                 resets: 2,
+                full: 7,
             },
         );
         c.loads.insert(
             svc.backends[0].id,
             BackendLoad {
                 active: 5,
-                recent: 1,
+                recent: 2,
                 unanswered: 4,
+                closed: 2,
             },
         );
         let mut h = Handshakes::default();
@@ -484,6 +509,7 @@ mod tests {
             "xdplb_backend_received_bytes_total{backend=\"198.18.1.11:8080\",service=\"web\"} 840",
             "xdplb_backend_resets_total{backend=\"198.18.1.11:8080\",service=\"web\"} 2",
             "xdplb_backend_unanswered_total{backend=\"198.18.1.11:8080\",service=\"web\"} 4",
+            "xdplb_backend_full_total{backend=\"198.18.1.11:8080\",service=\"web\"} 7",
             "xdplb_backend_handshake_seconds_bucket{backend=\"198.18.1.11:8080\",service=\"web\",le=\"0.000064\"} 0",
             "xdplb_backend_handshake_seconds_bucket{backend=\"198.18.1.11:8080\",service=\"web\",le=\"0.000128\"} 2",
             "xdplb_backend_handshake_seconds_bucket{backend=\"198.18.1.11:8080\",service=\"web\",le=\"0.001024\"} 3",

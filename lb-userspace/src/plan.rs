@@ -17,12 +17,15 @@ use std::{
 use lb_common::{
     Backend, ENCAP_GUE, ENCAP_IPIP, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Globals, HASH_FIVE_TUPLE,
     HASH_SOURCE_IP, MODE_DSR, MODE_ECHO, MODE_NAT, MODE_TUNNEL, NO_BACKEND, PROTO_ICMP,
-    PROTO_ICMPV6, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, SVC_REJECT, ServiceKey,
+    PROTO_ICMPV6, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, SVC_ADMIT_FULL, SVC_LEAST_FLOWS,
+    SVC_LIMITED, SVC_REJECT, ServiceBackends, ServiceKey,
     ServiceMeta, v4_words, v6_words,
 };
 
 use crate::{
-    config::{BackendConfig, BackendState, Config, Encap, HashMode, Mode, OnEmpty},
+    config::{
+        self, Balance, BackendConfig, BackendState, Config, Encap, HashMode, Mode, OnEmpty, OnFull,
+    },
     ids::{BackendKey, Ids},
     maglev::{MaglevBackend, build_table},
 };
@@ -81,6 +84,19 @@ pub struct ServicePlan {
     pub ring: Vec<u32>,
     /// What `ring` was built from (`RingInput`).
     ring_input: RingInput,
+}
+
+impl ServicePlan {
+    /// Its `SERVICE_BACKENDS` entry: the backends a new flow looks at for
+    /// room when those drawn are full (the first `OVERFLOW_SCAN`).
+    pub fn overflow_list(&self) -> ServiceBackends {
+        let mut list = ServiceBackends::default();
+        for (slot, b) in list.ids.iter_mut().zip(&self.backends) {
+            *slot = b.id;
+            list.len += 1;
+        }
+        list
+    }
 }
 
 /// Everything a service's ring depends on: size, seed, and each backend's
@@ -224,6 +240,9 @@ pub fn plan_ramped(
                             family,
                             state: state_code(st),
                             service: id,
+                            // Set below, as the ring sees it.
+                            weight: 0,
+                            max_flows: b.max_flows.unwrap_or(0),
                         },
                         admin: st.admin,
                         weight: st.weight,
@@ -233,6 +252,10 @@ pub fn plan_ramped(
                 })
                 .collect();
             let ring_input = ring_input(&backends, m, cfg.hash_seed);
+            let mut backends = backends;
+            for (b, (mb, _)) in backends.iter_mut().zip(&ring_input.backends) {
+                b.entry.weight = mb.weight;
+            }
             let reused = previous
                 .and_then(|p| p.services.iter().find(|p| p.id == id))
                 .filter(|p| p.ring_input == ring_input)
@@ -254,10 +277,7 @@ pub fn plan_ramped(
                     HashMode::FiveTuple => HASH_FIVE_TUPLE,
                     HashMode::SourceIp => HASH_SOURCE_IP,
                 },
-                flags: match s.on_empty {
-                    OnEmpty::Reject => SVC_REJECT,
-                    OnEmpty::Drop => 0,
-                },
+                flags: service_flags(s),
                 ring: reused.unwrap_or_else(|| ring_for(&ring_input)),
                 ring_input,
                 backends,
@@ -286,6 +306,24 @@ pub fn plan_ramped(
         services,
         echo,
     }
+}
+
+/// `ServiceMeta::flags` of `s`.
+fn service_flags(s: &config::Service) -> u8 {
+    let mut flags = 0;
+    if s.on_empty == OnEmpty::Reject {
+        flags |= SVC_REJECT;
+    }
+    if s.balance == Balance::LeastFlows {
+        flags |= SVC_LEAST_FLOWS;
+    }
+    if s.backends.iter().any(|b| b.max_flows.is_some()) {
+        flags |= SVC_LIMITED;
+    }
+    if s.on_full == OnFull::Admit {
+        flags |= SVC_ADMIT_FULL;
+    }
+    flags
 }
 
 /// What the data plane does with a backend: `maint` wins (an operator said

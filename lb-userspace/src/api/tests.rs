@@ -92,6 +92,7 @@ fn every_json_type_conforms_to_its_schema() {
                 sum_us: 90,
                 buckets: vec![0, 0, 0, 0, 0, 0, 0, 1],
             }),
+            at_max_flows: 6,
         },
         check,
         effective_weight: 37.5,
@@ -99,6 +100,7 @@ fn every_json_type_conforms_to_its_schema() {
             percent: 37,
             remaining_ms: 6_250,
         }),
+        max_flows: Some(1000),
     };
     let service = Service {
         name: "web".into(),
@@ -106,6 +108,8 @@ fn every_json_type_conforms_to_its_schema() {
         protocol: Protocol::Udp,
         mode: Mode::Tunnel,
         hash: HashMode::SourceIp,
+        balance: Balance::LeastFlows,
+        on_full: OnFull::Admit,
         packets: 1,
         bytes: 2,
         backends: vec![
@@ -113,6 +117,7 @@ fn every_json_type_conforms_to_its_schema() {
             Backend {
                 effective_weight: 0.0,
                 slow_start: None,
+                max_flows: None,
                 ..backend(None)
             },
         ],

@@ -29,6 +29,8 @@ pub fn services<D: DataplaneOps, H: HealthSource>(
                 protocol: s.protocol,
                 mode: s.mode,
                 hash: s.hash,
+                balance: s.balance,
+                on_full: s.on_full,
                 packets: sc.packets,
                 bytes: sc.bytes,
                 backends: p
@@ -95,6 +97,7 @@ fn backend<D: DataplaneOps, H: HealthSource>(
             percent: r.percent(),
             remaining_ms: c.slow_start_remaining(&key).unwrap_or_default().as_millis() as u64,
         }),
+        max_flows: (b.entry.max_flows != 0).then_some(b.entry.max_flows),
         signals: Default::default(),
     }
 }

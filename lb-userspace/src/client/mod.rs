@@ -81,7 +81,7 @@ impl From<TokenError> for ClientError {
 #[cfg(test)]
 mod fixtures {
     use crate::api_types::{
-        Backend, BackendState, Effective, Handshakes, HashMode, Health, Mode, Protocol, Signals,
+        Backend, BackendState, Balance, OnFull, Effective, Handshakes, HashMode, Health, Mode, Protocol, Signals,
     };
 
     pub use crate::api_types::Service;
@@ -96,6 +96,8 @@ mod fixtures {
             protocol: Protocol::Tcp,
             mode: Mode::Nat,
             hash: HashMode::FiveTuple,
+            balance: Balance::Maglev,
+            on_full: OnFull::Drop,
             packets,
             bytes: packets * 100,
             backends: vec![Backend {
@@ -110,6 +112,7 @@ mod fixtures {
                 check: None,
                 effective_weight: 100.0,
                 slow_start: None,
+                max_flows: None,
                 signals: Signals {
                     active_flows: 2,
                     bytes_sent: packets * 50,
@@ -121,6 +124,7 @@ mod fixtures {
                         sum_us: packets,
                         buckets: [vec![0; 7], vec![packets / 100], vec![0; 16]].concat(),
                     }),
+                    at_max_flows: 0,
                 },
             }],
         }

@@ -355,6 +355,13 @@ pub struct Service {
     /// What a packet gets while no backend can take a new flow.
     #[serde(default)]
     pub on_empty: OnEmpty,
+    /// How a new flow's backend is chosen.
+    #[serde(default)]
+    pub balance: Balance,
+    /// What a new flow gets when every backend it could go to holds its
+    /// `max_flows`.
+    #[serde(default)]
+    pub on_full: OnFull,
     /// None = backends are always up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
@@ -424,6 +431,44 @@ pub enum OnEmpty {
     Reject,
     /// Drop: clients wait for their own timeout.
     Drop,
+}
+
+/// `balance`: how a new flow's backend is chosen (docs/operations.md,
+/// "Least flows and max_flows").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// The flow's hash picks an entry of the Maglev ring: every node picks
+    /// the same backend, whatever the load.
+    #[default]
+    Maglev,
+    /// The less loaded (fewer flows for its weight) of two backends the
+    /// ring gives the flow: power of two choices, like IPVS `wlc`, HAProxy
+    /// `leastconn`, Envoy's least request.
+    LeastFlows,
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Balance::Maglev => "maglev",
+            Balance::LeastFlows => "least-flows",
+        })
+    }
+}
+
+/// `on_full`: a new flow when every backend it could go to holds its
+/// `max_flows`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    /// Dropped: a TCP client sends its SYN again (after 1 s, 3 s, ...),
+    /// which queues it in effect, as HAProxy queues past `maxconn`.
+    #[default]
+    Drop,
+    /// Given to the backend drawn for it all the same: the limit steers
+    /// flows while there is room anywhere, and refuses none.
+    Admit,
 }
 
 /// `encap` (tunnel mode): IP in IP, or GUE (UDP to `gue_port`).
@@ -559,6 +604,10 @@ pub struct BackendConfig {
     pub weight: u32,
     #[serde(default)]
     pub state: BackendState,
+    /// HAProxy's `maxconn`: it takes no new flows while it holds this many
+    /// (`on_full` says what they get then). None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<u32>,
 }
 
 fn default_weight() -> u32 {

@@ -235,8 +235,8 @@ fn schema_messages_are_serdes_placed_by_serde_yaml() {
             .unwrap_err()
             .to_string(),
         "services[0].colour: unknown field `colour`, expected one of `name`, `vip`, `port`, \
-         `protocol`, `mode`, `encap`, `icmp_echo`, `hash`, `on_empty`, `health_check`, `slow_start`, \
-         `backends` \
+         `protocol`, `mode`, `encap`, `icmp_echo`, `hash`, `on_empty`, `balance`, `on_full`, \
+         `health_check`, `slow_start`, `backends` \
          (line 5, column 5)"
     );
     assert_err(

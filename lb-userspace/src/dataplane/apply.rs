@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use aya::maps::{Array, HashMap, PerCpuArray, PerCpuValues};
 use lb_common::{
     Backend, BackendCounter, Counter, Globals, MODE_ECHO, RING_SLOTS_PER_SERVICE, STATE_DRAIN,
-    ServiceKey, ServiceMeta,
+    ServiceBackends, ServiceKey, ServiceMeta,
 };
 
 use super::{Dataplane, DataplaneError, Result, batch, map_err};
@@ -61,6 +61,14 @@ impl Dataplane {
                 self.write_ring(slot, &svc.ring)?;
                 self.shadow.rings.insert(svc.id, ring);
             }
+            let list = svc.overflow_list();
+            if self.shadow.overflow.get(&svc.id) != Some(&list) {
+                let mut lists: Array<_, ServiceBackends> = self.typed("SERVICE_BACKENDS")?;
+                lists
+                    .set(svc.id, list, 0)
+                    .map_err(map_err("SERVICE_BACKENDS"))?;
+                self.shadow.overflow.insert(svc.id, list);
+            }
             let meta = ServiceMeta {
                 id: svc.id,
                 ring: slot,
@@ -111,6 +119,7 @@ impl Dataplane {
                 && meta.mode != MODE_ECHO
             {
                 self.shadow.rings.remove(&meta.id);
+                self.shadow.overflow.remove(&meta.id);
             }
         }
         Ok(())

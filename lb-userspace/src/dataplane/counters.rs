@@ -98,6 +98,7 @@ impl CounterReader {
                     flows: a.flows + c.flows,
                     reply_bytes: a.reply_bytes + c.reply_bytes,
                     resets: a.resets + c.resets,
+                    full: a.full + c.full,
                 });
             out.backends.insert(id, sum);
             let load = self.loads.get(&id, 0).map_err(map_err("BACKEND_LOAD"))?;

@@ -145,7 +145,7 @@ impl FlowTable {
     }
 
     /// Writes `BACKEND_LOAD`: the active flows counted, the program's
-    /// new flows since the last write back to 0, the unanswered attempts
+    /// new and closed flows since the last write back to 0, the unanswered attempts
     /// counted since added. Only entries that change are written.
     fn write_load(&mut self, active: &StdHashMap<u32, u64>) -> Result<()> {
         let io = |source| DataplaneError::Io {
@@ -157,6 +157,7 @@ impl FlowTable {
             let new = BackendLoad {
                 active: active.get(&id).copied().unwrap_or(0),
                 recent: 0,
+                closed: 0,
                 unanswered: old.unanswered + self.unanswered.get(&id).copied().unwrap_or(0),
             };
             if new != old {

@@ -172,6 +172,8 @@ struct Shadow {
     backends: StdHashMap<u32, Backend>,
     /// Hash of the ring last written for each service id.
     rings: StdHashMap<u32, u64>,
+    /// `SERVICE_BACKENDS` entries written, by service id.
+    overflow: StdHashMap<u32, lb_common::ServiceBackends>,
     globals: Option<lb_common::Globals>,
 }
 

@@ -31,6 +31,7 @@ use aya::{
 };
 use lb_common::{
     Backend, BackendCounter, BackendLoad, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals,
+    ServiceBackends,
     Handshakes, MAX_PEERS, NatRev, NextHop, Peer, RING_SLOTS_PER_SERVICE, ServiceKey, ServiceMeta,
 };
 use tracing::{info, warn};
@@ -125,6 +126,10 @@ pub fn map_sizes(l: &Limits) -> BTreeMap<&'static str, MapSpec> {
             ),
         ),
         ("BACKENDS", spec::<u32, Backend>(l.max_backends, BACKENDS)),
+        (
+            "SERVICE_BACKENDS",
+            spec::<u32, ServiceBackends>(l.max_services, SERVICES),
+        ),
         (
             "BACKEND_STATS",
             spec::<u32, BackendCounter>(l.max_backends, BACKENDS),

@@ -1,5 +1,5 @@
-//! A service's `backends`: address family, address, port, weight, and no
-//! backend twice.
+//! A service's `backends`: address family, address, port, weight,
+//! `max_flows`, and no backend twice.
 
 use std::collections::HashMap;
 
@@ -48,6 +48,12 @@ pub(super) fn check(service: &str, s: &Service) -> Result<(), ConfigError> {
             return Err(invalid(
                 at("weight"),
                 format!("weight {} is above the maximum {MAX_WEIGHT}", b.weight),
+            ));
+        }
+        if b.max_flows == Some(0) {
+            return Err(invalid(
+                at("max_flows"),
+                "max_flows must be at least 1 (leave it out for no limit)",
             ));
         }
         if let Some(j) = seen.insert((b.address, b.port), k) {
