@@ -96,12 +96,14 @@ pub const SVC_LIMITED: u8 = 4;
 pub const SVC_ADMIT_FULL: u8 = 8;
 
 /// How many of a service's backends a new flow looks at for room when the
-/// backends drawn for it are at their `max_flows` (`SERVICE_BACKENDS`).
+/// backends drawn for it are at their `max_flows` (`SERVICE_BACKENDS`). A
+/// power of two: the program wraps around the list with a mask.
 pub const OVERFLOW_SCAN: usize = 32;
 
 /// `SERVICE_BACKENDS` value, by service id: the backends a new flow looks
 /// at for room when those drawn for it are full (the service's first
-/// `OVERFLOW_SCAN` backends, any state: the program checks each).
+/// `OVERFLOW_SCAN` backends, any state: the program checks each; unused
+/// slots hold `NO_BACKEND`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceBackends {
@@ -447,7 +449,8 @@ pub fn less_loaded(flows_a: u64, weight_a: u32, flows_b: u64, weight_b: u32) -> 
     }
     // Flows fit in 32 bits in practice (the flow table is smaller); the
     // products cannot overflow then, and saturate otherwise.
-    (flows_a.min(u32::MAX as u64) * weight_b as u64) < (flows_b.min(u32::MAX as u64) * weight_a as u64)
+    (flows_a.min(u32::MAX as u64) * weight_b as u64)
+        < (flows_b.min(u32::MAX as u64) * weight_a as u64)
 }
 
 /// Buckets of a `Handshakes` histogram.

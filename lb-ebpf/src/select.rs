@@ -1,9 +1,9 @@
 //! Backend selection for a new flow: the flow's hash picks an entry of the
 //! service's active Maglev ring (`balance: maglev`), or the less loaded of
 //! two entries (`balance: least-flows`: power of two choices, the second
-//! drawn with `second_hash`). A backend at its `max_flows` is passed over
-//! for the other candidate, then for the least loaded of the service's
-//! backends with room (`SERVICE_BACKENDS`); with none, `on_full` drops the
+//! drawn with `second_hash`, again if it drew the first backend). A backend at its `max_flows` is passed over
+//! for the other candidate, then for the first of the service's backends
+//! with room (`SERVICE_BACKENDS`, from a place the flow's hash picks); with none, `on_full` drops the
 //! flow or admits it all the same (docs/operations.md, "Least flows and
 //! max_flows").
 
@@ -72,15 +72,18 @@ pub fn select(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> Result<(u3
     let h = flow_hash(key, svc.hash, globals.hash_seed);
     let base = svc.ring.wrapping_mul(m);
     let entry = |h: u32| RINGS.get(base.wrapping_add(h % m)).copied();
-    let first = entry(h)
-        .and_then(Candidate::of)
-        .ok_or(Miss::NoBackend)?;
+    let first = entry(h).and_then(Candidate::of).ok_or(Miss::NoBackend)?;
     let (pick, other) = if svc.flags & SVC_LEAST_FLOWS != 0 {
-        match entry(second_hash(h)).and_then(Candidate::of) {
-            Some(second) if second.id != first.id && second.lighter_than(&first) => {
-                (second, Some(first))
-            }
-            Some(second) if second.id != first.id => (first, Some(second)),
+        // A second draw that gives the first backend again draws once
+        // more, so one backend rarely is both choices.
+        let h2 = second_hash(h);
+        let second = match entry(h2).and_then(Candidate::of) {
+            Some(c) if c.id == first.id => entry(second_hash(h2)).and_then(Candidate::of),
+            c => c,
+        };
+        match second {
+            Some(s) if s.id != first.id && s.lighter_than(&first) => (s, Some(first)),
+            Some(s) if s.id != first.id => (first, Some(s)),
             _ => (first, None),
         }
     } else {
@@ -92,7 +95,7 @@ pub fn select(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> Result<(u3
     stats::count_full(pick.id);
     let room = match other {
         Some(o) if !o.full() => Some(o),
-        _ if svc.flags & SVC_LIMITED != 0 => lightest_with_room(svc.id),
+        _ if svc.flags & SVC_LIMITED != 0 => first_with_room(svc.id, h),
         _ => None,
     };
     if let Some(c) = room {
@@ -107,27 +110,23 @@ pub fn select(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> Result<(u3
     Err(Miss::Full)
 }
 
-/// The least loaded (for its weight) of service `service`'s backends that
-/// take new flows and are below their `max_flows`. A function of its own
-/// (a BPF call): inlined, its loop overflows the caller's stack.
-#[inline(never)]
-fn lightest_with_room(service: u32) -> Option<Candidate> {
+/// The first of service `service`'s backends that takes new flows and is
+/// below its `max_flows`, looking from a place the flow's hash `h` picks
+/// (so overflowing flows spread). It carries nothing from one backend to
+/// the next, so the verifier walks it once per backend (keeping the least
+/// loaded would double its paths at every step).
+#[inline(always)]
+fn first_with_room(service: u32, h: u32) -> Option<Candidate> {
     let list = SERVICE_BACKENDS.get(service)?;
-    let mut best: Option<Candidate> = None;
     for i in 0..OVERFLOW_SCAN {
-        if i as u32 >= list.len {
-            break;
-        }
-        let Some(c) = Candidate::of(list.ids[i]) else {
+        let slot = (h as usize).wrapping_add(i) & (OVERFLOW_SCAN - 1);
+        let Some(c) = Candidate::of(list.ids[slot]) else {
             continue;
         };
         let b = c.backend;
-        if b.service != service || b.state != STATE_READY || b.weight == 0 || c.full() {
-            continue;
-        }
-        if best.as_ref().is_none_or(|best| c.lighter_than(best)) {
-            best = Some(c);
+        if b.service == service && b.state == STATE_READY && b.weight != 0 && !c.full() {
+            return Some(c);
         }
     }
-    best
+    None
 }

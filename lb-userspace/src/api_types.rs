@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::{Balance, BackendState, HashMode, Mode, OnFull, Protocol};
+pub use crate::config::{BackendState, Balance, HashMode, Mode, OnFull, Protocol};
 
 /// `GET /api/v1/services` (an array of these), `GET /api/v1/services/{name}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

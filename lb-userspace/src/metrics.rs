@@ -248,7 +248,7 @@ impl Series {
             ),
             be_full: counter(
                 "xdplb_backend_full_total",
-                "New flows drawn for a backend while it held its max_flows (sent elsewhere, dropped or admitted: see xdplb_events_total full_*).",
+                "New flows drawn for a backend while it held its max_flows (sent elsewhere, dropped or admitted: see xdplb_dataplane_events_total full_*).",
                 &BACKEND,
             ),
             be_max_flows: gauge(

@@ -17,14 +17,14 @@ use std::{
 use lb_common::{
     Backend, ENCAP_GUE, ENCAP_IPIP, FLAG_ALL_PORTS, FLAG_FLOW_SYNC, Globals, HASH_FIVE_TUPLE,
     HASH_SOURCE_IP, MODE_DSR, MODE_ECHO, MODE_NAT, MODE_TUNNEL, NO_BACKEND, PROTO_ICMP,
-    PROTO_ICMPV6, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, SVC_ADMIT_FULL, SVC_LEAST_FLOWS,
-    SVC_LIMITED, SVC_REJECT, ServiceBackends, ServiceKey,
-    ServiceMeta, v4_words, v6_words,
+    PROTO_ICMPV6, STATE_DOWN, STATE_DRAIN, STATE_MAINT, STATE_READY, SVC_ADMIT_FULL,
+    SVC_LEAST_FLOWS, SVC_LIMITED, SVC_REJECT, ServiceBackends, ServiceKey, ServiceMeta, v4_words,
+    v6_words,
 };
 
 use crate::{
     config::{
-        self, Balance, BackendConfig, BackendState, Config, Encap, HashMode, Mode, OnEmpty, OnFull,
+        self, BackendConfig, BackendState, Balance, Config, Encap, HashMode, Mode, OnEmpty, OnFull,
     },
     ids::{BackendKey, Ids},
     maglev::{MaglevBackend, build_table},

@@ -81,7 +81,8 @@ impl From<TokenError> for ClientError {
 #[cfg(test)]
 mod fixtures {
     use crate::api_types::{
-        Backend, BackendState, Balance, OnFull, Effective, Handshakes, HashMode, Health, Mode, Protocol, Signals,
+        Backend, BackendState, Balance, Effective, Handshakes, HashMode, Health, Mode, OnFull,
+        Protocol, Signals,
     };
 
     pub use crate::api_types::Service;

@@ -31,8 +31,8 @@ use aya::{
 };
 use lb_common::{
     Backend, BackendCounter, BackendLoad, Counter, Flow, FlowKey, GLOBAL_STATS_LEN, Globals,
-    ServiceBackends,
-    Handshakes, MAX_PEERS, NatRev, NextHop, Peer, RING_SLOTS_PER_SERVICE, ServiceKey, ServiceMeta,
+    Handshakes, MAX_PEERS, NatRev, NextHop, Peer, RING_SLOTS_PER_SERVICE, ServiceBackends,
+    ServiceKey, ServiceMeta,
 };
 use tracing::{info, warn};
 
