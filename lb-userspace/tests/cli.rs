@@ -9,7 +9,15 @@ use cli_support::{TempFile, assert_exit, assert_fails, stderr, stdout, xdplb};
 #[test]
 fn check_accepts_the_shipped_configs() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
-    for file in ["demo.yaml", "example.yaml"] {
+    let examples = std::fs::read_dir(format!("{root}/examples"))
+        .unwrap()
+        .map(|e| format!("examples/{}", e.unwrap().file_name().to_string_lossy()));
+    let files: Vec<String> = ["demo.yaml".to_string(), "example.yaml".into()]
+        .into_iter()
+        .chain(examples)
+        .collect();
+    assert!(files.len() >= 4, "{files:?}");
+    for file in files {
         let path = format!("{root}/{file}");
         let out = xdplb(&["check", "--config", &path]);
         assert_eq!(out.status.code(), Some(0), "{file}: {out:?}");

@@ -309,7 +309,11 @@ fn status_interval_0_reads_once_and_shows_no_rates() {
     let fake = Fake::start(None);
     let out = fake.xdplb(&["status", "--interval", "0"]);
     assert_exit(&out, 0);
-    assert!(stdout(&out).contains("web: 198.18.100.10:80 tcp, mode nat, hash five-tuple, - pkt/s"));
+    assert!(
+        stdout(&out).contains(
+            "web: 198.18.100.10:80 tcp, mode nat, hash five-tuple, balance maglev, - pkt/s"
+        )
+    );
     assert_eq!(
         fake.requests().len(),
         2,

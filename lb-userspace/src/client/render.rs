@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::rates::{Rate, Rates, SignalRates};
 use crate::api_types::{
     Backend, BackendState, Effective, Handshakes, HashMode, Health, Mode, NodeState, NodeStatus,
-    Protocol, ReloadSummary, Service,
+    OnFull, Protocol, ReloadSummary, Service,
 };
 
 /// The words of the API, as in the YAML.
@@ -129,12 +129,18 @@ pub fn render_status(services: &[Service], rates: Option<&Rates>) -> String {
         }
         let _ = writeln!(
             out,
-            "{}: {} {}, mode {}, hash {}, {} pkt/s",
+            "{}: {} {}, mode {}, hash {}, balance {}{}, {} pkt/s",
             svc.name,
             svc.vip,
             protocol_word(svc.protocol),
             mode_word(svc.mode),
             hash_word(svc.hash),
+            svc.balance,
+            if svc.backends.iter().any(|b| b.max_flows.is_some()) {
+                format!(", on_full {}", on_full_word(svc.on_full))
+            } else {
+                String::new()
+            },
             format_rate(rates.and_then(|r| r.service(&svc.name))),
         );
         if svc.backends.is_empty() {
@@ -175,7 +181,7 @@ pub fn render_status(services: &[Service], rates: Option<&Rates>) -> String {
             let r: Option<&SignalRates> = rates.and_then(|r| r.signals(&svc.name, b.address));
             let count = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
             rows.last_mut().expect("just pushed").extend([
-                sig.active_flows.to_string(),
+                active_cell(sig.active_flows, b.max_flows),
                 si(r.map(|r| r.new_flows_per_second)),
                 si(r.map(|r| r.bytes_sent_per_second)),
                 si(r.and_then(|r| r.bytes_received_per_second)),
@@ -192,6 +198,21 @@ pub fn render_status(services: &[Service], rates: Option<&Rates>) -> String {
         table(&mut out, &rows, &right);
     }
     out
+}
+
+/// The active flows, and the limit if there is one ("120/500").
+fn active_cell(active: u64, max_flows: Option<u32>) -> String {
+    match max_flows {
+        Some(max) => format!("{active}/{max}"),
+        None => active.to_string(),
+    }
+}
+
+fn on_full_word(o: OnFull) -> &'static str {
+    match o {
+        OnFull::Drop => "drop",
+        OnFull::Admit => "admit",
+    }
 }
 
 /// The weight, and how far slow start has ramped it ("100 (slow start
@@ -333,6 +354,19 @@ mod tests {
     use crate::client::fixtures::service;
 
     #[test]
+    fn a_limit_shows_next_to_the_active_flows_and_on_full_in_the_title() {
+        let mut svc = service(1000);
+        svc.backends[0].max_flows = Some(500);
+        svc.on_full = OnFull::Admit;
+        let text = render_status(&[svc], None);
+        assert!(
+            text.starts_with("web: 198.18.100.10:80 tcp, mode nat, hash five-tuple, balance maglev, on_full admit, - pkt/s\n"),
+            "{text}"
+        );
+        assert!(text.contains(" 2/500 "), "{text}");
+    }
+
+    #[test]
     fn status_table_with_and_without_rates() {
         let t0 = Instant::now();
         let sample = |packets, secs| Sample {
@@ -344,7 +378,9 @@ mod tests {
 
         let text = render_status(&after.services, Some(&rates));
         assert!(
-            text.starts_with("web: 198.18.100.10:80 tcp, mode nat, hash five-tuple, 1000 pkt/s\n"),
+            text.starts_with(
+                "web: 198.18.100.10:80 tcp, mode nat, hash five-tuple, balance maglev, 1000 pkt/s\n"
+            ),
             "{text}"
         );
         assert!(
