@@ -1,6 +1,7 @@
 //! The fuzzed balancer's config: services of every mode (nat, dsr, tunnel
 //! with IPIP and GUE, across families), TCP and UDP, IPv4 and IPv6, an
-//! all-ports and a source-hash service, backends without a neighbour or a
+//! all-ports and a source-hash service (least-flows, with limits that
+//! fill), backends without a neighbour or a
 //! route, a service with no usable backend. Written as YAML (what the
 //! reproducer hands to `xdplb trace`); each epoch of a run draws a
 //! variant: backends drained, in maintenance or at weight 0.
@@ -47,7 +48,13 @@ pub struct ServiceDef {
     pub backends: &'static [(&'static str, u16)],
     /// Every backend is in maintenance, in every variant.
     pub empty: bool,
+    /// `balance: least-flows` with a small `max_flows` on every backend
+    /// (`on_full: drop`): new flows pass over full backends, then drop.
+    pub limited: bool,
 }
+
+/// The `max_flows` of a `limited` service's backends: an epoch fills it.
+pub const MAX_FLOWS: u32 = 4;
 
 const fn svc(
     name: &'static str,
@@ -67,6 +74,7 @@ const fn svc(
         source_hash: false,
         backends,
         empty: false,
+        limited: false,
     }
 }
 
@@ -104,6 +112,7 @@ pub const SERVICES: &[ServiceDef] = &[
     ),
     ServiceDef {
         source_hash: true,
+        limited: true,
         ..svc(
             "sticky",
             "198.18.100.31",
@@ -385,6 +394,12 @@ impl Variant {
             if s.source_hash {
                 y.push_str("    hash: source-ip\n");
             }
+            let limit = if s.limited {
+                y.push_str("    balance: least-flows\n");
+                format!(", max_flows: {MAX_FLOWS}")
+            } else {
+                String::new()
+            };
             y.push_str("    backends:\n");
             for ((addr, port), st) in s.backends.iter().zip(states) {
                 let extra = match st {
@@ -393,7 +408,10 @@ impl Variant {
                     State::Maint => ", state: maint",
                     State::Zero => ", weight: 0",
                 };
-                let _ = writeln!(y, "      - {{ address: \"{addr}\", port: {port}{extra} }}");
+                let _ = writeln!(
+                    y,
+                    "      - {{ address: \"{addr}\", port: {port}{extra}{limit} }}"
+                );
             }
         }
         y

@@ -11,20 +11,21 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use lb_common::{
-    Flow, FlowKey, GLOBAL_STATS_LEN, NatRev, STAT_FIB_FAIL, STAT_NEIGH_MISS, STAT_NO_BACKEND,
-    STAT_REJECT_LIMITED, STAT_SNAT_EXHAUSTED, XDP_ACTIONS, nat_rev_key,
+    Flow, FlowKey, GLOBAL_STATS_LEN, NatRev, STAT_FIB_FAIL, STAT_FULL_DROP, STAT_NEIGH_MISS,
+    STAT_NO_BACKEND, STAT_REJECT_LIMITED, STAT_SNAT_EXHAUSTED, XDP_ACTIONS, nat_rev_key,
 };
 
 use super::{config::Mode, world::World};
 
 /// The counters that say why a packet was dropped. (The other slots count
 /// what went well: answers, new and confirmed flows, partial checksums.)
-pub const DROP_SLOTS: [u32; 5] = [
+pub const DROP_SLOTS: [u32; 6] = [
     STAT_NEIGH_MISS,
     STAT_SNAT_EXHAUSTED,
     STAT_NO_BACKEND,
     STAT_FIB_FAIL,
     STAT_REJECT_LIMITED,
+    STAT_FULL_DROP,
 ];
 
 pub fn slot_name(slot: u32) -> String {
@@ -34,6 +35,7 @@ pub fn slot_name(slot: u32) -> String {
         STAT_NO_BACKEND => "no_backend".into(),
         STAT_FIB_FAIL => "fib_fail".into(),
         STAT_REJECT_LIMITED => "reject_limited".into(),
+        STAT_FULL_DROP => "full_drop".into(),
         s => format!("slot {s}"),
     }
 }

@@ -22,6 +22,9 @@ pub struct Svc {
     pub mode: Mode,
     /// Backend ids in its ring: the only ones new flows may get.
     pub ring: HashSet<u32>,
+    /// Its backends have `max_flows` and `on_full: drop`: a new flow may
+    /// find them all full.
+    pub drops_when_full: bool,
 }
 
 pub struct World {
@@ -65,6 +68,8 @@ impl World {
                     id: s.id,
                     name: s.name.clone(),
                     mode: def.mode,
+                    drops_when_full: s.flags & lb_common::SVC_LIMITED != 0
+                        && s.flags & lb_common::SVC_ADMIT_FULL == 0,
                     ring: s
                         .ring
                         .iter()
@@ -158,6 +163,9 @@ impl World {
         let mut r = Vec::new();
         if s.ring.is_empty() {
             r.push(lb_common::STAT_NO_BACKEND);
+        }
+        if s.drops_when_full {
+            r.push(lb_common::STAT_FULL_DROP);
         }
         if s.mode == Mode::Nat {
             r.push(lb_common::STAT_SNAT_EXHAUSTED);
