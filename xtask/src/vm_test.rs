@@ -29,7 +29,7 @@ use crate::{
 
 /// The layers, in the order the guest runs them: load first (does the
 /// verifier accept the program), then BPF_PROG_TEST_RUN (packet,
-/// flow_sync, consistency, trace),
+/// flow_sync, consistency, trace; least_flows has both kinds),
 /// then namespaces with real servers (testbed alone, then with the
 /// daemon), then native XDP on virtio-net. `load` and `virtio` are
 /// vm/*.sh; the others are lb-userspace test targets. Left out, as they
@@ -40,6 +40,7 @@ pub const DEFAULT_PLAN: &[&str] = &[
     "flow_sync",
     "consistency",
     "trace",
+    "least_flows",
     "testbed",
     "nat",
     "modes",
