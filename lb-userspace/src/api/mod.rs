@@ -194,7 +194,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 impl IntoResponse for ControlError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ControlError::NoService(_) | ControlError::NoBackend { .. } => StatusCode::NOT_FOUND,
+            ControlError::NoService(_)
+            | ControlError::NoBackend { .. }
+            | ControlError::NoRollout(_) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::BadRequest(_)
             | ControlError::Config(_)
             | ControlError::RestartOnly(_)
