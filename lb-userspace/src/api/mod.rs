@@ -9,6 +9,7 @@
 
 mod auth;
 mod probes;
+mod rollouts;
 mod serve;
 #[cfg(test)]
 mod tests;
@@ -145,6 +146,24 @@ fn endpoints<D: Plane, H: Checks>() -> Vec<Endpoint<D, H>> {
         endpoint(Method::PUT, "/api/v1/node", put_node::<D, H>),
         endpoint(Method::GET, "/api/v1/explain", get_explain::<D, H>),
         endpoint(Method::GET, "/api/v1/history", get_history::<D, H>),
+        endpoint(Method::GET, "/api/v1/rollouts", rollouts::list::<D, H>),
+        endpoint(Method::POST, "/api/v1/rollouts", rollouts::start::<D, H>),
+        endpoint(Method::GET, "/api/v1/rollouts/{service}", rollouts::get::<D, H>),
+        endpoint(
+            Method::POST,
+            "/api/v1/rollouts/{service}/pause",
+            rollouts::pause::<D, H>,
+        ),
+        endpoint(
+            Method::POST,
+            "/api/v1/rollouts/{service}/resume",
+            rollouts::resume::<D, H>,
+        ),
+        endpoint(
+            Method::POST,
+            "/api/v1/rollouts/{service}/abort",
+            rollouts::abort::<D, H>,
+        ),
     ]
 }
 
