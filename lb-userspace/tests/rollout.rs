@@ -38,8 +38,14 @@ fn name(i: usize) -> String {
 /// or without the canary.
 fn config(topo: &Topology, weight2: u32, with_canary: bool) -> String {
     let mut list = vec![
-        format!("{{ address: \"{}\", port: 8080, weight: 100 }}", backend(1).ip()),
-        format!("{{ address: \"{}\", port: 8080, weight: {weight2} }}", backend(2).ip()),
+        format!(
+            "{{ address: \"{}\", port: 8080, weight: 100 }}",
+            backend(1).ip()
+        ),
+        format!(
+            "{{ address: \"{}\", port: 8080, weight: {weight2} }}",
+            backend(2).ip()
+        ),
     ];
     if with_canary {
         list.push(format!(
@@ -161,11 +167,21 @@ fn a_good_canary_reaches_100_percent_and_then_takes_every_new_flow() {
     assert_eq!(r.state, RolloutState::Running);
     assert!((r.canary_share - 50.0).abs() < 1.0, "{r:?}");
     let (_, status) = bed.xdplb(&["status", "--interval", "0"]);
-    assert!(status.contains("rollout web: running at step 2/3 (50%)"), "{status}");
+    assert!(
+        status.contains("rollout web: running at step 2/3 (50%)"),
+        "{status}"
+    );
     let m = bed.daemon.metrics().unwrap();
-    assert_eq!(metric_sum(&m, "xdplb_rollout_step_percent", &[("service", "web")]), 50.0);
     assert_eq!(
-        metric_sum(&m, "xdplb_rollout_state", &[("service", "web"), ("state", "running")]),
+        metric_sum(&m, "xdplb_rollout_step_percent", &[("service", "web")]),
+        50.0
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "xdplb_rollout_state",
+            &[("service", "web"), ("state", "running")]
+        ),
         1.0
     );
 
@@ -195,13 +211,25 @@ fn a_good_canary_reaches_100_percent_and_then_takes_every_new_flow() {
     let since = done_at + Duration::from_millis(100);
     assert_eq!(
         outcomes.served_by_since(&name(CANARY), since),
-        outcomes.started_since(since) - outcomes.iter().filter(|o| o.start >= since && !o.ok()).count(),
+        outcomes.started_since(since)
+            - outcomes
+                .iter()
+                .filter(|o| o.start >= since && !o.ok())
+                .count(),
         "every answer after completion is the canary's"
     );
-    assert!(outcomes.failures().is_empty(), "{:?}", &outcomes.failures()[..3.min(outcomes.failures().len())]);
+    assert!(
+        outcomes.failures().is_empty(),
+        "{:?}",
+        &outcomes.failures()[..3.min(outcomes.failures().len())]
+    );
     let m = bed.daemon.metrics().unwrap();
     assert_eq!(
-        metric_sum(&m, "xdplb_rollout_state", &[("service", "web"), ("state", "completed")]),
+        metric_sum(
+            &m,
+            "xdplb_rollout_state",
+            &[("service", "web"), ("state", "completed")]
+        ),
         1.0
     );
 }
@@ -220,13 +248,17 @@ fn a_canary_that_resets_connections_is_rolled_back_within_its_first_step() {
     let reason = r.reason.clone().unwrap();
     assert!(reason.starts_with("rst_ratio "), "{reason}");
     assert!(reason.contains("at step 10%"), "{reason}");
-    assert_eq!((r.step, r.step_number), (10, 1), "never left its first step");
+    assert_eq!(
+        (r.step, r.step_number),
+        (10, 1),
+        "never left its first step"
+    );
     println!(
-        "bad canary: rolled back after {:.1} s at step {}% ({} measured by the client side \
-         from the start command): {reason}",
+        "bad canary: rolled back after {:.1} s at step {}% ({:.1} s measured by the client \
+         side from the start command): {reason}",
         r.elapsed_ms as f64 / 1000.0,
         r.step,
-        format!("{:.1} s", took.as_secs_f64())
+        took.as_secs_f64()
     );
     // The weights are back as they were.
     let now = bed.weights_and_flows();
@@ -241,8 +273,19 @@ fn a_canary_that_resets_connections_is_rolled_back_within_its_first_step() {
     let failed = outcomes.failures().len();
     assert!(failed > 0, "the canary took no connection");
     let m = bed.daemon.metrics().unwrap();
-    assert_eq!(metric_sum(&m, "xdplb_rollouts_rolled_back_total", &[("service", "web")]), 1.0);
-    assert!(bed.daemon.log().contains("rollout rolled back: rst_ratio"), "{}", bed.daemon.log());
+    assert_eq!(
+        metric_sum(
+            &m,
+            "xdplb_rollouts_rolled_back_total",
+            &[("service", "web")]
+        ),
+        1.0
+    );
+    assert!(
+        bed.daemon.log().contains("rollout rolled back: rst_ratio"),
+        "{}",
+        bed.daemon.log()
+    );
     let (_, status) = bed.xdplb(&["rollout", "status", "web"]);
     assert!(status.contains("rolled back at step 1/3 (10%)"), "{status}");
 }
@@ -293,31 +336,66 @@ fn a_reload_keeps_a_running_rollout_and_bad_requests_change_nothing() {
         "every backend of web is a canary",
     );
     // The CLI says the same, exit 2.
-    let (code, out) = bed.xdplb(&["rollout", "start", "web", &canary.to_string(), "--steps", "10,50"]);
+    let (code, out) = bed.xdplb(&[
+        "rollout",
+        "start",
+        "web",
+        &canary.to_string(),
+        "--steps",
+        "10,50",
+    ]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("steps 10,50 must end at 100 (HTTP 400)"), "{out}");
+    assert!(
+        out.contains("steps 10,50 must end at 100 (HTTP 400)"),
+        "{out}"
+    );
     let (code, out) = bed.xdplb(&["rollout", "pause", "web"]);
-    assert!(code == 2 && out.contains("service web has no rollout"), "{out}");
-    assert!(bed.api(|c| c.rollouts()).unwrap().is_empty(), "nothing started");
+    assert!(
+        code == 2 && out.contains("service web has no rollout"),
+        "{out}"
+    );
+    assert!(
+        bed.api(|c| c.rollouts()).unwrap().is_empty(),
+        "nothing started"
+    );
     assert_eq!(
-        bed.weights_and_flows().iter().map(|w| w.0).collect::<Vec<_>>(),
+        bed.weights_and_flows()
+            .iter()
+            .map(|w| w.0)
+            .collect::<Vec<_>>(),
         [100, 100, 0]
     );
 
     bed.start(&["--steps", "10,100", "--every", "60s"]);
-    let (_, share) = (0, bed.rollout().canary_share);
+    let share = bed.rollout().canary_share;
     assert!((share - 10.0).abs() < 0.5, "{share}");
-    refused(req("web", vec![canary]), 409, "a rollout of web is running already");
+    refused(
+        req("web", vec![canary]),
+        409,
+        "a rollout of web is running already",
+    );
     let e = bed.api(|c| c.set_weight("web", backend(1), 5)).unwrap_err();
-    assert!(e.to_string().contains("a rollout of web is running and sets its weights"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("a rollout of web is running and sets its weights"),
+        "{e}"
+    );
     let (code, out) = bed.xdplb(&["rollout", "pause", "web"]);
-    assert!(code == 0 && out.starts_with("rollout web: paused at step 1/2"), "{out}");
+    assert!(
+        code == 0 && out.starts_with("rollout web: paused at step 1/2"),
+        "{out}"
+    );
     let (code, out) = bed.xdplb(&["rollout", "resume", "web"]);
-    assert!(code == 0 && out.starts_with("rollout web: running"), "{out}");
+    assert!(
+        code == 0 && out.starts_with("rollout web: running"),
+        "{out}"
+    );
 
     // A reload that changes another backend's weight: the rollout goes on
     // and its weights follow (10% of 100 + 200).
-    bed.daemon.reload(Some(&config(&bed.topo, 200, true))).unwrap();
+    bed.daemon
+        .reload(Some(&config(&bed.topo, 200, true)))
+        .unwrap();
     assert!(
         wait_until(PATIENCE, || bed.weights_and_flows()[1].0 == 200),
         "reload not applied:\n{}",
@@ -325,9 +403,15 @@ fn a_reload_keeps_a_running_rollout_and_bad_requests_change_nothing() {
     );
     let r = bed.rollout();
     assert_eq!((r.state, r.step), (RolloutState::Running, 10), "{r:?}");
-    assert_eq!(bed.weights_and_flows()[2].0, 33, "the canary's weight on the new config");
+    assert_eq!(
+        bed.weights_and_flows()[2].0,
+        33,
+        "the canary's weight on the new config"
+    );
     // One that removes the canary aborts it, and says why.
-    bed.daemon.reload(Some(&config(&bed.topo, 200, false))).unwrap();
+    bed.daemon
+        .reload(Some(&config(&bed.topo, 200, false)))
+        .unwrap();
     let r = bed.wait_state(PATIENCE, |r| r.state != RolloutState::Running);
     assert_eq!(r.state, RolloutState::Aborted);
     assert_eq!(
@@ -335,7 +419,11 @@ fn a_reload_keeps_a_running_rollout_and_bad_requests_change_nothing() {
         Some(format!("the reload removed canary {canary}").as_str())
     );
     assert_eq!(
-        bed.service().backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+        bed.service()
+            .backends
+            .iter()
+            .map(|b| b.weight)
+            .collect::<Vec<_>>(),
         [100, 200]
     );
 }

@@ -148,7 +148,11 @@ fn endpoints<D: Plane, H: Checks>() -> Vec<Endpoint<D, H>> {
         endpoint(Method::GET, "/api/v1/history", get_history::<D, H>),
         endpoint(Method::GET, "/api/v1/rollouts", rollouts::list::<D, H>),
         endpoint(Method::POST, "/api/v1/rollouts", rollouts::start::<D, H>),
-        endpoint(Method::GET, "/api/v1/rollouts/{service}", rollouts::get::<D, H>),
+        endpoint(
+            Method::GET,
+            "/api/v1/rollouts/{service}",
+            rollouts::get::<D, H>,
+        ),
         endpoint(
             Method::POST,
             "/api/v1/rollouts/{service}/pause",

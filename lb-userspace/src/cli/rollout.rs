@@ -129,7 +129,8 @@ pub fn rollout(command: RolloutCommand) -> Result<(), ClientError> {
             } else if all.is_empty() {
                 println!("no rollouts");
             } else {
-                all.iter().for_each(|r| print!("{}", client::render_rollout(r)));
+                all.iter()
+                    .for_each(|r| print!("{}", client::render_rollout(r)));
             }
             return Ok(());
         }

@@ -119,14 +119,23 @@ mod tests {
         );
         let back = rollout(RolloutState::RolledBack, Some("rst_ratio 0.83 > 0.05"));
         assert!(
-            render_rollout_line(&back)
-                .starts_with("rollout web: rolled back at step 2/3 (50%) after 34.2 s: rst_ratio 0.83 > 0.05;"),
+            render_rollout_line(&back).starts_with(
+                "rollout web: rolled back at step 2/3 (50%) after 34.2 s: rst_ratio 0.83 > 0.05;"
+            ),
             "{}",
             render_rollout_line(&back)
         );
         let full = render_rollout(&rollout(RolloutState::Paused, None));
-        assert!(full.contains("  this step: 120 new flows, 0 resets, 1 unanswered, handshake p99 <= 0.512 ms\n"), "{full}");
+        assert!(
+            full.contains(
+                "  this step: 120 new flows, 0 resets, 1 unanswered, handshake p99 <= 0.512 ms\n"
+            ),
+            "{full}"
+        );
         assert!(full.contains("steps 10% 50% 100% every 30s; abort if health=down,rst_ratio>0.05 (ratios judged from 20 new flows)"), "{full}");
-        assert!(full.contains("baseline: 198.18.1.13:8080 ready 0\n"), "{full}");
+        assert!(
+            full.contains("baseline: 198.18.1.13:8080 ready 0\n"),
+            "{full}"
+        );
     }
 }
