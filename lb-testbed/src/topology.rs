@@ -228,6 +228,14 @@ impl Topology {
     pub fn lb_ns(&self) -> String {
         format!("{}lb", self.prefix)
     }
+    /// `f` with a client of the daemon's admin API (on [`ADMIN`], no
+    /// token), called from the LB namespace.
+    pub fn api<T: Send>(&self, f: impl FnOnce(&xdplb::client::Client) -> T + Send) -> T {
+        netns::run_in(&self.lb_ns(), || {
+            Ok(f(&xdplb::client::Client::new(ADMIN, None)))
+        })
+        .unwrap()
+    }
     /// Holds the bridge `br0` joining `lbb` and the backends.
     pub fn switch_ns(&self) -> String {
         format!("{}sw", self.prefix)

@@ -79,7 +79,7 @@ impl Bed {
     }
 
     fn api<T: Send>(&self, f: impl FnOnce(&Client) -> T + Send) -> T {
-        netns::run_in(&self.topo.lb_ns(), || Ok(f(&Client::new(ADMIN, None)))).unwrap()
+        self.topo.api(f)
     }
 
     /// Backend `i` as the API shows it, if listed.

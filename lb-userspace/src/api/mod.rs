@@ -271,6 +271,21 @@ fn body_refused(e: BytesRejection) -> Response {
     }
 }
 
+/// The JSON body of a change, or the answer refusing it: 413 (too
+/// large), 400 naming what it must be (`expected`).
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    expected: &str,
+) -> Result<T, Response> {
+    let body = body.map_err(body_refused)?;
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {expected}: {e}"),
+        )
+    })
+}
+
 async fn not_found(uri: axum::http::Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -351,10 +366,6 @@ async fn put_backend<D: Plane, H: Checks>(
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return body_refused(e),
-    };
     let (name, addr) = match path {
         Ok(Path(p)) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
@@ -365,16 +376,12 @@ async fn put_backend<D: Plane, H: Checks>(
             format!("{addr:?} is not a backend address (ADDR:PORT)"),
         );
     };
-    let update: BackendUpdate = match serde_json::from_slice(&body) {
+    let update: BackendUpdate = match parse_body(
+        body,
+        "{\"state\": \"ready|drain|maint\"} and/or {\"weight\": N}",
+    ) {
         Ok(u) => u,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "body must be {{\"state\": \"ready|drain|maint\"}} and/or {{\"weight\": N}}: {e}"
-                ),
-            );
-        }
+        Err(r) => return r,
     };
     json(
         with_controller(&shared, move |c| {
@@ -393,18 +400,9 @@ async fn put_node<D: Plane, H: Checks>(
     State(shared): State<Arc<Shared<D, H>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return body_refused(e),
-    };
-    let update: NodeUpdate = match serde_json::from_slice(&body) {
+    let update: NodeUpdate = match parse_body(body, "{\"state\": \"ready|drain\"}") {
         Ok(u) => u,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"state\": \"ready|drain\"}}: {e}"),
-            );
-        }
+        Err(r) => return r,
     };
     let s = shared.clone();
     match with_controller(&shared, move |c| {

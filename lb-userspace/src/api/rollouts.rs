@@ -10,7 +10,7 @@ use axum::{
     response::Response,
 };
 
-use super::{Checks, Plane, Shared, body_refused, error, json, with_controller};
+use super::{Checks, Plane, Shared, body_refused, error, json, parse_body, with_controller};
 use crate::{api_types::RolloutRequest, controller::RolloutAction};
 
 pub(super) async fn list<D: Plane, H: Checks>(State(shared): State<Arc<Shared<D, H>>>) -> Response {
@@ -31,21 +31,13 @@ pub(super) async fn start<D: Plane, H: Checks>(
     State(shared): State<Arc<Shared<D, H>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return body_refused(e),
-    };
-    let request: RolloutRequest = match serde_json::from_slice(&body) {
+    let request: RolloutRequest = match parse_body(
+        body,
+        "{\"service\": NAME, \"canaries\": [\"ADDR:PORT\", ...]} with optional \"steps\", \
+         \"every\", \"abort_if\", \"min_flows\"",
+    ) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "body must be {{\"service\": NAME, \"canaries\": [\"ADDR:PORT\", ...]}} with \
-                     optional \"steps\", \"every\", \"abort_if\", \"min_flows\": {e}"
-                ),
-            );
-        }
+        Err(r) => return r,
     };
     json(with_controller(&shared, move |c| c.start_rollout(&request)).await)
 }
