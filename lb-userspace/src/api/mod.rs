@@ -272,7 +272,9 @@ fn body_refused(e: BytesRejection) -> Response {
 }
 
 /// The JSON body of a change, or the answer refusing it: 413 (too
-/// large), 400 naming what it must be (`expected`).
+/// large), 400 naming what it must be (`expected`). (The error is the
+/// answer, handed back at once: its size does not matter.)
+#[allow(clippy::result_large_err)]
 fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     expected: &str,
