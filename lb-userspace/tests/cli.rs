@@ -9,7 +9,19 @@ use cli_support::{TempFile, assert_exit, assert_fails, stderr, stdout, xdplb};
 #[test]
 fn check_accepts_the_shipped_configs() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
-    for file in ["demo.yaml", "example.yaml"] {
+    let mut files: Vec<String> = ["demo.yaml", "example.yaml"].map(String::from).to_vec();
+    // And every file of config/examples/ (the package ships them).
+    for entry in std::fs::read_dir(format!("{root}/examples")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".yaml") {
+            files.push(format!("examples/{name}"));
+        }
+    }
+    assert!(
+        files.contains(&"examples/canary.yaml".to_string()),
+        "{files:?}"
+    );
+    for file in files {
         let path = format!("{root}/{file}");
         let out = xdplb(&["check", "--config", &path]);
         assert_eq!(out.status.code(), Some(0), "{file}: {out:?}");
