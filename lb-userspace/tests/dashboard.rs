@@ -7,7 +7,8 @@
 //! so; the state is unchanged), with it succeeds (checked with
 //! `GET /api/v1/services`), and so does a weight change; a backend whose
 //! checks fail shows as down with the reason, and the drops that follow
-//! show among the events. Saves a screenshot to `<target>/dashboard.png`.
+//! show among the events; a rollout shows in its panel, running then
+//! aborted. Saves a screenshot to `<target>/dashboard.png`.
 //! Installs chromium and chromium-driver with apt-get when missing, and
 //! fails (never skips) if that fails. Needs root and the built XDP program.
 
@@ -28,7 +29,7 @@ use lb_testbed::{
 };
 use serde_json::{Value, json};
 use xdplb::{
-    api_types::{BackendState, Health, Service},
+    api_types::{BackendState, Health, RolloutRequest, Service},
     client::Client,
 };
 
@@ -282,6 +283,56 @@ async fn drive(servers: &[HttpServer]) {
     }
     let rows = b.find_all(Locator::Css("tr[data-backend]")).await.unwrap();
     assert_eq!(rows.len(), 2, "one row per backend");
+
+    // A rollout shows in its panel while it runs, and after its end.
+    let rollout = |action: Option<&'static str>| {
+        tokio::task::spawn_blocking(move || {
+            let c = Client::new(ADMIN, Some(TOKEN.into()));
+            match action {
+                None => c.start_rollout(&RolloutRequest {
+                    service: "web".into(),
+                    canaries: vec![backend(2)],
+                    steps: Some(vec![10, 100]),
+                    every: Some("60s".into()),
+                    ..RolloutRequest::default()
+                }),
+                Some(a) => c.rollout_action("web", a),
+            }
+        })
+    };
+    rollout(None).await.unwrap().expect("the rollout starts");
+    let rollout_row = r#"tr[data-rollout="web"]"#;
+    let text = wait_for("the rollout on the page", || async {
+        let t = b
+            .find(Locator::Css(rollout_row))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        t.contains("running").then_some(t)
+    })
+    .await;
+    assert!(
+        text.contains(&backend(2).to_string()) && text.contains("10% (1/2)"),
+        "{text}"
+    );
+    rollout(Some("abort"))
+        .await
+        .unwrap()
+        .expect("the rollout aborts");
+    let text = wait_for("the aborted rollout on the page", || async {
+        let t = b
+            .find(Locator::Css(rollout_row))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        t.contains("aborted").then_some(t)
+    })
+    .await;
+    assert!(text.contains("aborted by the operator"), "{text}");
 
     // Drain without the token: refused, shown, nothing changed.
     let be1 = backend(1);
