@@ -28,7 +28,9 @@ signals since the step began (ratios once it has --min-flows new flows); on a
 breach the weights go back to what they were at the start and the reason is
 kept (xdplb rollout status). After the last step is held, the rollout is
 completed and its weights stay (as admin changes: write them into the config
-to keep them across restarts). See docs/operations.md, \"Canary rollouts\".";
+to keep them across restarts). A reload keeps a rollout going (one that
+removes the service or a canary aborts it); a restart forgets it: the config's
+weights are in force again. See docs/operations.md, \"Canary rollouts\".";
 
 #[derive(Subcommand)]
 pub enum RolloutCommand {
