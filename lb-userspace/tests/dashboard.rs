@@ -177,6 +177,19 @@ async fn cell(b: &Browser, addr: SocketAddr, class: &str) -> String {
     }
 }
 
+/// The text of the row of web's rollout, once it says `word`.
+async fn rollout_row(b: &Browser, word: &str) -> String {
+    wait_for(&format!("the rollout {word} on the page"), || async {
+        let row = b
+            .find(Locator::Css(r#"tr[data-rollout="web"]"#))
+            .await
+            .ok()?;
+        let t = row.text().await.ok()?;
+        t.contains(word).then_some(t)
+    })
+    .await
+}
+
 /// Where the screenshot goes: the target dir of this build.
 fn screenshot_path() -> PathBuf {
     // CARGO_TARGET_TMPDIR is <target>/tmp.
@@ -301,18 +314,7 @@ async fn drive(servers: &[HttpServer]) {
         })
     };
     rollout(None).await.unwrap().expect("the rollout starts");
-    let rollout_row = r#"tr[data-rollout="web"]"#;
-    let text = wait_for("the rollout on the page", || async {
-        let t = b
-            .find(Locator::Css(rollout_row))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        t.contains("running").then_some(t)
-    })
-    .await;
+    let text = rollout_row(&b, "running").await;
     assert!(
         text.contains(&backend(2).to_string()) && text.contains("10% (1/2)"),
         "{text}"
@@ -321,17 +323,7 @@ async fn drive(servers: &[HttpServer]) {
         .await
         .unwrap()
         .expect("the rollout aborts");
-    let text = wait_for("the aborted rollout on the page", || async {
-        let t = b
-            .find(Locator::Css(rollout_row))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        t.contains("aborted").then_some(t)
-    })
-    .await;
+    let text = rollout_row(&b, "aborted").await;
     assert!(text.contains("aborted by the operator"), "{text}");
 
     // Drain without the token: refused, shown, nothing changed.
