@@ -8,9 +8,10 @@
 //! lives in the caller's namespace and deleting the namespaces removes it all.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
     sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, ensure};
@@ -204,6 +205,18 @@ impl Topology {
     /// admin API must listen on [`ADMIN`] (see [`crate::fixtures::daemon_config`]).
     pub fn start_daemon(&self, bin: &Path, config_yaml: &str) -> Result<Daemon> {
         Daemon::start(bin, &self.lb_ns(), config_yaml, ADMIN.parse()?)
+    }
+
+    /// [`Self::start_daemon`], once `vip` answers TCP from the client
+    /// namespace; panics (with the daemon's log) if it does not within 20 s.
+    pub fn start_daemon_serving(&self, bin: &Path, config_yaml: &str, vip: SocketAddr) -> Daemon {
+        let daemon = self.start_daemon(bin, config_yaml).expect("daemon starts");
+        assert!(
+            crate::wait_answering(&self.client_ns(), vip, Duration::from_secs(20)),
+            "no answer through {vip}:\n{}",
+            daemon.log()
+        );
+        daemon
     }
 
     /// A daemon config for this topology (see [`fixtures::daemon_config`]):

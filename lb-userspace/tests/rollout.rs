@@ -14,7 +14,7 @@ use std::{
 use lb_testbed::backend_http as backend;
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Load, Outcomes, Topology, fixtures::service, metric_sum, netns,
-    wait_answering, wait_until, xdplb_bin,
+    wait_until, xdplb_bin,
 };
 use xdplb::{
     api_types::{Rollout, RolloutRequest, RolloutState, Service},
@@ -77,14 +77,7 @@ impl Bed {
             .iter()
             .map(|&i| HttpServer::start(&topo.backend_ns(i), backend(i), &name(i)).unwrap())
             .collect();
-        let daemon = topo
-            .start_daemon(xdplb_bin!(), &config(&topo, 100, true))
-            .expect("daemon starts");
-        assert!(
-            wait_answering(&topo.client_ns(), vip(), PATIENCE),
-            "no answer through the VIP:\n{}",
-            daemon.log()
-        );
+        let daemon = topo.start_daemon_serving(xdplb_bin!(), &config(&topo, 100, true), vip());
         Bed {
             topo,
             _servers: servers,
