@@ -8,9 +8,10 @@
 //! lives in the caller's namespace and deleting the namespaces removes it all.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
     sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, ensure};
@@ -206,6 +207,18 @@ impl Topology {
         Daemon::start(bin, &self.lb_ns(), config_yaml, ADMIN.parse()?)
     }
 
+    /// [`Self::start_daemon`], once `vip` answers TCP from the client
+    /// namespace; panics (with the daemon's log) if it does not within 20 s.
+    pub fn start_daemon_serving(&self, bin: &Path, config_yaml: &str, vip: SocketAddr) -> Daemon {
+        let daemon = self.start_daemon(bin, config_yaml).expect("daemon starts");
+        assert!(
+            crate::wait_answering(&self.client_ns(), vip, Duration::from_secs(20)),
+            "no answer through {vip}:\n{}",
+            daemon.log()
+        );
+        daemon
+    }
+
     /// A daemon config for this topology (see [`fixtures::daemon_config`]):
     /// the LB's two interfaces and this run's `pin_dir`.
     pub fn daemon_config(&self, settings: &str, services: &[String]) -> String {
@@ -227,6 +240,14 @@ impl Topology {
     }
     pub fn lb_ns(&self) -> String {
         format!("{}lb", self.prefix)
+    }
+    /// `f` with a client of the daemon's admin API (on [`ADMIN`], no
+    /// token), called from the LB namespace.
+    pub fn api<T: Send>(&self, f: impl FnOnce(&xdplb::client::Client) -> T + Send) -> T {
+        netns::run_in(&self.lb_ns(), || {
+            Ok(f(&xdplb::client::Client::new(ADMIN, None)))
+        })
+        .unwrap()
     }
     /// Holds the bridge `br0` joining `lbb` and the backends.
     pub fn switch_ns(&self) -> String {

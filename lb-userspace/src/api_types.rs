@@ -391,3 +391,116 @@ pub struct BackendHistory {
     /// New flows given to it per second.
     pub flows: Vec<Option<f64>>,
 }
+
+/// Body of `POST /api/v1/rollouts`: start a canary rollout (`xdplb rollout
+/// start`). Absent fields take their defaults (docs/operations.md,
+/// "Canary rollouts").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRequest {
+    pub service: String,
+    /// The new backends, already in the service (typically at weight 0).
+    pub canaries: Vec<SocketAddr>,
+    /// The canaries' percent of new flows at each step: increasing, 1 to
+    /// 100, the last 100 [1, 5, 25, 50, 100].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u32>>,
+    /// How long each step is held ("30s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// Conditions that roll the canaries back, comma-separated
+    /// ("health=down,rst_ratio>0.05,unanswered_ratio>0.05").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_if: Option<String>,
+    /// New flows a step's window needs before ratios are judged [20].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_flows: Option<u64>,
+}
+
+/// Where a rollout is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    Running,
+    Paused,
+    /// Reached 100% and held it: the canaries keep the new flows.
+    Completed,
+    /// A condition was breached: the weights went back.
+    RolledBack,
+    /// Stopped by the operator or a reload: the weights went back.
+    Aborted,
+}
+
+impl RolloutState {
+    pub const ALL: [RolloutState; 5] = [
+        RolloutState::Running,
+        RolloutState::Paused,
+        RolloutState::Completed,
+        RolloutState::RolledBack,
+        RolloutState::Aborted,
+    ];
+
+    /// As in the JSON and the metrics' `state` label.
+    pub fn word(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::Completed => "completed",
+            RolloutState::RolledBack => "rolled_back",
+            RolloutState::Aborted => "aborted",
+        }
+    }
+}
+
+/// `GET /api/v1/rollouts` (an array), `GET /api/v1/rollouts/{service}`,
+/// and the answer to every rollout change: the running or paused rollout
+/// of a service, else its last one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub service: String,
+    pub canaries: Vec<SocketAddr>,
+    pub steps: Vec<u32>,
+    pub every: String,
+    pub abort_if: String,
+    pub min_flows: u64,
+    pub state: RolloutState,
+    /// The canaries' percent at the current step (at the end: the step
+    /// it ended at).
+    pub step: u32,
+    /// Which step that is, from 1.
+    pub step_number: usize,
+    /// The canaries' share of the service's weights now, percent (after a
+    /// roll back, what it is back to).
+    pub canary_share: f64,
+    /// Time held in the current step (paused time not counted).
+    pub in_step_ms: u64,
+    /// Since the start (until the end, once over).
+    pub elapsed_ms: u64,
+    pub started_unix_ms: u64,
+    /// What the canaries did in the current step so far.
+    pub window: RolloutWindow,
+    /// Why it was rolled back or aborted.
+    pub reason: Option<String>,
+    /// Each backend of the service as it was at the start: what a roll
+    /// back or an abort restores.
+    pub baseline: Vec<RolloutBaseline>,
+}
+
+/// The canaries' signals in the current step (None: the service's mode
+/// does not see them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutWindow {
+    pub new_flows: u64,
+    pub resets: Option<u64>,
+    pub unanswered: Option<u64>,
+    /// Upper bound of the 99th percentile's bucket.
+    pub handshake_p99_us: Option<u64>,
+}
+
+/// A backend as it was when a rollout started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutBaseline {
+    pub address: SocketAddr,
+    pub state: BackendState,
+    pub weight: u32,
+}

@@ -29,14 +29,16 @@ use crate::{
     api::{self, Attachments, Shared},
     bgp::{Bgp, metrics::NodeCollector},
     config::{self, Config, OnExit, XdpModeSetting},
-    controller::{Controller, SharedPlan},
+    controller::{Controller, SharedPlan, run_when_due},
     dataplane::{Dataplane, FlowTable},
     health::{HealthChecker, HealthMetrics},
     history::{self, History},
     ids::Ids,
     link_watch::{Change, LinkState, LinkWatch},
     metrics::DataplaneCollector,
-    neigh, offload, privileges, supervisor,
+    neigh, offload, privileges,
+    rollout::metrics::RolloutMetrics,
+    supervisor,
     sync::{FlowSync, metrics::SyncCollector},
     token::read_token_file,
 };
@@ -95,6 +97,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // Maps first, attach last: the first packet already sees the whole config.
     let mut controller = Controller::new(config_path.to_owned(), cfg.clone(), ids, dp, health)
         .context("filling the data-plane maps")?;
+    controller.set_rollout_metrics(RolloutMetrics::new(&registry)?);
     registry.register(Box::new(DataplaneCollector::new(
         controller.shared_plan(),
         counters,
@@ -179,9 +182,18 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     });
     let ramps = shared.controller().slow_start_steps();
     let ramp_shared = shared.clone();
-    tasks.spawn(crate::controller::drive_slow_start(ramps, move || {
-        ramp_shared.controller().slow_start_step()
-    }));
+    tasks.spawn(run_when_due(
+        ramps,
+        move || ramp_shared.controller().slow_start_step(),
+        "the slow-start ramps",
+    ));
+    let checks = shared.controller().rollout_checks();
+    let rollout_shared = shared.clone();
+    tasks.spawn(run_when_due(
+        checks,
+        move || rollout_shared.controller().rollout_check(),
+        "the rollout checks",
+    ));
     let plan = shared.controller().shared_plan();
     tasks.spawn(history::sample(
         shared.history.clone(),

@@ -22,6 +22,7 @@ pub mod neigh;
 pub mod offload;
 pub mod plan;
 pub mod privileges;
+pub mod rollout;
 pub mod supervisor;
 pub mod sync;
 pub mod token;

@@ -85,6 +85,12 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Canary rollouts: move a service's new flows to new backends step by
+    /// step, rolled back at once if their signals breach a condition.
+    Rollout {
+        #[command(subcommand)]
+        command: cli::rollout::RolloutCommand,
+    },
     /// Make the daemon re-read its config file and apply the difference
     /// (same as SIGHUP). An invalid file changes nothing.
     Reload {
@@ -265,6 +271,7 @@ fn main() -> ExitCode {
             };
             cli::admin::exit(cli::changes::node(state, &admin))
         }
+        Command::Rollout { command } => cli::admin::exit(cli::rollout::rollout(command)),
         Command::Reload { admin } => cli::admin::exit(cli::changes::reload(&admin)),
         Command::Explain {
             src,

@@ -180,6 +180,11 @@ async fn handle(
             axum::Json(services(s.reads, &s.state, s.weight)).into_response()
         }
         ("GET", "/api/v1/status") => axum::Json(node_status(&s.node)).into_response(),
+        ("GET", "/api/v1/rollouts") => axum::Json(json!([])).into_response(),
+        ("POST", "/api/v1/rollouts") => {
+            let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+            axum::Json(rollout_of(&req)).into_response()
+        }
         ("PUT", "/api/v1/node") => {
             let update: Value = serde_json::from_slice(&body).unwrap_or_default();
             match update["state"].as_str() {
@@ -228,6 +233,20 @@ async fn handle(
         }
         _ => error(StatusCode::NOT_FOUND, "no such route"),
     }
+}
+
+/// The running rollout the fake answers to a start: the request's service,
+/// canaries, steps and every, at its first step.
+fn rollout_of(req: &Value) -> Value {
+    json!({
+        "service": req["service"], "canaries": req["canaries"], "steps": req["steps"],
+        "every": req["every"], "abort_if": req["abort_if"], "min_flows": req["min_flows"],
+        "state": "running", "step": req["steps"][0], "step_number": 1, "canary_share": 9.9,
+        "in_step_ms": 0, "elapsed_ms": 0, "started_unix_ms": 1_700_000_000_000u64,
+        "window": {"new_flows": 0, "resets": 0, "unanswered": 0, "handshake_p99_us": null},
+        "reason": null,
+        "baseline": [{"address": "198.18.1.13:8080", "state": "ready", "weight": 0}]
+    })
 }
 
 /// Runs `xdplb` with `args` and `--admin admin`.
@@ -295,7 +314,12 @@ fn status_shows_services_backends_health_and_rates() {
     let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["/api/v1/services", "/api/v1/services", "/api/v1/status"]
+        [
+            "/api/v1/services",
+            "/api/v1/services",
+            "/api/v1/status",
+            "/api/v1/rollouts"
+        ]
     );
     assert!(
         requests
@@ -316,8 +340,8 @@ fn status_interval_0_reads_once_and_shows_no_rates() {
     );
     assert_eq!(
         fake.requests().len(),
-        2,
-        "one read of the services, one of the node"
+        3,
+        "one read of the services, one of the node, one of the rollouts"
     );
 }
 
@@ -438,6 +462,48 @@ fn a_5xx_answer_exits_1() {
     let fake = Fake::start(None);
     let out = fake.xdplb(&["backend", "state", "broken", "1.2.3.4:80", "maint"]);
     assert_fails(&out, 1, "map update failed: E2BIG (HTTP 500)");
+}
+
+#[test]
+fn rollout_start_sends_the_request_with_the_token_and_prints_the_rollout() {
+    let fake = Fake::start(Some("s3cret"));
+    let token = TempFile::new("token", "s3cret\n");
+    let out = fake.xdplb(&[
+        "rollout",
+        "start",
+        "web",
+        "198.18.1.13:8080",
+        "--steps",
+        "10,50,100",
+        "--every",
+        "1m",
+        "--abort-if",
+        "rst_ratio>0.1",
+        "--token-file",
+        token.arg(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with(
+            "rollout web: running at step 1/3 (10%), 0.0 s of 1m in it; \
+             canaries 198.18.1.13:8080 have 9.9% of the weights\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let r = &requests[0];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/api/v1/rollouts")
+    );
+    assert_eq!(r.auth.as_deref(), Some("Bearer s3cret"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap(),
+        json!({"service": "web", "canaries": ["198.18.1.13:8080"], "steps": [10, 50, 100],
+               "every": "1m", "abort_if": "rst_ratio>0.1", "min_flows": 20})
+    );
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! so; the state is unchanged), with it succeeds (checked with
 //! `GET /api/v1/services`), and so does a weight change; a backend whose
 //! checks fail shows as down with the reason, and the drops that follow
-//! show among the events. Saves a screenshot to `<target>/dashboard.png`.
+//! show among the events; a rollout shows in its panel, running then
+//! aborted. Saves a screenshot to `<target>/dashboard.png`.
 //! Installs chromium and chromium-driver with apt-get when missing, and
 //! fails (never skips) if that fails. Needs root and the built XDP program.
 
@@ -28,7 +29,7 @@ use lb_testbed::{
 };
 use serde_json::{Value, json};
 use xdplb::{
-    api_types::{BackendState, Health, Service},
+    api_types::{BackendState, Health, RolloutRequest, Service},
     client::Client,
 };
 
@@ -176,6 +177,19 @@ async fn cell(b: &Browser, addr: SocketAddr, class: &str) -> String {
     }
 }
 
+/// The text of the row of web's rollout, once it says `word`.
+async fn rollout_row(b: &Browser, word: &str) -> String {
+    wait_for(&format!("the rollout {word} on the page"), || async {
+        let row = b
+            .find(Locator::Css(r#"tr[data-rollout="web"]"#))
+            .await
+            .ok()?;
+        let t = row.text().await.ok()?;
+        t.contains(word).then_some(t)
+    })
+    .await
+}
+
 /// Where the screenshot goes: the target dir of this build.
 fn screenshot_path() -> PathBuf {
     // CARGO_TARGET_TMPDIR is <target>/tmp.
@@ -282,6 +296,35 @@ async fn drive(servers: &[HttpServer]) {
     }
     let rows = b.find_all(Locator::Css("tr[data-backend]")).await.unwrap();
     assert_eq!(rows.len(), 2, "one row per backend");
+
+    // A rollout shows in its panel while it runs, and after its end.
+    let rollout = |action: Option<&'static str>| {
+        tokio::task::spawn_blocking(move || {
+            let c = Client::new(ADMIN, Some(TOKEN.into()));
+            match action {
+                None => c.start_rollout(&RolloutRequest {
+                    service: "web".into(),
+                    canaries: vec![backend(2)],
+                    steps: Some(vec![10, 100]),
+                    every: Some("60s".into()),
+                    ..RolloutRequest::default()
+                }),
+                Some(a) => c.rollout_action("web", a),
+            }
+        })
+    };
+    rollout(None).await.unwrap().expect("the rollout starts");
+    let text = rollout_row(&b, "running").await;
+    assert!(
+        text.contains(&backend(2).to_string()) && text.contains("10% (1/2)"),
+        "{text}"
+    );
+    rollout(Some("abort"))
+        .await
+        .unwrap()
+        .expect("the rollout aborts");
+    let text = rollout_row(&b, "aborted").await;
+    assert!(text.contains("aborted by the operator"), "{text}");
 
     // Drain without the token: refused, shown, nothing changed.
     let be1 = backend(1);

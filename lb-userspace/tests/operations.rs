@@ -88,7 +88,7 @@ impl Bed {
 
     /// Runs an API call from inside the LB namespace.
     fn api<T: Send>(&self, f: impl FnOnce(&Client) -> T + Send) -> T {
-        netns::run_in(&self.topo.lb_ns(), || Ok(f(&Client::new(ADMIN, None)))).unwrap()
+        self.topo.api(f)
     }
 
     /// Health as the checks see it, and whether the data plane already

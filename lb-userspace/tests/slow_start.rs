@@ -10,7 +10,7 @@ use lb_testbed::backend_http as backend;
 use lb_testbed::{
     ADMIN, Daemon, HttpServer, Load, Outcome, Topology, backend_addr,
     fixtures::{backend as backend_yaml, service},
-    metric_sum, netns, wait_answering, wait_until, xdplb_bin,
+    metric_sum, netns, wait_until, xdplb_bin,
 };
 use xdplb::{
     api_types::{Backend, Effective, Health},
@@ -63,14 +63,8 @@ impl Bed {
     fn new(n: usize, configured: &[usize], slow_start: Option<&str>) -> Bed {
         let topo = Topology::create(n).expect("topology");
         let servers = (1..=n).map(|i| Some(start_server(&topo, i))).collect();
-        let daemon = topo
-            .start_daemon(xdplb_bin!(), &config(&topo, configured, slow_start))
-            .expect("daemon starts");
-        assert!(
-            wait_answering(&topo.client_ns(), vip(), PATIENCE),
-            "no answer through the VIP:\n{}",
-            daemon.log()
-        );
+        let daemon =
+            topo.start_daemon_serving(xdplb_bin!(), &config(&topo, configured, slow_start), vip());
         Bed {
             topo,
             servers,
@@ -79,7 +73,7 @@ impl Bed {
     }
 
     fn api<T: Send>(&self, f: impl FnOnce(&Client) -> T + Send) -> T {
-        netns::run_in(&self.topo.lb_ns(), || Ok(f(&Client::new(ADMIN, None)))).unwrap()
+        self.topo.api(f)
     }
 
     /// Backend `i` as the API shows it, if listed.

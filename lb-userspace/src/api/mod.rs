@@ -9,6 +9,7 @@
 
 mod auth;
 mod probes;
+mod rollouts;
 mod serve;
 #[cfg(test)]
 mod tests;
@@ -145,6 +146,28 @@ fn endpoints<D: Plane, H: Checks>() -> Vec<Endpoint<D, H>> {
         endpoint(Method::PUT, "/api/v1/node", put_node::<D, H>),
         endpoint(Method::GET, "/api/v1/explain", get_explain::<D, H>),
         endpoint(Method::GET, "/api/v1/history", get_history::<D, H>),
+        endpoint(Method::GET, "/api/v1/rollouts", rollouts::list::<D, H>),
+        endpoint(Method::POST, "/api/v1/rollouts", rollouts::start::<D, H>),
+        endpoint(
+            Method::GET,
+            "/api/v1/rollouts/{service}",
+            rollouts::get::<D, H>,
+        ),
+        endpoint(
+            Method::POST,
+            "/api/v1/rollouts/{service}/pause",
+            rollouts::pause::<D, H>,
+        ),
+        endpoint(
+            Method::POST,
+            "/api/v1/rollouts/{service}/resume",
+            rollouts::resume::<D, H>,
+        ),
+        endpoint(
+            Method::POST,
+            "/api/v1/rollouts/{service}/abort",
+            rollouts::abort::<D, H>,
+        ),
     ]
 }
 
@@ -194,7 +217,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 impl IntoResponse for ControlError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ControlError::NoService(_) | ControlError::NoBackend { .. } => StatusCode::NOT_FOUND,
+            ControlError::NoService(_)
+            | ControlError::NoBackend { .. }
+            | ControlError::NoRollout(_) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::BadRequest(_)
             | ControlError::Config(_)
             | ControlError::RestartOnly(_)
@@ -243,6 +269,23 @@ fn body_refused(e: BytesRejection) -> Response {
     } else {
         error(status, e.body_text())
     }
+}
+
+/// The JSON body of a change, or the answer refusing it: 413 (too
+/// large), 400 naming what it must be (`expected`). (The error is the
+/// answer, handed back at once: its size does not matter.)
+#[allow(clippy::result_large_err)]
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    expected: &str,
+) -> Result<T, Response> {
+    let body = body.map_err(body_refused)?;
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {expected}: {e}"),
+        )
+    })
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
@@ -325,10 +368,6 @@ async fn put_backend<D: Plane, H: Checks>(
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return body_refused(e),
-    };
     let (name, addr) = match path {
         Ok(Path(p)) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
@@ -339,16 +378,12 @@ async fn put_backend<D: Plane, H: Checks>(
             format!("{addr:?} is not a backend address (ADDR:PORT)"),
         );
     };
-    let update: BackendUpdate = match serde_json::from_slice(&body) {
+    let update: BackendUpdate = match parse_body(
+        body,
+        "{\"state\": \"ready|drain|maint\"} and/or {\"weight\": N}",
+    ) {
         Ok(u) => u,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "body must be {{\"state\": \"ready|drain|maint\"}} and/or {{\"weight\": N}}: {e}"
-                ),
-            );
-        }
+        Err(r) => return r,
     };
     json(
         with_controller(&shared, move |c| {
@@ -367,18 +402,9 @@ async fn put_node<D: Plane, H: Checks>(
     State(shared): State<Arc<Shared<D, H>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return body_refused(e),
-    };
-    let update: NodeUpdate = match serde_json::from_slice(&body) {
+    let update: NodeUpdate = match parse_body(body, "{\"state\": \"ready|drain\"}") {
         Ok(u) => u,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"state\": \"ready|drain\"}}: {e}"),
-            );
-        }
+        Err(r) => return r,
     };
     let s = shared.clone();
     match with_controller(&shared, move |c| {

@@ -212,7 +212,61 @@ fn every_json_type_conforms_to_its_schema() {
             flows: vec![None, Some(0.5)],
         }],
     };
+    let rollout = Rollout {
+        service: "web".into(),
+        canaries: vec!["198.18.1.13:8080".parse().unwrap()],
+        steps: vec![1, 50, 100],
+        every: "30s".into(),
+        abort_if: "health=down,rst_ratio>0.05".into(),
+        min_flows: 20,
+        state: RolloutState::RolledBack,
+        step: 1,
+        step_number: 1,
+        canary_share: 0.0,
+        in_step_ms: 1200,
+        elapsed_ms: 1200,
+        started_unix_ms: 1_700_000_000_000,
+        window: RolloutWindow {
+            new_flows: 42,
+            resets: Some(35),
+            unanswered: Some(0),
+            handshake_p99_us: None,
+        },
+        reason: Some("rst_ratio 0.83 > 0.05".into()),
+        baseline: vec![RolloutBaseline {
+            address: "198.18.1.13:8080".parse().unwrap(),
+            state: BackendState::Ready,
+            weight: 0,
+        }],
+    };
+    let dsr_rollout = Rollout {
+        state: RolloutState::Running,
+        window: RolloutWindow::default(),
+        reason: None,
+        ..rollout.clone()
+    };
     let cases: Vec<(&str, Value)> = vec![
+        ("Rollout", to(&rollout)),
+        ("Rollout", to(&dsr_rollout)),
+        (
+            "RolloutRequest",
+            to(&RolloutRequest {
+                service: "web".into(),
+                canaries: rollout.canaries.clone(),
+                ..RolloutRequest::default()
+            }),
+        ),
+        (
+            "RolloutRequest",
+            to(&RolloutRequest {
+                service: "web".into(),
+                canaries: rollout.canaries.clone(),
+                steps: Some(vec![10, 100]),
+                every: Some("2s".into()),
+                abort_if: Some("rst_ratio>0.1".into()),
+                min_flows: Some(5),
+            }),
+        ),
         ("History", to(&history)),
         // What a daemon serves before its first sample.
         (
@@ -265,6 +319,8 @@ fn every_json_type_conforms_to_its_schema() {
         ("BackendUpdate", json!({})),
         ("BackendUpdate", json!({ "weight": 65536 })),
         ("Explanation", json!({ "existing_flow": null })),
+        ("RolloutRequest", json!({ "service": "web" })),
+        ("RolloutState", json!("rolled-back")),
     ];
     for (name, value) in refused {
         let schema = json!({ "$ref": format!("#/components/schemas/{name}") });

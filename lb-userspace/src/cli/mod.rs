@@ -8,6 +8,7 @@ pub mod changes;
 pub mod daemon;
 pub mod decap;
 pub mod explain;
+pub mod rollout;
 pub mod status;
 pub mod trace;
 

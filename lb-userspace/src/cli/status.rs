@@ -45,8 +45,13 @@ pub fn status(
         (second.services, Some(rates))
     };
     let node = client.node_status()?;
+    let rollouts: String = client
+        .rollouts()?
+        .iter()
+        .map(client::render_rollout_line)
+        .collect();
     print!(
-        "{}\n{}",
+        "{}{rollouts}\n{}",
         client::render_node(&node),
         client::render_status(&services, rates.as_ref())
     );

@@ -1,14 +1,16 @@
 //! The client side of the CLI (`xdplb status`, `backend`, `reload`, `top`,
-//! `explain`): a small blocking client of the daemon's admin API
+//! `explain`, `rollout`): a small blocking client of the daemon's admin API
 //! (docs/design.md section 5) and the text the commands print.
 //!
 //! - `settings`: where the daemon is and where its token is ([`Settings`]).
 //! - `transport`: the HTTP requests ([`Client`]).
 //! - `rates`: packets and bytes per second between two reads ([`Rates`]).
-//! - `render`: the tables and lines the commands print.
+//! - `render`: the tables and lines the commands print (`rollouts`: of
+//!   rollouts).
 
 mod rates;
 mod render;
+mod rollouts;
 mod settings;
 mod transport;
 
@@ -19,6 +21,7 @@ pub use render::{
     effective_word, health_word, node_word, render_backend, render_node, render_reload,
     render_status, state_word,
 };
+pub use rollouts::{render_rollout, render_rollout_line};
 pub use settings::{DEFAULT_ADMIN, Settings, parse_admin};
 pub use transport::Client;
 

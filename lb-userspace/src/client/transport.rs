@@ -15,7 +15,7 @@ use super::rates::Sample;
 use super::{ClientError, TIMEOUT};
 use crate::api_types::{
     ApiError, Backend, BackendState, BackendUpdate, NodeState, NodeStatus, NodeUpdate,
-    ReloadSummary, Service,
+    ReloadSummary, Rollout, RolloutRequest, Service,
 };
 
 /// A blocking client of one daemon's admin API.
@@ -129,6 +129,29 @@ impl Client {
     /// `POST /api/v1/reload`: the daemon re-reads its config file.
     pub fn reload(&self) -> Result<ReloadSummary, ClientError> {
         self.json(Method::Post, "/api/v1/reload".into(), None)
+    }
+
+    /// `GET /api/v1/rollouts`.
+    pub fn rollouts(&self) -> Result<Vec<Rollout>, ClientError> {
+        self.json(Method::Get, "/api/v1/rollouts".into(), None)
+    }
+
+    /// `GET /api/v1/rollouts/{service}`.
+    pub fn rollout(&self, service: &str) -> Result<Rollout, ClientError> {
+        let path = format!("/api/v1/rollouts/{}", segment(service));
+        self.json(Method::Get, path, None)
+    }
+
+    /// `POST /api/v1/rollouts`: starts a rollout.
+    pub fn start_rollout(&self, request: &RolloutRequest) -> Result<Rollout, ClientError> {
+        let body = serde_json::to_value(request).expect("a RolloutRequest serializes");
+        self.json(Method::Post, "/api/v1/rollouts".into(), Some(body))
+    }
+
+    /// `POST /api/v1/rollouts/{service}/{action}` (pause, resume, abort).
+    pub fn rollout_action(&self, service: &str, action: &str) -> Result<Rollout, ClientError> {
+        let path = format!("/api/v1/rollouts/{}/{action}", segment(service));
+        self.json(Method::Post, path, None)
     }
 
     /// `GET /api/v1/explain`: where a packet of this flow goes.

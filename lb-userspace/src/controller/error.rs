@@ -11,6 +11,11 @@ pub enum ControlError {
     NoService(String),
     #[error("service {service} has no backend {addr}")]
     NoBackend { service: String, addr: SocketAddr },
+    #[error("service {0} has no rollout (start one: xdplb rollout start)")]
+    NoRollout(String),
+    /// The request clashes with what runs (a rollout owns the weights).
+    #[error("{0}")]
+    Conflict(String),
     /// The request itself is wrong (nothing to change, value out of range).
     #[error("{0}")]
     BadRequest(String),

@@ -10,14 +10,16 @@
 //! real checker, the unit tests (`tests.rs`) fakes.
 
 mod diff;
+mod due;
 mod error;
 mod explain;
+mod rollouts;
 mod slow_start;
 #[cfg(test)]
 mod tests;
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
@@ -28,8 +30,9 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 pub use crate::dataplane::DataplaneOps;
+pub use due::run_when_due;
 pub use error::ControlError;
-pub use slow_start::drive as drive_slow_start;
+pub use rollouts::RolloutAction;
 
 use crate::{
     api_types::{NodeState, ReloadSummary},
@@ -38,6 +41,7 @@ use crate::{
     health::{self, HealthChecker, Target, Transition},
     ids::{BackendKey, Ids},
     plan::{self, Plan, Status},
+    rollout::{Rollout, metrics::RolloutMetrics},
 };
 use slow_start::Ramps;
 
@@ -104,6 +108,9 @@ struct Inputs {
     config: Config,
     ids: Ids,
     overrides: HashMap<BackendKey, Override>,
+    /// Canary rollouts by service: running or paused (they set weights,
+    /// `rollouts::layer`), else the service's last one (shown).
+    rollouts: BTreeMap<String, Rollout>,
 }
 
 pub struct Controller<D = Dataplane, H = HealthChecker> {
@@ -122,7 +129,10 @@ pub struct Controller<D = Dataplane, H = HealthChecker> {
     /// (published after every write, for `drive_slow_start`).
     ramps: Ramps,
     ramp_step: watch::Sender<Option<Instant>>,
-    /// The time ramps are measured with (a fake one in tests).
+    /// When the next rollout check is due (`rollout_check`).
+    rollout_due: watch::Sender<Option<Instant>>,
+    rollout_metrics: Option<RolloutMetrics>,
+    /// The time ramps and rollouts are measured with (a fake one in tests).
     clock: Box<dyn Fn() -> Instant + Send>,
 }
 
@@ -160,6 +170,7 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
                 config,
                 ids,
                 overrides: HashMap::new(),
+                rollouts: BTreeMap::new(),
             },
             health,
             dataplane,
@@ -167,8 +178,15 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
             shared_plan,
             ramps: Ramps::default(),
             ramp_step: watch::Sender::new(None),
+            rollout_due: watch::Sender::new(None),
+            rollout_metrics: None,
             clock: Box::new(Instant::now),
         })
+    }
+
+    /// Where rollouts' series go (the daemon's registry).
+    pub fn set_rollout_metrics(&mut self, metrics: RolloutMetrics) {
+        self.rollout_metrics = Some(metrics);
     }
 
     pub fn config(&self) -> &Config {
@@ -285,7 +303,18 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
         how: impl FnOnce(&mut D, &Plan) -> Result<(), DataplaneError>,
     ) -> Result<(), DataplaneError> {
         let now = (self.clock)();
-        let status = |k: &BackendKey, b: &BackendConfig| self.status(k, b);
+        let layer = rollouts::layer(&self.inputs, |k, b| self.status(k, b));
+        let status = |k: &BackendKey, b: &BackendConfig| {
+            let s = self.status(k, b);
+            match layer.get(k) {
+                Some(&(state, weight)) => Status {
+                    admin: state.unwrap_or(s.admin),
+                    weight,
+                    ..s
+                },
+                None => s,
+            }
+        };
         let ramps = self
             .ramps
             .next(&self.plan, &self.inputs.config, status, now);
@@ -400,6 +429,7 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
                 config::MAX_WEIGHT
             )));
         }
+        self.check_rollout_owns(service, addr, state, weight)?;
         let baseline = (b.state, b.weight);
         self.change(|inputs| {
             let o = inputs
@@ -431,7 +461,10 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
         let mut ids = self.inputs.ids.clone();
         ids.assign(&new).map_err(ControlError::Capacity)?;
         let summary = diff::summarize(&self.inputs.config, &new);
+        let lost = self.rollouts_lost(&new);
+        let now = (self.clock)();
         self.change(|inputs| {
+            Self::abort_lost(inputs, &lost, now);
             // Admin changes survive unless the config now says otherwise.
             let now: HashMap<BackendKey, (BackendState, u32)> = diff::backend_configs(&new)
                 .map(|(k, b)| (k, (b.state, b.weight)))
@@ -444,6 +477,10 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
         })?;
         self.health
             .set_targets(diff::health_targets(&self.inputs.config));
+        for (service, why) in &lost {
+            warn!("{service}: rollout aborted: {why}");
+            self.rollout_changed(service);
+        }
         info!("reloaded {}: {summary:?}", self.config_path.display());
         Ok(summary)
     }

@@ -18,9 +18,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::watch;
-use tracing::error;
-
 use crate::{
     config::{BackendConfig, Config},
     controller::diff::backend_configs,
@@ -100,30 +97,4 @@ fn took_new_flows(plan: &Plan, key: &BackendKey) -> Option<bool> {
             .find(|b| b.addr == key.1)
             .is_some_and(|b| b.effective_weight() > 0.0),
     )
-}
-
-/// Runs each ramp step when due: `next` is when the next one is due
-/// (the controller publishes it after every write), `step` re-plans.
-pub async fn drive(
-    mut next: watch::Receiver<Option<Instant>>,
-    step: impl Fn() + Clone + Send + 'static,
-) -> &'static str {
-    loop {
-        let due = *next.borrow_and_update();
-        let changed = match due {
-            Some(at) => tokio::select! {
-                _ = tokio::time::sleep_until(at.into()) => {
-                    if let Err(e) = tokio::task::spawn_blocking(step.clone()).await {
-                        error!("a slow-start step failed: {e}");
-                    }
-                    continue;
-                }
-                changed = next.changed() => changed,
-            },
-            None => next.changed().await,
-        };
-        if changed.is_err() {
-            return "the slow-start ramps";
-        }
-    }
 }

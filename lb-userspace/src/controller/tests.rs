@@ -1,6 +1,6 @@
 //! The controller against a fake data plane and fake health checks: every
 //! change path (start, reload, refusals, rollback, admin state and weight,
-//! health, resync, explain) without a kernel.
+//! health, resync, explain) without a kernel; rollouts in `rollouts`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -26,6 +26,8 @@ struct FakeDataplane {
     /// Each entry is one coming `apply`: true = fail it.
     failures: Vec<bool>,
     flows: HashMap<FlowKey, Flow>,
+    /// What `counters` answers.
+    counters: Counters,
 }
 
 impl FakeDataplane {
@@ -56,7 +58,7 @@ impl DataplaneOps for FakeDataplane {
     }
 
     fn counters(&self, _: &[u32], _: &[u32]) -> Result<Counters, DataplaneError> {
-        Ok(Counters::default())
+        Ok(self.counters.clone())
     }
 
     fn flow(&self, key: &FlowKey) -> Result<Option<(Flow, bool)>, DataplaneError> {
@@ -950,3 +952,5 @@ fn a_failed_step_is_tried_again_a_second_later() {
     c.slow_start_step();
     assert_eq!(permille(&c, B13), Some(200));
 }
+
+mod rollouts;
