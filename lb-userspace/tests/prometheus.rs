@@ -3,15 +3,19 @@
 //! while a client sends UDP requests at a known rate through a nat VIP; the
 //! rates Prometheus computes (every XDP packet, per service, per backend,
 //! bits, new flows) match what was sent; `promtool check metrics` passes on
-//! `/metrics`; and every PromQL expression of the Grafana dashboard
-//! (deploy/grafana/xdplb.json), its variables substituted, returns data.
-//! Needs root, the built XDP program and BIRD 2; installs Debian's
-//! prometheus (with promtool) when missing, and fails if it cannot.
+//! `/metrics`. Then a TCP nat service gets what its golden signals and
+//! limits measure (a backend filled to its `max_flows` by connections held
+//! open, one that refuses, one whose SYNs are dropped, HTTP requests), and
+//! every PromQL expression of the Grafana dashboard
+//! (deploy/grafana/xdplb.json), its variables substituted, returns data;
+//! those of its golden-signals row, a positive value.
+//! Needs root, the built XDP program, BIRD 2 and nftables; installs
+//! Debian's prometheus (with promtool) when missing, and fails if it cannot.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
-    io::Write,
-    net::{SocketAddr, SocketAddrV4, UdpSocket},
+    io::{ErrorKind, Write},
+    net::{SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -23,10 +27,11 @@ use std::{
 };
 
 use lb_testbed::{
-    ADMIN, Daemon, Topology, UdpEchoServer, backend_addr,
+    ADMIN, Daemon, HttpServer, Topology, UdpEchoServer, backend_addr, backend_http,
     bird::{PeerBird, router_conf},
     fixtures::{backend as backend_yaml, service},
-    host_tools, netns, udp_request, wait_until, xdplb_bin,
+    host_tools, http_get, http_get_from, metric_sum, netns, tcp_connect_from, udp_request,
+    wait_until, xdplb_bin,
 };
 use serde_json::Value;
 
@@ -65,6 +70,44 @@ const BACKGROUND_PPS: f64 = 8.0;
 const TOLERANCE: f64 = 0.05;
 /// The dashboard's `$__rate_interval`, for its expressions.
 const RATE_INTERVAL: &str = "15s";
+
+/// The TCP nat service whose golden signals and limits the dashboard's
+/// last row shows.
+const WEB: &str = "web";
+const WEB_VIP: &str = "198.18.100.11:80";
+/// `max_flows` of `web`'s first backend, which connections held open fill.
+const LIMIT: u32 = 2;
+/// Connect (and read) timeout of the web client: far above a handshake
+/// through the test bed, short because about a third of the attempts go to
+/// the backend that never answers (its own quarter, and some of those
+/// drawn for the full backend).
+const ATTEMPT: Duration = Duration::from_millis(250);
+/// Short HTTP requests through the web VIP, at least, once the limited
+/// backend is full.
+const WEB_REQUESTS: usize = 40;
+/// First client port of the web connections (one port each, so no flow's
+/// 5-tuple is reused while the LB may still hold it).
+const WEB_FIRST_PORT: u16 = 50000;
+/// Row of the dashboard whose expressions must each give a positive value
+/// (the test makes every signal in it happen), not only data.
+const LIVE_ROW: &str = "Golden signals and limits";
+
+/// `web`'s backends: two HTTP servers, the first limited to LIMIT flows.
+fn web_full() -> SocketAddr {
+    backend_http(1)
+}
+fn web_open() -> SocketAddr {
+    backend_http(2)
+}
+/// A port of backend 1 where nothing listens: its kernel answers each SYN
+/// with a RST.
+fn web_refusing() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(backend_addr(1), 8081))
+}
+/// A port of backend 2 whose SYNs nftables drops: never answered.
+fn web_silent() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(backend_addr(2), 8082))
+}
 
 fn backend(i: usize) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(backend_addr(i), BACKEND_PORT))
@@ -409,31 +452,149 @@ impl Checks {
 }
 
 /// The daemon's config: one UDP nat service over the backends, health
-/// checked; BGP to a peer BIRD in the client namespace and flow sync
-/// toward a peer that never answers, so that their series exist too.
+/// checked; `web`, a TCP nat service without health checks (so that its
+/// refusing and silent backends stay in use); BGP to a peer BIRD in the
+/// client namespace and flow sync toward a peer that never answers, so
+/// that their series exist too. Unconfirmed flows expire after 1 s, so
+/// that unanswered attempts are counted within a sweep or two.
 fn config(topo: &Topology, run_dir: &Path) -> String {
     let backends: Vec<String> = (1..=BACKENDS)
         .map(|i| backend_yaml(backend_addr(i), BACKEND_PORT))
         .collect();
     let health = "health_check: { type: udp, interval: 1s, timeout: 500ms, rise: 1, fall: 3 }";
     let (vip, port) = VIP.split_once(':').unwrap();
+    let web_backends: Vec<String> = [web_full(), web_open(), web_refusing(), web_silent()]
+        .iter()
+        .map(|b| {
+            let limit = if *b == web_full() {
+                format!(", max_flows: {LIMIT}")
+            } else {
+                String::new()
+            };
+            format!("{{ address: \"{}\", port: {}{limit} }}", b.ip(), b.port())
+        })
+        .collect();
+    let (web_vip, web_port) = WEB_VIP.split_once(':').unwrap();
     topo.daemon_config(
         &format!(
             "snat: {{ ipv4: 198.18.1.1, ports: 20000-29999 }}\n\
              limits: {{ max_services: 4, max_backends: 8, maglev_table_size: 251, flow_table_size: 65536 }}\n\
+             flow_timeouts: {{ unconfirmed: 1s }}\n\
              run_dir: {}\n\
              bgp:\n  local_as: 65001\n  peers: [ {{ address: 198.18.0.2, as: 65000 }} ]\n  hold_time: 3s\n\
              flow_sync: {{ address: 198.18.0.1, peers: [198.18.0.3] }}\n",
             run_dir.display()
         ),
-        &[service(
-            SERVICE,
-            vip,
-            port.parse().unwrap(),
-            &["protocol: udp", health],
-            &backends,
-        )],
+        &[
+            service(
+                SERVICE,
+                vip,
+                port.parse().unwrap(),
+                &["protocol: udp", health],
+                &backends,
+            ),
+            service(
+                WEB,
+                web_vip,
+                web_port.parse().unwrap(),
+                &["protocol: tcp"],
+                &web_backends,
+            ),
+        ],
     )
+}
+
+/// `web`'s HTTP servers, and nftables dropping the silent backend's SYNs
+/// (the rules go with the backend's namespace).
+fn start_web(topo: &Topology) -> [HttpServer; 2] {
+    let ns = topo.backend_ns(2);
+    let port = web_silent().port();
+    for rule in [
+        "add table inet xdplb_test".to_owned(),
+        "add chain inet xdplb_test input { type filter hook input priority 0 ; }".to_owned(),
+        format!("add rule inet xdplb_test input tcp dport {port} drop"),
+    ] {
+        netns::run(netns::command(&ns, "nft").args(rule.split(' '))).expect("nft");
+    }
+    [(1, web_full()), (2, web_open())]
+        .map(|(i, addr)| HttpServer::start(&topo.backend_ns(i), addr, &format!("web{i}")).unwrap())
+}
+
+/// A series of `web`'s backend `b` in the daemon's `/metrics` (0 when
+/// missing).
+fn web_metric(daemon: &Daemon, name: &str, b: SocketAddr) -> f64 {
+    let text = daemon.metrics().unwrap_or_default();
+    metric_sum(
+        &text,
+        name,
+        &[("service", WEB), ("backend", &b.to_string())],
+    )
+}
+
+/// What became of the web client's short requests.
+#[derive(Debug, Default)]
+struct WebOutcomes {
+    answered: usize,
+    refused: usize,
+    timed_out: usize,
+}
+
+/// Gives `web` every signal of the dashboard's last row: connections held
+/// open fill the limited backend (returned: they must stay open), then
+/// short HTTP requests from new ports (handshakes timed, bytes both ways;
+/// those drawn for the full backend go elsewhere; some refused by the
+/// refusing backend, some never answered by the silent one) go on until
+/// the daemon has counted an unanswered attempt.
+fn drive_web(topo: &Topology, daemon: &Daemon) -> Vec<TcpStream> {
+    let (ns, vip): (String, SocketAddr) = (topo.client_ns(), WEB_VIP.parse().unwrap());
+    let mut ports = WEB_FIRST_PORT..;
+    let mut held = Vec::new();
+    let full = wait_until(Duration::from_secs(20), || {
+        if let Ok(s) = tcp_connect_from(&ns, ports.next().unwrap(), vip, ATTEMPT) {
+            held.push(s);
+        }
+        web_metric(daemon, "xdplb_backend_active_flows", web_full()) >= f64::from(LIMIT)
+    });
+    assert!(
+        full,
+        "{} connections held, the limited backend not full:\n{}",
+        held.len(),
+        daemon.metrics().unwrap_or_default()
+    );
+    let mut got = WebOutcomes::default();
+    let counted = wait_until(Duration::from_secs(30), || {
+        let port = ports.next().unwrap();
+        match http_get_from(&ns, port, vip, "/", ATTEMPT) {
+            Ok((200, _)) => got.answered += 1,
+            Ok((status, body)) => panic!("from port {port}: {status} {body}"),
+            Err(e) if refused(&e) => got.refused += 1,
+            Err(_) => got.timed_out += 1,
+        }
+        let unanswered = web_metric(daemon, "xdplb_backend_unanswered_total", web_silent());
+        got.answered + got.refused + got.timed_out >= WEB_REQUESTS && unanswered > 0.0
+    });
+    println!(
+        "web: {} connections held open, then short requests: {got:?}",
+        held.len()
+    );
+    assert!(
+        counted,
+        "no unanswered attempt counted: {got:?}\n{}",
+        daemon.metrics().unwrap_or_default()
+    );
+    assert!(
+        got.answered > 0 && got.refused > 0 && got.timed_out > 0,
+        "{got:?}"
+    );
+    held
+}
+
+/// A connection refused: the backend's RST, passed back by the balancer.
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::ConnectionRefused)
+    })
 }
 
 /// `promtool check metrics` on the daemon's `/metrics`: no problem found.
@@ -479,6 +640,7 @@ fn prometheus_sees_the_traffic_sent_and_every_dashboard_query_returns_data() {
     let backend_label: BTreeMap<String, String> = (1..=BACKENDS)
         .map(|i| (format!("be{i}"), backend(i).to_string()))
         .collect();
+    let _web_servers = start_web(&topo);
     let _router = PeerBird::start(
         &topo.client_ns(),
         &router_conf("198.18.0.2", 65000, "198.18.0.1", 65001),
@@ -494,6 +656,15 @@ fn prometheus_sees_the_traffic_sent_and_every_dashboard_query_returns_data() {
             udp_request(&topo.client_ns(), vip, b"hello", Duration::from_millis(300)).is_ok()
         }),
         "no answer through the VIP:\n{}",
+        daemon.log()
+    );
+    let web_vip: SocketAddr = WEB_VIP.parse().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            http_get(&topo.client_ns(), web_vip, "/", Duration::from_secs(1))
+                .is_ok_and(|(status, _)| status == 200)
+        }),
+        "no answer through the web VIP:\n{}",
         daemon.log()
     );
     promtool_check_metrics(&daemon);
@@ -615,8 +786,43 @@ fn prometheus_sees_the_traffic_sent_and_every_dashboard_query_returns_data() {
         checks.0.join("\n"),
         daemon.metrics().unwrap_or_default()
     );
-    check_dashboard(&prom, at, &instance, &backend_label);
+
+    // Then web's signals (after the window above: its packets are not
+    // among those counted there), the UDP traffic going on.
+    let held = drive_web(&topo, &daemon);
+    // Prometheus has scraped the last counter to move, and a scrape more.
+    let web = format!(r#"{{service="{WEB}"}}"#);
+    assert!(
+        wait_until(Duration::from_secs(10), || !prom
+            .query(&format!("xdplb_backend_unanswered_total{web} > 0"), now())
+            .is_empty()),
+        "prometheus never saw the unanswered attempts"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let at = now() - 1.0;
+    let limits = prom.by(&format!("xdplb_backend_max_flows{web}"), "backend", at);
+    assert_eq!(
+        limits,
+        [(web_full().to_string(), f64::from(LIMIT))].into(),
+        "only the limited backend has xdplb_backend_max_flows"
+    );
+    let fill = prom.value(
+        &format!(
+            "xdplb_backend_active_flows{web} / on(instance, service, backend) xdplb_backend_max_flows"
+        ),
+        at,
+    );
+    assert_eq!(fill, 1.0, "the limited backend is full");
+
+    let services = [SERVICE, WEB].map(str::to_owned).into();
+    let backends = backend_label
+        .values()
+        .cloned()
+        .chain([web_full(), web_open(), web_refusing(), web_silent()].map(|b| b.to_string()))
+        .collect();
+    check_dashboard(&prom, at, &instance, &services, &backends);
     promtool_check_metrics(&daemon);
+    drop(held);
     let total = sender.stop();
     println!(
         "sent {} requests in {:.1} s; backends answered {:?}",
@@ -633,12 +839,15 @@ fn datasource_ref() -> Value {
 
 /// deploy/grafana/xdplb.json is a well-formed Grafana dashboard, and each
 /// PromQL expression in it (panel targets and variable queries), its
-/// variables substituted, returns data from the real Prometheus.
+/// variables substituted, returns data from the real Prometheus; in
+/// LIVE_ROW, some series with a positive value. `services` and `backends`
+/// are the labels the daemon's series carry.
 fn check_dashboard(
     prom: &Prometheus,
     at: f64,
     instance: &str,
-    backend_label: &BTreeMap<String, String>,
+    services: &BTreeSet<String>,
+    backends: &BTreeSet<String>,
 ) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/xdplb.json");
     let text = std::fs::read_to_string(&path).expect("the dashboard");
@@ -664,8 +873,9 @@ fn check_dashboard(
     assert_eq!(ds["query"], "prometheus");
     let values: BTreeMap<&str, String> = [
         ("instance", instance.to_owned()),
-        ("service", SERVICE.to_owned()),
-        // Multi-value: "All" is the match-all regex.
+        // Multi-value: "All" is the match-all regex (a TCP service's
+        // signals and a UDP service's rates are both on the dashboard).
+        ("service", ".*".to_owned()),
         ("backend", ".*".to_owned()),
         ("__rate_interval", RATE_INTERVAL.to_owned()),
     ]
@@ -710,8 +920,8 @@ fn check_dashboard(
             .collect();
         let want: BTreeSet<String> = match name {
             "instance" => [instance.to_owned()].into(),
-            "service" => [SERVICE.to_owned()].into(),
-            _ => backend_label.values().cloned().collect(),
+            "service" => services.clone(),
+            _ => backends.clone(),
         };
         assert_eq!(got, want, "variable {name}: {q}");
         println!("variable {name}: {got:?}");
@@ -721,6 +931,7 @@ fn check_dashboard(
     // Panels: ids, places on the grid, data source, targets.
     let panels = dash["panels"].as_array().expect("panels");
     let (mut ids, mut cells, mut exprs) = (HashSet::new(), HashSet::new(), Vec::new());
+    let mut row = "";
     for p in panels {
         let title = p["title"].as_str().expect("a panel title");
         assert!(
@@ -740,6 +951,7 @@ fn check_dashboard(
             }
         }
         if p["type"] == "row" {
+            row = title;
             continue;
         }
         assert_eq!(p["datasource"], datasource_ref(), "{title}");
@@ -748,14 +960,23 @@ fn check_dashboard(
         for t in targets {
             assert_eq!(t["datasource"], datasource_ref(), "{title}");
             assert!(t["refId"].is_string(), "{title}: refId");
-            exprs.push((title, t["expr"].as_str().expect("expr")));
+            exprs.push((title, row == LIVE_ROW, t["expr"].as_str().expect("expr")));
         }
     }
-    for (title, expr) in &exprs {
+    assert!(
+        exprs.iter().any(|(_, live, _)| *live),
+        "no panel in the row {LIVE_ROW}"
+    );
+    for (title, live, expr) in &exprs {
         let q = subst(expr);
         let r = prom.query(&q, at);
         assert!(!r.is_empty(), "{title}: no data for {q}\n(from {expr})");
-        println!("{title}: {} series: {q}", r.len());
+        let top = r.iter().map(|(_, v)| *v).fold(f64::NAN, f64::max);
+        assert!(
+            !live || top > 0.0,
+            "{title}: no positive value for {q}: {r:?}"
+        );
+        println!("{title}: {} series, largest {top}: {q}", r.len());
     }
     println!(
         "dashboard: {} panels, {} expressions, each with data",
