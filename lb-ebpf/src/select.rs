@@ -1,9 +1,10 @@
 //! Backend selection for a new flow: the flow's hash picks an entry of the
 //! service's active Maglev ring (`balance: maglev`), or the less loaded of
 //! two entries (`balance: least-flows`: power of two choices, the second
-//! drawn with `second_hash`, again if it drew the first backend). A backend at its `max_flows` is passed over
-//! for the other candidate, then for the first of the service's backends
-//! with room (`SERVICE_BACKENDS`, from a place the flow's hash picks); with none, `on_full` drops the
+//! drawn with `second_hash`, again if it drew the first backend). A
+//! backend at its `max_flows` is passed over for the other candidate, then
+//! for the first of the service's backends with room (`SERVICE_BACKENDS`,
+//! from a place the flow's hash picks); with none, `on_full` drops the
 //! flow or admits it all the same (docs/operations.md, "Least flows and
 //! max_flows").
 
