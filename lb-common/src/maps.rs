@@ -107,14 +107,12 @@ pub const OVERFLOW_SCAN: usize = 32;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceBackends {
-    pub len: u32,
     pub ids: [u32; OVERFLOW_SCAN],
 }
 
 impl Default for ServiceBackends {
     fn default() -> Self {
         ServiceBackends {
-            len: 0,
             ids: [NO_BACKEND; OVERFLOW_SCAN],
         }
     }

@@ -93,7 +93,6 @@ impl ServicePlan {
         let mut list = ServiceBackends::default();
         for (slot, b) in list.ids.iter_mut().zip(&self.backends) {
             *slot = b.id;
-            list.len += 1;
         }
         list
     }
@@ -468,6 +467,40 @@ mod tests {
             ..configured(b)
         });
         assert!(drained.usable_vips().is_empty());
+    }
+
+    #[test]
+    fn backend_entries_carry_the_ring_weight_limit_and_overflow_list() {
+        let cfg = Config::from_yaml(
+            &CFG.replace(
+                "port: 80 }\n      - { address: 198.18.1.12",
+                "port: 80, max_flows: 7 }\n      - { address: 198.18.1.12",
+            )
+            .replace(
+                "    port: 80\n    backends",
+                "    port: 80\n    balance: least-flows\n    on_full: admit\n    backends",
+            ),
+        )
+        .unwrap();
+        let p = from_config(&cfg).unwrap();
+        let s = &p.services[0];
+        assert_eq!(
+            s.flags,
+            SVC_REJECT | SVC_LEAST_FLOWS | SVC_LIMITED | SVC_ADMIT_FULL
+        );
+        let entries: Vec<(u32, u32)> = s
+            .backends
+            .iter()
+            .map(|b| (b.entry.weight, b.entry.max_flows))
+            .collect();
+        // .12 drains: weight 0 as the ring sees it.
+        assert_eq!(entries, [(100, 7), (0, 0), (100, 0)]);
+        let list = s.overflow_list();
+        let ids: Vec<u32> = s.backends.iter().map(|b| b.id).collect();
+        assert_eq!(list.ids[..3], ids[..]);
+        assert!(list.ids[3..].iter().all(|&id| id == NO_BACKEND));
+        // Without the keys: maglev, no limit, drop.
+        assert_eq!(planned(|_, b| configured(b)).flags, SVC_REJECT);
     }
 
     #[test]
