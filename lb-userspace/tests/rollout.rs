@@ -53,8 +53,12 @@ fn config(topo: &Topology, weight2: u32, with_canary: bool) -> String {
             backend(CANARY).ip()
         ));
     }
+    // The client's kernel hands out its ephemeral ports again after a few
+    // thousand connections (10 s of the load): a closed flow must be gone
+    // by then, or a reused port finds it and keeps its old backend.
     topo.daemon_config(
         "snat: { ipv4: 198.18.1.1, ports: 20000-29999 }\n\
+         flow_timeouts: { tcp_closing: 1s }\n\
          limits: { max_services: 8, max_backends: 16, maglev_table_size: 65537, flow_table_size: 65536 }\n",
         &[service("web", "198.18.100.10", 80, &["protocol: tcp"], &list)],
     )
