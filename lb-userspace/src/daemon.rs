@@ -51,6 +51,12 @@ const FLOW_GC_INTERVAL: Duration = Duration::from_secs(5);
 const UNCONFIRMED_GC_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    // First of all: a SIGHUP (`systemctl reload` right after READY=1, a
+    // script) or SIGTERM that comes while the daemon sets up waits for the
+    // loop below, instead of killing it with the default action.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let cfg = Config::load(config_path)?;
     config::check_host(&cfg)?;
     privileges::check_can_start().map_err(anyhow::Error::msg)?;
@@ -217,9 +223,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tasks.spawn(supervisor::watchdog(shared.clone()));
     supervisor::ready(&serving(&shared.controller(), &cfg));
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let failed = loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); break None }
