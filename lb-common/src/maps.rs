@@ -309,6 +309,15 @@ pub struct Globals {
     pub gue_port: u16,
     /// Rejections (`SVC_REJECT`) sent per second, per CPU; more are dropped.
     pub reject_limit: u16,
+    /// `tunnel_source.ipv4`: the prefix tunnel packets toward IPv4 backends
+    /// leave from (network order), and its host bits (host order; 0: no
+    /// prefix, the source is `snat_v4`).
+    pub tunnel_v4: u32,
+    pub tunnel_v4_host: u32,
+    /// `tunnel_source.ipv6`: the same toward IPv6 backends; only the last
+    /// word varies, `tunnel_v6_host` are its host bits (host order).
+    pub tunnel_v6: [u32; 4],
+    pub tunnel_v6_host: u32,
 }
 
 impl Globals {
@@ -321,6 +330,55 @@ impl Globals {
             self.snat_v6
         }
     }
+
+    /// The outer source address of a tunnel packet toward a `family`
+    /// backend, for a flow of hash `h`: an address of the `tunnel_source`
+    /// prefix picked by the hash (so that a backend NIC's RSS spreads the
+    /// flows over its queues), or the SNAT address without one. Never the
+    /// prefix's all-zeros or all-ones host part.
+    #[inline(always)]
+    pub fn tunnel_source(&self, family: u8, h: u32) -> [u32; 4] {
+        if family == FAMILY_V4 {
+            if self.tunnel_v4_host == 0 {
+                return [self.snat_v4, 0, 0, 0];
+            }
+            [
+                self.tunnel_v4 | host_part(h, self.tunnel_v4_host).to_be(),
+                0,
+                0,
+                0,
+            ]
+        } else {
+            if self.tunnel_v6_host == 0 {
+                return self.snat_v6;
+            }
+            let mut a = self.tunnel_v6;
+            a[3] |= host_part(h, self.tunnel_v6_host).to_be();
+            a
+        }
+    }
+}
+
+/// `h`'s bits under `mask` (at least 2 bits), neither all zeros nor all ones.
+#[inline(always)]
+fn host_part(h: u32, mask: u32) -> u32 {
+    let x = h & mask;
+    if x == 0 {
+        1
+    } else if x == mask {
+        mask ^ 1
+    } else {
+        x
+    }
+}
+
+/// The IPv6 flow label (20 bits, never 0: "unlabelled") of a tunnel
+/// packet of a flow of hash `h`: one per flow, as RFC 6438 asks of
+/// tunnel endpoints, for the backend's RSS and ECMP on the way.
+#[inline(always)]
+pub fn tunnel_flow_label(h: u32) -> u32 {
+    let l = (h ^ (h >> 20)) & 0xf_ffff;
+    if l == 0 { 1 } else { l }
 }
 
 /// `Globals::flags`: skip `bpf_fib_lookup` and answer XDP_TX with the MACs
