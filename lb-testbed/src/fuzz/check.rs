@@ -9,7 +9,10 @@
 
 use std::net::IpAddr;
 
-use lb_common::{Flow, NatRev, STAT_FLOW_INSERT_FAIL};
+use lb_common::{
+    FAMILY_V4, FAMILY_V6, Flow, FlowKey, HASH_FIVE_TUPLE, NatRev, STAT_FLOW_INSERT_FAIL,
+    hash::flow_hash, tunnel_flow_label, words_addr,
+};
 
 use super::{
     config::{GUE_PORT, Mode},
@@ -156,11 +159,18 @@ pub fn check(r: &Run) -> Result<Checked, Failure> {
             nat_reply(r, &pkt, &rev)
         }
         (Expect::Echo { msg }, _) => echo(r, &msg),
-        (Expect::IcmpError { svc, msg, .. }, _) => {
+        (
+            Expect::IcmpError {
+                svc,
+                msg,
+                flow: key,
+            },
+            _,
+        ) => {
             let Before::Flow(Some(flow)) = r.before else {
                 unreachable!("refined above")
             };
-            icmp_error(r, svc, &msg, &flow)
+            icmp_error(r, svc, &msg, &key, &flow)
         }
     }
 }
@@ -347,7 +357,8 @@ fn balanced(r: &Run, svc: usize, pkt: &Pkt) -> Result<Checked, Failure> {
             sent("dsr", d, None)
         }
         Mode::Ipip | Mode::Gue => {
-            let (d, rt) = tunnel(r, pkt.l3, pkt.v4, pkt.ip_len, baddr, s.mode == Mode::Gue)?;
+            let gue = s.mode == Mode::Gue;
+            let (d, rt) = tunnel(r, pkt.l3, pkt.v4, pkt.ip_len, &pkt.key, baddr, gue)?;
             sent("tunnel", d, rt)
         }
     }
@@ -420,7 +431,8 @@ fn macs_only(r: &Run, l3: usize, v4: bool, to: IpAddr) -> Result<Defects, Failur
 
 /// Tunnel mode: the frame from its network header on, unchanged, after
 /// a new outer IP header (and UDP header for GUE) toward the backend,
-/// VLAN tag kept. Returns the inherited defects and what the
+/// VLAN tag kept. The outer header has the inner one's DSCP and ECN, and
+/// from flow `key`'s hash its source (`tunnel_source`) and IPv6 flow label. Returns the inherited defects and what the
 /// decapsulator should make of the output (untagged frames only: it
 /// reads no tag).
 fn tunnel(
@@ -428,6 +440,7 @@ fn tunnel(
     l3: usize,
     inner_v4: bool,
     inner_len: u16,
+    key: &FlowKey,
     to: IpAddr,
     gue: bool,
 ) -> Result<(Defects, Option<Vec<u8>>), Failure> {
@@ -464,22 +477,37 @@ fn tunnel(
     } else {
         IP6IP
     };
-    let snat = r.w.snat_addr(outer_v4);
+    let g = &r.w.globals;
+    let hash = flow_hash(key, HASH_FIVE_TUPLE, g.hash_seed);
+    let family = if outer_v4 { FAMILY_V4 } else { FAMILY_V6 };
+    let src = words_addr(g.tunnel_source(family, hash), family);
+    let tos = if inner_v4 {
+        f[l3 + 1]
+    } else {
+        (f[l3] << 4) | (f[l3 + 1] >> 4)
+    };
+    let label = tunnel_flow_label(hash);
     let ok = if outer_v4 {
         o[0] == 0x45
-            && o[1] == 0
+            && o[1] == tos
             && be16(o, 2) == Some(want_len as u16)
             && o[4..8] == [0, 0, 0x40, 0]
             && o[8] == 64
             && o[9] == proto
-            && o[12..16] == addr_bytes(snat)[..]
+            && o[12..16] == addr_bytes(src)[..]
             && o[16..20] == addr_bytes(to)[..]
     } else {
-        o[0..4] == [0x60, 0, 0, 0]
+        o[0..4]
+            == [
+                0x60 | tos >> 4,
+                tos << 4 | (label >> 16) as u8,
+                (label >> 8) as u8,
+                label as u8,
+            ]
             && be16(o, 4) == Some((want_len - 40) as u16)
             && o[6] == proto
             && o[7] == 64
-            && o[8..24] == addr_bytes(snat)[..]
+            && o[8..24] == addr_bytes(src)[..]
             && o[24..40] == addr_bytes(to)[..]
     };
     if !ok {
@@ -548,7 +576,13 @@ fn echo(r: &Run, msg: &Msg) -> Result<Checked, Failure> {
 /// An ICMP error about a flow's packet, to the flow's backend: as it came
 /// (dsr), inside a tunnel, or translated to be about the packet the
 /// backend sent (nat).
-fn icmp_error(r: &Run, svc: usize, msg: &Msg, flow: &Flow) -> Result<Checked, Failure> {
+fn icmp_error(
+    r: &Run,
+    svc: usize,
+    msg: &Msg,
+    key: &FlowKey,
+    flow: &Flow,
+) -> Result<Checked, Failure> {
     let Some((_, b)) = r.w.backends.get(&flow.backend) else {
         return fail(
             "wrong_backend",
@@ -560,7 +594,7 @@ fn icmp_error(r: &Run, svc: usize, msg: &Msg, flow: &Flow) -> Result<Checked, Fa
         Mode::Dsr => sent("icmp error", macs_only(r, msg.l3, msg.v4, to)?, None),
         Mode::Ipip | Mode::Gue => {
             let gue = r.w.services[svc].mode == Mode::Gue;
-            let (d, rt) = tunnel(r, msg.l3, msg.v4, msg.ip_len, to, gue)?;
+            let (d, rt) = tunnel(r, msg.l3, msg.v4, msg.ip_len, key, to, gue)?;
             sent("icmp error", d, rt)
         }
         Mode::Nat => {
