@@ -656,6 +656,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tunnel_sources_are_in_the_prefix_never_its_first_or_last() {
+        let g = Globals {
+            snat_v4: u32::from_be_bytes([198, 18, 1, 1]).to_be(),
+            snat_v6: [7, 0, 0, 1],
+            ..Globals::default()
+        };
+        // No prefix: the SNAT address, whatever the flow.
+        assert_eq!(g.tunnel_source(FAMILY_V4, 12345), [g.snat_v4, 0, 0, 0]);
+        assert_eq!(g.tunnel_source(FAMILY_V6, 12345), g.snat_v6);
+        // 198.18.2.0/30: the host parts 1 and 2 only.
+        let g = Globals {
+            tunnel_v4: u32::from_be_bytes([198, 18, 2, 0]).to_be(),
+            tunnel_v4_host: 3,
+            tunnel_v6: [7, 0, 0, 0],
+            tunnel_v6_host: u32::MAX,
+            ..g
+        };
+        let mut seen = [false; 4];
+        for h in 0..64u32 {
+            let a = u32::from_be(g.tunnel_source(FAMILY_V4, h)[0]).to_be_bytes();
+            assert_eq!(a[..3], [198, 18, 2]);
+            seen[a[3] as usize] = true;
+        }
+        assert_eq!(seen, [false, true, true, false]);
+        let a = g.tunnel_source(FAMILY_V6, 0x0102_0304);
+        assert_eq!(a, [7, 0, 0, 0x0102_0304u32.to_be()]);
+        assert_eq!(g.tunnel_source(FAMILY_V6, 0)[3], 1u32.to_be());
+    }
+
+    #[test]
+    fn flow_labels_have_20_bits_and_are_never_0() {
+        assert_eq!(tunnel_flow_label(0), 1);
+        for h in [1, 0xfff0_0000, u32::MAX, 0x1234_5678] {
+            let l = tunnel_flow_label(h);
+            assert!(l != 0 && l <= 0xf_ffff, "{h:#x}: {l:#x}");
+        }
+    }
+
+    #[test]
     fn handshake_buckets_are_powers_of_two_of_microseconds() {
         for (us, bucket) in [
             (0, 0),
