@@ -750,6 +750,49 @@ fn tunnel_outer_headers_carry_the_inner_dscp_and_ecn() {
 }
 
 #[test]
+fn decap_carries_a_ce_mark_into_the_inner_packet() {
+    with_lb(|_, lb| {
+        let mut decap = xdplb::decap::load(6080).expect("decap program loads");
+        let decap = xdplb::decap::program(&mut decap).unwrap();
+        // (name, client, VIP): IPv4 and IPv6 inside IPv4 and IPv6.
+        let cases: [(&str, std::net::IpAddr, std::net::IpAddr); 4] = [
+            ("ipip", CLIENT.into(), vip4(40).into()),
+            ("ip6ip6", CLIENT6.into(), vip6(0x40).into()),
+            ("ipv4 in ipv6", CLIENT.into(), vip4(41).into()),
+            ("gue over ipv4", CLIENT.into(), vip4(42).into()),
+        ];
+        for (name, client, vip) in cases {
+            // (inner DSCP+ECN, what the backend's kernel gets): ECT(0),
+            // ECT(1) and CE become CE; not ECN-capable is dropped.
+            for (tos, want) in [
+                (0xb8 | 2, Some(0xbb)),
+                (1, Some(3)),
+                (3, Some(3)),
+                (0x8c, None),
+            ] {
+                let frame = with_tos(syn(client, 47000, vip, 80), tos);
+                let (_, out) = lb.run(&frame);
+                // A router on the way marks the outer header CE.
+                let (_, outer_tos, _) = outer_of(&out);
+                let marked = with_tos(out, outer_tos | 3);
+                let back = run_frame(decap, &marked);
+                match want {
+                    None => assert_eq!(back.verdict, XDP_DROP, "{name} {tos:#x}"),
+                    Some(ce) => {
+                        assert_eq!(back.verdict, XDP_PASS, "{name} {tos:#x}");
+                        let expect = with_tos(frame.clone(), ce);
+                        assert_eq!(&back.out[12..], &expect[12..], "{name} {tos:#x}");
+                    }
+                }
+                // Unmarked, the inner packet is as it was.
+                let plain = run_frame(decap, &lb.run(&frame).1);
+                assert_eq!((plain.verdict, &plain.out[12..]), (XDP_PASS, &frame[12..]));
+            }
+        }
+    });
+}
+
+#[test]
 fn tunnel_source_spreads_flows_over_the_prefix() {
     let yaml =
         tunnel_services("tunnel_source: { ipv4: 198.18.2.0/24, ipv6: \"2001:db8:2::/64\" }\n");

@@ -677,27 +677,43 @@ fn answer(r: &Run, pkt: &Pkt) -> Result<Checked, Failure> {
     sent("answer", d, None)
 }
 
-/// The decapsulator's verdict and output on `frame`: always PASS, the
-/// frame stripped of its outer header as the model says, or unchanged.
+/// The decapsulator's verdict and output on `frame`: PASS, the frame
+/// stripped of its outer header as the model says (a CE mark carried
+/// in), or unchanged; DROP for a CE mark on a packet not ECN-capable.
 pub fn decap(frame: &[u8], verdict: u32, out: &[u8]) -> Result<&'static str, Failure> {
     let fail = |class, detail: String| Err(Failure { class, detail });
-    if verdict != XDP_PASS {
+    let model = model::decap(frame, GUE_PORT);
+    let expected = match model {
+        Some(d) => {
+            let mut e = frame[..12].to_vec();
+            e.extend_from_slice(&d.ethertype.to_be_bytes());
+            e.extend_from_slice(&frame[14 + d.strip..]);
+            (!d.ce || carry_ce(&mut e, d.ethertype == ETH_IP4)).then_some(e)
+        }
+        None => Some(frame.to_vec()),
+    };
+    let want = if expected.is_some() {
+        XDP_PASS
+    } else {
+        XDP_DROP
+    };
+    if verdict != want {
         return fail(
             "decap_verdict",
             format!("xdplb_decap returned {}", verdict_name(verdict)),
         );
     }
-    match model::decap(frame, GUE_PORT) {
+    if verdict == XDP_DROP {
+        return Ok("dropped (CE on a packet not ECN-capable)");
+    }
+    match model {
         None if out == frame => Ok("passed unchanged"),
         None => fail(
             "decap_modified",
             "changed a frame that is not a tunnel packet".into(),
         ),
         Some(d) => {
-            let mut e = frame[..12].to_vec();
-            e.extend_from_slice(&d.ethertype.to_be_bytes());
-            e.extend_from_slice(&frame[14 + d.strip..]);
-            if out != e {
+            if Some(out) != expected.as_deref() {
                 return fail(
                     "decap_wrong_output",
                     format!(
@@ -706,7 +722,38 @@ pub fn decap(frame: &[u8], verdict: u32, out: &[u8]) -> Result<&'static str, Fai
                     ),
                 );
             }
-            Ok("decapsulated")
+            Ok(if d.ce {
+                "decapsulated, CE carried in"
+            } else {
+                "decapsulated"
+            })
         }
     }
+}
+
+/// RFC 6040's decapsulation of an outer CE into the frame `e` (inner
+/// packet after 14 bytes): its ECN becomes CE (IPv4 checksum updated), or
+/// false (drop) if it is not ECN-capable. An inner IPv4 header shorter
+/// than its checksum field is left alone.
+fn carry_ce(e: &mut [u8], v4: bool) -> bool {
+    if v4 {
+        if e.len() < 14 + 12 {
+            return true;
+        }
+        if e[15] & 3 == 0 {
+            return false;
+        }
+        // Incrementally: a header with a wrong checksum keeps it wrong.
+        let old = u16::from_ne_bytes([e[14], e[15]]);
+        e[15] |= 3;
+        let new = u16::from_ne_bytes([e[14], e[15]]);
+        let check = lb_common::csum::replace2(u16::from_ne_bytes([e[24], e[25]]), old, new);
+        e[24..26].copy_from_slice(&check.to_ne_bytes());
+        return true;
+    }
+    if e[15] & 0x30 == 0 {
+        return false;
+    }
+    e[15] |= 0x30;
+    true
 }
