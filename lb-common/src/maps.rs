@@ -307,6 +307,15 @@ pub struct Globals {
     pub gue_port: u16,
     /// Rejections (`SVC_REJECT`) sent per second, per CPU; more are dropped.
     pub reject_limit: u16,
+    /// `tunnel_source.ipv4`: the prefix tunnel packets toward IPv4 backends
+    /// leave from (network order), and its host bits (host order; 0: no
+    /// prefix, the source is `snat_v4`).
+    pub tunnel_v4: u32,
+    pub tunnel_v4_host: u32,
+    /// `tunnel_source.ipv6`: the same toward IPv6 backends; only the last
+    /// word varies, `tunnel_v6_host` are its host bits (host order).
+    pub tunnel_v6: [u32; 4],
+    pub tunnel_v6_host: u32,
 }
 
 impl Globals {
@@ -319,6 +328,55 @@ impl Globals {
             self.snat_v6
         }
     }
+
+    /// The outer source address of a tunnel packet toward a `family`
+    /// backend, for a flow of hash `h`: an address of the `tunnel_source`
+    /// prefix picked by the hash (so that a backend NIC's RSS spreads the
+    /// flows over its queues), or the SNAT address without one. Never the
+    /// prefix's all-zeros or all-ones host part.
+    #[inline(always)]
+    pub fn tunnel_source(&self, family: u8, h: u32) -> [u32; 4] {
+        if family == FAMILY_V4 {
+            if self.tunnel_v4_host == 0 {
+                return [self.snat_v4, 0, 0, 0];
+            }
+            [
+                self.tunnel_v4 | host_part(h, self.tunnel_v4_host).to_be(),
+                0,
+                0,
+                0,
+            ]
+        } else {
+            if self.tunnel_v6_host == 0 {
+                return self.snat_v6;
+            }
+            let mut a = self.tunnel_v6;
+            a[3] |= host_part(h, self.tunnel_v6_host).to_be();
+            a
+        }
+    }
+}
+
+/// `h`'s bits under `mask` (at least 2 bits), neither all zeros nor all ones.
+#[inline(always)]
+fn host_part(h: u32, mask: u32) -> u32 {
+    let x = h & mask;
+    if x == 0 {
+        1
+    } else if x == mask {
+        mask ^ 1
+    } else {
+        x
+    }
+}
+
+/// The IPv6 flow label (20 bits, never 0: "unlabelled") of a tunnel
+/// packet of a flow of hash `h`: one per flow, as RFC 6438 asks of
+/// tunnel endpoints, for the backend's RSS and ECMP on the way.
+#[inline(always)]
+pub fn tunnel_flow_label(h: u32) -> u32 {
+    let l = (h ^ (h >> 20)) & 0xf_ffff;
+    if l == 0 { 1 } else { l }
 }
 
 /// `Globals::flags`: skip `bpf_fib_lookup` and answer XDP_TX with the MACs
@@ -594,6 +652,45 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunnel_sources_are_in_the_prefix_never_its_first_or_last() {
+        let g = Globals {
+            snat_v4: u32::from_be_bytes([198, 18, 1, 1]).to_be(),
+            snat_v6: [7, 0, 0, 1],
+            ..Globals::default()
+        };
+        // No prefix: the SNAT address, whatever the flow.
+        assert_eq!(g.tunnel_source(FAMILY_V4, 12345), [g.snat_v4, 0, 0, 0]);
+        assert_eq!(g.tunnel_source(FAMILY_V6, 12345), g.snat_v6);
+        // 198.18.2.0/30: the host parts 1 and 2 only.
+        let g = Globals {
+            tunnel_v4: u32::from_be_bytes([198, 18, 2, 0]).to_be(),
+            tunnel_v4_host: 3,
+            tunnel_v6: [7, 0, 0, 0],
+            tunnel_v6_host: u32::MAX,
+            ..g
+        };
+        let mut seen = [false; 4];
+        for h in 0..64u32 {
+            let a = u32::from_be(g.tunnel_source(FAMILY_V4, h)[0]).to_be_bytes();
+            assert_eq!(a[..3], [198, 18, 2]);
+            seen[a[3] as usize] = true;
+        }
+        assert_eq!(seen, [false, true, true, false]);
+        let a = g.tunnel_source(FAMILY_V6, 0x0102_0304);
+        assert_eq!(a, [7, 0, 0, 0x0102_0304u32.to_be()]);
+        assert_eq!(g.tunnel_source(FAMILY_V6, 0)[3], 1u32.to_be());
+    }
+
+    #[test]
+    fn flow_labels_have_20_bits_and_are_never_0() {
+        assert_eq!(tunnel_flow_label(0), 1);
+        for h in [1, 0xfff0_0000, u32::MAX, 0x1234_5678] {
+            let l = tunnel_flow_label(h);
+            assert!(l != 0 && l <= 0xf_ffff, "{h:#x}: {l:#x}");
+        }
+    }
 
     #[test]
     fn handshake_buckets_are_powers_of_two_of_microseconds() {

@@ -3,11 +3,17 @@
 //! outer IP + UDP header (GUE variant 1: the inner packet right after UDP).
 //! The backend decapsulates (`xdplb decap`, or a kernel tunnel device) and
 //! answers the client directly.
+//!
+//! The outer header carries the inner one's DSCP and ECN (RFC 2983's
+//! uniform model, RFC 6040's normal mode: the network on the way treats
+//! the packet as it would the client's), and per-flow entropy for the
+//! backend's RSS: the GUE source port, the IPv6 flow label, and with
+//! `tunnel_source` the outer source address.
 
 use aya_ebpf::{EbpfContext, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     Backend, ENCAP_GUE, FAMILY_V4, FlowKey, Globals, HASH_FIVE_TUPLE, PROTO_UDP, csum,
-    hash::flow_hash, v4_bytes, v6_bytes,
+    hash::flow_hash, tunnel_flow_label, v4_bytes, v6_bytes,
 };
 use lb_ebpf::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6};
 
@@ -63,18 +69,27 @@ pub fn encap(
     } else {
         IPPROTO_IPV6
     };
-    let src = globals.snat(backend.family);
-    // UDP source port from the flow: spreads tunnels over the backend's
-    // receive queues (and ECMP paths) as the flows themselves would.
-    let sport = if gue {
-        gue_source_port(pkt.key, globals)
-    } else {
-        0
-    };
+    // Outer source, GUE source port and flow label from the flow: spread
+    // tunnels over the backend's receive queues (and ECMP paths) as the
+    // flows themselves would be.
+    let hash = flow_hash(pkt.key, HASH_FIVE_TUPLE, globals.hash_seed);
+    let src = globals.tunnel_source(backend.family, hash);
+    let sport = if gue { gue_source_port(hash) } else { 0 };
 
-    // The L2 header moves to the new front; keep it (tag included).
+    // The L2 header moves to the new front; keep it (tag included). The
+    // first 2 bytes of the inner IP header come along: its DSCP and ECN.
     let tagged = pkt.l2_len > 14;
-    let l2: [u8; 18] = unsafe { *ptr_at::<[u8; 18]>(ctx, 0)? };
+    let l2: [u8; 20] = unsafe { *ptr_at::<[u8; 20]>(ctx, 0)? };
+    let ip2 = if tagged {
+        [l2[18], l2[19]]
+    } else {
+        [l2[14], l2[15]]
+    };
+    let tos = if pkt.key.family == FAMILY_V4 {
+        ip2[1]
+    } else {
+        (ip2[0] << 4) | (ip2[1] >> 4)
+    };
     if unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, -(added as i32)) } != 0 {
         return None;
     }
@@ -82,7 +97,8 @@ pub fn encap(
     let ethertype = if outer_v4 { ETH_P_IP } else { ETH_P_IPV6 }.to_be_bytes();
     let ip_at = if tagged {
         let head: *mut [u8; 18] = ptr_at(ctx, 0)?;
-        let mut h = l2;
+        let mut h = [0u8; 18];
+        h.copy_from_slice(&l2[..18]);
         h[16..18].copy_from_slice(&ethertype);
         unsafe { head.write_unaligned(h) };
         18
@@ -97,6 +113,7 @@ pub fn encap(
     if outer_v4 {
         let mut h = [0u8; V4_HDR];
         h[0] = 0x45;
+        h[1] = tos;
         h[2..4].copy_from_slice(&outer_len.to_be_bytes());
         h[6] = 0x40; // don't fragment: the inner packet may not be split
         h[8] = OUTER_TTL;
@@ -108,7 +125,11 @@ pub fn encap(
         unsafe { ptr_at::<[u8; V4_HDR]>(ctx, ip_at)?.write_unaligned(h) };
     } else {
         let mut h = [0u8; V6_HDR];
-        h[0] = 0x60;
+        let label = tunnel_flow_label(hash);
+        h[0] = 0x60 | (tos >> 4);
+        h[1] = (tos << 4) | (label >> 16) as u8;
+        h[2] = (label >> 8) as u8;
+        h[3] = label as u8;
         let payload = outer_len - V6_HDR as u16;
         h[4..6].copy_from_slice(&payload.to_be_bytes());
         h[6] = proto;
@@ -138,9 +159,8 @@ pub fn encap(
     })
 }
 
-/// A port in 49152..=65535 from the flow, wire order.
+/// A port in 49152..=65535 from the flow hash, wire order.
 #[inline(always)]
-fn gue_source_port(key: &FlowKey, globals: &Globals) -> u16 {
-    let h = flow_hash(key, HASH_FIVE_TUPLE, globals.hash_seed);
+fn gue_source_port(h: u32) -> u16 {
     (0xc000 | (h as u16 & 0x3fff)).to_be()
 }

@@ -232,3 +232,19 @@ pub fn malformed(syn: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("later fragment", with(14 + 7, 0x10)), // offset 16*8 bytes
     ]
 }
+
+/// `frame` (untagged, IPv4 or IPv6) with its DSCP and ECN byte set to
+/// `tos` (the IPv4 header checksum updated).
+pub fn with_tos(mut frame: Vec<u8>, tos: u8) -> Vec<u8> {
+    if frame[14] >> 4 == 4 {
+        let ihl = (frame[14] & 0x0f) as usize * 4;
+        frame[15] = tos;
+        frame[24..26].fill(0);
+        let sum = checksum(&frame[14..14 + ihl]);
+        frame[24..26].copy_from_slice(&sum.to_ne_bytes());
+    } else {
+        frame[14] = (frame[14] & 0xf0) | (tos >> 4);
+        frame[15] = (frame[15] & 0x0f) | (tos << 4);
+    }
+    frame
+}

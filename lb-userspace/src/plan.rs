@@ -194,6 +194,7 @@ pub fn plan_ramped(
     previous: Option<&Plan>,
 ) -> Plan {
     let m = cfg.limits.maglev_table_size;
+    let tunnel = &cfg.tunnel_source;
     let globals = Globals {
         snat_v4: cfg.snat.ipv4.map_or(0, |a| v4_words(a.octets())[0]),
         snat_port_min: cfg.snat.ports.min,
@@ -217,6 +218,10 @@ pub fn plan_ramped(
         pending_timeout: cfg.flow_timeouts.unconfirmed.as_secs() as u32,
         gue_port: cfg.gue_port.to_be(),
         reject_limit: cfg.reject_limit,
+        tunnel_v4: tunnel.ipv4.map_or(0, |p| addr_words(p.addr).0[0]),
+        tunnel_v4_host: tunnel.ipv4.map_or(0, |p| p.varied_host_bits()),
+        tunnel_v6: tunnel.ipv6.map_or([0; 4], |p| addr_words(p.addr).0),
+        tunnel_v6_host: tunnel.ipv6.map_or(0, |p| p.varied_host_bits()),
     };
     let services = cfg
         .services

@@ -110,8 +110,11 @@ fn config(topo: &Topology) -> String {
             &backends(true, 80),
         ),
     ];
+    // IPv4 tunnels leave from a prefix on no interface (per flow), IPv6
+    // ones from snat.ipv6: backends' decapsulators take both.
     topo.daemon_config(
         "snat: { ipv4: 198.18.1.1, ipv6: \"2001:db8:1::1\", ports: 20000-29999 }\n\
+         tunnel_source: { ipv4: 198.18.2.0/24 }\n\
          limits: { max_services: 16, max_backends: 64, maglev_table_size: 65537, flow_table_size: 65536 }",
         &services,
     )

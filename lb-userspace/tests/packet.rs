@@ -16,7 +16,7 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use lb_common::{
     FAMILY_V4, FlowKey, NeighEvent, PROTO_UDP, STAT_FIB_CACHED, STAT_FLOW_CONFIRMED,
     STAT_NEIGH_MISS, STAT_NO_BACKEND, STAT_PARTIAL_CSUM, STAT_REJECT, STAT_REJECT_LIMITED,
-    v4_words,
+    addr_words, hash::flow_hash, tunnel_flow_label, v4_words,
 };
 use lb_testbed::{
     XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
@@ -27,7 +27,7 @@ use lb_testbed::{
     },
     frames::{
         Tcp, ack_of, arp_request, icmp, icmp4, icmp6, malformed, syn, syn_ack, syn_with_ip_options,
-        syn_with_vlan, tcp, udp, with_ipv6_ext,
+        syn_with_vlan, tcp, udp, with_ipv6_ext, with_tos,
     },
     inspect::{icmp6_valid, inspect, inspect6, macs, sums_to_zero},
     netns, run_frame,
@@ -43,10 +43,6 @@ struct Lb {
 }
 
 impl Lb {
-    fn new() -> Lb {
-        Lb::with_config(SERVICES)
-    }
-
     fn with_config(yaml: &str) -> Lb {
         let (mut dp, plan) = dataplane(yaml);
         let neigh_events = RefCell::new(dp.take_neigh_events().unwrap());
@@ -71,9 +67,14 @@ impl Lb {
 /// Runs `f` with a fresh namespace and program, inside the namespace.
 /// Backends .11-.13 have static neighbours, .14 (service `lost`) none.
 fn with_lb(f: impl FnOnce(&FibNet, &mut Lb) + Send) {
+    with_lb_config(SERVICES, f)
+}
+
+/// [`with_lb`] with the program configured by `yaml`.
+fn with_lb_config(yaml: &str, f: impl FnOnce(&FibNet, &mut Lb) + Send) {
     let bed = FibNet::create(11..=13).unwrap();
     bed.run_in(|| {
-        let mut lb = Lb::new();
+        let mut lb = Lb::with_config(yaml);
         f(&bed, &mut lb);
         Ok(())
     })
@@ -674,6 +675,198 @@ fn tunnel_mode_wraps_the_packet_unchanged_and_decap_unwraps_it() {
         let plain = syn(CLIENT, 47001, vip4(40), 80);
         let back = run_frame(decap, &plain);
         assert_eq!((back.verdict, back.out), (XDP_PASS, plain));
+    });
+}
+
+/// [`SERVICES`] with an IPv6-in-IPv4 tunnel service too (`tun64`,
+/// 2001:db8:100::41 to 198.18.1.13), and `extra` top-level settings.
+fn tunnel_services(extra: &str) -> String {
+    let text = SERVICES.replacen("services:\n", &format!("{extra}services:\n"), 1);
+    format!(
+        "{text}  - name: tun64\n    vip: \"2001:db8:100::41\"\n    port: 80\n    mode: tunnel\n    \
+         backends: [{{ address: 198.18.1.13, port: 80 }}]\n"
+    )
+}
+
+/// A tunnel packet's outer header: (source, DSCP+ECN byte, IPv6 flow
+/// label), the IPv4 header checksum checked.
+fn outer_of(out: &[u8]) -> (std::net::IpAddr, u8, Option<u32>) {
+    let p = SlicedPacket::from_ethernet(out).expect("outer parses");
+    match &p.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header().to_header();
+            assert_eq!(
+                h.header_checksum,
+                h.calc_header_checksum(),
+                "outer checksum"
+            );
+            (h.source.into(), out[15], None)
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header().to_header();
+            (h.source.into(), h.traffic_class, Some(h.flow_label.value()))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tunnel_outer_headers_carry_the_inner_dscp_and_ecn() {
+    with_lb_config(&tunnel_services(""), |_, lb| {
+        let v6 = |a: u16| std::net::IpAddr::from(vip6(a));
+        let v4 = |a: u8| std::net::IpAddr::from(vip4(a));
+        // (name, client, VIP): every pair of families, IPIP and GUE.
+        let cases: [(&str, std::net::IpAddr, std::net::IpAddr); 6] = [
+            ("ipip", CLIENT.into(), v4(40)),
+            ("ip6ip6", CLIENT6.into(), v6(0x40)),
+            ("ipv4 in ipv6", CLIENT.into(), v4(41)),
+            ("ipv6 in ipv4", CLIENT6.into(), v6(0x41)),
+            ("gue over ipv4", CLIENT.into(), v4(42)),
+            ("gue over ipv6", CLIENT6.into(), v6(0x42)),
+        ];
+        // AF41 not ECN-capable, CS0 with ECT(1), EF with CE, all ones.
+        for tos in [0x8c, 0x01, 0xbb, 0xff, 0x00] {
+            for (name, client, vip) in cases {
+                let frame = with_tos(syn(client, 47000, vip, 80), tos);
+                let (v, out) = lb.run(&frame);
+                assert_eq!(v, XDP_REDIRECT, "{name}");
+                let (src, outer_tos, label) = outer_of(&out);
+                assert_eq!(outer_tos, tos, "{name}: outer DSCP/ECN");
+                // Without tunnel_source: the SNAT address, as ever.
+                let snat: std::net::IpAddr = if label.is_some() {
+                    SNAT6.into()
+                } else {
+                    SNAT.into()
+                };
+                assert_eq!(src, snat, "{name}");
+                if let Some(label) = label {
+                    assert_ne!(label, 0, "{name}: flow label");
+                }
+                // The inner packet is untouched (its TOS too).
+                assert!(out.ends_with(&frame[14..]), "{name}: inner packet");
+            }
+        }
+    });
+}
+
+#[test]
+fn decap_carries_a_ce_mark_into_the_inner_packet() {
+    with_lb(|_, lb| {
+        let mut decap = xdplb::decap::load(6080).expect("decap program loads");
+        let decap = xdplb::decap::program(&mut decap).unwrap();
+        // (name, client, VIP): IPv4 and IPv6 inside IPv4 and IPv6.
+        let cases: [(&str, std::net::IpAddr, std::net::IpAddr); 4] = [
+            ("ipip", CLIENT.into(), vip4(40).into()),
+            ("ip6ip6", CLIENT6.into(), vip6(0x40).into()),
+            ("ipv4 in ipv6", CLIENT.into(), vip4(41).into()),
+            ("gue over ipv4", CLIENT.into(), vip4(42).into()),
+        ];
+        for (name, client, vip) in cases {
+            // (inner DSCP+ECN, what the backend's kernel gets): ECT(0),
+            // ECT(1) and CE become CE; not ECN-capable is dropped.
+            for (tos, want) in [
+                (0xb8 | 2, Some(0xbb)),
+                (1, Some(3)),
+                (3, Some(3)),
+                (0x8c, None),
+            ] {
+                let frame = with_tos(syn(client, 47000, vip, 80), tos);
+                let (_, out) = lb.run(&frame);
+                // A router on the way marks the outer header CE.
+                let (_, outer_tos, _) = outer_of(&out);
+                let marked = with_tos(out, outer_tos | 3);
+                let back = run_frame(decap, &marked);
+                match want {
+                    None => assert_eq!(back.verdict, XDP_DROP, "{name} {tos:#x}"),
+                    Some(ce) => {
+                        assert_eq!(back.verdict, XDP_PASS, "{name} {tos:#x}");
+                        let expect = with_tos(frame.clone(), ce);
+                        assert_eq!(&back.out[12..], &expect[12..], "{name} {tos:#x}");
+                    }
+                }
+                // Unmarked, the inner packet is as it was.
+                let plain = run_frame(decap, &lb.run(&frame).1);
+                assert_eq!((plain.verdict, &plain.out[12..]), (XDP_PASS, &frame[12..]));
+            }
+        }
+    });
+}
+
+#[test]
+fn tunnel_source_spreads_flows_over_the_prefix() {
+    let yaml =
+        tunnel_services("tunnel_source: { ipv4: 198.18.2.0/24, ipv6: \"2001:db8:2::/64\" }\n");
+    // Neither prefix is on any interface of the bed: the FIB lookup with
+    // such a source must still forward.
+    with_lb_config(&yaml, |_, lb| {
+        let g = lb.plan.globals;
+        let prefix4 = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V4(a) => a.octets()[..3] == [198, 18, 2],
+            _ => false,
+        };
+        let prefix6 = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V6(a) => a.segments()[..4] == [0x2001, 0xdb8, 2, 0],
+            _ => false,
+        };
+        // (name, client, VIP, outer is IPv4)
+        let cases: [(&str, std::net::IpAddr, std::net::IpAddr, bool); 4] = [
+            ("ipip", CLIENT.into(), vip4(40).into(), true),
+            ("ip6ip6", CLIENT6.into(), vip6(0x40).into(), false),
+            ("ipv4 in ipv6", CLIENT.into(), vip4(41).into(), false),
+            ("gue over ipv4", CLIENT.into(), vip4(42).into(), true),
+        ];
+        for (name, client, vip, outer4) in cases {
+            let mut sources = std::collections::BTreeSet::new();
+            let mut labels = std::collections::BTreeSet::new();
+            for sport in 40000..40064u16 {
+                let frame = with_tos(syn(client, sport, vip, 80), 0x8c);
+                let (v, out) = lb.run(&frame);
+                assert_eq!(v, XDP_REDIRECT, "{name}: forwarded from the prefix");
+                let (src, tos, label) = outer_of(&out);
+                assert_eq!(tos, 0x8c, "{name}");
+                assert!(
+                    if outer4 { prefix4(src) } else { prefix6(src) },
+                    "{name}: {src}"
+                );
+                // The program's choice is the shared one, from the flow hash.
+                let (s, family) = addr_words(client);
+                let key = FlowKey {
+                    src: s,
+                    dst: addr_words(vip).0,
+                    sport: sport.to_be(),
+                    dport: 80u16.to_be(),
+                    proto: lb_common::PROTO_TCP,
+                    family,
+                    _pad: [0; 2],
+                };
+                let h = flow_hash(&key, lb_common::HASH_FIVE_TUPLE, g.hash_seed);
+                let outer_family = if outer4 {
+                    FAMILY_V4
+                } else {
+                    lb_common::FAMILY_V6
+                };
+                let want = lb_common::words_addr(g.tunnel_source(outer_family, h), outer_family);
+                assert_eq!(src, want, "{name}");
+                if let std::net::IpAddr::V4(a) = src {
+                    assert!(![0, 255].contains(&a.octets()[3]), "{name}: {a}");
+                }
+                assert_eq!(label, (!outer4).then(|| tunnel_flow_label(h)), "{name}");
+                // One flow, one source: the next packet leaves the same way.
+                let (_, again) = lb.run(&frame);
+                assert_eq!(outer_of(&again).0, src, "{name}: same flow, same source");
+                sources.insert(src);
+                labels.insert(label);
+            }
+            // 64 flows over 254 (or 2^32) sources: they spread.
+            assert!(sources.len() > 40, "{name}: {} sources", sources.len());
+            if !outer4 {
+                assert!(labels.len() > 60, "{name}: {} labels", labels.len());
+            }
+        }
+        // An IPv6 packet in IPv4 leaves from the IPv4 prefix.
+        let (v, out) = lb.run(&syn(CLIENT6, 40000, vip6(0x41), 80));
+        assert_eq!(v, XDP_REDIRECT);
+        assert!(prefix4(outer_of(&out).0));
     });
 }
 

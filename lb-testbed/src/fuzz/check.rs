@@ -9,7 +9,10 @@
 
 use std::net::IpAddr;
 
-use lb_common::{Flow, NatRev, STAT_FLOW_INSERT_FAIL};
+use lb_common::{
+    FAMILY_V4, FAMILY_V6, Flow, FlowKey, HASH_FIVE_TUPLE, NatRev, STAT_FLOW_INSERT_FAIL,
+    hash::flow_hash, tunnel_flow_label, words_addr,
+};
 
 use super::{
     config::{GUE_PORT, Mode},
@@ -156,11 +159,18 @@ pub fn check(r: &Run) -> Result<Checked, Failure> {
             nat_reply(r, &pkt, &rev)
         }
         (Expect::Echo { msg }, _) => echo(r, &msg),
-        (Expect::IcmpError { svc, msg, .. }, _) => {
+        (
+            Expect::IcmpError {
+                svc,
+                msg,
+                flow: key,
+            },
+            _,
+        ) => {
             let Before::Flow(Some(flow)) = r.before else {
                 unreachable!("refined above")
             };
-            icmp_error(r, svc, &msg, &flow)
+            icmp_error(r, svc, &msg, &key, &flow)
         }
     }
 }
@@ -347,7 +357,8 @@ fn balanced(r: &Run, svc: usize, pkt: &Pkt) -> Result<Checked, Failure> {
             sent("dsr", d, None)
         }
         Mode::Ipip | Mode::Gue => {
-            let (d, rt) = tunnel(r, pkt.l3, pkt.v4, pkt.ip_len, baddr, s.mode == Mode::Gue)?;
+            let gue = s.mode == Mode::Gue;
+            let (d, rt) = tunnel(r, pkt.l3, pkt.v4, pkt.ip_len, &pkt.key, baddr, gue)?;
             sent("tunnel", d, rt)
         }
     }
@@ -420,7 +431,8 @@ fn macs_only(r: &Run, l3: usize, v4: bool, to: IpAddr) -> Result<Defects, Failur
 
 /// Tunnel mode: the frame from its network header on, unchanged, after
 /// a new outer IP header (and UDP header for GUE) toward the backend,
-/// VLAN tag kept. Returns the inherited defects and what the
+/// VLAN tag kept. The outer header has the inner one's DSCP and ECN, and
+/// from flow `key`'s hash its source (`tunnel_source`) and IPv6 flow label. Returns the inherited defects and what the
 /// decapsulator should make of the output (untagged frames only: it
 /// reads no tag).
 fn tunnel(
@@ -428,6 +440,7 @@ fn tunnel(
     l3: usize,
     inner_v4: bool,
     inner_len: u16,
+    key: &FlowKey,
     to: IpAddr,
     gue: bool,
 ) -> Result<(Defects, Option<Vec<u8>>), Failure> {
@@ -464,22 +477,37 @@ fn tunnel(
     } else {
         IP6IP
     };
-    let snat = r.w.snat_addr(outer_v4);
+    let g = &r.w.globals;
+    let hash = flow_hash(key, HASH_FIVE_TUPLE, g.hash_seed);
+    let family = if outer_v4 { FAMILY_V4 } else { FAMILY_V6 };
+    let src = words_addr(g.tunnel_source(family, hash), family);
+    let tos = if inner_v4 {
+        f[l3 + 1]
+    } else {
+        (f[l3] << 4) | (f[l3 + 1] >> 4)
+    };
+    let label = tunnel_flow_label(hash);
     let ok = if outer_v4 {
         o[0] == 0x45
-            && o[1] == 0
+            && o[1] == tos
             && be16(o, 2) == Some(want_len as u16)
             && o[4..8] == [0, 0, 0x40, 0]
             && o[8] == 64
             && o[9] == proto
-            && o[12..16] == addr_bytes(snat)[..]
+            && o[12..16] == addr_bytes(src)[..]
             && o[16..20] == addr_bytes(to)[..]
     } else {
-        o[0..4] == [0x60, 0, 0, 0]
+        o[0..4]
+            == [
+                0x60 | tos >> 4,
+                tos << 4 | (label >> 16) as u8,
+                (label >> 8) as u8,
+                label as u8,
+            ]
             && be16(o, 4) == Some((want_len - 40) as u16)
             && o[6] == proto
             && o[7] == 64
-            && o[8..24] == addr_bytes(snat)[..]
+            && o[8..24] == addr_bytes(src)[..]
             && o[24..40] == addr_bytes(to)[..]
     };
     if !ok {
@@ -548,7 +576,13 @@ fn echo(r: &Run, msg: &Msg) -> Result<Checked, Failure> {
 /// An ICMP error about a flow's packet, to the flow's backend: as it came
 /// (dsr), inside a tunnel, or translated to be about the packet the
 /// backend sent (nat).
-fn icmp_error(r: &Run, svc: usize, msg: &Msg, flow: &Flow) -> Result<Checked, Failure> {
+fn icmp_error(
+    r: &Run,
+    svc: usize,
+    msg: &Msg,
+    key: &FlowKey,
+    flow: &Flow,
+) -> Result<Checked, Failure> {
     let Some((_, b)) = r.w.backends.get(&flow.backend) else {
         return fail(
             "wrong_backend",
@@ -560,7 +594,7 @@ fn icmp_error(r: &Run, svc: usize, msg: &Msg, flow: &Flow) -> Result<Checked, Fa
         Mode::Dsr => sent("icmp error", macs_only(r, msg.l3, msg.v4, to)?, None),
         Mode::Ipip | Mode::Gue => {
             let gue = r.w.services[svc].mode == Mode::Gue;
-            let (d, rt) = tunnel(r, msg.l3, msg.v4, msg.ip_len, to, gue)?;
+            let (d, rt) = tunnel(r, msg.l3, msg.v4, msg.ip_len, key, to, gue)?;
             sent("icmp error", d, rt)
         }
         Mode::Nat => {
@@ -643,27 +677,43 @@ fn answer(r: &Run, pkt: &Pkt) -> Result<Checked, Failure> {
     sent("answer", d, None)
 }
 
-/// The decapsulator's verdict and output on `frame`: always PASS, the
-/// frame stripped of its outer header as the model says, or unchanged.
+/// The decapsulator's verdict and output on `frame`: PASS, the frame
+/// stripped of its outer header as the model says (a CE mark carried
+/// in), or unchanged; DROP for a CE mark on a packet not ECN-capable.
 pub fn decap(frame: &[u8], verdict: u32, out: &[u8]) -> Result<&'static str, Failure> {
     let fail = |class, detail: String| Err(Failure { class, detail });
-    if verdict != XDP_PASS {
+    let model = model::decap(frame, GUE_PORT);
+    let expected = match model {
+        Some(d) => {
+            let mut e = frame[..12].to_vec();
+            e.extend_from_slice(&d.ethertype.to_be_bytes());
+            e.extend_from_slice(&frame[14 + d.strip..]);
+            (!d.ce || carry_ce(&mut e, d.ethertype == ETH_IP4)).then_some(e)
+        }
+        None => Some(frame.to_vec()),
+    };
+    let want = if expected.is_some() {
+        XDP_PASS
+    } else {
+        XDP_DROP
+    };
+    if verdict != want {
         return fail(
             "decap_verdict",
             format!("xdplb_decap returned {}", verdict_name(verdict)),
         );
     }
-    match model::decap(frame, GUE_PORT) {
+    if verdict == XDP_DROP {
+        return Ok("dropped (CE on a packet not ECN-capable)");
+    }
+    match model {
         None if out == frame => Ok("passed unchanged"),
         None => fail(
             "decap_modified",
             "changed a frame that is not a tunnel packet".into(),
         ),
         Some(d) => {
-            let mut e = frame[..12].to_vec();
-            e.extend_from_slice(&d.ethertype.to_be_bytes());
-            e.extend_from_slice(&frame[14 + d.strip..]);
-            if out != e {
+            if Some(out) != expected.as_deref() {
                 return fail(
                     "decap_wrong_output",
                     format!(
@@ -672,7 +722,38 @@ pub fn decap(frame: &[u8], verdict: u32, out: &[u8]) -> Result<&'static str, Fai
                     ),
                 );
             }
-            Ok("decapsulated")
+            Ok(if d.ce {
+                "decapsulated, CE carried in"
+            } else {
+                "decapsulated"
+            })
         }
     }
+}
+
+/// RFC 6040's decapsulation of an outer CE into the frame `e` (inner
+/// packet after 14 bytes): its ECN becomes CE (IPv4 checksum updated), or
+/// false (drop) if it is not ECN-capable. An inner IPv4 header shorter
+/// than its checksum field is left alone.
+fn carry_ce(e: &mut [u8], v4: bool) -> bool {
+    if v4 {
+        if e.len() < 14 + 12 {
+            return true;
+        }
+        if e[15] & 3 == 0 {
+            return false;
+        }
+        // Incrementally: a header with a wrong checksum keeps it wrong.
+        let old = u16::from_ne_bytes([e[14], e[15]]);
+        e[15] |= 3;
+        let new = u16::from_ne_bytes([e[14], e[15]]);
+        let check = lb_common::csum::replace2(u16::from_ne_bytes([e[24], e[25]]), old, new);
+        e[24..26].copy_from_slice(&check.to_ne_bytes());
+        return true;
+    }
+    if e[15] & 0x30 == 0 {
+        return false;
+    }
+    e[15] |= 0x30;
+    true
 }

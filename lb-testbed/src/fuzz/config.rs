@@ -299,13 +299,19 @@ pub const PEERS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(19
 pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x09];
 
 /// One epoch's config: the backends' states, per service then backend,
-/// and whether flow sync is on (with which peers alive).
+/// whether flow sync is on (with which peers alive), and whether tunnel
+/// packets leave from `TUNNEL_SOURCE`'s prefixes (else the SNAT address).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variant {
     pub states: Vec<Vec<State>>,
     /// Flow sync on, and each peer's `alive` flag.
     pub sync: Option<[bool; 2]>,
+    pub tunnel_source: bool,
 }
+
+/// `tunnel_source` of the epochs that have one: addresses no frame the
+/// fuzzer makes is to or from, on no interface of the bed.
+pub const TUNNEL_SOURCE: &str = "{ ipv4: 198.18.2.0/24, ipv6: \"2001:db8:2::/64\" }";
 
 impl Variant {
     /// Every backend ready (but `empty`'s), no flow sync.
@@ -319,16 +325,19 @@ impl Variant {
                 })
                 .collect(),
             sync: None,
+            tunnel_source: false,
         }
     }
 
-    /// A third of the epochs run flow sync. Half run the base states; the
-    /// others change about a third of the backends.
+    /// A third of the epochs run flow sync, half have a `tunnel_source`.
+    /// Half run the base states; the others change about a third of the
+    /// backends.
     pub fn draw(rng: &mut impl Rng) -> Variant {
         let mut v = Variant::base();
         if rng.random_bool(0.33) {
             v.sync = Some([rng.random_bool(0.8), rng.random_bool(0.8)]);
         }
+        v.tunnel_source = rng.random_bool(0.5);
         if rng.random_bool(0.5) {
             return v;
         }
@@ -371,6 +380,9 @@ impl Variant {
                  flow_sync: {{ address: 198.18.0.1, peers: [{}, {}] }}",
                 PEERS[0], PEERS[1]
             );
+        }
+        if self.tunnel_source {
+            let _ = writeln!(y, "tunnel_source: {TUNNEL_SOURCE}");
         }
         y.push_str("services:\n");
         for (s, states) in SERVICES.iter().zip(&self.states) {

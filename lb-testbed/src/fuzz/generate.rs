@@ -401,7 +401,8 @@ impl Gen {
             .unwrap()
             .vip();
         let l4 = udp(self.rng.random(), 80, &payload);
-        let mut ip = self.ip_frame((CLIENT_MAC, LBC_MAC), client, vip, UDP, &l4)[14..].to_vec();
+        let frame = self.ip_frame((CLIENT_MAC, LBC_MAC), client, vip, UDP, &l4);
+        let mut ip = self.some_tos(frame)[14..].to_vec();
         for _ in 0..depth {
             ip = self.encapsulate(&ip);
         }
@@ -448,7 +449,18 @@ impl Gen {
             append_l4(&mut f, ip);
             f
         };
-        f[14..].to_vec()
+        self.some_tos(f)[14..].to_vec()
+    }
+
+    /// Half the time, `frame` with a random DSCP and ECN (the decapsulator
+    /// carries an outer CE into the inner packet, or drops it).
+    fn some_tos(&mut self, frame: Vec<u8>) -> Vec<u8> {
+        if self.rng.random_bool(0.5) {
+            let tos = self.rng.random();
+            crate::frames::with_tos(frame, tos)
+        } else {
+            frame
+        }
     }
 
     /// A client address: the reachable client mostly, sometimes one with

@@ -351,11 +351,13 @@ fn icmp_reason(f: &[u8]) -> PassReason {
 /// `strip` bytes after the Ethernet header and set the EtherType to
 /// `ethertype`, or (`None`) pass it unchanged: not IP, an IPv4 fragment or
 /// header with IHL below 5, not IPIP, IPv6-in-IP or GUE to its port, or
-/// cut before the inner packet's first 4 bytes.
+/// cut before the inner packet's first 4 bytes. `ce`: see `check::decap`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decap {
     pub strip: usize,
     pub ethertype: u16,
+    /// The outer ECN field is CE (RFC 6040: carried into the inner packet).
+    pub ce: bool,
 }
 
 pub fn decap(f: &[u8], gue_port: u16) -> Option<Decap> {
@@ -391,9 +393,15 @@ pub fn decap(f: &[u8], gue_port: u16) -> Option<Decap> {
         }
         _ => return None,
     };
+    let tc = if be16(f, 12)? == ETH_IP4 {
+        f[15]
+    } else {
+        f[15] >> 4
+    };
     Some(Decap {
         strip: inner - 14,
         ethertype: if proto == IPIP { ETH_IP4 } else { ETH_IP6 },
+        ce: tc & 3 == 3,
     })
 }
 

@@ -9,6 +9,7 @@
 
 mod error;
 mod lines;
+mod prefix;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -25,6 +26,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use error::ConfigError;
+pub use prefix::{Prefix, TunnelSource};
 pub use validate::{MAX_WEIGHT, check_host};
 
 use lines::Lines;
@@ -37,6 +39,10 @@ pub struct Config {
     pub xdp_mode: XdpModeSetting,
     pub admin: Admin,
     pub snat: Snat,
+    /// Tunnel mode: prefixes the outer source addresses are drawn from,
+    /// per flow; none: `snat.ipv4`/`snat.ipv6`.
+    #[serde(skip_serializing_if = "TunnelSource::is_none")]
+    pub tunnel_source: TunnelSource,
     /// Flow-hash and Maglev seed: identical on every LB node => same choices.
     pub hash_seed: u32,
     pub limits: Limits,
@@ -196,6 +202,7 @@ impl Default for Config {
             xdp_mode: XdpModeSetting::default(),
             admin: Admin::default(),
             snat: Snat::default(),
+            tunnel_source: TunnelSource::default(),
             hash_seed: 0x5eed,
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
             on_exit: OnExit::default(),

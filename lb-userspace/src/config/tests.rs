@@ -557,6 +557,83 @@ fn tunnel_mode() {
 }
 
 #[test]
+fn tunnel_source_prefixes() {
+    let tunnel = base_with("port: 80\n", "port: 80\n    mode: tunnel\n")
+        .replace("port: 8080", "port: 80")
+        .replace("198.18.1.12", "\"2001:db8:1::12\"");
+    let with = |ts: &str| {
+        tunnel.replace(
+            "snat: { ipv4: 198.18.1.1 }",
+            &format!("snat: {{ ipv4: 198.18.1.1 }}\ntunnel_source: {ts}"),
+        )
+    };
+    // A prefix of each family replaces the SNAT address (snat.ipv6 is no
+    // longer required for the IPv6 backend).
+    let cfg = parse(&with("{ ipv4: 198.18.2.0/24, ipv6: \"2001:db8:2::/64\" }")).unwrap();
+    let v4 = cfg.tunnel_source.ipv4.unwrap();
+    assert_eq!(v4.to_string(), "198.18.2.0/24");
+    assert_eq!(v4.varied_host_bits(), 0xff);
+    assert!(v4.contains("198.18.2.77".parse().unwrap()));
+    assert!(!v4.contains("198.18.3.1".parse().unwrap()));
+    assert_eq!(cfg.tunnel_source.ipv6.unwrap().varied_host_bits(), u32::MAX);
+    // The config reads back as written.
+    let back = serde_yaml::to_string(&cfg).unwrap();
+    assert_eq!(Config::from_yaml(&back).unwrap(), cfg);
+    // Without it, nothing changes.
+    assert!(Config::default().tunnel_source.is_none());
+    assert_errs(&[
+        (
+            with("{ ipv4: 198.18.2.0/24 }"),
+            &["snat.ipv6: required: service \"web\" tunnels to IPv6 backends"],
+        ),
+        (
+            with("{ ipv4: 198.18.2.0 }"),
+            &["tunnel_source.ipv4", "expected ADDRESS/LENGTH", "line 3"],
+        ),
+        (
+            with("{ ipv4: 198.18.2.0/33 }"),
+            &["tunnel_source.ipv4", "length above 32"],
+        ),
+        (
+            with("{ ipv4: \"2001:db8:2::/64\", ipv6: \"2001:db8:2::/64\" }"),
+            &["tunnel_source.ipv4: 2001:db8:2::/64 is not an IPv4 prefix"],
+        ),
+        (
+            with("{ ipv4: 198.18.2.0/31, ipv6: \"2001:db8:2::/64\" }"),
+            &["tunnel_source.ipv4: 198.18.2.0/31: prefix length must be /16 to /30"],
+        ),
+        (
+            with("{ ipv4: 198.18.0.0/8, ipv6: \"2001:db8:2::/64\" }"),
+            &["prefix length must be /16 to /30"],
+        ),
+        (
+            with("{ ipv4: 198.18.2.0/24, ipv6: \"2001:db8:2::/48\" }"),
+            &["tunnel_source.ipv6: 2001:db8:2::/48: prefix length must be /64 to /124"],
+        ),
+        (
+            with("{ ipv4: 198.18.2.1/24, ipv6: \"2001:db8:2::/64\" }"),
+            &["tunnel_source.ipv4: 198.18.2.1/24 has bits set past /24"],
+        ),
+        (
+            with("{ ipv4: 224.0.0.0/24, ipv6: \"2001:db8:2::/64\" }"),
+            &["tunnel_source.ipv4: 224.0.0.0 is not a usable unicast address"],
+        ),
+        (
+            with("{ ipv4: 198.18.100.0/24, ipv6: \"2001:db8:2::/64\" }"),
+            &[
+                "tunnel_source.ipv4: 198.18.100.0/24 holds 198.18.100.10, the VIP of service \"web\"",
+            ],
+        ),
+        (
+            with("{ ipv4: 198.18.2.0/24, ipv6: \"2001:db8:1::/64\" }"),
+            &[
+                "tunnel_source.ipv6: 2001:db8:1::/64 holds 2001:db8:1::12, a backend of service \"web\"",
+            ],
+        ),
+    ]);
+}
+
+#[test]
 fn ipv6_and_dsr() {
     // An IPv6 service in nat mode needs snat.ipv6.
     let v6 = base_with("198.18.100.10", "2001:db8:100::10")

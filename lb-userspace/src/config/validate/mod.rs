@@ -32,6 +32,7 @@ impl Config {
         limits::check_sizes(&self.limits)?;
         services::check(&self.services)?;
         snat::check_addresses(self)?;
+        snat::check_tunnel_source(self)?;
         limits::check_capacity(self)?;
         bgp::check(self)?;
         flow_sync::check(self)?;

@@ -1,11 +1,12 @@
 //! `snat`: the port range, the source addresses nat and tunnel modes
-//! need, and (on the host) no overlap with the kernel's ephemeral ports.
+//! need, and (on the host) no overlap with the kernel's ephemeral ports;
+//! `tunnel_source`, the prefixes tunnel mode may take them from instead.
 
 use std::net::IpAddr;
 
 use super::check_unicast;
 use crate::config::error::invalid;
-use crate::config::{Config, ConfigError, Mode, PortRange};
+use crate::config::{Config, ConfigError, Mode, PortRange, Prefix};
 
 pub(in crate::config) const EPHEMERAL_PORTS: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 
@@ -47,7 +48,14 @@ pub(super) fn check_addresses(config: &Config) -> Result<(), ConfigError> {
         for s in &config.services {
             let need = match s.mode {
                 Mode::Nat => s.vip.is_ipv4() == v4,
-                Mode::Tunnel => s.backends.iter().any(|b| b.address.is_ipv4() == v4),
+                Mode::Tunnel => {
+                    let prefix = if v4 {
+                        config.tunnel_source.ipv4
+                    } else {
+                        config.tunnel_source.ipv6
+                    };
+                    prefix.is_none() && s.backends.iter().any(|b| b.address.is_ipv4() == v4)
+                }
                 Mode::Dsr => false,
             };
             if need {
@@ -99,4 +107,73 @@ pub(in crate::config) fn check_ephemeral_overlap(
         ));
     }
     Ok(())
+}
+
+/// Prefix lengths `tunnel_source` accepts. IPv4: /30 is the longest with
+/// two host bits (an all-zeros and all-ones host part are never used, so
+/// at least 2 addresses remain); /16 already gives 65534 sources, more
+/// than any NIC has queues, and a wider block only burdens the route back.
+/// IPv6: the flow hash varies the last 32 bits, so a prefix shorter than
+/// /64 adds nothing; /124 keeps 14 sources.
+const TUNNEL_V4_LEN: std::ops::RangeInclusive<u8> = 16..=30;
+const TUNNEL_V6_LEN: std::ops::RangeInclusive<u8> = 64..=124;
+
+/// `tunnel_source`: of the right family, a network address of a sensible
+/// length, unicast, holding no VIP nor backend.
+pub(super) fn check_tunnel_source(config: &Config) -> Result<(), ConfigError> {
+    let prefixes = [
+        ("tunnel_source.ipv4", config.tunnel_source.ipv4, true),
+        ("tunnel_source.ipv6", config.tunnel_source.ipv6, false),
+    ];
+    for (key, prefix, v4) in prefixes {
+        let Some(p) = prefix else { continue };
+        check_prefix(key, p, v4)?;
+        let vip = config.services.iter().find(|s| p.contains(s.vip));
+        if let Some(s) = vip {
+            return Err(invalid(
+                key,
+                format!("{p} holds {}, the VIP of service {:?}", s.vip, s.name),
+            ));
+        }
+        for s in &config.services {
+            if let Some(b) = s.backends.iter().find(|b| p.contains(b.address)) {
+                return Err(invalid(
+                    key,
+                    format!("{p} holds {}, a backend of service {:?}", b.address, s.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_prefix(key: &str, p: Prefix, v4: bool) -> Result<(), ConfigError> {
+    let (family, lens) = if v4 {
+        ("IPv4", TUNNEL_V4_LEN)
+    } else {
+        ("IPv6", TUNNEL_V6_LEN)
+    };
+    if p.addr.is_ipv4() != v4 {
+        return Err(invalid(key, format!("{p} is not an {family} prefix")));
+    }
+    if !lens.contains(&p.len) {
+        return Err(invalid(
+            key,
+            format!(
+                "{p}: prefix length must be /{} to /{}",
+                lens.start(),
+                lens.end()
+            ),
+        ));
+    }
+    if p.has_host_bits() {
+        return Err(invalid(
+            key,
+            format!(
+                "{p} has bits set past /{}: give the prefix's first address",
+                p.len
+            ),
+        ));
+    }
+    check_unicast(key, p.addr)
 }
