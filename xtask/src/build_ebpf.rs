@@ -5,7 +5,7 @@ use std::{fs, path::PathBuf, time::SystemTime};
 
 use anyhow::{Context, Result};
 
-use crate::util::{cargo, exec, root};
+use crate::util::{cargo, exec, target_dir};
 
 pub fn run() -> Result<()> {
     crate::setup::run()?;
@@ -23,9 +23,10 @@ pub fn build() -> Result<()> {
     )
 }
 
-/// The newest non-empty `target/release/build/lb-userspace-*/out/xdplb`.
+/// The newest non-empty `target/release/build/lb-userspace-*/out/xdplb`
+/// (under `CARGO_TARGET_DIR` if set).
 pub fn object() -> Result<PathBuf> {
-    let build_dir = root().join("target/release/build");
+    let build_dir = target_dir().join("release/build");
     let mut best: Option<(SystemTime, PathBuf)> = None;
     for entry in
         fs::read_dir(&build_dir).with_context(|| format!("read {}", build_dir.display()))?

@@ -12,6 +12,15 @@ pub fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR` (relative to the workspace) if
+/// set, else the workspace's `target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
 /// The cargo that runs us (as set by `cargo run`), else `cargo`, with
 /// ~/.cargo/bin first in PATH: the eBPF build needs the bpf-linker that
 /// setup may just have installed there.
