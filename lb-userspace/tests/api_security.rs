@@ -494,7 +494,11 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         ])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .args(["--max-examples", "40", "--seed", "13", "--max-time", "60"])
-        .args(["--workers", "2", "--request-timeout", "10"])
+        // One worker: with two, hypothesis (under schemathesis) describes
+        // its filters with ast.parse from two threads at once, and CPython
+        // 3.11 sometimes fails it ("AST constructor recursion depth
+        // mismatch"): an error of the tool, not of the API.
+        .args(["--workers", "1", "--request-timeout", "10"])
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "")
         .current_dir(env!("CARGO_TARGET_TMPDIR"))

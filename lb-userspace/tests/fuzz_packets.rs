@@ -12,7 +12,10 @@ use lb_testbed::{fuzz, xdplb_bin};
 fn a_fixed_seed_finds_nothing_and_reaches_every_path() {
     let opts = fuzz::Options {
         count: 150_000,
-        seed: 0x5eed,
+        // Any seed must pass; this one also reaches every path below in
+        // 150,000 frames (checked by the asserts: when the generator
+        // changes, a seed's stream changes, and another may be needed).
+        seed: 5,
         out_dir: std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-packets"),
         xdplb: xdplb_bin!().display().to_string(),
         max_failures: 5,
@@ -37,6 +40,7 @@ fn a_fixed_seed_finds_nothing_and_reaches_every_path() {
         "sent icmp error",
         "sent to owner",
         "drop no_backend",
+        "drop full_drop",
         "drop snat_exhausted",
         "drop neigh_miss",
         "drop fib_fail",
