@@ -112,3 +112,17 @@ impl FibNet {
         netns::run_in(self.ns(), f)
     }
 }
+
+/// The flow key of a TCP connection from [`CLIENT`]`:sport` to `vip`:80,
+/// as the program's flow table holds it.
+pub fn client_key4(sport: u16, vip: Ipv4Addr) -> lb_common::FlowKey {
+    lb_common::FlowKey {
+        src: lb_common::v4_words(CLIENT.octets()),
+        dst: lb_common::v4_words(vip.octets()),
+        sport: sport.to_be(),
+        dport: 80u16.to_be(),
+        proto: lb_common::PROTO_TCP,
+        family: lb_common::FAMILY_V4,
+        _pad: [0; 2],
+    }
+}

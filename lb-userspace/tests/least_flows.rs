@@ -16,17 +16,15 @@ use std::{
     time::Duration,
 };
 
-use lb_common::{
-    FAMILY_V4, FlowKey, PROTO_TCP, STAT_FULL_ADMIT, STAT_FULL_DROP, STAT_FULL_REDIRECT, v4_words,
-};
+use lb_common::{FlowKey, STAT_FULL_ADMIT, STAT_FULL_DROP, STAT_FULL_REDIRECT};
 use lb_testbed::{
-    ADMIN, Daemon, HttpServer, Topology, XDP_DROP, XDP_REDIRECT, XDP_TX, backend_http,
-    fib_net::{CLIENT, FibNet},
+    Daemon, HttpServer, Topology, XDP_DROP, XDP_REDIRECT, XDP_TX, backend_http,
+    fib_net::{CLIENT, FibNet, client_key4},
     fixtures::{SERVICES, WEB_VIP, dataplane, service},
     frames::{ack_of, syn},
-    http_get_from, metric_sum, netns, run_frame, tcp_connect_from, wait_answering, xdplb_bin,
+    http_get_from, metric_sum, run_frame, tcp_connect_from, xdplb_bin,
 };
-use xdplb::{api_types::Service, client::Client, dataplane::Dataplane, plan};
+use xdplb::{api_types::Service, dataplane::Dataplane, plan};
 
 // --- packet tests ---
 
@@ -45,15 +43,7 @@ fn web_with(keys: &str, backend_keys: &str) -> String {
 }
 
 fn key(sport: u16) -> FlowKey {
-    FlowKey {
-        src: v4_words(CLIENT.octets()),
-        dst: v4_words(WEB_VIP.octets()),
-        sport: sport.to_be(),
-        dport: 80u16.to_be(),
-        proto: PROTO_TCP,
-        family: FAMILY_V4,
-        _pad: [0; 2],
-    }
+    client_key4(sport, WEB_VIP)
 }
 
 /// `web`'s backend ids, in config order (.11, .12, .13).
@@ -202,7 +192,6 @@ fn least_flows_with_a_limit_takes_the_other_choice_then_any_backend_with_room() 
 // --- integration ---
 
 const VIP: &str = "198.18.100.10:80";
-const PATIENCE: Duration = Duration::from_secs(20);
 const CONNECT: Duration = Duration::from_secs(2);
 
 fn vip() -> SocketAddr {
@@ -253,14 +242,7 @@ impl Bed {
         let servers = (1..=n)
             .map(|i| HttpServer::start(&topo.backend_ns(i), backend_http(i), &name(i)).unwrap())
             .collect();
-        let daemon = topo
-            .start_daemon(xdplb_bin!(), &config(&topo))
-            .expect("daemon starts");
-        assert!(
-            wait_answering(&topo.client_ns(), vip(), PATIENCE),
-            "no answer through the VIP:\n{}",
-            daemon.log()
-        );
+        let daemon = topo.start_daemon_serving(xdplb_bin!(), &config(&topo), vip());
         Bed {
             topo,
             _servers: servers,
@@ -272,18 +254,11 @@ impl Bed {
     /// answers, unlike SIGHUP).
     fn reload(&self, yaml: &str) {
         std::fs::write(self.daemon.config_path(), yaml).unwrap();
-        netns::run_in(
-            &self.topo.lb_ns(),
-            || Ok(Client::new(ADMIN, None).reload()?),
-        )
-        .expect("reload");
+        self.topo.api(|c| c.reload()).expect("reload");
     }
 
     fn service(&self) -> Service {
-        netns::run_in(&self.topo.lb_ns(), || {
-            Ok(Client::new(ADMIN, None).services()?.remove(0))
-        })
-        .unwrap()
+        self.topo.api(|c| c.services()).unwrap().remove(0)
     }
 
     /// A connection from local port `port` held open, and the backend that

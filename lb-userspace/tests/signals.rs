@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{FAMILY_V4, FlowKey, HANDSHAKE_BUCKETS, PROTO_TCP, v4_words};
+use lb_common::{FlowKey, HANDSHAKE_BUCKETS};
 use lb_testbed::{
     HttpServer, Topology, XDP_REDIRECT, XDP_TX, backend_addr,
     fib_net::{CLIENT, FibNet},
@@ -52,15 +52,7 @@ impl Lb {
 }
 
 fn key4(sport: u16, vip: Ipv4Addr) -> FlowKey {
-    FlowKey {
-        src: v4_words(CLIENT.octets()),
-        dst: v4_words(vip.octets()),
-        sport: sport.to_be(),
-        dport: 80u16.to_be(),
-        proto: PROTO_TCP,
-        family: FAMILY_V4,
-        _pad: [0; 2],
-    }
+    lb_testbed::fib_net::client_key4(sport, vip)
 }
 
 fn with_lb(f: impl FnOnce(&mut Lb) + Send) {
