@@ -455,9 +455,9 @@ pub struct BackendCounter {
 /// sweep sets back to 0. So `flows()` is never negative, is exact at each
 /// sweep, and between sweeps follows new and closing TCP flows at once
 /// (idle ones, and UDP flows, leave at the next sweep). The program's adds
-/// are plain adds: two CPUs adding at once may lose one, until the next
-/// sweep. (A flow created while the sweep runs may be missed until the
-/// next one.)
+/// are atomic (XADD); still, two CPUs seeing a flow's two FINs at once may
+/// both count it closed, and a flow created while the sweep runs may be
+/// missed, until the next sweep.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendLoad {

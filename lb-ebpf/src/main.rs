@@ -6,6 +6,9 @@
 //! `stats` counting along the way. Anything that is not for a VIP or a NAT
 //! reply leaves untouched with XDP_PASS.
 #![no_std]
+// `atomic_xadd` (stats.rs): shared counters.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 #![no_main]
 
 mod fib;

@@ -1,4 +1,7 @@
-//! Per-CPU counters: no atomics needed, the daemon sums the CPUs.
+//! Per-CPU counters: no atomics needed, the daemon sums the CPUs. The
+//! backend loads (`BACKEND_LOAD`) are shared, added to atomically.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{XDP_ACTIONS, handshake_bucket};
 
@@ -42,19 +45,28 @@ pub fn count_backend(id: u32, bytes: u64, new_flow: bool) {
             }
         }
     }
-    // Shared by the CPUs (the program reads it back). A plain add: BPF
-    // has no atomic add in Rust's core, and two CPUs adding at once lose
-    // one at worst, until the next sweep counts anew.
+    // Shared by the CPUs (the program reads it back): an atomic add (BPF's
+    // XADD, its result unused, which every kernel we support accepts).
     if new_flow && let Some(load) = BACKEND_LOAD.get_ptr_mut(id) {
-        unsafe { (*load).recent += 1 };
+        add_shared(unsafe { &raw mut (*load).recent });
     }
+}
+
+/// Adds 1 to a u64 that several CPUs write at once.
+#[inline(always)]
+fn add_shared(n: *mut u64) {
+    // Core's AtomicU64 has no fetch_add on this target (no compare and
+    // swap), so the intrinsic: LLVM makes it XADD as the result is unused.
+    // Safety: `n` points into a map value, 8-byte aligned, alive for the
+    // program run.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, 1) };
 }
 
 /// A flow of backend `id` is closing (a TCP FIN or RST went by).
 #[inline(always)]
 pub fn count_closed(id: u32) {
     if let Some(load) = BACKEND_LOAD.get_ptr_mut(id) {
-        unsafe { (*load).closed += 1 };
+        add_shared(unsafe { &raw mut (*load).closed });
     }
 }
 
