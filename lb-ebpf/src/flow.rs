@@ -132,21 +132,63 @@ fn confirms(f: &Flow, key: &FlowKey, svc: &ServiceMeta, seen: &Seen) -> bool {
     }
 }
 
-/// `Err`: no flow for this packet.
+/// A confirmed flow that keeps its backend: where this packet goes.
+#[inline(always)]
+fn carry_on(
+    f: &mut Flow,
+    key: &FlowKey,
+    svc: &ServiceMeta,
+    globals: &Globals,
+    seen: &Seen,
+) -> Option<Conn> {
+    let backend = standing(f, svc, !f.expired(key.proto, globals, seen.now))?;
+    touch(f, seen);
+    Some(conn(f, backend, false))
+}
+
+/// What the entry program's fast path found.
+pub enum Fast {
+    /// An established (confirmed, standing) flow: where the packet goes.
+    Established(Conn),
+    /// No confirmed flow: [`lookup_or_create`] need not look again.
+    NoFlow,
+    /// A confirmed flow that does not stand (expired, backend gone):
+    /// [`lookup_or_create`] replaces it.
+    Stale,
+}
+
+/// The fast path: most packets belong to an established flow. Anything
+/// else takes [`lookup_or_create`] behind the tail call.
+#[inline(always)]
+pub fn established(key: &FlowKey, svc: &ServiceMeta, globals: &Globals, seen: &Seen) -> Fast {
+    let Some(flow) = FLOWS.get_ptr_mut(key) else {
+        return Fast::NoFlow;
+    };
+    match carry_on(unsafe { &mut *flow }, key, svc, globals, seen) {
+        Some(conn) => Fast::Established(conn),
+        None => Fast::Stale,
+    }
+}
+
+/// `Err`: no flow for this packet. `no_flow`: the fast path found no
+/// confirmed flow (`Fast::NoFlow`), so `FLOWS` is not read again.
 #[inline(always)]
 pub fn lookup_or_create(
     key: &FlowKey,
     svc: &ServiceMeta,
     globals: &Globals,
     seen: &Seen,
+    no_flow: bool,
 ) -> Result<Conn, Miss> {
-    let confirmed = FLOWS.get_ptr_mut(key);
-    if let Some(flow) = confirmed {
-        let f = unsafe { &mut *flow };
-        if let Some(backend) = standing(f, svc, !f.expired(key.proto, globals, seen.now)) {
-            touch(f, seen);
-            return Ok(conn(f, backend, false));
-        }
+    let confirmed = if no_flow {
+        None
+    } else {
+        FLOWS.get_ptr_mut(key)
+    };
+    if let Some(flow) = confirmed
+        && let Some(conn) = carry_on(unsafe { &mut *flow }, key, svc, globals, seen)
+    {
+        return Ok(conn);
     }
     let stale = confirmed.map(|f| unsafe { *f });
     let pending = if stale.is_none() {

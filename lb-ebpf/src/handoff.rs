@@ -40,6 +40,8 @@ pub struct Handoff {
     ip_len: u16,
     tcp_flags: u8,
     has_l4_check: u8,
+    /// The entry program found no confirmed flow (`flow::Fast::NoFlow`).
+    no_flow: u8,
 }
 
 /// One entry: the packet in flight on this CPU.
@@ -48,7 +50,12 @@ static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 
 /// Stores `pkt` (and `svc`, if any) for the stage about to be tail-called.
 #[inline(always)]
-pub fn save(ctx: &XdpContext, pkt: &Packet, svc: Option<&ServiceMeta>) -> Option<()> {
+pub fn save(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    svc: Option<&ServiceMeta>,
+    no_flow: bool,
+) -> Option<()> {
     let h = HANDOFF.get_ptr_mut(0)?;
     let l4_off = pkt.ports as usize - ctx.data();
     unsafe {
@@ -61,12 +68,18 @@ pub fn save(ctx: &XdpContext, pkt: &Packet, svc: Option<&ServiceMeta>) -> Option
             ip_len: pkt.ip_len,
             tcp_flags: pkt.tcp_flags,
             has_l4_check: pkt.l4_check.is_some() as u8,
+            no_flow: no_flow as u8,
         }
     };
     Some(())
 }
 
 impl Handoff {
+    #[inline(always)]
+    pub fn no_flow(&self) -> bool {
+        self.no_flow != 0
+    }
+
     /// Offset of the L4 header, bounded for the verifier (`None`: beyond
     /// any frame). A pointer difference would be unbounded to it.
     #[inline(always)]

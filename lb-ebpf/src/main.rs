@@ -36,6 +36,7 @@ use lb_common::{
     GLOBAL_STATS_LEN, Globals, Handshakes, MAX_PEERS, MODE_DSR, MODE_NAT, MODE_TUNNEL, NatRev,
     NextHop, PROTO_TCP, Peer, SVC_REJECT, ServiceBackends, ServiceKey, ServiceMeta,
 };
+use parse::Packet;
 use tunnel::Inner;
 
 // Map sizes below are placeholders: the daemon sets them from the config at
@@ -132,7 +133,7 @@ pub fn xdplb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn entry(ctx: &XdpContext) -> Result<u32, ()> {
     let globals = CONFIG.get(0).ok_or(())?;
-    let Some(pkt) = parse::parse(ctx) else {
+    let Some(mut pkt) = parse::parse(ctx) else {
         // Not TCP/UDP: maybe ICMP for a VIP; without the handler, pass.
         unsafe { JUMP.tail_call(ctx, JUMP_ICMP) };
         return Ok(XDP_PASS);
@@ -141,13 +142,29 @@ fn entry(ctx: &XdpContext) -> Result<u32, ()> {
     // direct jump instead of an indirect one (a retpoline on most CPUs).
     // Replies from backends (nat mode) arrive at the SNAT address.
     if pkt.key.dst == globals.snat(pkt.key.family) {
-        handoff::save(ctx, &pkt, None).ok_or(())?;
+        handoff::save(ctx, &pkt, None, false).ok_or(())?;
         unsafe { JUMP.tail_call(ctx, JUMP_REPLY) };
     } else {
         let Some(svc) = service(&pkt.key, globals.flags) else {
             return Ok(XDP_PASS);
         };
-        handoff::save(ctx, &pkt, Some(svc)).ok_or(())?;
+        // Fast path: most packets belong to an established flow, which
+        // needs neither the tail call nor the hand-off.
+        let now = flow::now_secs();
+        let seen = flow::Seen {
+            tcp_flags: pkt.tcp_flags,
+            ack: 0, // only confirming an unconfirmed flow reads it
+            now,
+        };
+        let no_flow = match flow::established(&pkt.key, svc, globals, &seen) {
+            flow::Fast::Established(conn) => {
+                stats::count_service(svc.id, pkt.frame_len);
+                return Ok(deliver(ctx, &mut pkt, svc, &conn, globals, now));
+            }
+            flow::Fast::NoFlow => true,
+            flow::Fast::Stale => false,
+        };
+        handoff::save(ctx, &pkt, Some(svc), no_flow).ok_or(())?;
         // With flow sync, a nat packet that does not open a connection may
         // belong to another node's flow (`owner`). A SYN starts one anew.
         if svc.mode == MODE_NAT && globals.flags & FLAG_FLOW_SYNC != 0 && !pkt.opens_connection() {
@@ -218,7 +235,7 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
         },
         now,
     };
-    let conn = match flow::lookup_or_create(&pkt.key, svc, globals, &seen) {
+    let conn = match flow::lookup_or_create(&pkt.key, svc, globals, &seen, h.no_flow()) {
         Ok(conn) => conn,
         Err(flow::Miss::NoBackend) if svc.flags & SVC_REJECT != 0 => {
             unsafe { JUMP.tail_call(ctx, JUMP_REJECT) };
@@ -226,32 +243,46 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
         }
         Err(_) => return Ok(XDP_DROP),
     };
-    stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
     if conn.new
         && let Some(len) = offload::l4_len(&pkt, l4)
     {
         offload::check(ctx, &pkt, len);
     }
+    Ok(deliver(ctx, &mut pkt, svc, &conn, globals, now))
+}
+
+/// A packet of a flow whose backend is known: counted, rewritten for the
+/// service's mode, forwarded.
+#[inline(always)]
+fn deliver(
+    ctx: &XdpContext,
+    pkt: &mut Packet,
+    svc: &ServiceMeta,
+    conn: &flow::Conn,
+    globals: &Globals,
+    now: u32,
+) -> u32 {
+    stats::count_backend(conn.backend_id, pkt.frame_len, conn.new);
     let backend = conn.backend.addr;
     let route = match svc.mode {
         // Only the destination MAC changes: the backend holds the VIP.
-        MODE_DSR => Route::of(&pkt, &backend),
+        MODE_DSR => Route::of(pkt, &backend),
         // The packet goes unchanged inside an outer header to the backend.
         MODE_TUNNEL => {
-            match tunnel::encap(ctx, &Inner::of(&pkt), &conn.backend, svc.encap, globals) {
+            match tunnel::encap(ctx, &Inner::of(pkt), &conn.backend, svc.encap, globals) {
                 Some(route) => route,
-                None => return Ok(XDP_DROP),
+                None => return XDP_DROP,
             }
         }
         _ => {
             let snat = globals.snat(pkt.key.family);
-            nat::rewrite(&mut pkt, &snat, &backend, conn.snat_port, conn.backend_port);
-            Route::of(&pkt, &backend)
+            nat::rewrite(pkt, &snat, &backend, conn.snat_port, conn.backend_port);
+            Route::of(pkt, &backend)
         }
     };
     let hop = BACKEND_HOPS.get_ptr_mut(conn.backend_id);
     let hop = hop.map(|h| unsafe { &mut *h });
-    Ok(fib::forward(ctx, &route, globals.flags, hop, now))
+    fib::forward(ctx, &route, globals.flags, hop, now)
 }
 
 /// A packet to a service with no usable backend and `on_empty: reject`:

@@ -55,9 +55,15 @@ pub const fn vip6(n: u16) -> Ipv6Addr {
 /// The program loaded with the config's limits and its maps filled from
 /// the config's plan, as the daemon does; not attached anywhere.
 pub fn dataplane(yaml: &str) -> (Dataplane, plan::Plan) {
+    dataplane_of(xdplb::dataplane::PROGRAM, yaml)
+}
+
+/// [`dataplane`] with another build of the program (`object`: its ELF).
+pub fn dataplane_of(object: &[u8], yaml: &str) -> (Dataplane, plan::Plan) {
     let cfg = Config::from_yaml(yaml).expect("the fixture config is valid");
     let plan = plan::from_config(&cfg).expect("the fixture config plans");
-    let mut dp = Dataplane::load(&cfg.limits, None).expect("program loads (verifier)");
+    let mut dp =
+        Dataplane::load_object(object, &cfg.limits, None).expect("program loads (verifier)");
     dp.apply(&plan).expect("the plan applies");
     (dp, plan)
 }

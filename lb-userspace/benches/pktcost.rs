@@ -17,7 +17,10 @@
 //! overhead. Needs root and the built program.
 //!
 //! `cargo xtask bench` runs this; `-- --quick` makes every piece brief.
+//! `cargo xtask bench --ab REV` compares this build with REV's (`ab.rs`).
 
+#[path = "pktcost/ab.rs"]
+mod ab;
 mod common;
 #[path = "pktcost/frames.rs"]
 mod frames;
@@ -47,6 +50,17 @@ services:
   - { name: lf4, vip: 198.18.100.11, port: 80, protocol: tcp, mode: nat, balance: least-flows, backends: [ { address: 198.18.1.11, port: 8081, max_flows: 10000000 }, { address: 198.18.1.12, port: 8081, max_flows: 10000000 }, { address: 198.18.1.13, port: 8081, max_flows: 10000000 } ] }
   - { name: gue4, vip: 198.18.100.42, port: 80, protocol: tcp, mode: tunnel, encap: gue, backends: [ { address: 198.18.1.11, port: 80 }, { address: 198.18.1.12, port: 80 }, { address: 198.18.1.13, port: 80 } ] }
 "#;
+
+/// The services of `CONFIG` each path goes to: family, mode, VIP number.
+const SERVICE_PATHS: [(Family, &str, u16); 7] = [
+    (Family::V4, "nat", 10),
+    (Family::V6, "nat", 0x10),
+    (Family::V4, "dsr", 20),
+    (Family::V6, "dsr", 0x20),
+    (Family::V4, "tunnel ipip", 40),
+    (Family::V6, "tunnel ip6ip6", 0x40),
+    (Family::V4, "tunnel gue", 42),
+];
 
 /// One measured path.
 struct Row {
@@ -119,6 +133,16 @@ impl Prog<'_> {
 }
 
 fn main() {
+    if let Ok(baseline) = std::env::var("PKTCOST_BASELINE") {
+        let net = FibNet::create(11..=13).expect("namespace");
+        let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+        net.run_in(|| {
+            ab::compare(&baseline);
+            Ok(())
+        })
+        .unwrap();
+        return;
+    }
     let quick = common::quick();
     let runs = if quick { 2_000 } else { 50_000 };
     let repeat: u32 = if quick { 1_000 } else { 10_000 };
@@ -231,15 +255,8 @@ fn measure(runs: usize, repeat: u32) -> (Vec<Row>, Vec<Row>) {
         macswap.cost_repeated("MAC-swap XDP_TX", &any, repeat, 20),
         lb.cost_repeated("xdplb: non-VIP pass", &any, repeat, 20),
     ]);
-    for (family, mode, vip) in [
-        (Family::V4, "nat", Family::V4.vip(10)),
-        (Family::V6, "nat", Family::V6.vip(0x10)),
-        (Family::V4, "dsr", Family::V4.vip(20)),
-        (Family::V6, "dsr", Family::V6.vip(0x20)),
-        (Family::V4, "tunnel ipip", Family::V4.vip(40)),
-        (Family::V6, "tunnel ip6ip6", Family::V6.vip(0x40)),
-        (Family::V4, "tunnel gue", Family::V4.vip(42)),
-    ] {
+    for (family, mode, n) in SERVICE_PATHS {
+        let vip = family.vip(n);
         let tag = format!("{mode} {}", family.name());
         // New flows: a distinct 5-tuple each.
         let new_flows: Vec<Vec<u8>> = (0..runs)

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: every benchmark of docs/design.md section 8,
+//! `cargo xtask bench [--quick | --ab REV]`: every benchmark of docs/design.md section 8,
 //! one after another on an otherwise idle machine, then a report.
 //!
 //! Each bench target (lb-userspace/benches/) prints its table and a last
@@ -6,8 +6,10 @@
 //! target/bench/results.json and writes docs/benchmarks.md with a
 //! packets-per-second plot (docs/benchmarks-pps.svg). `--quick` runs every
 //! piece briefly to check that the harness works (numbers meaningless) and
-//! writes its report under target/bench/ instead of docs/.
+//! writes its report under target/bench/ instead of docs/. `--ab REV`
+//! compares two builds of the program instead (`bench/ab.rs`).
 
+pub mod ab;
 mod machine;
 mod report;
 mod svg;

@@ -103,6 +103,11 @@ enum Cmd {
         /// Every piece briefly (checks the harness, not the speed).
         #[arg(long)]
         quick: bool,
+        /// Only compare this build's XDP program with the one of git
+        /// revision REV, per path, side by side in one process (a code
+        /// change: the maps' layout must not differ). Writes no report.
+        #[arg(long, value_name = "REV", conflicts_with = "quick")]
+        ab: Option<String>,
     },
     /// Build, make the test topology, run xdplb with config/demo.yaml,
     /// drive traffic and print packets per second; then tear down.
@@ -126,7 +131,8 @@ fn main() -> ExitCode {
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo { seconds, nodes } => demo::run(seconds, nodes),
         Cmd::FuzzPackets { count, seed, extra } => fuzz_packets::run(count, seed, &extra),
-        Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Bench { ab: Some(rev), .. } => bench::ab::run(&rev),
+        Cmd::Bench { quick, ab: None } => bench::run(quick),
         Cmd::Lint => lint::run(),
         Cmd::Package => package::run(),
         Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time),

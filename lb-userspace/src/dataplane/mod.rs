@@ -210,14 +210,21 @@ impl Dataplane {
     /// pinned by an earlier run with the same sizes are reused, state and
     /// all; pins of other sizes are replaced (logged).
     pub fn load(limits: &Limits, pin_dir: Option<&Path>) -> Result<Self> {
-        if PROGRAM.is_empty() {
+        Self::load_object(PROGRAM, limits, pin_dir)
+    }
+
+    /// [`Dataplane::load`] with another build of the program (`object`, an
+    /// ELF file's bytes), whose maps must have this build's layout: the
+    /// benchmarks compare two builds side by side this way.
+    pub fn load_object(object: &[u8], limits: &Limits, pin_dir: Option<&Path>) -> Result<Self> {
+        if object.is_empty() {
             return Err(DataplaneError::NotBuilt);
         }
         let sizes = pins::map_sizes(limits);
         let pins = pin_dir
             .map(|dir| pins::Pins::prepare(dir, &sizes))
             .transpose()?;
-        let loaded = load_object(&sizes, pins.as_ref())
+        let loaded = load_object(object, &sizes, pins.as_ref())
             .and_then(|ebpf| Ok((CounterReader::open(&ebpf)?, FlowTable::open(&ebpf)?, ebpf)));
         let (counters, flows, ebpf) = match loaded {
             Ok(l) => l,
@@ -524,6 +531,7 @@ impl Drop for Dataplane {
 /// The object loaded with `sizes` (pinned in `pins`), its programs
 /// verified and linked.
 fn load_object(
+    object: &[u8],
     sizes: &std::collections::BTreeMap<&'static str, pins::MapSpec>,
     pins: Option<&pins::Pins>,
 ) -> Result<Ebpf> {
@@ -539,7 +547,7 @@ fn load_object(
         }
         loader.map_pin_path("JUMP", p.jump_path());
     }
-    let mut ebpf = loader.load(PROGRAM).map_err(|e| map_refused(sizes, e))?;
+    let mut ebpf = loader.load(object).map_err(|e| map_refused(sizes, e))?;
     let entry = program_mut(&mut ebpf)?;
     entry.load().map_err(|e| refused(PROGRAM_NAME, e))?;
     log_verified(PROGRAM_NAME, entry);
