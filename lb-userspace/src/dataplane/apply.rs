@@ -164,13 +164,22 @@ impl Dataplane {
         Ok(())
     }
 
-    /// One syscall for the whole ring (`batch`).
+    /// Plain stores through the mapping (`ring_map`), else one syscall for
+    /// the whole ring (`batch`).
     fn write_ring(&mut self, slot: u32, ring: &[u32]) -> Result<()> {
         let base = slot * self.ring_size;
-        let keys: Vec<u32> = (base..).take(ring.len()).collect();
         let Some(aya::maps::Map::Array(rings)) = self.ebpf.map("RINGS") else {
             return Err(DataplaneError::MissingMap("RINGS"));
         };
+        if let Some(mem) = &self.rings {
+            return mem
+                .write(rings, base, ring)
+                .map_err(|source| DataplaneError::Io {
+                    what: format!("writing ring slot {slot} (RINGS, mapped)"),
+                    source,
+                });
+        }
+        let keys: Vec<u32> = (base..).take(ring.len()).collect();
         batch::update(rings, &keys, ring).map_err(|source| DataplaneError::Io {
             what: format!("writing ring slot {slot} (RINGS)"),
             source,
