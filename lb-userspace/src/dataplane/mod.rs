@@ -173,8 +173,9 @@ impl DataplaneOps for Dataplane {
 struct Shadow {
     services: StdHashMap<ServiceKey, ServiceMeta>,
     backends: StdHashMap<u32, Backend>,
-    /// Hash of the ring last written for each service id.
-    rings: StdHashMap<u32, u64>,
+    /// The ring last written for each service id (shared with the plan
+    /// that had it: no copy).
+    rings: StdHashMap<u32, std::sync::Arc<[u32]>>,
     /// `SERVICE_BACKENDS` entries written, by service id.
     overflow: StdHashMap<u32, lb_common::ServiceBackends>,
     globals: Option<lb_common::Globals>,
