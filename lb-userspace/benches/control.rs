@@ -1,7 +1,9 @@
 //! The control plane (docs/design.md section 8): Maglev table build time for
 //! 10, 100 and 1000 backends; the real daemon's start and reload times
 //! and its resident memory with 100 services (default ring size) and with
-//! 1000 services. Needs root (the daemon loads and attaches the program).
+//! 1000 services; how long `GET /metrics` and `GET /api/v1/services` take
+//! idle and while a reload rewrites every ring. Needs root (the daemon
+//! loads and attaches the program).
 
 mod common;
 
@@ -62,6 +64,24 @@ fn main() -> Result<()> {
             d.rss_mb
         );
     }
+    println!(
+        "\nreads while a reload rewrites every ring (max ms; idle: median ms; n: reads during the reload)"
+    );
+    println!(
+        "{:>9} {:>14} {:>14} {:>14} {:>14} {:>4}",
+        "services", "metrics idle", "metrics max", "services idle", "services max", "n"
+    );
+    for d in &daemons {
+        println!(
+            "{:>9} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>4}",
+            d.services,
+            d.reads.idle_ms[0],
+            d.reads.during_max_ms[0],
+            d.reads.idle_ms[1],
+            d.reads.during_max_ms[1],
+            d.reads.during
+        );
+    }
     common::emit(
         "control",
         json!({
@@ -74,6 +94,13 @@ fn main() -> Result<()> {
                 "reload_one_ms": d.reload_one_ms,
                 "reload_all_ms": d.reload_all_ms,
                 "rss_mb": d.rss_mb,
+                "reads": READS.iter().enumerate().map(|(i, path)| json!({
+                    "path": path,
+                    "idle_ms": d.reads.idle_ms[i],
+                    "during_reload_max_ms": d.reads.during_max_ms[i],
+                })).collect::<Vec<_>>(),
+                "reads_during_reload": d.reads.during,
+                "reload_with_reads_ms": d.reads.reload_ms,
             })).collect::<Vec<_>>(),
         }),
     );
@@ -112,6 +139,19 @@ struct DaemonRun {
     reload_one_ms: f64,
     reload_all_ms: f64,
     rss_mb: f64,
+    reads: Reads,
+}
+
+/// What a scrape and an API call read, timed idle and during a reload.
+const READS: [&str; 2] = ["/metrics", "/api/v1/services"];
+
+/// Per `READS` path: median idle time and the longest during a reload
+/// that rewrites every ring; reads made during it; that reload's time.
+struct Reads {
+    idle_ms: [f64; 2],
+    during_max_ms: [f64; 2],
+    during: usize,
+    reload_ms: f64,
 }
 
 /// `services` services of 2 backends each on one veth end (`ca`).
@@ -162,6 +202,7 @@ fn daemon_run(ns: &Netns, services: usize, ring: u32, _backends: usize) -> Resul
     ))?;
     let reload_all_ms = reload(&config(ns, services, ring, |_| 50))?;
     let rss_mb = rss_kb(pid) as f64 / 1024.0;
+    let reads = reads_during(ns, admin, || reload(&config(ns, services, ring, |_| 70)))?;
     eprintln!("control: {services} services: start {start_s:.2}s, RSS {rss_mb:.1} MB");
     drop(daemon);
     Ok(DaemonRun {
@@ -172,21 +213,72 @@ fn daemon_run(ns: &Netns, services: usize, ring: u32, _backends: usize) -> Resul
         reload_one_ms,
         reload_all_ms,
         rss_mb,
+        reads,
     })
+}
+
+/// Times the `READS` idle, then over and over (in turn) while `reload`
+/// runs on another thread: a read that waited for the reload shows as a
+/// maximum near the reload's time.
+fn reads_during(
+    ns: &str,
+    admin: SocketAddr,
+    reload: impl FnOnce() -> Result<f64> + Send,
+) -> Result<Reads> {
+    let mut idle_ms = [0.0; 2];
+    for (i, path) in READS.iter().enumerate() {
+        let times = (0..11)
+            .map(|_| get_ms(ns, admin, path))
+            .collect::<Result<Vec<_>>>()?;
+        idle_ms[i] = common::median(times);
+    }
+    let mut during_max_ms = [0f64; 2];
+    let mut during = 0;
+    let reload_ms = std::thread::scope(|s| -> Result<f64> {
+        let reloading = s.spawn(reload);
+        while !reloading.is_finished() {
+            for (i, path) in READS.iter().enumerate() {
+                during_max_ms[i] = during_max_ms[i].max(get_ms(ns, admin, path)?);
+                during += 1;
+            }
+        }
+        reloading.join().expect("the reload thread")
+    })?;
+    Ok(Reads {
+        idle_ms,
+        during_max_ms,
+        during,
+        reload_ms,
+    })
+}
+
+/// `GET path`: ms until the whole answer is read.
+fn get_ms(ns: &str, admin: SocketAddr, path: &str) -> Result<f64> {
+    let t = Instant::now();
+    request(ns, admin, "GET", path)?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
 /// `POST /api/v1/reload`, which answers once the new config is applied.
 fn post_reload(ns: &str, admin: SocketAddr) -> Result<()> {
+    request(ns, admin, "POST", "/api/v1/reload")
+}
+
+/// `method path` with no body; fails unless the answer is 200.
+fn request(ns: &str, admin: SocketAddr, method: &str, path: &str) -> Result<()> {
     let mut s = tcp_connect(ns, admin, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(600)))?;
     write!(
         s,
-        "POST /api/v1/reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut answer = String::new();
     s.read_to_string(&mut answer)?;
     if !answer.starts_with("HTTP/1.1 200") {
-        bail!("reload answered: {}", answer.lines().next().unwrap_or(""));
+        bail!(
+            "{method} {path} answered: {}",
+            answer.lines().next().unwrap_or("")
+        );
     }
     Ok(())
 }

@@ -10,11 +10,12 @@ mod common;
 #[path = "pktcost/frames.rs"]
 mod frames;
 
-use std::{fmt::Write as _, net::IpAddr};
+use std::{fmt::Write as _, net::IpAddr, sync::Arc};
 
 use aya::programs::Xdp;
 use lb_testbed::{XDP_REDIRECT, fib_net::FibNet, fixtures::dataplane, run_frame};
 use serde_json::json;
+use xdplb::{controller::SharedPlan, metrics::DataplaneCollector};
 
 use frames::{Family, establish, tcp};
 
@@ -110,11 +111,14 @@ fn main() {
         "{:>9} {:>10} {:>10} {:>9}",
         "flows", "test_run", "bpf_stats", "not fwd"
     );
-    println!("{:>9} {:>10} {:>10}", "", "count ms", "sweep ms");
+    println!(
+        "{:>9} {:>10} {:>10} {:>10}",
+        "", "count ms", "sweep ms", "scrape ms"
+    );
     for r in &flows {
         println!(
-            "{:>9} {:>10.1} {:>10.1} {:>9} {:>10.1} {:>10.1}",
-            r.0, r.1, r.2, r.3, r.4, r.5
+            "{:>9} {:>10.1} {:>10.1} {:>9} {:>10.1} {:>10.1} {:>10.2}",
+            r.0, r.1, r.2, r.3, r.4, r.5, r.6
         );
     }
     println!(
@@ -140,7 +144,8 @@ fn main() {
             "flows": flows
                 .iter()
                 .map(|r| json!({"flows": r.0, "test_run_ns": r.1, "bpf_stats_ns": r.2,
-                    "not_forwarded": r.3, "count_ms": r.4, "sweep_ms": r.5}))
+                    "not_forwarded": r.3, "count_ms": r.4, "sweep_ms": r.5,
+                    "scrape_ms": r.6}))
                 .collect::<Vec<_>>(),
             "services": rows(&services, "services"),
         }),
@@ -149,12 +154,24 @@ fn main() {
 
 /// A row of the flows table: flows, test_run ns, bpf_stats ns, packets not
 /// forwarded, and the daemon's work on that table: counting its entries
-/// (`xdplb_flow_table_entries`) and one expiry sweep, in ms.
-type FlowRow = (u32, f64, f64, u64, f64, f64);
+/// by walking it, one expiry sweep, and rendering `/metrics` (the
+/// daemon's collector, whose `xdplb_flow_table_entries` is the sweep's
+/// count), in ms.
+type FlowRow = (u32, f64, f64, u64, f64, f64, f64);
 
 /// Grows the flow table through `steps` (cumulative), sampling at each.
 fn flows(steps: &[u32], samples: usize, table: u32) -> Vec<FlowRow> {
-    let (mut dp, _) = dataplane(&config(1, *BACKENDS.end() - 10, 65537, table));
+    let (dp, plan) = dataplane(&config(1, *BACKENDS.end() - 10, 65537, table));
+    // The daemon's sweep and scrape, on handles of their own as in the daemon.
+    let mut sweep = dp.flow_table().expect("flow table handle");
+    let registry = prometheus::Registry::new();
+    registry
+        .register(Box::new(DataplaneCollector::new(
+            SharedPlan::new(Arc::new(plan)),
+            dp.counter_reader().expect("counter reader"),
+            sweep.swept_entries(),
+        )))
+        .expect("register");
     let vip: IpAddr = Family::V4.vip(10);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut have = 0;
@@ -181,13 +198,35 @@ fn flows(steps: &[u32], samples: usize, table: u32) -> Vec<FlowRow> {
         let count_ms = start.elapsed().as_secs_f64() * 1e3;
         assert_eq!(counted, n as u64, "flow table entries");
         let start = std::time::Instant::now();
-        let expired = dp.expire_flows().expect("sweep");
+        let expired = sweep.expire().expect("sweep");
         let sweep_ms = start.elapsed().as_secs_f64() * 1e3;
         assert_eq!(expired, 0, "no flow is idle past its timeout yet");
-        eprintln!("scale: {n} flows: count {count_ms:.1} ms, sweep {sweep_ms:.1} ms");
-        out.push((n, t, s, bad, count_ms, sweep_ms));
+        let (scrape_ms, text) = scrape(&registry);
+        let line = format!("xdplb_flow_table_entries {n}\n");
+        assert!(text.contains(&line), "the scrape shows {n} flows");
+        eprintln!(
+            "scale: {n} flows: count {count_ms:.1} ms, sweep {sweep_ms:.1} ms, scrape {scrape_ms:.2} ms"
+        );
+        out.push((n, t, s, bad, count_ms, sweep_ms, scrape_ms));
     }
     out
+}
+
+/// Renders `/metrics` as `GET /metrics` does (gather and encode), best of
+/// 5 (ms), and the text.
+fn scrape(registry: &prometheus::Registry) -> (f64, String) {
+    use prometheus::Encoder as _;
+    let mut best = f64::MAX;
+    let mut text = Vec::new();
+    for _ in 0..5 {
+        text.clear();
+        let start = std::time::Instant::now();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut text)
+            .expect("encode");
+        best = best.min(start.elapsed().as_secs_f64() * 1e3);
+    }
+    (best, String::from_utf8(text).expect("utf-8"))
 }
 
 /// 10000 flows spread over the first `n` services of 256 (ports 80..).

@@ -51,6 +51,7 @@ const FLOW_GC_INTERVAL: Duration = Duration::from_secs(5);
 const UNCONFIRMED_GC_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    rings_memory_returned();
     // First of all: a SIGHUP (`systemctl reload` right after READY=1, a
     // script) or SIGTERM that comes while the daemon sets up waits for the
     // loop below, instead of killing it with the default action.
@@ -282,6 +283,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         bail!("{what}");
     }
     Ok(())
+}
+
+/// A Maglev ring (256 KiB at the default size) is allocated by each
+/// reload that changes it and freed by the next. glibc serves such blocks
+/// from mmap, returned to the system when freed, only until the first is
+/// freed: then it raises its threshold above them, and later rings come
+/// from heaps (the ring builders' threads' own) that keep the memory. A
+/// fixed threshold keeps RSS at what the plan in force holds.
+fn rings_memory_returned() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
 
 /// One line on what runs: the log's and `systemctl status`'s.

@@ -25,6 +25,8 @@ pub struct MaglevBackend {
 // Seed tweaks so that offset and skip come from independent hashes.
 const OFFSET_SEED: u32 = 0x6d61_676c; // "magl"
 const SKIP_SEED: u32 = 0x736b_6970; // "skip"
+/// Up to this many backends, whose turn it is comes from a scan, not a heap.
+const SCAN_BACKENDS: usize = 8;
 
 /// The backend's identity as words, in network byte order so the table is
 /// the same on every machine (never a process- or build-dependent hasher).
@@ -81,20 +83,43 @@ pub fn build_table(backends: &[MaglevBackend], m: u32, seed: u32) -> Vec<u32> {
         .map(|&i| backends[i as usize].weight)
         .max()
         .unwrap_or(1) as u64;
-    let weight = |j: usize| backends[order[j] as usize].weight as u64;
-    let round = |j: usize, k: u64| ((k + 1) * max_w).div_ceil(weight(j)) - 1;
-    let mut turns = vec![0u64; order.len()];
-    let mut heap: BinaryHeap<Reverse<(u64, u32)>> = (0..order.len())
-        .map(|j| Reverse((round(j, 0), j as u32)))
+    let n = order.len();
+    let mut rounds: Vec<Round> = order
+        .iter()
+        .map(|&i| Round::new(max_w, backends[i as usize].weight as u64))
         .collect();
+    // Equal weights take turns in order: the heap would give the same. So
+    // does a scan for the earliest (round, j), cheaper for a few backends.
+    let equal = order
+        .iter()
+        .all(|&i| backends[i as usize].weight as u64 == max_w);
+    let scan = n <= SCAN_BACKENDS;
+    let mut heap: BinaryHeap<Reverse<(u64, u32)>> = if scan {
+        BinaryHeap::new()
+    } else {
+        (0..n)
+            .map(|j| Reverse((rounds[j].round(), j as u32)))
+            .collect()
+    };
+    // Which entries are taken: probes read this (8 KiB at m = 65537, in
+    // the L1 cache) rather than the table (four times the size).
+    let mut taken = vec![0u64; (m as usize).div_ceil(64)];
+    let is_taken = |taken: &[u64], e: u64| taken[(e >> 6) as usize] >> (e & 63) & 1 != 0;
 
-    for _ in 0..m {
-        let Reverse((_, j)) = heap.pop().expect("heap holds every backend");
-        let j = j as usize;
+    for entry in 0..m as usize {
+        let j = if equal {
+            entry % n
+        } else if scan {
+            // The first of the earliest: the lowest j, as in the heap.
+            (0..n).min_by_key(|&j| rounds[j].round()).expect("n > 0")
+        } else {
+            let Reverse((_, j)) = heap.pop().expect("heap holds every backend");
+            j as usize
+        };
         // Next free entry of j's permutation. With m prime the permutation
         // visits every entry within m probes; past that (m not prime) fall
         // back to a linear scan so a bad m can never loop forever.
-        while table[cur[j] as usize] != NO_BACKEND {
+        while is_taken(&taken, cur[j]) {
             if probes[j] < m64 {
                 probes[j] += 1;
                 cur[j] += skip[j];
@@ -105,11 +130,56 @@ pub fn build_table(backends: &[MaglevBackend], m: u32, seed: u32) -> Vec<u32> {
                 cur[j] = (cur[j] + 1) % m64;
             }
         }
-        table[cur[j] as usize] = order[j];
-        turns[j] += 1;
-        heap.push(Reverse((round(j, turns[j]), j as u32)));
+        let e = cur[j];
+        taken[(e >> 6) as usize] |= 1 << (e & 63);
+        table[e as usize] = order[j];
+        if !equal {
+            rounds[j].next();
+            if !scan {
+                heap.push(Reverse((rounds[j].round(), j as u32)));
+            }
+        }
     }
     table
+}
+
+/// The round of a backend's next turn, ceil((k + 1) * W / w) - 1 for its
+/// k-th, kept without a division a turn: with a = (k + 1) * W written
+/// c * w - s (0 <= s < w), each turn adds W = q * w + r to a.
+struct Round {
+    c: u64,
+    s: u64,
+    q: u64,
+    r: u64,
+    w: u64,
+}
+
+impl Round {
+    /// Max weight `max_w`, its own `w` (> 0); at its first turn.
+    fn new(max_w: u64, w: u64) -> Round {
+        let c = max_w.div_ceil(w);
+        Round {
+            c,
+            s: c * w - max_w,
+            q: max_w / w,
+            r: max_w % w,
+            w,
+        }
+    }
+
+    fn round(&self) -> u64 {
+        self.c - 1
+    }
+
+    fn next(&mut self) {
+        if self.r > self.s {
+            self.c += self.q + 1;
+            self.s = self.w - (self.r - self.s);
+        } else {
+            self.c += self.q;
+            self.s -= self.r;
+        }
+    }
 }
 
 #[cfg(test)]

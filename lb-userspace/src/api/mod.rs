@@ -85,10 +85,14 @@ impl<D: DataplaneOps, H: HealthSource> Shared<D, H> {
 
     /// A reload (SIGHUP or the API); then the kernel is asked to resolve
     /// every backend's neighbour, so a new backend's first packets find
-    /// its MAC (as at start).
+    /// its MAC (as at start). The new rings are built before the
+    /// controller is locked for the write: API calls, health changes and
+    /// ramps wait only for the write.
     pub fn reload(&self) -> Result<ReloadSummary, ControlError> {
+        let ahead = self.controller().prepare_reload()?;
+        let built = ahead.build();
         let mut c = self.controller();
-        let summary = c.reload()?;
+        let summary = c.reload_built(built)?;
         if !summary.backends_added.is_empty() {
             for b in c.plan().services.iter().flat_map(|s| &s.backends) {
                 neigh::resolve(b.addr.ip());

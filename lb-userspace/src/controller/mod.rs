@@ -75,7 +75,8 @@ impl HealthSource for HealthChecker {
 pub struct SharedPlan(Arc<RwLock<Arc<Plan>>>);
 
 impl SharedPlan {
-    fn new(plan: Arc<Plan>) -> Self {
+    /// (The daemon's is the controller's, `Controller::shared_plan`.)
+    pub fn new(plan: Arc<Plan>) -> Self {
         SharedPlan(Arc::new(RwLock::new(plan)))
     }
 
@@ -134,6 +135,45 @@ pub struct Controller<D = Dataplane, H = HealthChecker> {
     rollout_metrics: Option<RolloutMetrics>,
     /// The time ramps and rollouts are measured with (a fake one in tests).
     clock: Box<dyn Fn() -> Instant + Send>,
+    /// Rings a reload built ahead, without the lock (`prepare_reload`):
+    /// its write reuses those whose inputs still match.
+    ahead: Option<Plan>,
+}
+
+/// A reload's new config, read and checked under a short lock with what
+/// its plan needs from the controller (ids, each backend's status), so
+/// that its rings can be built without the lock (`build`).
+pub struct ReloadAhead {
+    config: Config,
+    ids: Ids,
+    statuses: HashMap<BackendKey, Status>,
+    /// The plan in force: its rings whose inputs stay are reused.
+    current: Arc<Plan>,
+}
+
+/// A reload's config and the rings built for it (`ReloadAhead::build`).
+pub struct ReloadBuilt {
+    config: Config,
+    rings: Plan,
+}
+
+impl ReloadAhead {
+    /// The rings of the new config, built on every CPU (`plan`). Those of
+    /// backends whose status changes meanwhile, or that a ramp or a
+    /// rollout sets, are built again by the write.
+    pub fn build(self) -> ReloadBuilt {
+        let status = |k: &BackendKey, b: &BackendConfig| {
+            self.statuses
+                .get(k)
+                .copied()
+                .unwrap_or_else(|| plan::configured(b))
+        };
+        let rings = plan::plan_ramped(&self.config, &self.ids, status, |_| None, &[&self.current]);
+        ReloadBuilt {
+            config: self.config,
+            rings,
+        }
+    }
 }
 
 /// What this node announces: every usable VIP, none while drained.
@@ -181,6 +221,7 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
             rollout_due: watch::Sender::new(None),
             rollout_metrics: None,
             clock: Box::new(Instant::now),
+            ahead: None,
         })
     }
 
@@ -318,12 +359,15 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
         let ramps = self
             .ramps
             .next(&self.plan, &self.inputs.config, status, now);
+        let reusable: Vec<&Plan> = std::iter::once(&*self.plan)
+            .chain(self.ahead.as_ref())
+            .collect();
         let plan = plan::plan_ramped(
             &self.inputs.config,
             &self.inputs.ids,
             status,
             |k| ramps.ramp(k, now),
-            Some(&self.plan),
+            &reusable,
         );
         how(&mut self.dataplane, &plan)?;
         self.plan = Arc::new(plan);
@@ -453,6 +497,40 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
     /// fails leaves everything as it was.
     pub fn reload(&mut self) -> Result<ReloadSummary, ControlError> {
         let new = Config::load(&self.config_path)?;
+        self.reload_config(new)
+    }
+
+    /// A reload's first part (`Shared::reload`): reads the config file and
+    /// takes what building its rings needs, so the lock is held only for
+    /// this and for the write (`reload_built`), not for the Maglev builds.
+    pub fn prepare_reload(&self) -> Result<ReloadAhead, ControlError> {
+        let config = Config::load(&self.config_path)?;
+        let mut ids = self.inputs.ids.clone();
+        ids.assign(&config).map_err(ControlError::Capacity)?;
+        let statuses = diff::backend_configs(&config)
+            .map(|(k, b)| {
+                let s = self.status(&k, b);
+                (k, s)
+            })
+            .collect();
+        Ok(ReloadAhead {
+            config,
+            ids,
+            statuses,
+            current: self.plan.clone(),
+        })
+    }
+
+    /// `reload` of the config read by `prepare_reload`, reusing the rings
+    /// built for it.
+    pub fn reload_built(&mut self, built: ReloadBuilt) -> Result<ReloadSummary, ControlError> {
+        self.ahead = Some(built.rings);
+        let done = self.reload_config(built.config);
+        self.ahead = None;
+        done
+    }
+
+    fn reload_config(&mut self, new: Config) -> Result<ReloadSummary, ControlError> {
         config::check_host(&new)?;
         let fixed = diff::restart_only_changes(&self.inputs.config, &new);
         if !fixed.is_empty() {

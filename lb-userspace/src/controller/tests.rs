@@ -237,6 +237,58 @@ fn reload_applies_the_difference_and_keeps_ids() {
     );
 }
 
+/// `Shared::reload`'s two steps: rings built without the lock, written by
+/// the locked step if their inputs still match, else built again there.
+#[test]
+fn a_reload_writes_the_rings_built_ahead_unless_a_status_changed_meanwhile() {
+    let (mut c, f) = start(&yaml(WEB, ""));
+    let two = "      - { address: 198.18.1.11, port: 8080 }\n\
+               \x20     - { address: 198.18.1.13, port: 8080 }\n";
+    f.write(&yaml(two, ""));
+    let built = c.prepare_reload().unwrap().build();
+    let ahead = built.rings.services[0].ring.clone();
+    let summary = c.reload_built(built).unwrap();
+    assert_eq!(summary.backends_removed, ["web/198.18.1.12:8080"]);
+    let written = c.dataplane_mut().last().services[0].ring.clone();
+    assert!(
+        Arc::ptr_eq(&written, &ahead),
+        "web's ring built ahead is the one written"
+    );
+
+    // The file changes again; while its rings are built, .13 is drained.
+    f.write(&yaml(
+        &(two.to_owned() + "      - { address: 198.18.1.14, port: 8080 }\n"),
+        "",
+    ));
+    let built = c.prepare_reload().unwrap().build();
+    let ahead = built.rings.services[0].ring.clone();
+    c.update_backend(
+        "web",
+        addr("198.18.1.13:8080"),
+        Some(BackendState::Drain),
+        None,
+    )
+    .unwrap();
+    c.reload_built(built).unwrap();
+    let plan = c.dataplane_mut().last().clone();
+    let drained = backend(&plan, "web", "198.18.1.13:8080").id;
+    assert!(ahead.contains(&drained), "built before the drain");
+    assert!(
+        !plan.services[0].ring.contains(&drained),
+        "built again without it"
+    );
+    assert!(
+        plan.services[0]
+            .ring
+            .contains(&backend(&plan, "web", "198.18.1.14:8080").id)
+    );
+
+    // A bad file is refused by the first step, and nothing changes.
+    f.write("interfaces: [eth0\n");
+    assert!(matches!(c.prepare_reload(), Err(ControlError::Config(_))));
+    assert_eq!(c.config().services[0].backends.len(), 3);
+}
+
 #[test]
 fn an_invalid_config_changes_nothing() {
     let (mut c, f) = start(&yaml(WEB, ""));

@@ -1,7 +1,7 @@
 //! Writing a plan into the maps, touching only what changed since the last
 //! write (or since the state adopted from pinned maps).
 
-use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use aya::maps::{Array, HashMap, PerCpuArray, PerCpuValues};
 use lb_common::{
@@ -12,11 +12,10 @@ use lb_common::{
 use super::{Dataplane, DataplaneError, Result, batch, map_err};
 use crate::plan::Plan;
 
-/// Stable within a process; only compares rings with each other.
-fn ring_hash(ring: &[u32]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    ring.hash(&mut h);
-    h.finish()
+/// Whether `ring` is the one last written (`last`): the same `Arc` when
+/// the plan reused it (no need to compare 65 537 entries), else compared.
+fn same_ring(last: Option<&Arc<[u32]>>, ring: &Arc<[u32]>) -> bool {
+    last.is_some_and(|l| Arc::ptr_eq(l, ring) || **l == **ring)
 }
 
 impl Dataplane {
@@ -49,8 +48,7 @@ impl Dataplane {
 
         for svc in &plan.services {
             let current = self.shadow.services.get(&svc.key).copied();
-            let ring = ring_hash(&svc.ring);
-            let ring_changed = self.shadow.rings.get(&svc.id) != Some(&ring)
+            let ring_changed = !same_ring(self.shadow.rings.get(&svc.id), &svc.ring)
                 || current.is_none_or(|m| m.id != svc.id);
             let slot = match current {
                 Some(m) if m.id == svc.id && !ring_changed => m.ring,
@@ -59,7 +57,7 @@ impl Dataplane {
             };
             if ring_changed {
                 self.write_ring(slot, &svc.ring)?;
-                self.shadow.rings.insert(svc.id, ring);
+                self.shadow.rings.insert(svc.id, svc.ring.clone());
             }
             let list = svc.overflow_list();
             if self.shadow.overflow.get(&svc.id) != Some(&list) {
@@ -164,13 +162,22 @@ impl Dataplane {
         Ok(())
     }
 
-    /// One syscall for the whole ring (`batch`).
+    /// Plain stores through the mapping (`ring_map`), else one syscall for
+    /// the whole ring (`batch`).
     fn write_ring(&mut self, slot: u32, ring: &[u32]) -> Result<()> {
         let base = slot * self.ring_size;
-        let keys: Vec<u32> = (base..).take(ring.len()).collect();
         let Some(aya::maps::Map::Array(rings)) = self.ebpf.map("RINGS") else {
             return Err(DataplaneError::MissingMap("RINGS"));
         };
+        if let Some(mem) = &self.rings {
+            return mem
+                .write(rings, base, ring)
+                .map_err(|source| DataplaneError::Io {
+                    what: format!("writing ring slot {slot} (RINGS, mapped)"),
+                    source,
+                });
+        }
+        let keys: Vec<u32> = (base..).take(ring.len()).collect();
         batch::update(rings, &keys, ring).map_err(|source| DataplaneError::Io {
             what: format!("writing ring slot {slot} (RINGS)"),
             source,

@@ -87,7 +87,7 @@ pub fn entries<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)>> {
                 .zip(values[..got].iter().copied()),
         );
         match rc {
-            Ok(()) => {}
+            Ok(_) => {}
             // The end of the map (the last entries came with it).
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
             Err(e) => return Err(e),
@@ -101,23 +101,17 @@ fn map_fd(map: &MapData) -> u32 {
     map.fd().as_fd().as_raw_fd() as u32
 }
 
-/// The `bpf(2)` syscall with a batch command.
+/// The `bpf(2)` syscall: `cmd` with `attr` (its part of `union bpf_attr`);
+/// returns what the kernel returns (an fd for commands that make one).
 ///
 /// # Safety
 /// The pointers in `attr` must be valid for what `cmd` reads and writes.
-unsafe fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+pub(super) unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<i64> {
     // SAFETY: the caller vouches for the pointers inside `attr`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            size_of::<BatchAttr>() as u32,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>() as u32) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(rc)
     }
 }

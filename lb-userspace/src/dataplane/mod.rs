@@ -9,6 +9,7 @@ mod counters;
 mod gc;
 mod handles;
 mod pins;
+mod ring_map;
 
 use std::{collections::HashMap as StdHashMap, path::Path};
 
@@ -130,6 +131,8 @@ pub struct Dataplane {
     attached: Vec<String>,
     /// IPv6 forwarding is on where attached: the plan has IPv6 services.
     ipv6_forwarding: bool,
+    /// `RINGS` mapped, when it is mappable (`ring_map`).
+    rings: Option<ring_map::RingMem>,
 }
 
 /// What the controller needs of a data plane: write a plan, read counters,
@@ -170,8 +173,9 @@ impl DataplaneOps for Dataplane {
 struct Shadow {
     services: StdHashMap<ServiceKey, ServiceMeta>,
     backends: StdHashMap<u32, Backend>,
-    /// Hash of the ring last written for each service id.
-    rings: StdHashMap<u32, u64>,
+    /// The ring last written for each service id (shared with the plan
+    /// that had it: no copy).
+    rings: StdHashMap<u32, std::sync::Arc<[u32]>>,
     /// `SERVICE_BACKENDS` entries written, by service id.
     overflow: StdHashMap<u32, lb_common::ServiceBackends>,
     globals: Option<lb_common::Globals>,
@@ -226,6 +230,12 @@ impl Dataplane {
             .transpose()?;
         let loaded = load_object(object, &sizes, pins.as_ref())
             .and_then(|ebpf| Ok((CounterReader::open(&ebpf)?, FlowTable::open(&ebpf)?, ebpf)));
+        let rings = loaded.as_ref().ok().and_then(|(_, _, ebpf)| {
+            let Some(aya::maps::Map::Array(data)) = ebpf.map("RINGS") else {
+                return None;
+            };
+            ring_map::RingMem::open(data, sizes["RINGS"].max_entries)
+        });
         let (counters, flows, ebpf) = match loaded {
             Ok(l) => l,
             // Not built yet: nothing drops (see `Drop`) to undo the pins.
@@ -249,6 +259,7 @@ impl Dataplane {
             started: false,
             attached: Vec::new(),
             ipv6_forwarding: false,
+            rings,
         };
         dp.read_shadow()?;
         Ok(dp)
@@ -547,7 +558,20 @@ fn load_object(
         }
         loader.map_pin_path("JUMP", p.jump_path());
     }
-    let mut ebpf = loader.load(object).map_err(|e| map_refused(sizes, e))?;
+    // `RINGS` made mappable first, where aya then finds it (`ring_map`).
+    let temp_pin = match pins {
+        Some(p) => {
+            ring_map::pin_if_absent(&p.map_path("RINGS"), &sizes["RINGS"]);
+            None
+        }
+        None => ring_map::TempPin::create(&sizes["RINGS"]),
+    };
+    if let Some(pin) = &temp_pin {
+        loader.map_pin_path("RINGS", pin.path().to_owned());
+    }
+    let loaded = loader.load(object);
+    drop(temp_pin); // (aya's handle keeps the map)
+    let mut ebpf = loaded.map_err(|e| map_refused(sizes, e))?;
     let entry = program_mut(&mut ebpf)?;
     entry.load().map_err(|e| refused(PROGRAM_NAME, e))?;
     log_verified(PROGRAM_NAME, entry);
