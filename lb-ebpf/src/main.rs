@@ -3,7 +3,9 @@
 //! Packet walk (one module per stage): `parse` -> service lookup -> (tail
 //! call, `handoff`) -> `flow` (conntrack, `select` on a miss) -> `nat`
 //! rewrite, `tunnel` encapsulation or neither (dsr) -> `fib` forward, with
-//! `stats` counting along the way. Anything that is not for a VIP or a NAT
+//! `stats` counting along the way. A packet of an established flow takes
+//! the fast path: rewritten and forwarded by the entry program itself,
+//! right after the service lookup (`flow::established`, `deliver`). Anything that is not for a VIP or a NAT
 //! reply leaves untouched with XDP_PASS.
 #![no_std]
 // `atomic_xadd` (stats.rs): shared counters.
