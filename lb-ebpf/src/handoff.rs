@@ -40,7 +40,9 @@ pub struct Handoff {
     ip_len: u16,
     tcp_flags: u8,
     has_l4_check: u8,
-    /// The entry program found no confirmed flow (`flow::Fast::NoFlow`).
+    /// The entry program found no confirmed flow: for a packet to a
+    /// service, no `FLOWS` entry (`flow::Fast::NoFlow`); for a reply, no
+    /// `NAT_REV` entry.
     no_flow: u8,
 }
 

@@ -3,9 +3,10 @@
 //! Packet walk (one module per stage): `parse` -> service lookup -> (tail
 //! call, `handoff`) -> `flow` (conntrack, `select` on a miss) -> `nat`
 //! rewrite, `tunnel` encapsulation or neither (dsr) -> `fib` forward, with
-//! `stats` counting along the way. A packet of an established flow takes
-//! the fast path: rewritten and forwarded by the entry program itself,
-//! right after the service lookup (`flow::established`, `deliver`). Anything that is not for a VIP or a NAT
+//! `stats` counting along the way. A packet of an established flow, and a
+//! backend's reply on one, take the fast path: rewritten and forwarded by
+//! the entry program itself (`flow::established` and `deliver`,
+//! `send_back`). Anything that is not for a VIP or a NAT
 //! reply leaves untouched with XDP_PASS.
 #![no_std]
 // `atomic_xadd` (stats.rs): shared counters.
@@ -144,8 +145,13 @@ fn entry(ctx: &XdpContext) -> Result<u32, ()> {
     // direct jump instead of an indirect one (a retpoline on most CPUs).
     // Replies from backends (nat mode) arrive at the SNAT address.
     if pkt.key.dst == globals.snat(pkt.key.family) {
-        handoff::save(ctx, &pkt, None, false).ok_or(())?;
-        unsafe { JUMP.tail_call(ctx, JUMP_REPLY) };
+        // Fast path: a confirmed nat flow's reply is sent back right here.
+        let Some(rev) = NAT_REV.get_ptr_mut(pkt.key) else {
+            handoff::save(ctx, &pkt, None, true).ok_or(())?;
+            unsafe { JUMP.tail_call(ctx, JUMP_REPLY) };
+            return Err(());
+        };
+        return Ok(send_back(ctx, &mut pkt, unsafe { &mut *rev }, globals));
     } else {
         let Some(svc) = service(&pkt.key, globals.flags) else {
             return Ok(XDP_PASS);
@@ -314,7 +320,13 @@ pub fn xdplb_reply(ctx: XdpContext) -> u32 {
 fn reply(ctx: &XdpContext) -> Result<u32, ()> {
     let globals = CONFIG.get(0).ok_or(())?;
     let (mut pkt, h) = handoff::restore(ctx).ok_or(())?;
-    let rev = match NAT_REV.get_ptr_mut(pkt.key) {
+    // The entry program looked in `NAT_REV` already (`no_flow`).
+    let confirmed = if h.no_flow() {
+        None
+    } else {
+        NAT_REV.get_ptr_mut(pkt.key)
+    };
+    let rev = match confirmed {
         Some(rev) => rev,
         // An unconfirmed flow's reply: note what will confirm it.
         None => {
@@ -333,7 +345,13 @@ fn reply(ctx: &XdpContext) -> Result<u32, ()> {
             rev
         }
     };
-    let rev = unsafe { &mut *rev };
+    Ok(send_back(ctx, &mut pkt, unsafe { &mut *rev }, globals))
+}
+
+/// A backend's reply on the nat flow of `rev`: counted, rewritten to VIP ->
+/// client, forwarded toward the client.
+#[inline(always)]
+fn send_back(ctx: &XdpContext, pkt: &mut Packet, rev: &mut NatRev, globals: &Globals) -> u32 {
     stats::count_service(rev.service, pkt.frame_len);
     stats::count_reply(rev.backend, pkt.frame_len, pkt.tcp_flags);
     // The backend closes: its flow stops counting as active (and expires
@@ -341,21 +359,15 @@ fn reply(ctx: &XdpContext) -> Result<u32, ()> {
     if pkt.tcp_flags & (parse::TCP_FIN | parse::TCP_RST) != 0 {
         flow::closed_by_backend(rev, &pkt.key);
     }
-    nat::rewrite(
-        &mut pkt,
-        &rev.vip,
-        &rev.client,
-        rev.vip_port,
-        rev.client_port,
-    );
-    let route = Route::of(&pkt, &rev.client);
-    Ok(fib::forward(
+    nat::rewrite(pkt, &rev.vip, &rev.client, rev.vip_port, rev.client_port);
+    let route = Route::of(pkt, &rev.client);
+    fib::forward(
         ctx,
         &route,
         globals.flags,
         Some(&mut rev.hop),
         flow::now_secs(),
-    ))
+    )
 }
 
 /// The service of (destination, port, protocol); with all-ports services
