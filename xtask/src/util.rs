@@ -27,6 +27,13 @@ pub fn target_dir() -> PathBuf {
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
+    with_cargo_bin(&mut cmd);
+    cmd
+}
+
+/// `cmd` with ~/.cargo/bin first in its PATH (where setup installs
+/// bpf-linker), if it is not there already.
+pub fn with_cargo_bin(cmd: &mut Command) {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
     if let Some(bin) = cargo_home().map(|h| h.join("bin"))
@@ -37,7 +44,6 @@ pub fn cargo() -> Command {
             cmd.env("PATH", path);
         }
     }
-    cmd
 }
 
 fn cargo_home() -> Option<PathBuf> {

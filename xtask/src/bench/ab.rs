@@ -8,7 +8,7 @@ use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{cargo, exec, root, target_dir};
+use crate::util::{cargo, exec, root, target_dir, with_cargo_bin};
 
 pub fn run(rev: &str) -> Result<()> {
     let object = baseline_object(rev)?;
@@ -55,14 +55,8 @@ fn baseline_object(rev: &str) -> Result<PathBuf> {
     )?;
     // As aya-build does: nightly through rustup (cargo as xtask finds it
     // ignores toolchain overrides), bpf-linker from ~/.cargo/bin.
-    let path = cargo()
-        .get_envs()
-        .find(|(k, _)| *k == "PATH")
-        .and_then(|(_, v)| v.map(|v| v.to_owned()));
     let mut build = Command::new("rustup");
-    if let Some(path) = path {
-        build.env("PATH", path);
-    }
+    with_cargo_bin(&mut build);
     exec(
         build
             .current_dir(&src)
