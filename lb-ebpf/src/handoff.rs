@@ -44,6 +44,9 @@ pub struct Handoff {
     /// service, no `FLOWS` entry (`flow::Fast::NoFlow`); for a reply, no
     /// `NAT_REV` entry.
     no_flow: u8,
+    /// `flow::now_secs()` as the entry program read it (one clock read a
+    /// packet).
+    pub now: u32,
 }
 
 /// One entry: the packet in flight on this CPU.
@@ -57,6 +60,7 @@ pub fn save(
     pkt: &Packet,
     svc: Option<&ServiceMeta>,
     no_flow: bool,
+    now: u32,
 ) -> Option<()> {
     let h = HANDOFF.get_ptr_mut(0)?;
     let l4_off = pkt.ports as usize - ctx.data();
@@ -71,6 +75,7 @@ pub fn save(
             tcp_flags: pkt.tcp_flags,
             has_l4_check: pkt.l4_check.is_some() as u8,
             no_flow: no_flow as u8,
+            now,
         }
     };
     Some(())

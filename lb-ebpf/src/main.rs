@@ -145,13 +145,14 @@ fn entry(ctx: &XdpContext) -> Result<u32, ()> {
     // direct jump instead of an indirect one (a retpoline on most CPUs).
     // Replies from backends (nat mode) arrive at the SNAT address.
     if pkt.key.dst == globals.snat(pkt.key.family) {
+        let now = flow::now_secs();
         // Fast path: a confirmed nat flow's reply is sent back right here.
         let Some(rev) = NAT_REV.get_ptr_mut(pkt.key) else {
-            handoff::save(ctx, &pkt, None, true).ok_or(())?;
+            handoff::save(ctx, &pkt, None, true, now).ok_or(())?;
             unsafe { JUMP.tail_call(ctx, JUMP_REPLY) };
             return Err(());
         };
-        return Ok(send_back(ctx, &mut pkt, unsafe { &mut *rev }, globals));
+        return Ok(send_back(ctx, &mut pkt, unsafe { &mut *rev }, globals, now));
     } else {
         let Some(svc) = service(&pkt.key, globals.flags) else {
             return Ok(XDP_PASS);
@@ -172,7 +173,7 @@ fn entry(ctx: &XdpContext) -> Result<u32, ()> {
             flow::Fast::NoFlow => true,
             flow::Fast::Stale => false,
         };
-        handoff::save(ctx, &pkt, Some(svc), no_flow).ok_or(())?;
+        handoff::save(ctx, &pkt, Some(svc), no_flow, now).ok_or(())?;
         // With flow sync, a nat packet that does not open a connection may
         // belong to another node's flow (`owner`). A SYN starts one anew.
         if svc.mode == MODE_NAT && globals.flags & FLAG_FLOW_SYNC != 0 && !pkt.opens_connection() {
@@ -195,12 +196,12 @@ pub fn xdplb_owner(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn to_owner(ctx: &XdpContext) -> Result<u32, ()> {
     let globals = CONFIG.get(0).ok_or(())?;
-    let (pkt, _) = handoff::restore(ctx).ok_or(())?;
+    let (pkt, h) = handoff::restore(ctx).ok_or(())?;
     if unsafe { FLOWS.get(pkt.key) }.is_none()
         && unsafe { PENDING.get(pkt.key) }.is_none()
         && let Some(peer) = owner::owner(ctx, &pkt.key)
     {
-        return owner::forward(ctx, &pkt, peer, globals.flags, flow::now_secs()).ok_or(());
+        return owner::forward(ctx, &pkt, peer, globals.flags, h.now).ok_or(());
     }
     unsafe { JUMP.tail_call(ctx, JUMP_BALANCE) };
     Err(())
@@ -232,7 +233,7 @@ fn balance(ctx: &XdpContext) -> Result<u32, ()> {
     let svc = &h.svc;
     stats::count_service(svc.id, pkt.frame_len);
 
-    let now = flow::now_secs();
+    let now = h.now;
     let l4 = h.l4_offset().ok_or(())?;
     let seen = flow::Seen {
         tcp_flags: pkt.tcp_flags,
@@ -345,13 +346,25 @@ fn reply(ctx: &XdpContext) -> Result<u32, ()> {
             rev
         }
     };
-    Ok(send_back(ctx, &mut pkt, unsafe { &mut *rev }, globals))
+    Ok(send_back(
+        ctx,
+        &mut pkt,
+        unsafe { &mut *rev },
+        globals,
+        h.now,
+    ))
 }
 
 /// A backend's reply on the nat flow of `rev`: counted, rewritten to VIP ->
 /// client, forwarded toward the client.
 #[inline(always)]
-fn send_back(ctx: &XdpContext, pkt: &mut Packet, rev: &mut NatRev, globals: &Globals) -> u32 {
+fn send_back(
+    ctx: &XdpContext,
+    pkt: &mut Packet,
+    rev: &mut NatRev,
+    globals: &Globals,
+    now: u32,
+) -> u32 {
     stats::count_service(rev.service, pkt.frame_len);
     stats::count_reply(rev.backend, pkt.frame_len, pkt.tcp_flags);
     // The backend closes: its flow stops counting as active (and expires
@@ -361,13 +374,7 @@ fn send_back(ctx: &XdpContext, pkt: &mut Packet, rev: &mut NatRev, globals: &Glo
     }
     nat::rewrite(pkt, &rev.vip, &rev.client, rev.vip_port, rev.client_port);
     let route = Route::of(pkt, &rev.client);
-    fib::forward(
-        ctx,
-        &route,
-        globals.flags,
-        Some(&mut rev.hop),
-        flow::now_secs(),
-    )
+    fib::forward(ctx, &route, globals.flags, Some(&mut rev.hop), now)
 }
 
 /// The service of (destination, port, protocol); with all-ports services
