@@ -313,7 +313,7 @@ fn print_rows<'a>(rates: impl IntoIterator<Item = &'a Rate>) {
         let per_queue: Vec<String> = r
             .queues
             .iter()
-            .filter(|q| q.rx_mpps > 0.0)
+            .filter(|q| q.rx_mpps > 0.01 * r.rx_mpps) // not a stray frame
             .map(|q| format!("{:.0}", q.napi_ns_per_pkt))
             .collect();
         let cpu = |c: &CpuUse| {

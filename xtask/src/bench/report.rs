@@ -537,7 +537,7 @@ fn scaling_section(s: &mut String, pps: &Value) {
         );
     }
     *s += "\n*NAPI ns/pkt*: the balancer's NAPI threads' CPU time per frame received, per queue that \
-           received any. *CPU n*: share of the wall time the generator / the balancer's NAPI / the \
+           carried the traffic (1% of it or more). *CPU n*: share of the wall time the generator / the balancer's NAPI / the \
            sinks' NAPI ran on CPU n (`/proc/PID/schedstat`) / anything else kept it busy (`/proc/stat`: \
            other processes, interrupts, the hypervisor's steal). *all CPU ns/pkt*: the CPU time of all \
            of them per frame the balancer received: what the whole bed spends on a packet.\n\n\
@@ -564,7 +564,10 @@ fn scaling_section(s: &mut String, pps: &Value) {
             .as_array()
             .map(|q| {
                 q.iter()
-                    .filter(|q| f(&q["rx_mpps"]).is_some_and(|x| x > 0.0))
+                    // Queues that carried the traffic, not a stray frame.
+                    .filter(|q| {
+                        f(&q["rx_mpps"]).is_some_and(|x| x > 0.01 * f(&r["rx_mpps"]).unwrap_or(0.0))
+                    })
                     .map(|q| num(f(&q["napi_ns_per_pkt"]), 0))
                     .collect()
             })
