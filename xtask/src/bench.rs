@@ -7,7 +7,8 @@
 //! packets-per-second plot (docs/benchmarks-pps.svg). `--quick` runs every
 //! piece briefly to check that the harness works (numbers meaningless) and
 //! writes its report under target/bench/ instead of docs/. `--ab REV`
-//! compares two builds of the program instead (`bench/ab.rs`).
+//! compares two builds of the program instead (`bench/ab.rs`); `--render`
+//! only writes the report again from target/bench/results.json.
 
 pub mod ab;
 mod machine;
@@ -52,9 +53,35 @@ pub fn run(quick: bool) -> Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(
         out_dir.join("results.json"),
-        serde_json::to_string_pretty(&serde_json::json!({"machine": facts, "results": results}))?,
+        serde_json::to_string_pretty(
+            &serde_json::json!({"machine": facts, "commands": commands, "results": results}),
+        )?,
     )?;
-    let (md_path, svg_path) = if quick {
+    render()
+}
+
+/// Writes the report (and its plot) from target/bench/results.json: under
+/// docs/ after a full run, under target/bench/ after `--quick`.
+/// `cargo xtask bench --render` runs only this, after a change to the report.
+pub fn render() -> Result<()> {
+    let out_dir = root().join("target/bench");
+    let path = out_dir.join("results.json");
+    let saved: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("{} (run cargo xtask bench first)", path.display()))?,
+    )
+    .with_context(|| path.display().to_string())?;
+    let results = saved["results"].as_array().cloned().unwrap_or_default();
+    let facts = &saved["machine"];
+    let commands: Vec<String> = saved["commands"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (md_path, svg_path) = if facts["quick"].as_bool().unwrap_or(false) {
         (
             out_dir.join("benchmarks.md"),
             out_dir.join("benchmarks-pps.svg"),
@@ -71,13 +98,12 @@ pub fn run(quick: bool) -> Result<()> {
     let svg_name = svg_path.file_name().unwrap().to_string_lossy().into_owned();
     std::fs::write(
         &md_path,
-        report::markdown(&results, &facts, &commands, &svg_name),
+        report::markdown(&results, facts, &commands, &svg_name),
     )?;
     eprintln!(
-        "xtask bench: wrote {} and {} in {:.0} s",
+        "xtask bench: wrote {} and {}",
         md_path.display(),
         svg_path.display(),
-        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -108,6 +108,10 @@ enum Cmd {
         /// change: the maps' layout must not differ). Writes no report.
         #[arg(long, value_name = "REV", conflicts_with = "quick")]
         ab: Option<String>,
+        /// Only write the report again from the last run's
+        /// target/bench/results.json (after a change to the report).
+        #[arg(long, conflicts_with_all = ["quick", "ab"])]
+        render: bool,
     },
     /// Build, make the test topology, run xdplb with config/demo.yaml,
     /// drive traffic and print packets per second; then tear down.
@@ -132,7 +136,10 @@ fn main() -> ExitCode {
         Cmd::Demo { seconds, nodes } => demo::run(seconds, nodes),
         Cmd::FuzzPackets { count, seed, extra } => fuzz_packets::run(count, seed, &extra),
         Cmd::Bench { ab: Some(rev), .. } => bench::ab::run(&rev),
-        Cmd::Bench { quick, ab: None } => bench::run(quick),
+        Cmd::Bench { render: true, .. } => bench::render(),
+        Cmd::Bench {
+            quick, ab: None, ..
+        } => bench::run(quick),
         Cmd::Lint => lint::run(),
         Cmd::Package => package::run(),
         Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time),

@@ -8,6 +8,12 @@
 //! The backends 198.18.1.11.. are static neighbours behind `S`: every frame
 //! sent toward them reaches the sink's XDP_DROP, which counts it. Interface
 //! names carry the process id, so the NAPI threads (`napi/NAME-ID`) are ours.
+//!
+//! Every veth has [`QUEUES`] RX and TX queues. A veth puts a frame sent by
+//! XDP (`ndo_xdp_xmit`: the generator's live frames, a redirect) on the
+//! peer's RX queue numbered after the sending CPU (`smp_processor_id() %
+//! real_num_rx_queues`), so a generator on CPU 0 fills only queue 0 and one
+//! on each CPU fills both: the CPU scaling rows.
 
 use std::net::Ipv4Addr;
 
@@ -40,6 +46,19 @@ pub fn frame() -> Vec<u8> {
     tcp(CLIENT, 1024, VIP, 80, Tcp::Ack, &[0u8; 10])
 }
 
+/// RX and TX queues of every veth (a veth with XDP needs at least as many
+/// RX queues as its peer has TX queues).
+pub const QUEUES: usize = 2;
+
+/// A NAPI thread of the bed, where it was pinned.
+#[derive(Clone, Copy, Debug)]
+pub struct NapiThread {
+    pub pid: i32,
+    pub cpu: usize,
+    /// `Some(queue)`: the balancer's interface `C`; `None`: a sink's.
+    pub lb_queue: Option<usize>,
+}
+
 pub struct PpsNet {
     pub gen_ns: String,
     pub lb_ns: String,
@@ -53,7 +72,8 @@ pub struct PpsNet {
 
 /// Frames received and forwarded so far.
 pub struct Counts {
-    pub rx: u64,
+    /// Received by `C`, per RX queue.
+    pub rx: Vec<u64>,
     pub fwd: u64,
 }
 
@@ -79,14 +99,15 @@ impl PpsNet {
         };
         let (g, c, b, s) = (&net.gen_if, &net.lbc, &net.lbb, &net.sink);
         let (gn, ln, sn) = (&net.gen_ns, &net.lb_ns, &net.sink_ns);
+        let q = format!("numtxqueues {QUEUES} numrxqueues {QUEUES}");
         let mut script: Vec<(String, String)> = vec![
             (
                 gn.clone(),
-                format!("link add {g} type veth peer name {c} netns {ln}"),
+                format!("link add {g} {q} type veth peer name {c} netns {ln} {q}"),
             ),
             (
                 ln.clone(),
-                format!("link add {b} type veth peer name {s} netns {sn}"),
+                format!("link add {b} {q} type veth peer name {s} netns {sn} {q}"),
             ),
             (
                 gn.clone(),
@@ -163,12 +184,14 @@ impl PpsNet {
         Ok(())
     }
 
-    /// Threaded NAPI on every interface, pinned: the balancer's (`C`) to
-    /// `lb_cpu`, the sinks' to `sink_cpu`, all SCHED_FIFO: the sinks then
-    /// take from the generator's CPU what they need to keep up (they must
-    /// never be the bottleneck), and no stray process slows the balancer.
-    /// Called after each attach (an XDP attach may create the NAPI anew).
-    pub fn threaded_napi(&self, lb_cpu: usize, sink_cpu: usize) -> Result<()> {
+    /// Threaded NAPI on every interface, pinned, all SCHED_FIFO: the NAPI
+    /// thread of `C`'s RX queue `q` to `lb_cpus[q]`, the sinks' queue `q`
+    /// to `sink_cpus[q]` (each list repeats if shorter). With the sinks on
+    /// the generator's CPU they take from it what they need to keep up
+    /// (they must never be the bottleneck), and no stray process slows the
+    /// balancer. Called after each attach (an XDP attach may create the
+    /// NAPI anew); returns the threads as pinned.
+    pub fn threaded_napi(&self, lb_cpus: &[usize], sink_cpus: &[usize]) -> Result<Vec<NapiThread>> {
         for (ns, dev) in [
             (&self.lb_ns, &self.lbc),
             (&self.sink_ns, &self.sink),
@@ -176,22 +199,28 @@ impl PpsNet {
         ] {
             common::sh_in(ns, &format!("echo 1 > /sys/class/net/{dev}/threaded"))?;
         }
-        let want = [
-            (&self.lbc, lb_cpu),
-            (&self.sink, sink_cpu),
-            (&self.gen_if, sink_cpu),
-        ];
-        for (dev, cpu) in want {
-            let threads = common::kthreads(&format!("napi/{dev}-"));
+        let mut pinned = Vec::new();
+        for (dev, cpus, lb) in [
+            (&self.lbc, lb_cpus, true),
+            (&self.sink, sink_cpus, false),
+            (&self.gen_if, sink_cpus, false),
+        ] {
+            let threads = queue_threads(dev);
             if threads.is_empty() {
                 bail!("no NAPI thread for {dev}");
             }
-            for (pid, _) in threads {
+            for (q, pid) in threads.into_iter().enumerate() {
+                let cpu = cpus[q % cpus.len()];
                 common::pin(Some(pid), cpu)?;
                 common::realtime(pid, 50)?;
+                pinned.push(NapiThread {
+                    pid,
+                    cpu,
+                    lb_queue: lb.then_some(q),
+                });
             }
         }
-        Ok(())
+        Ok(pinned)
     }
 
     /// Frames received by `C`'s NAPI (whatever the program did with them)
@@ -206,8 +235,8 @@ impl PpsNet {
         let rx = rx_packets(&self.lb_ns, &self.lbc)?;
         let fwd = match v {
             Variant::Drop => 0,
-            Variant::MacSwap => rx_packets(&self.gen_ns, &self.gen_if)?,
-            _ => rx_packets(&self.sink_ns, &self.sink)?,
+            Variant::MacSwap => rx_packets(&self.gen_ns, &self.gen_if)?.iter().sum(),
+            _ => rx_packets(&self.sink_ns, &self.sink)?.iter().sum(),
         };
         Ok(Counts { rx, fwd })
     }
@@ -232,16 +261,30 @@ impl PpsNet {
     }
 }
 
-/// Packets the veth's NAPI handled on `dev` (XDP or not): the driver's
-/// per-queue `xdp_packets` counter, summed over queues.
-fn rx_packets(ns: &str, dev: &str) -> Result<u64> {
+/// The NAPI threads (`napi/DEV-ID`) of `dev`, in RX queue order: a veth
+/// adds its queues' NAPI instances in order, and they take ascending ids.
+fn queue_threads(dev: &str) -> Vec<i32> {
+    let mut threads: Vec<(u64, i32)> = common::kthreads(&format!("napi/{dev}-"))
+        .into_iter()
+        .filter_map(|(pid, name)| Some((name.rsplit_once('-')?.1.parse().ok()?, pid)))
+        .collect();
+    threads.sort_unstable();
+    threads.into_iter().map(|(_, pid)| pid).collect()
+}
+
+/// Packets the veth's NAPI handled on `dev` (XDP or not), per RX queue: the
+/// driver's `rx_queue_N_xdp_packets` counters.
+fn rx_packets(ns: &str, dev: &str) -> Result<Vec<u64>> {
     let stats = common::ethtool_stats(ns, dev)?;
     if std::env::var_os("PPS_DEBUG").is_some() {
         eprintln!("{dev}: {stats:?}");
     }
-    Ok(stats
-        .iter()
-        .filter(|(k, _)| k.starts_with("rx_queue_") && k.ends_with("_xdp_packets"))
-        .map(|(_, v)| v)
-        .sum())
+    Ok((0..QUEUES)
+        .map(|q| {
+            stats
+                .get(&format!("rx_queue_{q}_xdp_packets"))
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect())
 }
