@@ -175,7 +175,7 @@ struct Shadow {
     backends: StdHashMap<u32, Backend>,
     /// The ring last written for each service id (shared with the plan
     /// that had it: no copy).
-    rings: StdHashMap<u32, std::sync::Arc<[u32]>>,
+    rings: StdHashMap<u32, crate::plan::Ring>,
     /// `SERVICE_BACKENDS` entries written, by service id.
     overflow: StdHashMap<u32, lb_common::ServiceBackends>,
     globals: Option<lb_common::Globals>,

@@ -156,11 +156,16 @@ impl RingMem {
         }
     }
 
-    /// Writes `ring` at entries `first..` of `map`. Each entry is one
-    /// aligned 4-byte store (a reader sees the old or the new id); the
-    /// fence orders them all before whatever the caller writes next (the
-    /// service entry that points at them).
-    pub(super) fn write(&self, map: &MapData, first: u32, ring: &[u32]) -> io::Result<()> {
+    /// Writes the ids of `ring` at entries `first..` of `map`. Each entry
+    /// is one aligned 4-byte store (a reader sees the old or the new id);
+    /// the fence orders them all before whatever the caller writes next
+    /// (the service entry that points at them).
+    pub(super) fn write(
+        &self,
+        map: &MapData,
+        first: u32,
+        ring: impl ExactSizeIterator<Item = u32>,
+    ) -> io::Result<()> {
         let (first, end) = (first as usize, first as usize + ring.len());
         if end > self.entries {
             return Err(io::Error::other(format!(
@@ -168,12 +173,12 @@ impl RingMem {
                 self.entries
             )));
         }
-        if ring.is_empty() {
+        if first == end {
             return Ok(());
         }
         let offset = first * ELEM / self.page * self.page;
         let mapping = Mapping::new(map, offset, end * ELEM - offset)?;
-        for (i, &id) in ring.iter().enumerate() {
+        for (i, id) in ring.enumerate() {
             // SAFETY: inside the mapping (`first..end` is, by its
             // construction), 8-byte aligned (page-aligned base); the
             // program reads it concurrently, hence an atomic.
