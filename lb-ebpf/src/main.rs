@@ -52,8 +52,9 @@ static CONFIG: Array<Globals> = Array::with_max_entries(1, 0);
 #[map]
 static SERVICES: HashMap<ServiceKey, ServiceMeta> = HashMap::with_max_entries(1, 0);
 /// Maglev rings: slot `s` holds backend ids at `s * M .. s * M + M`.
+/// Mappable: the daemon writes a ring with plain stores.
 #[map]
-static RINGS: Array<u32> = Array::with_max_entries(1, 0);
+static RINGS: Array<u32> = Array::with_max_entries(1, aya_ebpf::bindings::BPF_F_MMAPABLE);
 /// Backend id -> address, port, state.
 #[map]
 static BACKENDS: Array<Backend> = Array::with_max_entries(1, 0);

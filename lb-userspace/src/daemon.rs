@@ -285,12 +285,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A Maglev ring (256 KiB at the default size) is allocated by each
-/// reload that changes it and freed by the next. glibc serves such blocks
-/// from mmap, returned to the system when freed, only until the first is
-/// freed: then it raises its threshold above them, and later rings come
-/// from heaps (the ring builders' threads' own) that keep the memory. A
-/// fixed threshold keeps RSS at what the plan in force holds.
+/// A Maglev ring (2 bytes an entry, `plan::Ring`: just over 128 KiB at
+/// the default size) is allocated by each reload that changes it and freed
+/// by the next. glibc serves such blocks from mmap, returned to the system
+/// when freed, only until the first is freed: then it raises its threshold
+/// above them, and later rings come from heaps (the ring builders' threads'
+/// own) that keep the memory. A fixed threshold keeps RSS at what the plan
+/// in force holds.
 fn rings_memory_returned() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter.

@@ -8,11 +8,11 @@
 //! computed again.
 
 mod ramp;
+mod ring;
 
 use std::{
     collections::BTreeSet,
     net::{IpAddr, SocketAddr},
-    sync::Arc,
 };
 
 use lb_common::{
@@ -32,6 +32,7 @@ use crate::{
 };
 
 pub use ramp::{MIN_STEP as SLOW_START_MIN_STEP, Ramp, next_change as ramp_next_change, ramp};
+pub use ring::Ring;
 
 /// Everything the daemon writes into the maps for one config.
 #[derive(Debug, Clone)]
@@ -62,7 +63,7 @@ impl Plan {
     pub fn usable_vips(&self) -> BTreeSet<IpAddr> {
         self.services
             .iter()
-            .filter(|s| s.ring.iter().any(|&id| id != NO_BACKEND))
+            .filter(|s| s.ring.iter().any(|id| id != NO_BACKEND))
             .map(|s| lb_common::words_addr(s.key.addr, s.key.family))
             .collect()
     }
@@ -81,9 +82,10 @@ pub struct ServicePlan {
     /// `SVC_*` bits.
     pub flags: u8,
     pub backends: Vec<BackendPlan>,
-    /// Maglev ring: `M` backend ids (or `NO_BACKEND`). Shared: a plan
-    /// reuses the rings of the one before whose inputs did not change.
-    pub ring: Arc<[u32]>,
+    /// Maglev ring: `M` backend ids (or `NO_BACKEND`), held compactly
+    /// (`Ring`). Shared: a plan reuses the rings of the one before whose
+    /// inputs did not change.
+    pub ring: Ring,
     /// What `ring` was built from (`RingInput`).
     ring_input: RingInput,
 }
@@ -290,7 +292,7 @@ pub fn plan_ramped(
                     HashMode::SourceIp => HASH_SOURCE_IP,
                 },
                 flags: service_flags(s),
-                ring: reused.unwrap_or_else(|| Arc::new([])),
+                ring: reused.unwrap_or_default(),
                 ring_input,
                 backends,
             }
@@ -385,7 +387,7 @@ fn build_rings(mut services: Vec<&mut ServicePlan>) {
         .min(services.len());
     let build = |part: &mut [&mut ServicePlan]| {
         for s in part {
-            s.ring = ring_for(&s.ring_input).into();
+            s.ring = ring_for(&s.ring_input);
         }
     };
     if threads <= 1 {
@@ -399,18 +401,9 @@ fn build_rings(mut services: Vec<&mut ServicePlan>) {
     });
 }
 
-fn ring_for(input: &RingInput) -> Vec<u32> {
-    let table: Vec<MaglevBackend> = input.backends.iter().map(|(b, _)| *b).collect();
-    build_table(&table, input.m, input.seed)
-        .into_iter()
-        .map(|i| {
-            if i == NO_BACKEND {
-                NO_BACKEND
-            } else {
-                input.backends[i as usize].1
-            }
-        })
-        .collect()
+fn ring_for(input: &RingInput) -> Ring {
+    let (table, ids): (Vec<MaglevBackend>, Vec<u32>) = input.backends.iter().copied().unzip();
+    Ring::new(&build_table(&table, input.m, input.seed), &ids)
 }
 
 #[cfg(test)]
@@ -432,7 +425,7 @@ mod tests {
         let mut o: Vec<u8> = s
             .ring
             .iter()
-            .map(|id| s.backends.iter().find(|b| b.id == *id).unwrap().addr.ip())
+            .map(|id| s.backends.iter().find(|b| b.id == id).unwrap().addr.ip())
             .map(|ip| match ip {
                 IpAddr::V4(v4) => v4.octets()[3],
                 IpAddr::V6(_) => unreachable!(),
@@ -464,7 +457,7 @@ mod tests {
             up: false,
             ..configured(b)
         });
-        assert!(s.ring.iter().all(|id| *id == NO_BACKEND));
+        assert!(s.ring.iter().all(|id| id == NO_BACKEND));
         assert!(s.backends.iter().all(|b| b.entry.state == STATE_MAINT));
     }
 
@@ -564,11 +557,11 @@ mod tests {
         ids.assign(&cfg).unwrap();
         let mut before = plan(&cfg, &ids, |_, b| configured(b));
         // Marked, so a ring taken over (not rebuilt) shows.
-        let mut marked = before.services[0].ring.to_vec();
+        let mut marked: Vec<u32> = before.services[0].ring.iter().collect();
         marked[0] = 12345;
-        before.services[0].ring = marked.into();
+        before.services[0].ring = Ring::from_ids(&marked);
         let same = plan_ramped(&cfg, &ids, |_, b| configured(b), |_| None, &[&before]);
-        assert_eq!(same.services[0].ring[0], 12345, "same inputs: reused");
+        assert_eq!(same.services[0].ring.get(0), 12345, "same inputs: reused");
 
         let half = Ramp {
             permille: 500,
@@ -576,7 +569,11 @@ mod tests {
         };
         let ramped = |k: &BackendKey| k.1.ip().to_string().ends_with(".13").then_some(half);
         let p = plan_ramped(&cfg, &ids, |_, b| configured(b), ramped, &[&before]);
-        assert_ne!(p.services[0].ring[0], 12345, "a ramp changed it: rebuilt");
+        assert_ne!(
+            p.services[0].ring.get(0),
+            12345,
+            "a ramp changed it: rebuilt"
+        );
         let count = |p: &ServicePlan, last: &str| {
             let id = p
                 .backends
@@ -584,7 +581,7 @@ mod tests {
                 .find(|b| b.addr.ip().to_string().ends_with(last))
                 .unwrap()
                 .id;
-            p.ring.iter().filter(|e| **e == id).count()
+            p.ring.iter().filter(|e| *e == id).count()
         };
         // .11 at full weight, .13 at half (.12 drains): about 2:1.
         let (b11, b13) = (count(&p.services[0], ".11"), count(&p.services[0], ".13"));
@@ -598,5 +595,35 @@ mod tests {
             p.services[0].backends[1].ramp, None,
             "no ramp unless in the ring"
         );
+    }
+
+    /// The ring held compactly reads back exactly Maglev's table in
+    /// backend ids (what the daemon held, and wrote, before it was compact).
+    #[test]
+    fn a_ring_reads_back_maglevs_table_in_backend_ids() {
+        let cfg = Config::from_yaml(CFG).unwrap();
+        // Ids that are not positions: those of another config come first.
+        let mut ids = Ids::default();
+        ids.assign(&Config::from_yaml(&CFG.replace("web", "other")).unwrap())
+            .unwrap();
+        ids.assign(&cfg).unwrap();
+        let p = plan(&cfg, &ids, |_, b| configured(b));
+        let s = &p.services[0];
+        let backend_ids: Vec<u32> = s.backends.iter().map(|b| b.id).collect();
+        assert!(backend_ids.iter().all(|&id| id >= 3), "{backend_ids:?}");
+        let table: Vec<MaglevBackend> = s.ring_input.backends.iter().map(|(b, _)| *b).collect();
+        let want: Vec<u32> = build_table(&table, 1021, cfg.hash_seed)
+            .into_iter()
+            .map(|i| {
+                if i == NO_BACKEND {
+                    NO_BACKEND
+                } else {
+                    backend_ids[i as usize]
+                }
+            })
+            .collect();
+        assert_eq!(s.ring.len(), 1021);
+        assert_eq!(s.ring.iter().collect::<Vec<_>>(), want);
+        assert!((0..1021).all(|i| s.ring.get(i) == want[i]));
     }
 }

@@ -349,6 +349,48 @@ fn sigkill_and_restart_keep_flows_and_new_connections_work_throughout() {
     assert!(log.contains("previous program"), "{log}");
 }
 
+/// The program declares `RINGS` mappable, so rings are written through a
+/// mapping; a `RINGS` pinned by an earlier version without the flag is
+/// adopted as it is and its rings written with batches: new flows still
+/// reach every backend.
+#[test]
+fn a_rings_map_pinned_without_the_mappable_flag_is_adopted() {
+    const NOT_MAPPABLE: &str = "RINGS is not mappable";
+    let mut bed = Bed::new(3, &[1, 2, 3], "on_exit: detach");
+    let log = bed.daemon.log();
+    assert!(!log.contains(NOT_MAPPABLE), "a fresh start maps it:\n{log}");
+    let cfg = xdplb::config::Config::load(bed.daemon.config_path()).unwrap();
+    let pins = cfg.pin_dir.expect("the test config has a pin dir");
+
+    // An earlier version's RINGS: same shape, no flag, all zero (every
+    // entry backend id 0, until the daemon writes the rings).
+    bed.daemon.kill().unwrap();
+    let path = pins.join("RINGS");
+    std::fs::remove_file(&path).unwrap();
+    let entries =
+        cfg.limits.max_services * lb_common::RING_SLOTS_PER_SERVICE * cfg.limits.maglev_table_size;
+    let old = aya::maps::Array::<_, u32>::create(entries, 0).unwrap();
+    old.pin(&path).unwrap();
+    bed.daemon.restart().unwrap();
+    let log = bed.daemon.log();
+    assert!(log.contains("adopting pinned maps"), "{log}");
+    assert!(log.contains(NOT_MAPPABLE), "{log}");
+
+    let load = Load::start(&bed.client_ns(), vip(), Duration::from_millis(10));
+    let every = load.wait_for(PATIENCE, |o| {
+        (1..=3).all(|i| o.served_by_since(&name(i), ZERO) > 0)
+    });
+    let outcomes = load.stop();
+    assert!(
+        every,
+        "new flows reach every backend: {:?}",
+        (1..=3)
+            .map(|i| outcomes.served_by_since(&name(i), ZERO))
+            .collect::<Vec<_>>()
+    );
+    assert!(outcomes.failures().is_empty(), "{:?}", outcomes.failures());
+}
+
 #[test]
 fn an_invalid_reload_changes_nothing() {
     let bed = Bed::new(3, &[1, 2, 3], "");

@@ -70,12 +70,7 @@ impl World {
                     mode: def.mode,
                     drops_when_full: s.flags & lb_common::SVC_LIMITED != 0
                         && s.flags & lb_common::SVC_ADMIT_FULL == 0,
-                    ring: s
-                        .ring
-                        .iter()
-                        .copied()
-                        .filter(|&b| b != NO_BACKEND)
-                        .collect(),
+                    ring: s.ring.iter().filter(|&b| b != NO_BACKEND).collect(),
                 }
             })
             .collect();

@@ -75,7 +75,7 @@ impl<D: DataplaneOps, H: HealthSource> Controller<D, H> {
         let index = h % m;
         answer.hash = Some(h);
         answer.ring_index = Some(index);
-        match addr_of(svc.ring[index as usize]) {
+        match addr_of(svc.ring.get(index as usize)) {
             Some((addr, _)) => {
                 answer.backend = Some(addr);
                 answer.reason = format!(

@@ -164,7 +164,7 @@ fn backend<'a>(plan: &'a Plan, service: &str, a: &str) -> &'a BackendPlan {
 /// Ring entries owned by backend `a` of `web`.
 fn ring_share(plan: &Plan, a: &str) -> usize {
     let id = backend(plan, "web", a).id;
-    plan.services[0].ring.iter().filter(|e| **e == id).count()
+    plan.services[0].ring.iter().filter(|e| *e == id).count()
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn start_writes_the_whole_config_and_checks_what_it_says() {
     let plan = dp.last();
     assert_eq!(plan.services.len(), 2);
     assert_eq!(plan.services[0].backends.len(), 3);
-    assert!(plan.services[0].ring.iter().all(|e| *e != NO_BACKEND));
+    assert!(plan.services[0].ring.iter().all(|e| e != NO_BACKEND));
     assert_eq!(
         c.health.targets.len(),
         3,
@@ -251,7 +251,7 @@ fn a_reload_writes_the_rings_built_ahead_unless_a_status_changed_meanwhile() {
     assert_eq!(summary.backends_removed, ["web/198.18.1.12:8080"]);
     let written = c.dataplane_mut().last().services[0].ring.clone();
     assert!(
-        Arc::ptr_eq(&written, &ahead),
+        written.shares(&ahead),
         "web's ring built ahead is the one written"
     );
 
@@ -272,15 +272,15 @@ fn a_reload_writes_the_rings_built_ahead_unless_a_status_changed_meanwhile() {
     c.reload_built(built).unwrap();
     let plan = c.dataplane_mut().last().clone();
     let drained = backend(&plan, "web", "198.18.1.13:8080").id;
-    assert!(ahead.contains(&drained), "built before the drain");
+    assert!(ahead.contains(drained), "built before the drain");
     assert!(
-        !plan.services[0].ring.contains(&drained),
+        !plan.services[0].ring.contains(drained),
         "built again without it"
     );
     assert!(
         plan.services[0]
             .ring
-            .contains(&backend(&plan, "web", "198.18.1.14:8080").id)
+            .contains(backend(&plan, "web", "198.18.1.14:8080").id)
     );
 
     // A bad file is refused by the first step, and nothing changes.
@@ -541,7 +541,7 @@ fn explain_follows_the_flow_table_then_the_ring() {
     let fresh = c.explain(src, dst, Protocol::Tcp).unwrap();
     assert!(!fresh.existing_flow);
     let index = fresh.ring_index.unwrap() as usize;
-    let owner = c.plan().services[0].ring[index];
+    let owner = c.plan().services[0].ring.get(index);
     assert_eq!(
         fresh.backend,
         c.plan().services[0]

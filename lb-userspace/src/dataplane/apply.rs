@@ -1,8 +1,6 @@
 //! Writing a plan into the maps, touching only what changed since the last
 //! write (or since the state adopted from pinned maps).
 
-use std::sync::Arc;
-
 use aya::maps::{Array, HashMap, PerCpuArray, PerCpuValues};
 use lb_common::{
     Backend, BackendCounter, Counter, Globals, MODE_ECHO, RING_SLOTS_PER_SERVICE, STATE_DRAIN,
@@ -10,13 +8,7 @@ use lb_common::{
 };
 
 use super::{Dataplane, DataplaneError, Result, batch, map_err};
-use crate::plan::Plan;
-
-/// Whether `ring` is the one last written (`last`): the same `Arc` when
-/// the plan reused it (no need to compare 65 537 entries), else compared.
-fn same_ring(last: Option<&Arc<[u32]>>, ring: &Arc<[u32]>) -> bool {
-    last.is_some_and(|l| Arc::ptr_eq(l, ring) || **l == **ring)
-}
+use crate::plan::{Plan, Ring};
 
 impl Dataplane {
     /// Writes `plan` into the maps, changes only. A service's new ring goes
@@ -48,7 +40,8 @@ impl Dataplane {
 
         for svc in &plan.services {
             let current = self.shadow.services.get(&svc.key).copied();
-            let ring_changed = !same_ring(self.shadow.rings.get(&svc.id), &svc.ring)
+            // (The same ring when the plan reused it: no entry compared.)
+            let ring_changed = self.shadow.rings.get(&svc.id) != Some(&svc.ring)
                 || current.is_none_or(|m| m.id != svc.id);
             let slot = match current {
                 Some(m) if m.id == svc.id && !ring_changed => m.ring,
@@ -164,21 +157,22 @@ impl Dataplane {
 
     /// Plain stores through the mapping (`ring_map`), else one syscall for
     /// the whole ring (`batch`).
-    fn write_ring(&mut self, slot: u32, ring: &[u32]) -> Result<()> {
+    fn write_ring(&mut self, slot: u32, ring: &Ring) -> Result<()> {
         let base = slot * self.ring_size;
         let Some(aya::maps::Map::Array(rings)) = self.ebpf.map("RINGS") else {
             return Err(DataplaneError::MissingMap("RINGS"));
         };
         if let Some(mem) = &self.rings {
             return mem
-                .write(rings, base, ring)
+                .write(rings, base, ring.iter())
                 .map_err(|source| DataplaneError::Io {
                     what: format!("writing ring slot {slot} (RINGS, mapped)"),
                     source,
                 });
         }
         let keys: Vec<u32> = (base..).take(ring.len()).collect();
-        batch::update(rings, &keys, ring).map_err(|source| DataplaneError::Io {
+        let ids: Vec<u32> = ring.iter().collect();
+        batch::update(rings, &keys, &ids).map_err(|source| DataplaneError::Io {
             what: format!("writing ring slot {slot} (RINGS)"),
             source,
         })

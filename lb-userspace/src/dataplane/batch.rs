@@ -106,7 +106,7 @@ fn map_fd(map: &MapData) -> u32 {
 ///
 /// # Safety
 /// The pointers in `attr` must be valid for what `cmd` reads and writes.
-pub(super) unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<i64> {
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<i64> {
     // SAFETY: the caller vouches for the pointers inside `attr`.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>() as u32) };
     if rc < 0 {

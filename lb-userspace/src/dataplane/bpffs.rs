@@ -45,7 +45,7 @@ pub fn ensure_pin_dir(dir: &Path) -> Result<(), PinError> {
     fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))
 }
 
-pub(super) fn is_bpffs(path: &Path) -> bool {
+fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
 }
 

@@ -175,7 +175,7 @@ struct Shadow {
     backends: StdHashMap<u32, Backend>,
     /// The ring last written for each service id (shared with the plan
     /// that had it: no copy).
-    rings: StdHashMap<u32, std::sync::Arc<[u32]>>,
+    rings: StdHashMap<u32, crate::plan::Ring>,
     /// `SERVICE_BACKENDS` entries written, by service id.
     overflow: StdHashMap<u32, lb_common::ServiceBackends>,
     globals: Option<lb_common::Globals>,
@@ -558,20 +558,7 @@ fn load_object(
         }
         loader.map_pin_path("JUMP", p.jump_path());
     }
-    // `RINGS` made mappable first, where aya then finds it (`ring_map`).
-    let temp_pin = match pins {
-        Some(p) => {
-            ring_map::pin_if_absent(&p.map_path("RINGS"), &sizes["RINGS"]);
-            None
-        }
-        None => ring_map::TempPin::create(&sizes["RINGS"]),
-    };
-    if let Some(pin) = &temp_pin {
-        loader.map_pin_path("RINGS", pin.path().to_owned());
-    }
-    let loaded = loader.load(object);
-    drop(temp_pin); // (aya's handle keeps the map)
-    let mut ebpf = loaded.map_err(|e| map_refused(sizes, e))?;
+    let mut ebpf = loader.load(object).map_err(|e| map_refused(sizes, e))?;
     let entry = program_mut(&mut ebpf)?;
     entry.load().map_err(|e| refused(PROGRAM_NAME, e))?;
     log_verified(PROGRAM_NAME, entry);
