@@ -134,7 +134,7 @@ impl Apt {
             .is_some_and(|age| age < LISTS_MAX_AGE);
         if !fresh {
             eprintln!("xtask vm-test: reading the package lists of {}", suite.name);
-            exec(&mut apt.command("apt-get").arg("update"))?;
+            exec(apt.command("apt-get").arg("update"))?;
             fs::write(&stamp, "")?;
         }
         Ok(apt)
