@@ -37,10 +37,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the tests inside QEMU guests booting Debian's 6.1 and 6.12 kernels
+    /// Run the tests inside QEMU guests booting Debian's 5.10, 6.1 and 6.12 kernels
     /// (kernel packages fetched through apt and cached in target/vm-cache).
     VmTest {
-        /// Kernels to test: 6.1, 6.12 or all (comma-separated or repeated).
+        /// Kernels to test: 5.10, 6.1, 6.12 or all (comma-separated or repeated).
         #[arg(long = "kernel", default_value = "all", value_delimiter = ',')]
         kernels: Vec<String>,
         /// Run only these tests, in this order (comma-separated or repeated):

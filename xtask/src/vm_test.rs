@@ -1,9 +1,9 @@
 //! `cargo xtask vm-test`: the test suite inside QEMU guests running
-//! Debian's own kernels (6.1, 6.12), the way aya tests itself: fetch each
-//! kernel package through apt (cached in target/vm-cache), build one
-//! busybox initramfs with the test executables, boot it (KVM if it really
-//! works, else TCG), let vm/init.sh run the tests, and read the verdicts
-//! from the serial console. Exits non-zero if any test fails on any kernel.
+//! Debian's own kernels (Debian 11's 5.10, 6.1, 6.12), the way aya tests
+//! itself: fetch each kernel package through apt (cached in
+//! target/vm-cache), build one busybox initramfs with the test
+//! executables, boot it (KVM if it really works, else TCG), let vm/init.sh
+//! run the tests, and read the verdicts from the serial console. Exits non-zero if any test fails on any kernel.
 //! Needs no root itself (only to install missing host packages).
 
 use std::{
@@ -50,7 +50,7 @@ pub const DEFAULT_PLAN: &[&str] = &[
 const SCRIPTS: &[&str] = &["load", "virtio"];
 
 pub struct Options {
-    /// Kernel labels (6.1, 6.12) or "all".
+    /// Kernel labels (5.10, 6.1, 6.12) or "all".
     pub kernels: Vec<String>,
     /// Tests to run; empty: DEFAULT_PLAN.
     pub only: Vec<String>,
@@ -77,7 +77,8 @@ pub fn run(opts: &Options) -> Result<()> {
     let work = root().join("target/vm-test");
     fs::create_dir_all(&work)?;
 
-    let busybox = apt::candidate("busybox-static")?
+    let busybox = apt::Apt::host()
+        .candidate("busybox-static")?
         .unpacked(&cache)?
         .join("bin/busybox");
     let payload = build(&plan)?;

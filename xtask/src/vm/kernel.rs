@@ -13,28 +13,38 @@ use std::{
 use anyhow::{Context, Result, bail};
 use object::{Object, ObjectSection};
 
-use super::apt::{self, Deb};
+use super::apt::{self, Apt, Deb, Suite};
 
-/// A kernel of the matrix: a Debian 12 meta-package that follows the
-/// newest build of that series.
+/// A kernel of the matrix: a Debian meta-package that follows the newest
+/// build of that series, from the host's sources or from `suite`.
 pub struct Spec {
     pub label: &'static str,
     meta: &'static str,
     prefix: &'static str,
+    suite: Option<&'static Suite>,
 }
 
 pub const SPECS: &[Spec] = &[
+    // Debian 11's LTS kernel (and many fleets' 5.10).
+    Spec {
+        label: "5.10",
+        meta: "linux-image-amd64",
+        prefix: "linux-image-5.10.",
+        suite: Some(&apt::BULLSEYE),
+    },
     // Debian 12's own kernel (and the Vagrant box's).
     Spec {
         label: "6.1",
         meta: "linux-image-amd64",
         prefix: "linux-image-6.1.",
+        suite: None,
     },
     // The newer kernel Debian 12 also ships (as Debian 13 runs).
     Spec {
         label: "6.12",
         meta: "linux-image-6.12-amd64",
         prefix: "linux-image-6.12.",
+        suite: None,
     },
 ];
 
@@ -59,7 +69,11 @@ pub struct Module {
 impl Kernel {
     /// Resolves the spec's package through apt and unpacks it (cached).
     pub fn fetch(spec: &Spec, cache: &Path) -> Result<Kernel> {
-        let deb = apt::meta_target(spec.meta, spec.prefix)?;
+        let apt = match spec.suite {
+            Some(suite) => Apt::suite(suite, cache)?,
+            None => Apt::host(),
+        };
+        let deb = apt.meta_target(spec.meta, spec.prefix)?;
         let root = deb.unpacked(cache)?;
         let modules = root.join("lib/modules");
         let release = fs::read_dir(&modules)

@@ -115,9 +115,14 @@ pub fn with_modules(common: &Archive, modules: &[Module]) -> Vec<u8> {
 
 /// Sourced by the guest scripts: the daemon's path, and functions that run
 /// the host's tools, because busybox sh runs its own applet of the same
-/// name before anything in PATH (the Rust tests go through PATH).
+/// name before anything in PATH (the Rust tests go through PATH). The
+/// host's XDPLB_LOG goes along (`XDPLB_LOG=debug` shows a rejecting
+/// verifier's whole log on the guest's console).
 fn env(xdplb: &str) -> String {
     let mut env = format!("XDPLB={xdplb}\nexport XDPLB\n");
+    if let Ok(level) = std::env::var("XDPLB_LOG") {
+        env += &format!("XDPLB_LOG='{level}'\nexport XDPLB_LOG\n");
+    }
     for tool in HOST_TOOLS {
         env += &format!("{tool}() {{ /usr/local/sbin/{tool} \"$@\"; }}\n");
     }
