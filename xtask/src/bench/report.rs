@@ -598,8 +598,13 @@ fn scaling_section(s: &mut String, pps: &Value) {
     }
     *s += "\n| program | rx Mpps, one CPU -> two CPUs | two / one | NAPI ns/pkt: dedicated, one CPU, two CPUs | \
            generator + sinks' share of the two CPUs |\n|---|---|---|---|---|\n";
-    let mut keys: Vec<&str> = rows.iter().filter_map(|r| r["key"].as_str()).collect();
-    keys.dedup();
+    // Each program once, in the order first measured (rows come by layout).
+    let mut keys: Vec<&str> = Vec::new();
+    for key in rows.iter().filter_map(|r| r["key"].as_str()) {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
     let mut nat = None;
     for key in keys {
         let get = |layout: &str| {
@@ -634,6 +639,22 @@ fn scaling_section(s: &mut String, pps: &Value) {
                     .as_array()
                     .map(|c| c.iter().filter_map(|c| f(&c["other"])).sum::<f64>() / 2.0)
             };
+            // How busy the CPUs that carried the row were (every thread and
+            // the rest): below 100%, the row left CPU time unused.
+            let busy = |r: &Value, cpus: usize| {
+                r["cpus"].as_array().map(|c| {
+                    c.iter()
+                        .take(cpus)
+                        .map(|c| {
+                            ["generator", "napi", "sink", "other"]
+                                .iter()
+                                .filter_map(|k| f(&c[*k]))
+                                .sum::<f64>()
+                        })
+                        .sum::<f64>()
+                        / cpus as f64
+                })
+            };
             nat = Some((
                 ratio(m2, m1),
                 ns(one),
@@ -641,19 +662,24 @@ fn scaling_section(s: &mut String, pps: &Value) {
                 others,
                 other(one),
                 other(two),
+                busy(one, 1),
+                busy(two, 2),
             ));
         }
     }
     *s += "\n";
-    let Some((factor, ns1, ns2, others, other1, other2)) = nat else {
+    let Some((factor, ns1, ns2, others, other1, other2, busy1, busy2)) = nat else {
         return;
     };
     let change = ratio(ns2, ns1).map(|r| format!("{:+.0}%", (r - 1.0) * 100.0));
     let _ = write!(
         s,
         "**What this shows, on 2 CPUs.** With the same threads on each CPU, two CPUs handled {factor}x \
-         the frames one did for xdplb nat (2.0x would be linear), while other work kept {other1} of \
-         the machine's two CPUs busy during the one-CPU row and {other2} during the two-CPU row. Per \
+         the frames one did for xdplb nat (2.0x would be linear; the one-CPU row kept its CPU {busy1} busy, \
+         the two-CPU row its two CPUs {busy2}: a CPU left partly idle, as when one CPU runs every \
+         thread and each waits to be woken, makes the factor look better than linear), while other \
+         work kept {other1} of the machine's two CPUs busy during the one-CPU row and {other2} during \
+         the two-CPU row. Per \
          packet, its NAPI spent {ns1} ns with one queue (*one_cpu*) and {ns2} ns with two queues on two \
          CPUs at once ({change}): the difference is what forwarding on both CPUs at once does to the \
          cost of a packet (state the CPUs share: the flow tables and their bookkeeping; caches the \
@@ -673,6 +699,8 @@ fn scaling_section(s: &mut String, pps: &Value) {
         others = pct(others),
         other1 = pct(other1),
         other2 = pct(other2),
+        busy1 = pct(busy1),
+        busy2 = pct(busy2),
     );
 }
 
