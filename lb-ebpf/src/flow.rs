@@ -66,10 +66,23 @@ fn usable(state: u8) -> bool {
     state == STATE_READY || state == STATE_DRAIN
 }
 
-/// Seconds of the kernel's monotonic clock (coarse: a tick is plenty).
+/// Whether the kernel has `bpf_ktime_get_coarse_ns` (5.11): set by the
+/// daemon at load time (`EbpfLoader::set_global`, its probe in
+/// `dataplane::features`). Read-only data, so the verifier takes it as a
+/// constant and never walks the call a kernel without the helper refuses.
+#[unsafe(no_mangle)]
+static COARSE_CLOCK: u8 = 1;
+
+/// Seconds of the kernel's monotonic clock (coarse where the kernel has
+/// it: a tick is plenty).
 #[inline(always)]
 pub fn now_secs() -> u32 {
-    (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
+    let ns = if unsafe { core::ptr::read_volatile(&COARSE_CLOCK) } != 0 {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        unsafe { bpf_ktime_get_ns() }
+    };
+    (ns / 1_000_000_000) as u32
 }
 
 /// Microseconds of the kernel's monotonic clock, wrapping (`Flow::born_us`):
@@ -315,19 +328,21 @@ fn reverse(key: &FlowKey, svc: &ServiceMeta, backend_id: u32) -> NatRev {
 
 /// A backend answered the unconfirmed nat flow of `rev` (`xdplb_reply`
 /// found it in `PENDING_REV`): record what confirms it (module doc).
-/// `syn_ack_seq`: the answer's sequence number if it is a TCP SYN-ACK.
+/// `syn_ack_seq`: the answer's sequence number, and whether it is a TCP
+/// SYN-ACK (not an `Option`: 5.10's verifier refuses the reload LLVM makes
+/// of a `None`'s unwritten payload).
 /// The first SYN-ACK also ends the handshake the backend is timed on; a
 /// RST refuses it (the flow is closing: answered, not confirmable).
 #[inline(always)]
-pub fn answered(rev: &NatRev, key: &FlowKey, tcp_flags: u8, syn_ack_seq: Option<u32>) {
+pub fn answered(rev: &NatRev, key: &FlowKey, tcp_flags: u8, syn_ack_seq: (u32, bool)) {
     let Some(flow) = PENDING.get_ptr_mut(client_key(rev, key)) else {
         return;
     };
     let f = unsafe { &mut *flow };
     let confirm = if key.proto == PROTO_TCP {
         match syn_ack_seq {
-            Some(seq) => seq.wrapping_add(1),
-            None => {
+            (seq, true) => seq.wrapping_add(1),
+            (_, false) => {
                 if tcp_flags & TCP_RST != 0 {
                     closing(f);
                 }

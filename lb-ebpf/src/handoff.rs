@@ -11,16 +11,10 @@
 //! else writes the scratch entry in between.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
-use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, ServiceMeta};
-use network_types::{
-    eth::EthHdr,
-    ip::{Ipv4Hdr, Ipv6Hdr},
-    tcp::TcpHdr,
-    udp::UdpHdr,
-    vlan::VlanHdr,
-};
+use lb_common::{FlowKey, PROTO_TCP, ServiceMeta};
+use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 
-use crate::parse::{L3, Packet, ptr_at};
+use crate::parse::{Packet, ptr_at};
 
 /// Offsets are checked against this before use: the verifier needs a bound
 /// on them, and no XDP frame is this long.
@@ -73,7 +67,7 @@ pub fn save(
             l4_off: l4_off as u16,
             ip_len: pkt.ip_len,
             tcp_flags: pkt.tcp_flags,
-            has_l4_check: pkt.l4_check.is_some() as u8,
+            has_l4_check: pkt.has_l4_check as u8,
             no_flow: no_flow as u8,
             now,
         }
@@ -108,25 +102,18 @@ pub fn restore(ctx: &XdpContext) -> Option<(Packet, &'static Handoff)> {
         EthHdr::LEN
     };
     let l4 = h.l4_offset()?;
-    let l3 = if h.key.family == FAMILY_V4 {
-        L3::V4(ptr_at::<Ipv4Hdr>(ctx, l2_len)?)
-    } else {
-        L3::V6(ptr_at::<Ipv6Hdr>(ctx, l2_len)?)
-    };
-    let l4_check = if h.has_l4_check == 0 {
-        None
-    } else if h.key.proto == PROTO_TCP {
+    let l4_check = if h.key.proto == PROTO_TCP {
         let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
-        Some(unsafe { &raw mut (*tcp).check })
+        unsafe { &raw mut (*tcp).check }
     } else {
         let udp: *mut UdpHdr = ptr_at(ctx, l4)?;
-        Some(unsafe { &raw mut (*udp).check })
+        unsafe { &raw mut (*udp).check }
     };
     let pkt = Packet {
         l2_len,
-        l3,
         ports: ptr_at(ctx, l4)?,
         l4_check,
+        has_l4_check: h.has_l4_check != 0,
         key: h.key,
         ip_len: h.ip_len,
         tcp_flags: h.tcp_flags,

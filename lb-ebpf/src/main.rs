@@ -286,7 +286,10 @@ fn deliver(
         }
         _ => {
             let snat = globals.snat(pkt.key.family);
-            nat::rewrite(pkt, &snat, &backend, conn.snat_port, conn.backend_port);
+            if nat::rewrite(ctx, pkt, &snat, &backend, conn.snat_port, conn.backend_port).is_none()
+            {
+                return XDP_DROP;
+            }
             Route::of(pkt, &backend)
         }
     };
@@ -338,10 +341,11 @@ fn reply(ctx: &XdpContext) -> Result<u32, ()> {
             let syn_ack = pkt.tcp_flags & (parse::TCP_SYN | parse::TCP_ACK)
                 == parse::TCP_SYN | parse::TCP_ACK;
             let seq = match h.l4_offset() {
-                Some(l4) if syn_ack => {
-                    parse::ptr_at::<[u8; 4]>(ctx, l4 + 4).map(|p| u32::from_be_bytes(unsafe { *p }))
-                }
-                _ => None,
+                Some(l4) if syn_ack => match parse::ptr_at::<[u8; 4]>(ctx, l4 + 4) {
+                    Some(p) => (u32::from_be_bytes(unsafe { *p }), true),
+                    None => (0, false),
+                },
+                _ => (0, false),
             };
             flow::answered(unsafe { &*rev }, &pkt.key, pkt.tcp_flags, seq);
             rev
@@ -373,7 +377,18 @@ fn send_back(
     if pkt.tcp_flags & (parse::TCP_FIN | parse::TCP_RST) != 0 {
         flow::closed_by_backend(rev, &pkt.key);
     }
-    nat::rewrite(pkt, &rev.vip, &rev.client, rev.vip_port, rev.client_port);
+    if nat::rewrite(
+        ctx,
+        pkt,
+        &rev.vip,
+        &rev.client,
+        rev.vip_port,
+        rev.client_port,
+    )
+    .is_none()
+    {
+        return XDP_DROP;
+    }
     let route = Route::of(pkt, &rev.client);
     fib::forward(ctx, &route, globals.flags, Some(&mut rev.hop), now)
 }

@@ -26,9 +26,10 @@ static PARTIAL_CSUM: HashMap<u32, u32> = HashMap::with_max_entries(PARTIAL_CSUM_
 /// `l4_len`: TCP/UDP header and payload, bytes.
 #[inline(always)]
 pub fn check(ctx: &XdpContext, pkt: &Packet, l4_len: u16) {
-    let Some(field) = pkt.l4_check else {
+    if !pkt.has_l4_check {
         return;
-    };
+    }
+    let field = pkt.l4_check;
     let key: &FlowKey = &pkt.key;
     // The pseudo-header: addresses, protocol, L4 length (wire order words).
     let sum = fold(addr_sum(&key.src)) as u32

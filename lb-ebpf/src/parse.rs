@@ -29,23 +29,22 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// The network header: IPv4 or IPv6.
-#[derive(Clone, Copy)]
-pub enum L3 {
-    V4(*mut Ipv4Hdr),
-    V6(*mut Ipv6Hdr),
-}
-
 /// A parsed packet: pointers into it (bounds already checked) and its
 /// flow key in wire byte order.
 pub struct Packet {
     /// Bytes before the IP header: Ethernet, plus 4 for an 802.1Q tag.
+    /// (The header is taken anew where it is written, `nat::rewrite`: a
+    /// pointer kept here lost its bounds to 5.10's verifier.)
     pub l2_len: usize,
-    pub l3: L3,
     /// Source and destination ports (first 4 bytes of TCP and UDP).
     pub ports: *mut [u16; 2],
-    /// The L4 checksum field; `None` for a UDP datagram sent without one.
-    pub l4_check: Option<*mut [u8; 2]>,
+    /// The L4 checksum field (TCP's or UDP's), bounds-checked on every
+    /// path; whether it holds a checksum is `has_l4_check` (not an
+    /// `Option`: 5.10's verifier, losing which variant was taken, walked the
+    /// `Some` arm with the `None` path's unwritten pointer).
+    pub l4_check: *mut [u8; 2],
+    /// False for a UDP datagram sent without a checksum (IPv4 only).
+    pub has_l4_check: bool,
     pub key: FlowKey,
     /// Whole IP packet length, host order, as carried (`carried_len`).
     pub ip_len: u16,
@@ -57,7 +56,6 @@ pub struct Packet {
 
 /// Network header fields the rest of parsing needs.
 struct Net {
-    l3: L3,
     /// Offset of the L4 header.
     l4: usize,
     proto: u8,
@@ -94,22 +92,21 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
     };
 
     let mut tcp_flags = 0;
-    let l4_check = match net.proto {
+    let (l4_check, has_l4_check) = match net.proto {
         PROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(ctx, net.l4)?;
             // Byte 13: CWR ECE URG ACK PSH RST SYN FIN.
             tcp_flags = unsafe { *(tcp as *const u8).add(13) };
-            Some(unsafe { &raw mut (*tcp).check })
+            (unsafe { &raw mut (*tcp).check }, true)
         }
         PROTO_UDP => {
             let udp: *mut UdpHdr = ptr_at(ctx, net.l4)?;
             let check = unsafe { &raw mut (*udp).check };
             // IPv4 only: a zero UDP checksum means "none" (mandatory in IPv6).
-            if net.family == FAMILY_V4 && unsafe { *check } == [0, 0] {
-                None
-            } else {
-                Some(check)
-            }
+            (
+                check,
+                net.family != FAMILY_V4 || unsafe { *check } != [0, 0],
+            )
         }
         _ => return None,
     };
@@ -118,9 +115,9 @@ pub fn parse(ctx: &XdpContext) -> Option<Packet> {
 
     Some(Packet {
         l2_len: l3,
-        l3: net.l3,
         ports,
         l4_check,
+        has_l4_check,
         key: FlowKey {
             src: net.src,
             dst: net.dst,
@@ -151,7 +148,6 @@ fn parse_v4(ctx: &XdpContext, l3: usize) -> Option<Net> {
     }
     let (src, dst, tot_len) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).tot_len) };
     Some(Net {
-        l3: L3::V4(ip),
         l4: l3 + ihl,
         proto,
         src: v4_words(src),
@@ -191,7 +187,6 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Option<Net> {
     }
     let (src, dst, payload_len) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).payload_len) };
     Some(Net {
-        l3: L3::V6(ip),
         l4,
         proto: next,
         src: v6_words(src),

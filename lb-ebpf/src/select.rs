@@ -74,6 +74,9 @@ pub fn select(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> Result<(u3
     let base = svc.ring.wrapping_mul(m);
     let entry = |h: u32| RINGS.get(base.wrapping_add(h % m)).copied();
     let first = entry(h).and_then(Candidate::of).ok_or(Miss::NoBackend)?;
+    // `other`: the other backend drawn, or `pick` again when there is none.
+    // Not an `Option`: LLVM spills its payload only where it is `Some` and
+    // reloads it on every path, a read 5.10's verifier refuses.
     let (pick, other) = if svc.flags & SVC_LEAST_FLOWS != 0 {
         // A second draw that gives the first backend again draws once
         // more, so one backend rarely is both choices.
@@ -83,19 +86,19 @@ pub fn select(key: &FlowKey, svc: &ServiceMeta, globals: &Globals) -> Result<(u3
             c => c,
         };
         match second {
-            Some(s) if s.id != first.id && s.lighter_than(&first) => (s, Some(first)),
-            Some(s) if s.id != first.id => (first, Some(s)),
-            _ => (first, None),
+            Some(s) if s.id != first.id && s.lighter_than(&first) => (s, first),
+            Some(s) if s.id != first.id => (first, s),
+            _ => (first, first),
         }
     } else {
-        (first, None)
+        (first, first)
     };
     if !pick.full() {
         return Ok((pick.id, *pick.backend));
     }
     stats::count_full(pick.id);
     let room = match other {
-        Some(o) if !o.full() => Some(o),
+        o if o.id != pick.id && !o.full() => Some(o),
         _ if svc.flags & SVC_LIMITED != 0 => first_with_room(svc.id, h),
         _ => None,
     };

@@ -6,6 +6,7 @@ mod apply;
 mod batch;
 mod bpffs;
 mod counters;
+mod features;
 mod gc;
 mod handles;
 mod pins;
@@ -547,6 +548,7 @@ fn load_object(
     pins: Option<&pins::Pins>,
 ) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
+    features::set_globals(&mut loader);
     for (name, spec) in sizes {
         if spec.setting.is_some() {
             loader.map_max_entries(name, spec.max_entries);

@@ -1,0 +1,57 @@
+//! What the program can do without on an older kernel, probed once at load
+//! time (docs/kernels.md). Each is a read-only global of the program the
+//! loader sets, which the verifier takes as a constant: the path a kernel
+//! lacks is never verified there.
+
+use std::sync::OnceLock;
+
+use aya::{
+    EbpfLoader,
+    programs::ProgramType,
+    sys::{BpfHelper, is_helper_supported},
+};
+
+/// The kernel's answers (probed once a process).
+struct Features {
+    /// `bpf_ktime_get_coarse_ns` (5.11); else the flow clock reads
+    /// `bpf_ktime_get_ns`, a little dearer.
+    coarse_clock: bool,
+}
+
+fn features() -> &'static Features {
+    static FEATURES: OnceLock<Features> = OnceLock::new();
+    FEATURES.get_or_init(|| {
+        // A probe that cannot tell (no privilege, a strange error) counts
+        // as present: the load itself then says what the kernel refused.
+        let has = |helper| is_helper_supported(ProgramType::Xdp, helper).unwrap_or(true);
+        let f = Features {
+            coarse_clock: has(BpfHelper::BPF_FUNC_ktime_get_coarse_ns),
+        };
+        if let Some(missing) = f.missing() {
+            tracing::info!("on this kernel: {missing}");
+        }
+        f
+    })
+}
+
+impl Features {
+    /// What this kernel lacks and what the program does instead, in one
+    /// line; `None` when it lacks nothing.
+    fn missing(&self) -> Option<String> {
+        let mut lacks = Vec::new();
+        if !self.coarse_clock {
+            lacks.push("no bpf_ktime_get_coarse_ns (5.11): the flow clock reads bpf_ktime_get_ns");
+        }
+        (!lacks.is_empty()).then(|| lacks.join("; "))
+    }
+}
+
+/// Sets the program's globals for this kernel. Not required to exist: an
+/// older build of the program (`cargo xtask bench --ab`) may lack one.
+pub(super) fn set_globals(loader: &mut EbpfLoader<'_>) {
+    // The loader borrows the values until it loads.
+    const YES: u8 = 1;
+    const NO: u8 = 0;
+    let flag = |on: bool| if on { &YES } else { &NO };
+    loader.override_global("COARSE_CLOCK", flag(features().coarse_clock), false);
+}
