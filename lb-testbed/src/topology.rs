@@ -72,6 +72,9 @@ pub struct Topology {
     /// XDP_PASS on the LB's veth peers, so that its XDP_TX frames leave
     /// (`veth`); detached on drop.
     _peer_xdp: Option<aya::Ebpf>,
+    /// XDP_PASS on the switch's port facing the LB: frames the LB redirects
+    /// there are delivered on 5.10 only with it.
+    _switch_xdp: Option<aya::Ebpf>,
 }
 
 impl Topology {
@@ -89,6 +92,7 @@ impl Topology {
             created: Vec::new(),
             n_backends,
             _peer_xdp: None,
+            _switch_xdp: None,
         };
         // On any error below, dropping `t` removes what exists so far.
         let (cli, lb, sw) = (t.client_ns(), t.lb_ns(), t.switch_ns());
@@ -157,7 +161,8 @@ impl Topology {
             Ok(())
         })?;
         // Frames XDP-redirected into a veth are only delivered if the peer
-        // runs XDP or has GRO on.
+        // runs XDP or (5.13 and later) has GRO on: both, for every kernel of
+        // the matrix (5.10 needs the program).
         let ethtool = |ns: &str, args: &[&str]| {
             run(netns::command(ns, &ethtool.to_string_lossy()).args(args))
         };
@@ -165,6 +170,7 @@ impl Topology {
             ethtool(ns, &["-K", dev, "gro", "on"])?;
         }
         t._peer_xdp = Some(crate::veth::pass_xdp(&cli, &[CLIENT_IF.to_string()])?);
+        t._switch_xdp = Some(crate::veth::pass_xdp(&sw, &["lb".to_string()])?);
         // Senders must put full checksums on the wire, as a real NIC's
         // receiver sees them: with TX offload a veth frame carries a partial
         // checksum, which XDP cannot see and a redirect does not complete.
