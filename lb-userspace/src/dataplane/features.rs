@@ -55,3 +55,10 @@ pub(super) fn set_globals(loader: &mut EbpfLoader<'_>) {
     let flag = |on: bool| if on { &YES } else { &NO };
     loader.override_global("COARSE_CLOCK", flag(features().coarse_clock), false);
 }
+
+/// "Linux RELEASE" of the running kernel, for messages about what it lacks.
+pub fn kernel_name() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| format!("Linux {}", u.release().to_string_lossy()))
+        .unwrap_or_else(|_| "this kernel".into())
+}

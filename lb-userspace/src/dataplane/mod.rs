@@ -6,7 +6,7 @@ mod apply;
 mod batch;
 mod bpffs;
 mod counters;
-mod features;
+pub mod features;
 mod gc;
 mod handles;
 mod pins;
@@ -649,12 +649,9 @@ fn refused(program: &'static str, e: ProgramError) -> DataplaneError {
     };
     let log = format!("{verifier_log}");
     tracing::debug!("verifier log of {program}:\n{log}");
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| format!("Linux {}", u.release().to_string_lossy()))
-        .unwrap_or_else(|_| "this kernel".into());
     DataplaneError::Verifier {
         program,
-        kernel,
+        kernel: features::kernel_name(),
         summary: format!("{} ({io_error})", verifier_summary(&log)),
     }
 }

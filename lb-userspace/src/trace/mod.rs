@@ -91,6 +91,12 @@ pub enum TraceError {
     Capture(#[from] CaptureError),
     #[error("--iface {name}: no such interface in this network namespace")]
     NoIface { name: String },
+    #[error(
+        "--iface: {kernel} would not run a frame arriving on an interface ({why}): \
+         BPF_PROG_TEST_RUN takes the ingress interface from Linux 5.15 on; without --iface, \
+         frames arrive on lo"
+    )]
+    NoIngress { kernel: String, why: String },
     #[error("planning the maps: {0}")]
     Plan(String),
     #[error(transparent)]

@@ -69,6 +69,18 @@ impl Tracer {
         };
         let mut dp = Dataplane::load(&limits, None)?;
         dp.apply(&plan)?;
+        if let Some(ifindex) = ingress {
+            // Kernels before 5.15 take no context (the ingress) for an XDP
+            // test run: say so once rather than for every frame. The probe
+            // is an Ethernet header of no known type, which the program
+            // passes.
+            run_frame(dp.program(), &[0u8; 14], Some(ifindex)).map_err(|e| {
+                TraceError::NoIngress {
+                    kernel: crate::dataplane::features::kernel_name(),
+                    why: chain(&e),
+                }
+            })?;
+        }
         let neigh = dp.take_neigh_events()?;
         let why = Attribution::new(cfg, plan, fib, ingress.unwrap_or(1));
         let last = dp.counters(why.service_ids(), why.backend_ids())?;
