@@ -57,6 +57,10 @@ ip -n vbe route add default via 198.18.1.1
 # Frames redirected into a veth reach its peer only with GRO (or XDP)
 # there; senders must put full checksums on the wire (no TX offload).
 ip netns exec vbe ethtool -K eth0 gro on tx off >/dev/null || fail "ethtool on the backend"
+# Before 5.13 GRO is not enough: an XDP program, the decapsulator (it passes
+# all that is not tunnelled to it), pinned on the host's bpffs (nsenter).
+for d in /run/netns /var/run/netns; do [ -e "$d/vbe" ] && vbe="$d/vbe"; done
+nsenter --net="$vbe" "$XDPLB" decap attach eth0 >/dev/null || fail "xdplb decap attach on the backend"
 ip netns exec vcli ethtool -K "$cli" tx off >/dev/null 2>&1
 
 mkdir -p /srv/be1
