@@ -46,6 +46,18 @@ impl Features {
     }
 }
 
+/// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK` (64 KiB by
+/// default there: not one flow table), later ones to the memory cgroup.
+/// Raised to unlimited where the process may; where it may not (a service
+/// manager's own limit, no `CAP_SYS_RESOURCE`), a map the limit refuses
+/// fails to load with EPERM, as before.
+pub(super) fn raise_memlock() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::debug!("RLIMIT_MEMLOCK left as it is ({e})");
+    }
+}
+
 /// Sets the program's globals for this kernel. Not required to exist: an
 /// older build of the program (`cargo xtask bench --ab`) may lack one.
 pub(super) fn set_globals(loader: &mut EbpfLoader<'_>) {

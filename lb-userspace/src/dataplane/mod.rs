@@ -547,6 +547,7 @@ fn load_object(
     sizes: &std::collections::BTreeMap<&'static str, pins::MapSpec>,
     pins: Option<&pins::Pins>,
 ) -> Result<Ebpf> {
+    features::raise_memlock();
     let mut loader = EbpfLoader::new();
     features::set_globals(&mut loader);
     for (name, spec) in sizes {
