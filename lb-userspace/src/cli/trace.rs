@@ -62,7 +62,8 @@ pub struct TraceArgs {
     /// of skipping it.
     #[arg(long)]
     fib: bool,
-    /// The interface frames arrive on, in this namespace [default: lo].
+    /// The interface frames arrive on, in this namespace [default: lo]
+    /// (Linux 5.15 and later: older kernels take no ingress for a test run).
     #[arg(long, value_name = "IFACE")]
     iface: Option<String>,
 }
