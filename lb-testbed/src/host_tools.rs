@@ -89,16 +89,3 @@ pub fn pip_tool(venv: &Path, spec: &str, bin: &str) -> Result<PathBuf> {
     anyhow::ensure!(path.is_file(), "{spec} installed no {}", path.display());
     Ok(path)
 }
-
-/// Whether the running kernel is `major.minor` or later (tests of what
-/// older kernels of the matrix lack).
-pub fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (a, b) >= (major, minor)
-}

@@ -663,7 +663,7 @@ fn with_fib_the_namespace_routes_and_neighbours_decide() {
         let fib = [&["--fib", "--iface", "lbc"], extra].concat();
         netns::run(netns::command(bed.ns(), BIN).args(trace_args(&cfg, &input, &fib))).unwrap()
     };
-    if !lb_testbed::host_tools::kernel_at_least(5, 15) {
+    if !xdplb::dataplane::features::kernel_at_least(5, 15) {
         // No ingress for an XDP test run before 5.15: trace says so, once.
         let fib = ["--fib", "--iface", "lbc", "--out", path(&out)];
         let err = netns::run(netns::command(bed.ns(), BIN).args(trace_args(&cfg, &input, &fib)))

@@ -48,14 +48,34 @@ impl Features {
 
 /// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK` (64 KiB by
 /// default there: not one flow table), later ones to the memory cgroup.
-/// Raised to unlimited where the process may; where it may not (a service
-/// manager's own limit, no `CAP_SYS_RESOURCE`), a map the limit refuses
-/// fails to load with EPERM, as before.
+/// There it is raised to unlimited; where the process may not (no
+/// `CAP_SYS_RESOURCE`), the daemon says what to do instead.
 pub(super) fn raise_memlock() {
-    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
-    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
-        tracing::debug!("RLIMIT_MEMLOCK left as it is ({e})");
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+    if kernel_at_least(5, 11)
+        || getrlimit(Resource::RLIMIT_MEMLOCK).is_ok_and(|(soft, _)| soft == RLIM_INFINITY)
+    {
+        return;
     }
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::warn!(
+            "{} charges BPF maps to RLIMIT_MEMLOCK, which could not be raised ({e}): \
+             large maps will be refused; run with LimitMEMLOCK=infinity (systemd) or \
+             ulimit -l unlimited",
+            kernel_name()
+        );
+    }
+}
+
+/// Whether the running kernel is `major.minor` or later.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// Sets the program's globals for this kernel. Not required to exist: an
